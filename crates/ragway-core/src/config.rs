@@ -1,0 +1,777 @@
+//! The TOML configuration: raw, serde-tagged types for every component, parsed with every
+//! error reported at once with its path (`llm[1].model_id: missing field`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::{ConfigError, ConfigIssue, EnvOr, SecretRef};
+
+/// The name a request uses to skip retrieval; no store may take it.
+pub const NO_RETRIEVAL: &str = "none";
+
+/// A whole ragway configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub llm: Vec<LlmConfig>,
+    #[serde(default)]
+    pub embedder: Vec<EmbedderConfig>,
+    #[serde(default)]
+    pub vector_store: Vec<VectorStoreConfig>,
+}
+
+/// `[server]`: where to listen and how prompts are assembled.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Passages retrieved when a request gives no `top_k`.
+    #[serde(default = "default_top_k")]
+    pub default_top_k: usize,
+    /// Largest `top_k` a request may ask for.
+    #[serde(default = "default_max_top_k")]
+    pub max_top_k: usize,
+    #[serde(default)]
+    pub prompt: PromptConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            default_top_k: default_top_k(),
+            max_top_k: default_max_top_k(),
+            prompt: PromptConfig::default(),
+        }
+    }
+}
+
+/// `[server.prompt]`: the template that turns passages and a question into messages.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// System prompt used when passages were retrieved and the request gives none.
+    #[serde(default = "crate::prompt::default_system")]
+    pub system: String,
+    /// User message with passages; `{context}` and `{question}` are replaced.
+    #[serde(default = "crate::prompt::default_template")]
+    pub template: String,
+    /// Tokens kept free for the answer when the request gives no `max_tokens`.
+    #[serde(default = "default_answer_reserve")]
+    pub answer_reserve: u32,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self {
+            system: crate::prompt::default_system(),
+            template: crate::prompt::default_template(),
+            answer_reserve: default_answer_reserve(),
+        }
+    }
+}
+
+/// `[[llm]]`: one chat model, by provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LlmConfig {
+    Openai(OpenAiLlmConfig),
+    Bedrock(BedrockLlmConfig),
+}
+
+impl LlmConfig {
+    pub const KINDS: &'static [&'static str] = &["openai", "bedrock"];
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Openai(c) => &c.name,
+            Self::Bedrock(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Openai(_) => "openai",
+            Self::Bedrock(_) => "bedrock",
+        }
+    }
+
+    /// Tokens the model accepts in one request (prompt and answer together).
+    pub fn context_window(&self) -> u32 {
+        match self {
+            Self::Openai(c) => c.context_window,
+            Self::Bedrock(c) => c.context_window,
+        }
+    }
+
+    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+        Some(match kind {
+            "openai" => parse_entry(body, at, issues).map(Self::Openai),
+            "bedrock" => parse_entry(body, at, issues).map(Self::Bedrock),
+            _ => return None,
+        })
+    }
+}
+
+/// An OpenAI-compatible Chat Completions endpoint (OpenAI itself, vLLM, llama.cpp's server, …).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiLlmConfig {
+    pub name: String,
+    /// The model id sent upstream.
+    pub model: String,
+    /// `env::NAME`; optional for servers that need no key.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    #[serde(default = "default_openai_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_openai_context_window")]
+    pub context_window: u32,
+    /// Reasoning models (o1, o3, o4-mini, gpt-5) take `max_completion_tokens` and no
+    /// `temperature`; detected from the model id unless set here.
+    #[serde(default)]
+    pub reasoning: Option<bool>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// An AWS Bedrock model, called through the Converse API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockLlmConfig {
+    pub name: String,
+    /// Model or inference-profile id, e.g. `us.anthropic.claude-3-opus-20240229-v1:0`.
+    pub model_id: String,
+    /// AWS region; the standard chain (AWS_REGION, profile) when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another endpoint than AWS's own (a VPC endpoint, or a local fake in tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    #[serde(default = "default_bedrock_context_window")]
+    pub context_window: u32,
+    /// Whether the model takes a system prompt; detected from the model id unless set here
+    /// (Titan and Mistral Instruct do not).
+    #[serde(default)]
+    pub system_prompt: Option<bool>,
+    /// Attempts per call, the first included, for throttling and transient errors.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// `[[embedder]]`: turns text into vectors for a vector store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EmbedderConfig {
+    Openai(OpenAiEmbedderConfig),
+}
+
+impl EmbedderConfig {
+    pub const KINDS: &'static [&'static str] = &["openai"];
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Openai(c) => &c.name,
+        }
+    }
+
+    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+        Some(match kind {
+            "openai" => parse_entry(body, at, issues).map(Self::Openai),
+            _ => return None,
+        })
+    }
+}
+
+/// An OpenAI-compatible `/v1/embeddings` endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiEmbedderConfig {
+    pub name: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    #[serde(default = "default_openai_base_url")]
+    pub base_url: String,
+    /// Vector length; sent as `dimensions` to models that can shorten their vectors.
+    pub dimensions: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// `[[vector_store]]`: a search backend that requests name in `vector_search_type`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VectorStoreConfig {
+    Kendra(KendraStoreConfig),
+}
+
+impl VectorStoreConfig {
+    pub const KINDS: &'static [&'static str] = &["kendra"];
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Kendra(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kendra(_) => "kendra",
+        }
+    }
+
+    /// The embedder this store needs, if it embeds queries itself.
+    pub fn embedder(&self) -> Option<&str> {
+        match self {
+            Self::Kendra(_) => None,
+        }
+    }
+
+    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+        Some(match kind {
+            "kendra" => parse_entry(body, at, issues).map(Self::Kendra),
+            _ => return None,
+        })
+    }
+}
+
+/// An AWS Kendra index, searched with the Retrieve API. Read-only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KendraStoreConfig {
+    pub name: String,
+    /// The index id, literally or as `env::NAME`.
+    pub index_id: EnvOr,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Only documents whose attributes equal these values (`{ _language_code = "en" }`).
+    #[serde(default)]
+    pub attribute_filter: crate::Filter,
+    /// Drop results Kendra is less confident about than this.
+    #[serde(default)]
+    pub min_score_confidence: Option<ScoreConfidence>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// Kendra's confidence buckets, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScoreConfidence {
+    NotAvailable,
+    Low,
+    Medium,
+    High,
+    VeryHigh,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+fn default_top_k() -> usize {
+    4
+}
+fn default_max_top_k() -> usize {
+    100
+}
+fn default_answer_reserve() -> u32 {
+    512
+}
+fn default_openai_base_url() -> String {
+    "https://api.openai.com/v1".to_owned()
+}
+fn default_openai_context_window() -> u32 {
+    128_000
+}
+fn default_bedrock_context_window() -> u32 {
+    32_000
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+
+/// Seconds from config as a `Duration` (validation has already refused non-positive values).
+pub fn secs(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(1))
+}
+
+impl Config {
+    /// Parses and validates a configuration, reporting every problem at once.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let mut issues = Vec::new();
+        let config = parse_sections(text, &mut issues);
+        if let Some(config) = &config {
+            config.validate(&mut issues);
+        }
+        match config {
+            Some(config) if issues.is_empty() => Ok(config),
+            _ => Err(ConfigError { source_name: source_name.to_owned(), issues }),
+        }
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            issues: vec![ConfigIssue { path: String::new(), message: format!("cannot read: {e}") }],
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    /// Environment variables the configuration refers to that are not set now. Serving
+    /// needs them; checking a file on a laptop may not.
+    pub fn missing_env(&self) -> Vec<ConfigIssue> {
+        let mut missing = Vec::new();
+        let mut check = |path: String, reference: Option<&SecretRef>| {
+            if let Some(reference) = reference {
+                if let Err(message) = reference.resolve() {
+                    missing.push(ConfigIssue { path, message });
+                }
+            }
+        };
+        for (i, llm) in self.llm.iter().enumerate() {
+            if let LlmConfig::Openai(c) = llm {
+                check(format!("llm[{i}].api_key"), c.api_key.as_ref());
+            }
+        }
+        for (i, embedder) in self.embedder.iter().enumerate() {
+            match embedder {
+                EmbedderConfig::Openai(c) => check(format!("embedder[{i}].api_key"), c.api_key.as_ref()),
+            }
+        }
+        for (i, store) in self.vector_store.iter().enumerate() {
+            match store {
+                VectorStoreConfig::Kendra(c) => {
+                    if let EnvOr::Env(reference) = &c.index_id {
+                        check(format!("vector_store[{i}].index_id"), Some(reference));
+                    }
+                }
+            }
+        }
+        missing
+    }
+
+    fn validate(&self, issues: &mut Vec<ConfigIssue>) {
+        let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+
+        if self.server.default_top_k == 0 {
+            issue("server.default_top_k".into(), "must be at least 1".into());
+        }
+        if self.server.max_top_k < self.server.default_top_k {
+            issue("server.max_top_k".into(), format!("must be at least default_top_k ({})", self.server.default_top_k));
+        }
+        let template = &self.server.prompt.template;
+        for placeholder in ["{context}", "{question}"] {
+            if !template.contains(placeholder) {
+                issue("server.prompt.template".into(), format!("must contain {placeholder}"));
+            }
+        }
+
+        check_names("llm", self.llm.iter().map(LlmConfig::name), &mut issue);
+        check_names("embedder", self.embedder.iter().map(EmbedderConfig::name), &mut issue);
+        check_names("vector_store", self.vector_store.iter().map(VectorStoreConfig::name), &mut issue);
+
+        for (i, llm) in self.llm.iter().enumerate() {
+            let at = format!("llm[{i}]");
+            if llm.context_window() == 0 {
+                issue(format!("{at}.context_window"), "must be at least 1".into());
+            }
+            match llm {
+                LlmConfig::Openai(c) => {
+                    check_url(&format!("{at}.base_url"), &c.base_url, &mut issue);
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+                LlmConfig::Bedrock(c) => {
+                    if let Some(url) = &c.endpoint_url {
+                        check_url(&format!("{at}.endpoint_url"), url, &mut issue);
+                    }
+                    if c.max_attempts == 0 {
+                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
+                    }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+            }
+        }
+        for (i, embedder) in self.embedder.iter().enumerate() {
+            let at = format!("embedder[{i}]");
+            match embedder {
+                EmbedderConfig::Openai(c) => {
+                    check_url(&format!("{at}.base_url"), &c.base_url, &mut issue);
+                    if c.dimensions == 0 {
+                        issue(format!("{at}.dimensions"), "must be at least 1".into());
+                    }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+            }
+        }
+        let embedders: Vec<&str> = self.embedder.iter().map(EmbedderConfig::name).collect();
+        for (i, store) in self.vector_store.iter().enumerate() {
+            let at = format!("vector_store[{i}]");
+            if store.name() == NO_RETRIEVAL {
+                issue(format!("{at}.name"), format!("\"{NO_RETRIEVAL}\" is reserved for requests without retrieval"));
+            }
+            if let Some(wanted) = store.embedder() {
+                if !embedders.contains(&wanted) {
+                    issue(
+                        format!("{at}.embedder"),
+                        format!("no embedder named \"{wanted}\"; known: {}", known(&embedders)),
+                    );
+                }
+            }
+            match store {
+                VectorStoreConfig::Kendra(c) => {
+                    if let Some(url) = &c.endpoint_url {
+                        check_url(&format!("{at}.endpoint_url"), url, &mut issue);
+                    }
+                    if c.max_attempts == 0 {
+                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
+                    }
+                    for (key, value) in &c.attribute_filter {
+                        if !(value.is_string() || value.is_i64() || value.is_boolean()) {
+                            issue(
+                                format!("{at}.attribute_filter.{key}"),
+                                "must be a string, an integer or a boolean".into(),
+                            );
+                        }
+                    }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+            }
+        }
+    }
+}
+
+/// Lists names for an error message; "(none)" when there are none.
+pub fn known(names: &[&str]) -> String {
+    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
+}
+
+fn check_names<'a>(section: &str, names: impl Iterator<Item = &'a str>, issue: &mut impl FnMut(String, String)) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if name.trim().is_empty() {
+            issue(format!("{section}[{i}].name"), "must not be empty".into());
+        } else if let Some(first) = seen.get(name) {
+            issue(format!("{section}[{i}].name"), format!("duplicate name \"{name}\" (also {section}[{first}])"));
+        } else {
+            seen.insert(name, i);
+        }
+    }
+}
+
+fn check_url(path: &str, url: &str, issue: &mut impl FnMut(String, String)) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+        issue(path.to_owned(), format!("\"{url}\" is not an http:// or https:// URL"));
+    }
+}
+
+fn check_timeouts(at: &str, connect: f64, total: f64, issue: &mut impl FnMut(String, String)) {
+    for (field, value) in [("connect_timeout_secs", connect), ("timeout_secs", total)] {
+        if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+            issue(format!("{at}.{field}"), format!("must be between 0 and 86400 seconds, got {value}"));
+        }
+    }
+}
+
+/// Splits the file into sections and parses each entry on its own, so that one bad entry
+/// does not hide the errors of the others.
+fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            issues.push(ConfigIssue { path: String::new(), message: format!("not valid TOML: {e}") });
+            return None;
+        }
+    };
+    let mut config = Config::default();
+    let before = issues.len();
+    for (key, value) in table {
+        match key.as_str() {
+            "server" => {
+                if let Some(server) = parse_entry(value, "server", issues) {
+                    config.server = server;
+                }
+            }
+            "llm" => config.llm = parse_list(value, "llm", LlmConfig::KINDS, LlmConfig::parse_kind, issues),
+            "embedder" => {
+                config.embedder = parse_list(value, "embedder", EmbedderConfig::KINDS, EmbedderConfig::parse_kind, issues)
+            }
+            "vector_store" => {
+                config.vector_store =
+                    parse_list(value, "vector_store", VectorStoreConfig::KINDS, VectorStoreConfig::parse_kind, issues)
+            }
+            other => issues.push(ConfigIssue {
+                path: other.to_owned(),
+                message: "unknown section; expected one of server, llm, embedder, vector_store".into(),
+            }),
+        }
+    }
+    (issues.len() == before).then_some(config)
+}
+
+type ParseKind<T> = fn(&str, toml::Value, &str, &mut Vec<ConfigIssue>) -> Option<Option<T>>;
+
+fn parse_list<T>(
+    value: toml::Value,
+    section: &str,
+    kinds: &[&str],
+    parse_kind: ParseKind<T>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<T> {
+    let toml::Value::Array(entries) = value else {
+        issues.push(ConfigIssue {
+            path: section.to_owned(),
+            message: format!("must be a list of tables, written [[{section}]]"),
+        });
+        return Vec::new();
+    };
+    let mut parsed = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let at = format!("{section}[{i}]");
+        let toml::Value::Table(mut body) = entry else {
+            issues.push(ConfigIssue { path: at, message: "must be a table".into() });
+            continue;
+        };
+        let kind = match body.remove("type") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(_) => {
+                issues.push(ConfigIssue { path: format!("{at}.type"), message: "must be a string".into() });
+                continue;
+            }
+            None => {
+                issues.push(ConfigIssue {
+                    path: format!("{at}.type"),
+                    message: format!("missing field; expected one of {}", kinds.join(", ")),
+                });
+                continue;
+            }
+        };
+        match parse_kind(&kind, toml::Value::Table(body), &at, issues) {
+            Some(Some(component)) => parsed.push(component),
+            Some(None) => {}
+            None => issues.push(ConfigIssue {
+                path: format!("{at}.type"),
+                message: format!("unknown type \"{kind}\"; expected one of {}", kinds.join(", ")),
+            }),
+        }
+    }
+    parsed
+}
+
+fn parse_entry<T: DeserializeOwned>(body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(body) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            let mut path = at.to_owned();
+            let inner = error.path().to_string();
+            if inner != "." {
+                path = format!("{path}.{inner}");
+            }
+            let message = error.inner().message().to_owned();
+            issues.push(locate_field(path, message));
+            None
+        }
+    }
+}
+
+/// Moves the field that serde names inside its message into the path:
+/// "missing field `model_id`" at `llm[1]` becomes `llm[1].model_id: missing field`.
+fn locate_field(path: String, message: String) -> ConfigIssue {
+    for (prefix, label) in [("missing field `", "missing field"), ("unknown field `", "unknown field")] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((field, tail)) = rest.split_once('`') {
+                let tail = tail.trim_start_matches(',').trim();
+                let message = if tail.is_empty() { label.to_owned() } else { format!("{label}; {tail}") };
+                let already_there = path.ends_with(&format!(".{field}"));
+                let path = if already_there { path } else { format!("{path}.{field}") };
+                return ConfigIssue { path, message };
+            }
+        }
+    }
+    ConfigIssue { path, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(text: &str) -> Vec<String> {
+        match Config::parse(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.issues.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_config_parses() {
+        let config = Config::parse(
+            r#"
+            [server]
+            bind = "0.0.0.0:9000"
+            [[llm]]
+            name = "gpt"
+            type = "openai"
+            model = "gpt-4o"
+            api_key = "env::OPENAI_API_KEY"
+            [[llm]]
+            name = "claude"
+            type = "bedrock"
+            model_id = "us.anthropic.claude-3-opus-20240229-v1:0"
+            region = "us-west-2"
+            [[vector_store]]
+            name = "kendra"
+            type = "kendra"
+            index_id = "env::KENDRA_INDEX_ID"
+            min_score_confidence = "HIGH"
+            attribute_filter = { _language_code = "en" }
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(config.server.bind.port(), 9000);
+        assert_eq!(config.llm.len(), 2);
+        assert_eq!(config.llm[1].name(), "claude");
+        assert!(matches!(&config.vector_store[0], VectorStoreConfig::Kendra(k) if k.min_score_confidence == Some(ScoreConfidence::High)));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let found = issues(
+            r#"
+            [server]
+            bind = "nowhere"
+            [[llm]]
+            name = "a"
+            type = "openai"
+            model = "gpt-4o"
+            [[llm]]
+            name = "b"
+            type = "bedrock"
+            [[llm]]
+            name = "c"
+            type = "openai"
+            model = "x"
+            api_key = "sk-123"
+            [[llm]]
+            name = "d"
+            type = "nonsense"
+            [[llm]]
+            name = "e"
+            type = "openai"
+            model = "x"
+            colour = "blue"
+            [[vector_store]]
+            name = "k"
+            type = "kendra"
+            index_id = "idx"
+            min_score_confidence = "SORT_OF"
+            "#,
+        );
+        let text = found.join("\n");
+        assert!(text.contains("server.bind:"), "{text}");
+        assert!(text.contains("llm[1].model_id: missing field"), "{text}");
+        assert!(text.contains("llm[2].api_key: secrets must be references"), "{text}");
+        assert!(!text.contains("sk-123"), "a secret leaked into an error: {text}");
+        assert!(text.contains("llm[3].type: unknown type \"nonsense\"; expected one of openai, bedrock"), "{text}");
+        assert!(text.contains("llm[4].colour: unknown field"), "{text}");
+        assert!(text.contains("vector_store[0].min_score_confidence:"), "{text}");
+        assert_eq!(found.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn semantic_errors_are_reported_together() {
+        let found = issues(
+            r#"
+            [server.prompt]
+            template = "no placeholders"
+            [[llm]]
+            name = "a"
+            type = "openai"
+            model = "m"
+            base_url = "ftp://x"
+            timeout_secs = 0
+            [[llm]]
+            name = "a"
+            type = "openai"
+            model = "m"
+            [[vector_store]]
+            name = "none"
+            type = "kendra"
+            index_id = "i"
+            "#,
+        );
+        let text = found.join("\n");
+        assert!(text.contains("server.prompt.template: must contain {context}"), "{text}");
+        assert!(text.contains("server.prompt.template: must contain {question}"), "{text}");
+        assert!(text.contains("llm[0].base_url: \"ftp://x\" is not an http"), "{text}");
+        assert!(text.contains("llm[0].timeout_secs: must be between"), "{text}");
+        assert!(text.contains("llm[1].name: duplicate name \"a\" (also llm[0])"), "{text}");
+        assert!(text.contains("vector_store[0].name: \"none\" is reserved"), "{text}");
+    }
+
+    #[test]
+    fn type_errors_inside_an_entry_name_the_field() {
+        let found = issues(
+            r#"
+            [[llm]]
+            name = "a"
+            type = "bedrock"
+            model_id = "m"
+            context_window = "big"
+            "#,
+        );
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("llm[0].context_window: invalid type"), "{found:?}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_sections_are_reported() {
+        assert!(issues("[[llm]\nname=")[0].starts_with("not valid TOML"));
+        let found = issues("llm = 3\n[servr]\nbind = \"127.0.0.1:1\"");
+        assert!(found.iter().any(|i| i.starts_with("servr: unknown section")), "{found:?}");
+        assert!(found.iter().any(|i| i.starts_with("llm: must be a list of tables")), "{found:?}");
+    }
+
+    #[test]
+    fn missing_env_names_the_variable_and_the_path() {
+        let config = Config::parse(
+            "[[llm]]\nname='a'\ntype='openai'\nmodel='m'\napi_key='env::RAGWAY_TEST_UNSET_KEY_1'\n",
+            "t",
+        )
+        .unwrap();
+        let missing = config.missing_env();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].path, "llm[0].api_key");
+        assert!(missing[0].message.contains("RAGWAY_TEST_UNSET_KEY_1"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared vocabulary of ragway: chat and retrieval types, the component traits, errors,
+//! configuration and prompt assembly. Every other crate builds on these.
+
+pub mod config;
+pub mod error;
+pub mod prompt;
+pub mod secret;
+pub mod traits;
+pub mod types;
+
+pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
+pub use secret::{EnvOr, SecretRef};
+pub use traits::{ChatModel, DeltaStream, Embedder, Retriever};
+pub use types::{
+    ChatRequest, ChatResponse, Delta, Filter, FinishReason, Message, Passage, Role, Usage,
+};

@@ -1,0 +1,207 @@
+//! Prompt assembly: numbered passages and the question poured into the configured template,
+//! with the passages trimmed to what fits in the model's context window.
+
+use crate::config::PromptConfig;
+use crate::{Message, Passage};
+
+/// The default system prompt for answers grounded in retrieved passages.
+pub fn default_system() -> String {
+    "You answer questions using the numbered passages provided with the question. \
+     Cite the passages you rely on by their number in square brackets, like [1] or [2][3]. \
+     If the passages do not contain the answer, say that you do not know instead of guessing."
+        .to_owned()
+}
+
+/// The default user message when passages were retrieved.
+pub fn default_template() -> String {
+    "Passages:\n{context}\n\nQuestion: {question}".to_owned()
+}
+
+/// A rough token count (about four bytes a token for English); good enough to budget a
+/// context window without loading each provider's tokenizer.
+pub fn approx_tokens(text: &str) -> usize {
+    text.len().div_ceil(4)
+}
+
+/// The messages to send and the passages they quote (the sources of the answer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub messages: Vec<Message>,
+    pub passages: Vec<Passage>,
+}
+
+/// What a prompt is built from.
+pub struct PromptInput<'a> {
+    pub question: &'a str,
+    /// The request's own system prompt, which wins over the configured one.
+    pub system: Option<&'a str>,
+    pub passages: Vec<Passage>,
+    pub context_window: u32,
+    pub max_tokens: Option<u32>,
+}
+
+/// Smallest piece of a passage worth quoting when only part of it fits.
+const MIN_PARTIAL_TOKENS: usize = 32;
+/// Allowance for the chat format's own tokens around each message.
+const MESSAGE_OVERHEAD_TOKENS: usize = 8;
+
+/// Builds the prompt. Passages are kept in the order given (best first) while they fit; the
+/// first one that does not fit is cut at a word boundary if a useful part fits, and the rest
+/// are dropped.
+pub fn assemble(config: &PromptConfig, input: PromptInput<'_>) -> Prompt {
+    let PromptInput { question, system, passages, context_window, max_tokens } = input;
+    let mut messages = Vec::with_capacity(2);
+    if passages.is_empty() {
+        if let Some(system) = system {
+            messages.push(Message::system(system));
+        }
+        messages.push(Message::user(question));
+        return Prompt { messages, passages };
+    }
+
+    let system = system.unwrap_or(&config.system);
+    let reserve = max_tokens.unwrap_or(config.answer_reserve) as usize;
+    let fixed = approx_tokens(system)
+        + approx_tokens(&fill(&config.template, "", question))
+        + 2 * MESSAGE_OVERHEAD_TOKENS;
+    let mut budget = (context_window as usize).saturating_sub(reserve + fixed);
+
+    let mut blocks = Vec::new();
+    let mut used = Vec::new();
+    for mut passage in passages {
+        let number = used.len() + 1;
+        let heading = match &passage.title {
+            Some(title) if !title.is_empty() => format!("[{number}] {title}\n"),
+            _ => format!("[{number}] "),
+        };
+        let cost = approx_tokens(&heading) + approx_tokens(&passage.text) + 1;
+        if cost <= budget {
+            budget -= cost;
+            blocks.push(format!("{heading}{}", passage.text));
+            used.push(passage);
+            continue;
+        }
+        let room = budget.saturating_sub(approx_tokens(&heading) + 1);
+        if room >= MIN_PARTIAL_TOKENS {
+            passage.text = cut_at_word(&passage.text, room * 4);
+            blocks.push(format!("{heading}{}", passage.text));
+            used.push(passage);
+        }
+        break;
+    }
+    if used.is_empty() {
+        messages.push(Message::system(system));
+        messages.push(Message::user(question));
+        return Prompt { messages, passages: used };
+    }
+    messages.push(Message::system(system));
+    messages.push(Message::user(fill(&config.template, &blocks.join("\n\n"), question)));
+    Prompt { messages, passages: used }
+}
+
+/// Replaces `{context}` and `{question}` in one pass, so text inside a passage that looks like
+/// a placeholder is left alone.
+fn fill(template: &str, context: &str, question: &str) -> String {
+    let mut out = String::with_capacity(template.len() + context.len() + question.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        if let Some(after) = tail.strip_prefix("{context}") {
+            out.push_str(context);
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{question}") {
+            out.push_str(question);
+            rest = after;
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The longest prefix of at most `max_bytes` ending at a word boundary, with an ellipsis.
+fn cut_at_word(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &text[..end];
+    let cut = cut.rfind(char::is_whitespace).map_or(cut, |space| &cut[..space]);
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(id: &str, text: &str) -> Passage {
+        Passage {
+            id: id.into(),
+            text: text.into(),
+            score: 1.0,
+            title: Some(format!("Title {id}")),
+            uri: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn input(passages: Vec<Passage>, context_window: u32) -> PromptInput<'static> {
+        PromptInput { question: "What is a qubit?", system: None, passages, context_window, max_tokens: Some(100) }
+    }
+
+    #[test]
+    fn passages_are_numbered_and_the_model_is_asked_to_cite() {
+        let prompt = assemble(
+            &PromptConfig::default(),
+            input(vec![passage("a", "Qubits hold superpositions."), passage("b", "Gates act on qubits.")], 4096),
+        );
+        assert_eq!(prompt.passages.len(), 2);
+        assert!(prompt.messages[0].content.contains("[1]"));
+        let user = &prompt.messages[1].content;
+        assert!(user.contains("[1] Title a\nQubits hold superpositions."), "{user}");
+        assert!(user.contains("[2] Title b\nGates act on qubits."), "{user}");
+        assert!(user.ends_with("Question: What is a qubit?"), "{user}");
+    }
+
+    #[test]
+    fn passages_are_trimmed_to_the_context_window() {
+        let long = "word ".repeat(400); // about 500 tokens
+        let passages = vec![passage("a", &long), passage("b", &long), passage("c", &long)];
+        let prompt = assemble(&PromptConfig::default(), input(passages, 1000));
+        assert_eq!(prompt.passages.len(), 2, "one whole passage and part of the second fit");
+        assert!(prompt.passages[1].text.ends_with('…'));
+        let total: usize = prompt.messages.iter().map(|m| approx_tokens(&m.content)).sum();
+        assert!(total + 100 <= 1000, "prompt of {total} tokens overflows the window");
+    }
+
+    #[test]
+    fn nothing_fits_means_the_question_alone() {
+        let prompt = assemble(&PromptConfig::default(), input(vec![passage("a", &"x ".repeat(1000))], 200));
+        assert!(prompt.passages.is_empty());
+        assert_eq!(prompt.messages.last().unwrap().content, "What is a qubit?");
+    }
+
+    #[test]
+    fn no_passages_sends_the_question_and_the_requests_system_prompt() {
+        let mut inp = input(vec![], 4096);
+        inp.system = Some("Be brief.");
+        let prompt = assemble(&PromptConfig::default(), inp);
+        assert_eq!(prompt.messages, vec![Message::system("Be brief."), Message::user("What is a qubit?")]);
+    }
+
+    #[test]
+    fn placeholders_inside_passages_are_not_expanded() {
+        assert_eq!(fill("{context}|{question}|{other}", "{question}", "q"), "{question}|q|{other}");
+    }
+
+    #[test]
+    fn cutting_respects_utf8_and_words() {
+        assert_eq!(cut_at_word("héllo wörld again", 9), "héllo…");
+    }
+}

@@ -1,0 +1,38 @@
+//! The component traits the factory builds and the handlers call: chat models, retrievers and
+//! embedders. They are small on purpose; everything provider-specific stays behind them.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::{ChatRequest, ChatResponse, Delta, Filter, Passage, ProviderError};
+
+/// A streamed answer: text pieces, then the finish reason and usage; an `Err` ends it.
+pub type DeltaStream = BoxStream<'static, Result<Delta, ProviderError>>;
+
+/// A language model that answers a conversation.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// Answers in one piece.
+    async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// Answers as a stream of deltas. Dropping the stream cancels the upstream request.
+    async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError>;
+}
+
+/// A search backend that returns the passages most relevant to a query.
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    async fn search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError>;
+}
+
+/// Turns texts into vectors, one per text, all of `dimension()` floats.
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    fn dimension(&self) -> usize;
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+}

@@ -1,0 +1,267 @@
+//! AWS Bedrock provider through the Converse and ConverseStream APIs, so that one code path
+//! serves Claude, Jamba, Llama, Mistral, Nova, Titan and Cohere.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
+    Message as BedrockMessage, StopReason, SystemContentBlock, TokenUsage,
+};
+use aws_types::SdkConfig;
+use ragway_aws::{ClientSettings, client_config, map_sdk_error};
+use ragway_core::config::{BedrockLlmConfig, secs};
+use ragway_core::{
+    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, ProviderError, Role, Usage,
+};
+
+pub const PROVIDER_TYPE: &str = "bedrock";
+
+/// A chat model on AWS Bedrock.
+pub struct BedrockChat {
+    client: Client,
+    model_id: String,
+    /// False for families that reject a system prompt; it is then folded into the first
+    /// user message.
+    system_prompt: bool,
+    timeout: Duration,
+    provider: String,
+}
+
+impl BedrockChat {
+    pub fn new(config: &BedrockLlmConfig, shared: &SdkConfig) -> Result<Self, BuildError> {
+        let timeout = secs(config.timeout_secs);
+        let settings = ClientSettings {
+            region: config.region.clone(),
+            endpoint_url: config.endpoint_url.clone(),
+            max_attempts: config.max_attempts,
+            connect_timeout: secs(config.connect_timeout_secs),
+            timeout,
+        };
+        let sdk = client_config(shared, &settings)
+            .map_err(|message| BuildError { component: format!("llm \"{}\"", config.name), message })?;
+        Ok(Self {
+            client: Client::new(&sdk),
+            model_id: config.model_id.clone(),
+            system_prompt: config.system_prompt.unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
+            timeout,
+            provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
+        })
+    }
+
+    /// The conversation in Converse's shape: system apart (or folded in), roles alternating.
+    fn conversation(&self, request: &ChatRequest) -> Result<(Vec<SystemContentBlock>, Vec<BedrockMessage>), ProviderError> {
+        let system = request.system_text();
+        let mut turns: Vec<(ConversationRole, String)> = Vec::new();
+        for message in &request.messages {
+            let role = match message.role {
+                Role::System => continue,
+                Role::User => ConversationRole::User,
+                Role::Assistant => ConversationRole::Assistant,
+            };
+            // Converse wants user and assistant turns to alternate; merge runs of one role.
+            match turns.last_mut() {
+                Some((last, text)) if *last == role => {
+                    text.push_str("\n\n");
+                    text.push_str(&message.content);
+                }
+                _ => turns.push((role, message.content.clone())),
+            }
+        }
+        let mut system_blocks = Vec::new();
+        if let Some(system) = system {
+            if self.system_prompt {
+                system_blocks.push(SystemContentBlock::Text(system));
+            } else if let Some((_, first_user)) = turns.iter_mut().find(|(role, _)| *role == ConversationRole::User) {
+                *first_user = format!("{system}\n\n{first_user}");
+            }
+        }
+        let messages = turns
+            .into_iter()
+            .map(|(role, text)| {
+                BedrockMessage::builder()
+                    .role(role)
+                    .content(ContentBlock::Text(text))
+                    .build()
+                    .map_err(|e| ProviderError::Unsupported { provider: self.provider.clone(), message: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if messages.is_empty() {
+            return Err(ProviderError::Unsupported {
+                provider: self.provider.clone(),
+                message: "the conversation has no user message".into(),
+            });
+        }
+        Ok((system_blocks, messages))
+    }
+
+    fn inference_config(request: &ChatRequest) -> InferenceConfiguration {
+        InferenceConfiguration::builder()
+            .set_max_tokens(request.max_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+            .set_temperature(request.temperature)
+            .set_top_p(request.top_p)
+            .set_stop_sequences((!request.stop.is_empty()).then(|| request.stop.clone()))
+            .build()
+    }
+}
+
+#[async_trait]
+impl ChatModel for BedrockChat {
+    async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let (system, messages) = self.conversation(&request)?;
+        let output = self
+            .client
+            .converse()
+            .model_id(&self.model_id)
+            .set_system((!system.is_empty()).then_some(system))
+            .set_messages(Some(messages))
+            .inference_config(Self::inference_config(&request))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&self.provider, e, self.timeout))?;
+        let text = match output.output() {
+            Some(ConverseOutput::Message(message)) => message
+                .content()
+                .iter()
+                .filter_map(|block| match block {
+                    ContentBlock::Text(text) => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<String>(),
+            _ => return Err(ProviderError::invalid_response(&self.provider, "the answer holds no message")),
+        };
+        Ok(ChatResponse {
+            text,
+            usage: output.usage().map(usage).unwrap_or_default(),
+            finish_reason: finish_reason(output.stop_reason()),
+        })
+    }
+
+    async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
+        let (system, messages) = self.conversation(&request)?;
+        let output = self
+            .client
+            .converse_stream()
+            .model_id(&self.model_id)
+            .set_system((!system.is_empty()).then_some(system))
+            .set_messages(Some(messages))
+            .inference_config(Self::inference_config(&request))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&self.provider, e, self.timeout))?;
+        let mut events = output.stream;
+        let provider = self.provider.clone();
+        let timeout = self.timeout;
+        Ok(Box::pin(async_stream::stream! {
+            let mut finished = false;
+            loop {
+                match events.recv().await {
+                    Ok(Some(ConverseStreamOutput::ContentBlockDelta(event))) => {
+                        if let Some(ContentBlockDelta::Text(text)) = event.delta {
+                            if !text.is_empty() {
+                                yield Ok(Delta::Text(text));
+                            }
+                        }
+                    }
+                    Ok(Some(ConverseStreamOutput::MessageStop(event))) => {
+                        finished = true;
+                        yield Ok(Delta::Finish(finish_reason(&event.stop_reason)));
+                    }
+                    Ok(Some(ConverseStreamOutput::Metadata(event))) => {
+                        if let Some(tokens) = &event.usage {
+                            yield Ok(Delta::Usage(usage(tokens)));
+                        }
+                    }
+                    // Start and stop markers of blocks, and event kinds added later, carry no text.
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        if !finished {
+                            yield Err(ProviderError::unreachable(&provider, "stream ended before the answer was complete"));
+                        }
+                        return;
+                    }
+                    // An exception inside the stream (after HTTP 200), e.g. throttlingException.
+                    Err(error) => {
+                        yield Err(map_sdk_error(&provider, error, timeout));
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Titan text models and the Mistral Instruct models reject a system prompt in Converse.
+fn accepts_system_prompt(model_id: &str) -> bool {
+    let id = model_id.to_ascii_lowercase();
+    let titan = id.contains("amazon.titan-text") || id.contains("amazon.titan-tg1");
+    let mistral_instruct = id.contains("mistral.") && id.contains("instruct");
+    !(titan || mistral_instruct)
+}
+
+fn usage(tokens: &TokenUsage) -> Usage {
+    Usage {
+        input_tokens: u32::try_from(tokens.input_tokens()).unwrap_or(0),
+        output_tokens: u32::try_from(tokens.output_tokens()).unwrap_or(0),
+    }
+}
+
+/// Maps Bedrock's stop reasons; values this SDK does not know keep their spelling.
+fn finish_reason(reason: &StopReason) -> FinishReason {
+    match reason {
+        StopReason::EndTurn | StopReason::StopSequence => FinishReason::Stop,
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => FinishReason::Length,
+        StopReason::ContentFiltered | StopReason::GuardrailIntervened => FinishReason::ContentFilter,
+        StopReason::ToolUse => FinishReason::ToolCalls,
+        other => FinishReason::Other(other.as_str().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragway_core::Message;
+
+    #[test]
+    fn families_that_reject_system_prompts_are_known() {
+        assert!(!accepts_system_prompt("amazon.titan-text-express-v1"));
+        assert!(!accepts_system_prompt("amazon.titan-text-premier-v1:0"));
+        assert!(!accepts_system_prompt("mistral.mistral-7b-instruct-v0:2"));
+        assert!(!accepts_system_prompt("mistral.mixtral-8x7b-instruct-v0:1"));
+        assert!(accepts_system_prompt("mistral.mistral-large-2402-v1:0"));
+        assert!(accepts_system_prompt("us.anthropic.claude-3-opus-20240229-v1:0"));
+        assert!(accepts_system_prompt("ai21.jamba-1-5-large-v1:0"));
+        assert!(accepts_system_prompt("amazon.nova-pro-v1:0"));
+        assert!(accepts_system_prompt("cohere.command-r-plus-v1:0"));
+        assert!(accepts_system_prompt("meta.llama3-70b-instruct-v1:0"));
+    }
+
+    #[test]
+    fn unknown_stop_reasons_are_kept_not_panicked_on() {
+        assert_eq!(finish_reason(&StopReason::from("some_new_reason")), FinishReason::Other("some_new_reason".into()));
+        assert_eq!(finish_reason(&StopReason::from("max_tokens")), FinishReason::Length);
+    }
+
+    fn model(model_id: &str) -> BedrockChat {
+        let config: BedrockLlmConfig =
+            toml::from_str(&format!("name = 'm'\nmodel_id = '{model_id}'\nregion = 'us-east-1'")).unwrap();
+        BedrockChat::new(&config, &SdkConfig::builder().build()).unwrap()
+    }
+
+    #[test]
+    fn system_prompts_are_folded_in_for_titan_and_runs_of_one_role_merged() {
+        let request = ChatRequest {
+            messages: vec![Message::system("Be brief."), Message::user("a"), Message::user("b")],
+            ..Default::default()
+        };
+        let (system, messages) = model("amazon.titan-text-express-v1").conversation(&request).unwrap();
+        assert!(system.is_empty());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].content(), &[ContentBlock::Text("Be brief.\n\na\n\nb".into())]);
+
+        let (system, messages) = model("anthropic.claude-3-haiku-20240307-v1:0").conversation(&request).unwrap();
+        assert_eq!(system, vec![SystemContentBlock::Text("Be brief.".into())]);
+        assert_eq!(messages[0].content(), &[ContentBlock::Text("a\n\nb".into())]);
+    }
+}

@@ -1,0 +1,346 @@
+//! OpenAI Chat Completions provider: OpenAI itself or any OpenAI-compatible server, answered
+//! whole or streamed as server-sent events parsed as they arrive.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use ragway_core::config::{OpenAiLlmConfig, secs};
+use ragway_core::{
+    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, ProviderError, Role, Usage,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const PROVIDER_TYPE: &str = "openai";
+
+/// A chat model behind an OpenAI-compatible `/chat/completions` endpoint.
+pub struct OpenAiChat {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<SecretString>,
+    reasoning: bool,
+    timeout: Duration,
+    provider: String,
+}
+
+impl OpenAiChat {
+    /// Builds the model over a shared, pooled HTTP client, resolving the key now so that a
+    /// missing variable stops start-up instead of the first request.
+    pub fn new(config: &OpenAiLlmConfig, http: reqwest::Client) -> Result<Self, BuildError> {
+        let api_key = match &config.api_key {
+            Some(reference) => Some(reference.resolve().map_err(|message| BuildError {
+                component: format!("llm \"{}\" api_key", config.name),
+                message,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            http,
+            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            model: config.model.clone(),
+            api_key,
+            reasoning: config.reasoning.unwrap_or_else(|| is_reasoning_model(&config.model)),
+            timeout: secs(config.timeout_secs),
+            provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
+        })
+    }
+
+    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::System => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                json!({ "role": role, "content": m.content })
+            })
+            .collect();
+        let mut fields = serde_json::Map::new();
+        fields.insert("model".into(), json!(self.model));
+        fields.insert("messages".into(), Value::Array(messages));
+        if let Some(max_tokens) = request.max_tokens {
+            let key = if self.reasoning { "max_completion_tokens" } else { "max_tokens" };
+            fields.insert(key.into(), json!(max_tokens));
+        }
+        // Reasoning models refuse sampling parameters.
+        if !self.reasoning {
+            if let Some(temperature) = request.temperature {
+                fields.insert("temperature".into(), json!(temperature));
+            }
+            if let Some(top_p) = request.top_p {
+                fields.insert("top_p".into(), json!(top_p));
+            }
+        }
+        if !request.stop.is_empty() {
+            fields.insert("stop".into(), json!(request.stop));
+        }
+        if stream {
+            fields.insert("stream".into(), json!(true));
+            fields.insert("stream_options".into(), json!({ "include_usage": true }));
+        }
+        Value::Object(fields)
+    }
+
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
+        let mut builder = self.http.post(&self.url).timeout(self.timeout).json(body);
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key.expose_secret());
+        }
+        let response = builder.send().await.map_err(|e| self.transport_error(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(self.status_error(response).await)
+    }
+
+    fn transport_error(&self, error: reqwest::Error) -> ProviderError {
+        if error.is_timeout() {
+            return ProviderError::Timeout { provider: self.provider.clone(), after: self.timeout };
+        }
+        // reqwest's Display names the URL, never headers, so no key can leak through it.
+        let message = error_chain(&error);
+        if error.is_decode() {
+            ProviderError::invalid_response(&self.provider, message)
+        } else {
+            ProviderError::unreachable(&self.provider, message)
+        }
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> ProviderError {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| truncate(&text, 500));
+        match status {
+            429 => ProviderError::Throttled { provider: self.provider.clone(), message, retry_after },
+            408 | 504 => ProviderError::Timeout { provider: self.provider.clone(), after: self.timeout },
+            _ => ProviderError::upstream(&self.provider, Some(status), message),
+        }
+    }
+}
+
+#[async_trait]
+impl ChatModel for OpenAiChat {
+    async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let response = self.send(&self.body(&request, false)).await?;
+        let completion: Completion = response.json().await.map_err(|e| self.transport_error(e))?;
+        let choice = completion
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::invalid_response(&self.provider, "no choices in the completion"))?;
+        Ok(ChatResponse {
+            text: choice.message.content.unwrap_or_default(),
+            usage: completion.usage.map(Usage::from).unwrap_or_default(),
+            finish_reason: finish_reason(choice.finish_reason.as_deref()),
+        })
+    }
+
+    async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
+        let response = self.send(&self.body(&request, true)).await?;
+        let provider = self.provider.clone();
+        let timeout = self.timeout;
+        let mut events = response.bytes_stream().eventsource();
+        Ok(Box::pin(async_stream::stream! {
+            let mut finished = false;
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(eventsource_stream::EventStreamError::Transport(e)) if e.is_timeout() => {
+                        yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
+                        return;
+                    }
+                    Err(e) => {
+                        yield Err(ProviderError::unreachable(&provider, format!("stream broke off: {e}")));
+                        return;
+                    }
+                };
+                if event.data.trim() == "[DONE]" {
+                    return;
+                }
+                let chunk: Chunk = match serde_json::from_str(&event.data) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        yield Err(ProviderError::invalid_response(&provider, format!("bad stream chunk: {e}")));
+                        return;
+                    }
+                };
+                if let Some(error) = chunk.error {
+                    yield Err(ProviderError::upstream(&provider, None, error.message));
+                    return;
+                }
+                for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                    if let Some(text) = choice.delta.and_then(|d| d.content).filter(|t| !t.is_empty()) {
+                        yield Ok(Delta::Text(text));
+                    }
+                    if let Some(reason) = choice.finish_reason {
+                        finished = true;
+                        yield Ok(Delta::Finish(finish_reason(Some(&reason))));
+                    }
+                }
+                if let Some(usage) = chunk.usage {
+                    yield Ok(Delta::Usage(usage.into()));
+                }
+            }
+            if !finished {
+                yield Err(ProviderError::unreachable(&provider, "stream ended before the answer was complete"));
+            }
+        }))
+    }
+}
+
+/// o1, o3, o4-mini, gpt-5 and their dated variants take `max_completion_tokens` and no
+/// sampling parameters.
+fn is_reasoning_model(model: &str) -> bool {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
+        model == *family || model.starts_with(&format!("{family}-"))
+    })
+}
+
+fn finish_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        None | Some("stop") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
+        Some(other) => FinishReason::Other(other.to_owned()),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    choices: Vec<Choice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<WireUsage>,
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    index: u32,
+    delta: Option<ChunkDelta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Self {
+        Self { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragway_core::Message;
+
+    fn model(name: &str) -> OpenAiChat {
+        let config: OpenAiLlmConfig = toml::from_str(&format!("name = 'x'\nmodel = '{name}'")).unwrap();
+        OpenAiChat::new(&config, reqwest::Client::new()).unwrap()
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![Message::system("s"), Message::user("u")],
+            max_tokens: Some(50),
+            temperature: Some(0.2),
+            top_p: None,
+            stop: vec!["END".into()],
+        }
+    }
+
+    #[test]
+    fn reasoning_models_are_detected() {
+        for name in ["o1", "o3", "o3-mini", "o4-mini", "o4-mini-2025-04-16", "gpt-5", "gpt-5-mini"] {
+            assert!(is_reasoning_model(name), "{name}");
+        }
+        for name in ["gpt-4o", "gpt-4o-mini", "llama-3", "ollama-o3x"] {
+            assert!(!is_reasoning_model(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn chat_models_get_max_tokens_and_temperature() {
+        let body = model("gpt-4o").body(&request(), false);
+        assert_eq!(body["max_tokens"], 50);
+        assert!((body["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+        assert_eq!(body["stop"], json!(["END"]));
+        assert!(body.get("stream").is_none());
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens_and_no_temperature() {
+        let body = model("o4-mini").body(&request(), true);
+        assert_eq!(body["max_completion_tokens"], 50);
+        assert!(body.get("max_tokens").is_none());
+        assert!(body.get("temperature").is_none());
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+}

@@ -1,0 +1,119 @@
+//! The retrieval-augmented answer: resolve the named model and store, retrieve passages,
+//! assemble the prompt within the model's context window, and generate (whole or streamed).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ragway_core::prompt::{PromptInput, assemble};
+use ragway_core::{ChatModel, ChatRequest, Filter, FinishReason, Passage, Usage};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::registry::Registry;
+
+/// A question as a route or the CLI received it, already validated for shape.
+#[derive(Clone, Debug)]
+pub struct Question {
+    pub prompt: String,
+    pub llm_name: String,
+    pub vector_search_type: String,
+    pub top_k: Option<usize>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub system: Option<String>,
+}
+
+/// Milliseconds spent in each stage.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    pub retrieval: f64,
+    pub generation: f64,
+    pub total: f64,
+}
+
+/// A complete answer with its sources.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub text: String,
+    pub sources: Vec<Passage>,
+    pub usage: Usage,
+    pub finish_reason: FinishReason,
+    pub timings: Timings,
+}
+
+/// Everything decided before generation starts.
+pub struct Prepared {
+    pub model: Arc<dyn ChatModel>,
+    pub request: ChatRequest,
+    pub sources: Vec<Passage>,
+    pub started: Instant,
+    pub retrieval_ms: f64,
+}
+
+impl Prepared {
+    pub fn timings(&self, generation_started: Instant) -> Timings {
+        Timings {
+            retrieval: self.retrieval_ms,
+            generation: millis(generation_started),
+            total: millis(self.started),
+        }
+    }
+}
+
+pub fn millis(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+impl Registry {
+    /// Resolves names, retrieves and assembles the prompt.
+    pub async fn prepare(&self, question: &Question) -> Result<Prepared, ApiError> {
+        let started = Instant::now();
+        let llm = self.llm(&question.llm_name)?;
+        let store = self.store(&question.vector_search_type)?;
+        let passages = match store {
+            Some(store) => {
+                let top_k = question.top_k.unwrap_or(self.server.default_top_k);
+                store.retriever.search(&question.prompt, top_k, &Filter::new()).await?
+            }
+            None => Vec::new(),
+        };
+        let retrieval_ms = millis(started);
+        let prompt = assemble(
+            &self.server.prompt,
+            PromptInput {
+                question: &question.prompt,
+                system: question.system.as_deref(),
+                passages,
+                context_window: llm.context_window,
+                max_tokens: question.max_tokens,
+            },
+        );
+        Ok(Prepared {
+            model: llm.model.clone(),
+            request: ChatRequest {
+                messages: prompt.messages,
+                max_tokens: question.max_tokens,
+                temperature: question.temperature,
+                top_p: None,
+                stop: Vec::new(),
+            },
+            sources: prompt.passages,
+            started,
+            retrieval_ms,
+        })
+    }
+
+    /// Answers in one piece.
+    pub async fn answer(&self, question: &Question) -> Result<Answer, ApiError> {
+        let prepared = self.prepare(question).await?;
+        let generation_started = Instant::now();
+        let response = prepared.model.generate(prepared.request.clone()).await?;
+        Ok(Answer {
+            text: response.text,
+            usage: response.usage,
+            finish_reason: response.finish_reason,
+            timings: prepared.timings(generation_started),
+            sources: prepared.sources,
+        })
+    }
+}

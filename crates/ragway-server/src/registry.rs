@@ -1,0 +1,194 @@
+//! The factory: builds every configured chat model, embedder and store once at start-up into
+//! a read-only `Registry` that handlers share. Handlers never construct providers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ragway_core::config::{Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, ServerConfig, VectorStoreConfig, secs};
+use ragway_core::{BuildError, ChatModel, Embedder, Retriever};
+
+use crate::error::ApiError;
+
+/// A built chat model with what the server needs to know about it.
+pub struct Llm {
+    pub name: String,
+    pub kind: &'static str,
+    pub context_window: u32,
+    pub model: Arc<dyn ChatModel>,
+}
+
+/// A built store.
+pub struct Store {
+    pub name: String,
+    pub kind: &'static str,
+    pub retriever: Arc<dyn Retriever>,
+}
+
+/// Every component, by name. Shared read-only behind an `Arc`.
+pub struct Registry {
+    pub server: ServerConfig,
+    llms: BTreeMap<String, Llm>,
+    stores: BTreeMap<String, Store>,
+    embedders: BTreeMap<String, Arc<dyn Embedder>>,
+}
+
+/// Components that could not be built, all of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{} component{} could not be built:{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+pub struct StartupError(pub Vec<BuildError>);
+
+/// Hands out pooled HTTP clients, one per distinct connect timeout, so that every component
+/// with the same settings shares one connection pool.
+#[derive(Default)]
+struct HttpClients(HashMap<Duration, reqwest::Client>);
+
+impl HttpClients {
+    fn get(&mut self, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+        if let Some(client) = self.0.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("ragway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot create an HTTP client: {e}"))?;
+        self.0.insert(connect_timeout, client.clone());
+        Ok(client)
+    }
+}
+
+impl Registry {
+    /// Builds every component, collecting every failure before giving up.
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        let aws = match aws_region_hint(config) {
+            Some(region) => Some(ragway_aws::load_sdk_config(region).await),
+            None => None,
+        };
+        let mut http = HttpClients::default();
+        let mut errors = Vec::new();
+
+        let mut llms = BTreeMap::new();
+        for llm in &config.llm {
+            let connect = match llm {
+                LlmConfig::Openai(c) => secs(c.connect_timeout_secs),
+                LlmConfig::Bedrock(c) => secs(c.connect_timeout_secs),
+            };
+            let built = http
+                .get(connect)
+                .map_err(|message| BuildError { component: format!("llm \"{}\"", llm.name()), message })
+                .and_then(|client| ragway_llm::build(llm, &ragway_llm::Shared { http: client, aws: aws.as_ref() }));
+            match built {
+                Ok(model) => {
+                    llms.insert(
+                        llm.name().to_owned(),
+                        Llm { name: llm.name().to_owned(), kind: llm.kind(), context_window: llm.context_window(), model },
+                    );
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+
+        let mut embedders = BTreeMap::new();
+        for embedder in &config.embedder {
+            let connect = match embedder {
+                EmbedderConfig::Openai(c) => secs(c.connect_timeout_secs),
+            };
+            let built = http
+                .get(connect)
+                .map_err(|message| BuildError { component: format!("embedder \"{}\"", embedder.name()), message })
+                .and_then(|client| ragway_retrieval::embedder::build(embedder, client));
+            match built {
+                Ok(built) => {
+                    embedders.insert(embedder.name().to_owned(), built);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+
+        let mut stores = BTreeMap::new();
+        for store in &config.vector_store {
+            match ragway_retrieval::build(store, &ragway_retrieval::Shared { aws: aws.as_ref() }) {
+                Ok(retriever) => {
+                    stores.insert(
+                        store.name().to_owned(),
+                        Store { name: store.name().to_owned(), kind: store.kind(), retriever },
+                    );
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(StartupError(errors));
+        }
+        Ok(Self { server: config.server.clone(), llms, stores, embedders })
+    }
+
+    /// A registry from components built elsewhere (tests, embedding ragway in another program).
+    pub fn from_parts(server: ServerConfig, llms: Vec<Llm>, stores: Vec<Store>) -> Self {
+        Self {
+            server,
+            llms: llms.into_iter().map(|l| (l.name.clone(), l)).collect(),
+            stores: stores.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            embedders: BTreeMap::new(),
+        }
+    }
+
+    /// The chat model a request names, or a 400 that lists the valid names.
+    pub fn llm(&self, name: &str) -> Result<&Llm, ApiError> {
+        self.llms.get(name).ok_or_else(|| ApiError::UnknownModel { name: name.to_owned(), known: self.llm_names() })
+    }
+
+    /// The store a request names (`None` for "none"), or a 400 that lists the valid names.
+    pub fn store(&self, name: &str) -> Result<Option<&Store>, ApiError> {
+        if name == NO_RETRIEVAL {
+            return Ok(None);
+        }
+        self.stores
+            .get(name)
+            .map(Some)
+            .ok_or_else(|| ApiError::UnknownStore { name: name.to_owned(), known: self.store_names() })
+    }
+
+    pub fn llms(&self) -> impl Iterator<Item = &Llm> {
+        self.llms.values()
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &Store> {
+        self.stores.values()
+    }
+
+    pub fn embedder(&self, name: &str) -> Option<&Arc<dyn Embedder>> {
+        self.embedders.get(name)
+    }
+
+    pub fn llm_names(&self) -> Vec<String> {
+        self.llms.keys().cloned().collect()
+    }
+
+    /// Store names a request may give, "none" last.
+    pub fn store_names(&self) -> Vec<String> {
+        self.stores.keys().cloned().chain([NO_RETRIEVAL.to_owned()]).collect()
+    }
+}
+
+/// Whether any AWS component is configured, and if so a region to load the shared settings
+/// with (the first one named), which spares the region lookup.
+fn aws_region_hint(config: &Config) -> Option<Option<String>> {
+    let mut regions = config
+        .llm
+        .iter()
+        .filter_map(|llm| match llm {
+            LlmConfig::Bedrock(c) => Some(c.region.clone()),
+            LlmConfig::Openai(_) => None,
+        })
+        .chain(config.vector_store.iter().map(|store| match store {
+            VectorStoreConfig::Kendra(c) => c.region.clone(),
+        }))
+        .peekable();
+    regions.peek()?;
+    Some(regions.flatten().next())
+}

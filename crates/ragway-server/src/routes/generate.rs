@@ -1,0 +1,148 @@
+//! `POST /generate`: the seed's one call — a prompt, a model name and a store name in, the
+//! answer with its sources, usage and timings out; server-sent events when `stream` is true.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use ragway_core::config::NO_RETRIEVAL;
+use ragway_core::{Delta, FinishReason, Usage};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{ApiError, FieldError};
+use crate::json::Body;
+use crate::pipeline::Question;
+use crate::registry::Registry;
+
+#[derive(Deserialize)]
+pub struct GenerateRequest {
+    prompt: String,
+    llm_name: String,
+    #[serde(default = "no_retrieval")]
+    vector_search_type: String,
+    top_k: Option<usize>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    system: Option<String>,
+    #[serde(default)]
+    stream: bool,
+}
+
+fn no_retrieval() -> String {
+    NO_RETRIEVAL.to_owned()
+}
+
+/// Values in range, reported all at once.
+fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, bool), ApiError> {
+    let mut errors = Vec::new();
+    if request.prompt.trim().is_empty() {
+        errors.push(FieldError::new(&["body", "prompt"], "String should have at least 1 character", "string_too_short"));
+    }
+    if request.llm_name.trim().is_empty() {
+        errors.push(FieldError::new(&["body", "llm_name"], "String should have at least 1 character", "string_too_short"));
+    }
+    errors.extend(check_top_k(request.top_k, max_top_k));
+    if request.max_tokens == Some(0) {
+        errors.push(FieldError::new(&["body", "max_tokens"], "Input should be greater than or equal to 1", "greater_than_equal"));
+    }
+    if let Some(t) = request.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            errors.push(FieldError::new(&["body", "temperature"], "Input should be between 0 and 2", "range"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let stream = request.stream;
+    Ok((
+        Question {
+            prompt: request.prompt,
+            llm_name: request.llm_name,
+            vector_search_type: request.vector_search_type,
+            top_k: request.top_k,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            system: request.system,
+        },
+        stream,
+    ))
+}
+
+pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
+    match top_k {
+        Some(0) => Some(FieldError::new(&["body", "top_k"], "Input should be greater than or equal to 1", "greater_than_equal")),
+        Some(k) if k > max => Some(FieldError::new(
+            &["body", "top_k"],
+            format!("Input should be less than or equal to {max}"),
+            "less_than_equal",
+        )),
+        _ => None,
+    }
+}
+
+pub async fn generate(
+    State(registry): State<Arc<Registry>>,
+    Body(request): Body<GenerateRequest>,
+) -> Result<Response, ApiError> {
+    let (question, stream) = validate(request, registry.server.max_top_k)?;
+    if stream {
+        return stream_answer(&registry, question).await;
+    }
+    let answer = registry.answer(&question).await?;
+    Ok(Json(json!({
+        "response": answer.text,
+        "llm_name": question.llm_name,
+        "vector_search_type": question.vector_search_type,
+        "sources": answer.sources,
+        "usage": answer.usage,
+        "finish_reason": answer.finish_reason.as_str(),
+        "timings_ms": answer.timings,
+    }))
+    .into_response())
+}
+
+/// Server-sent events: `sources`, then `delta` events as the model writes, then `done` with
+/// usage and timings — or `error` if the provider fails mid-answer. Failures before the first
+/// byte are ordinary error responses. Dropping the connection drops the upstream request.
+async fn stream_answer(registry: &Registry, question: Question) -> Result<Response, ApiError> {
+    let prepared = registry.prepare(&question).await?;
+    let generation_started = Instant::now();
+    let mut deltas = prepared.model.stream(prepared.request.clone()).await?;
+    let sources = json!({ "sources": prepared.sources });
+    let events = async_stream::stream! {
+        yield Ok::<_, Infallible>(event("sources", &sources));
+        let mut usage = Usage::default();
+        let mut finish = FinishReason::Stop;
+        while let Some(delta) = deltas.next().await {
+            match delta {
+                Ok(Delta::Text(text)) => yield Ok(event("delta", &json!({ "text": text }))),
+                Ok(Delta::Usage(u)) => usage = u,
+                Ok(Delta::Finish(reason)) => finish = reason,
+                Err(error) => {
+                    let error = ApiError::from(error);
+                    tracing::warn!(%error, "stream failed mid-answer");
+                    yield Ok(event("error", &json!({ "status": error.status().0.as_u16(), "detail": error.detail() })));
+                    return;
+                }
+            }
+        }
+        yield Ok(event("done", &json!({
+            "llm_name": question.llm_name,
+            "vector_search_type": question.vector_search_type,
+            "usage": usage,
+            "finish_reason": finish.as_str(),
+            "timings_ms": prepared.timings(generation_started),
+        })));
+    };
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn event(name: &str, data: &serde_json::Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}

@@ -1,0 +1,23 @@
+//! The HTTP routes and the router that serves them.
+
+mod generate;
+mod meta;
+mod search;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::registry::Registry;
+
+/// The whole API over a built registry.
+pub fn app(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/", get(meta::root))
+        .route("/healthz", get(meta::healthz))
+        .route("/models", get(meta::models))
+        .route("/generate", post(generate::generate))
+        .route("/search", post(search::search))
+        .with_state(registry)
+}

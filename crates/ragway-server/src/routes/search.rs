@@ -1,0 +1,51 @@
+//! `POST /search`: retrieval alone, for inspecting what a store returns for a query.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use ragway_core::Filter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, FieldError};
+use crate::json::Body;
+use crate::pipeline::millis;
+use crate::registry::Registry;
+
+#[derive(Deserialize)]
+pub struct SearchRequest {
+    query: String,
+    vector_search_type: String,
+    top_k: Option<usize>,
+}
+
+pub async fn search(
+    State(registry): State<Arc<Registry>>,
+    Body(request): Body<SearchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = Vec::new();
+    if request.query.trim().is_empty() {
+        errors.push(FieldError::new(&["body", "query"], "String should have at least 1 character", "string_too_short"));
+    }
+    if let Some(error) = super::generate::check_top_k(request.top_k, registry.server.max_top_k) {
+        errors.push(error);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let started = Instant::now();
+    let passages = match registry.store(&request.vector_search_type)? {
+        Some(store) => {
+            let top_k = request.top_k.unwrap_or(registry.server.default_top_k);
+            store.retriever.search(&request.query, top_k, &Filter::new()).await?
+        }
+        None => Vec::new(),
+    };
+    Ok(Json(json!({
+        "vector_search_type": request.vector_search_type,
+        "passages": passages,
+        "timings_ms": { "retrieval": millis(started) },
+    })))
+}

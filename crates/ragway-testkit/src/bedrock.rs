@@ -1,0 +1,458 @@
+//! Fake Bedrock Runtime (restJson1): `Converse` and `ConverseStream` over AWS event-stream frames.
+
+use std::borrow::Cow;
+use std::io;
+use std::time::Duration;
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::reply::{self, Answer};
+use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared, StreamGuard};
+
+/// Starts the fake, recording requests.
+pub async fn start() -> anyhow::Result<Fake> {
+    start_with_options(FakeOptions::default()).await
+}
+
+/// Starts the fake with explicit options.
+pub async fn start_with_options(options: FakeOptions) -> anyhow::Result<Fake> {
+    server::start(options, app).await
+}
+
+fn app(state: Shared) -> Router {
+    // `{model_id}` matches one raw segment; clients percent-encode `:` and `/` in model ids.
+    Router::new()
+        .route("/model/{model_id}/converse", post(converse))
+        .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct ConverseRequest<'a> {
+    #[serde(borrow)]
+    messages: Vec<ConverseMessage<'a>>,
+    #[serde(borrow, default)]
+    system: Vec<ContentBlock<'a>>,
+    #[serde(rename = "inferenceConfig", default)]
+    inference_config: Option<InferenceConfig>,
+}
+
+#[derive(Deserialize)]
+struct ConverseMessage<'a> {
+    #[serde(borrow, default)]
+    content: Vec<ContentBlock<'a>>,
+}
+
+/// Only text blocks count; images, documents and tool blocks are ignored.
+#[derive(Deserialize)]
+struct ContentBlock<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct InferenceConfig {
+    #[serde(rename = "maxTokens", default)]
+    max_tokens: Option<u64>,
+}
+
+/// The answer to one request, worked out before any byte is sent.
+struct Reply {
+    answer: Answer,
+    stop_reason: String,
+    input_tokens: u64,
+}
+
+impl Reply {
+    fn new(call: &Call, model_id: &str) -> Result<Self, serde_json::Error> {
+        let request: ConverseRequest<'_> = serde_json::from_slice(&call.body)?;
+        let text = match &call.script {
+            Some(Scripted::Text(text)) => text.clone(),
+            _ => reply::default_text(model_id),
+        };
+        let answer = Answer::new(
+            text,
+            request
+                .inference_config
+                .as_ref()
+                .and_then(|config| config.max_tokens),
+        );
+        let stop_reason = match &call.script {
+            Some(Scripted::StopReason(reason)) => reason.clone(),
+            _ if answer.truncated => "max_tokens".to_owned(),
+            _ => "end_turn".to_owned(),
+        };
+        let input_tokens = request
+            .system
+            .iter()
+            .chain(request.messages.iter().flat_map(|message| &message.content))
+            .filter_map(|block| block.text.as_deref())
+            .map(reply::words)
+            .sum();
+        Ok(Self {
+            answer,
+            stop_reason,
+            input_tokens,
+        })
+    }
+
+    fn usage(&self) -> Value {
+        let output_tokens = self.answer.words();
+        json!({
+            "inputTokens": self.input_tokens,
+            "outputTokens": output_tokens,
+            "totalTokens": self.input_tokens + output_tokens,
+        })
+    }
+}
+
+async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
+    if let Some(response) = scripted_error(&call) {
+        return response;
+    }
+    let reply = match Reply::new(&call, &model_id) {
+        Ok(reply) => reply,
+        Err(err) => return malformed(&err),
+    };
+    call.scripted_delay().await;
+    let body = json!({
+        "output": { "message": { "role": "assistant", "content": [{ "text": reply.answer.text }] } },
+        "stopReason": reply.stop_reason,
+        "usage": reply.usage(),
+        "metrics": { "latencyMs": call.elapsed_ms() },
+    });
+    let mut response = axum::Json(body).into_response();
+    add_request_id(&mut response, &call.state);
+    response
+}
+
+async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
+    if let Some(response) = scripted_error(&call) {
+        return response;
+    }
+    let reply = match Reply::new(&call, &model_id) {
+        Ok(reply) => reply,
+        Err(err) => return malformed(&err),
+    };
+    // Made before the delay so a client that hangs up while waiting counts as a cancellation.
+    let guard = call.stream_guard();
+    call.scripted_delay().await;
+    let exception = match &call.script {
+        Some(Scripted::StreamException {
+            after_chunks,
+            kind,
+            message,
+        }) => Some((*after_chunks, kind.clone(), message.clone())),
+        _ => None,
+    };
+    let chunk_delay = match &call.script {
+        Some(Scripted::StreamDelay(delay)) => Some(*delay),
+        _ => None,
+    };
+    let state = call.state.clone();
+    let mut response = event_stream(reply, exception, chunk_delay, call, guard);
+    add_request_id(&mut response, &state);
+    response
+}
+
+fn event_stream(
+    reply: Reply,
+    exception: Option<(usize, String, String)>,
+    chunk_delay: Option<Duration>,
+    call: Call,
+    mut guard: StreamGuard,
+) -> Response {
+    let body = async_stream::stream! {
+        yield event("messageStart", &json!({ "role": "assistant" }));
+        for (sent, piece) in reply.answer.chunks().enumerate() {
+            if exception.as_ref().is_some_and(|(after, _, _)| *after == sent) {
+                break;
+            }
+            if let Some(delay) = chunk_delay {
+                tokio::time::sleep(delay).await;
+            }
+            yield event(
+                "contentBlockDelta",
+                &json!({ "contentBlockIndex": 0, "delta": { "text": piece } }),
+            );
+        }
+        if let Some((_, kind, message)) = &exception {
+            guard.finish();
+            yield frame(
+                vec![
+                    string_header(":message-type", "exception".into()),
+                    string_header(":exception-type", kind.clone()),
+                    string_header(":content-type", "application/json".into()),
+                ],
+                &json!({ "message": message }),
+            );
+            return;
+        }
+        yield event("contentBlockStop", &json!({ "contentBlockIndex": 0 }));
+        yield event("messageStop", &json!({ "stopReason": reply.stop_reason }));
+        guard.finish();
+        yield event(
+            "metadata",
+            &json!({ "usage": reply.usage(), "metrics": { "latencyMs": call.elapsed_ms() } }),
+        );
+    };
+    let mut response = Body::from_stream(body).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    response
+}
+
+/// One `:message-type: event` frame.
+fn event(event_type: &'static str, payload: &Value) -> Result<Bytes, io::Error> {
+    frame(
+        vec![
+            string_header(":event-type", event_type.to_owned()),
+            string_header(":content-type", "application/json".into()),
+            string_header(":message-type", "event".into()),
+        ],
+        payload,
+    )
+}
+
+fn string_header(name: &'static str, value: String) -> Header {
+    Header::new(name, HeaderValue::String(value.into()))
+}
+
+/// An event-stream frame as the SDKs decode it: prelude, headers, JSON payload, CRCs.
+fn frame(headers: Vec<Header>, payload: &Value) -> Result<Bytes, io::Error> {
+    let payload = serde_json::to_vec(payload)?;
+    let mut buffer = Vec::with_capacity(payload.len() + 128);
+    let message = Message::new_from_parts(headers, payload);
+    write_message_to(&message, &mut buffer).map_err(io::Error::other)?;
+    Ok(Bytes::from(buffer))
+}
+
+fn malformed(err: &serde_json::Error) -> Response {
+    aws_error(
+        StatusCode::BAD_REQUEST,
+        "ValidationException",
+        &format!("Malformed input request: {err}"),
+    )
+}
+
+fn scripted_error(call: &Call) -> Option<Response> {
+    match &call.script {
+        Some(Scripted::Error {
+            status,
+            kind,
+            message,
+        }) => Some(aws_error(server::status(*status), kind, message)),
+        _ => None,
+    }
+}
+
+fn add_request_id(response: &mut Response, state: &Shared) {
+    let id = format!("fake-{:032x}", state.next_id());
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+}
+
+/// Unknown paths are still recorded (through `Call`), so tests can see what was asked for.
+async fn unknown_route(_call: Call) -> Response {
+    aws_error(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "The requested operation is not recognized by the fake.",
+    )
+}
+
+/// restJson1 error: the type in `x-amzn-ErrorType`, the text in `{"message": ...}`.
+fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    server::json_error(
+        status,
+        "application/json",
+        &[("x-amzn-errortype", kind)],
+        &json!({ "message": message }),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use aws_smithy_eventstream::frame::read_message_from;
+
+    const MODEL: &str = "us.anthropic.claude-3-opus-20240229-v1:0";
+    const ENCODED_MODEL: &str = "us.anthropic.claude-3-opus-20240229-v1%3A0";
+
+    fn converse_body() -> Value {
+        json!({
+            "system": [{ "text": "Answer briefly." }],
+            "messages": [{ "role": "user", "content": [{ "text": "What is a qubit?" }] }],
+            "inferenceConfig": { "maxTokens": 512 },
+        })
+    }
+
+    async fn post(fake: &Fake, operation: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/model/{ENCODED_MODEL}/{operation}", fake.url()))
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/...")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// (headers as strings, payload JSON) of every frame in a body.
+    fn frames(body: Bytes) -> Vec<(Vec<(String, String)>, Value)> {
+        let mut body = body;
+        let mut frames = Vec::new();
+        while !body.is_empty() {
+            let message = read_message_from(&mut body).unwrap();
+            let headers = message
+                .headers()
+                .iter()
+                .map(|header| {
+                    let value = header.value().as_string().unwrap().as_str().to_owned();
+                    (header.name().as_str().to_owned(), value)
+                })
+                .collect();
+            frames.push((headers, serde_json::from_slice(message.payload()).unwrap()));
+        }
+        frames
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+        &headers.iter().find(|(key, _)| key == name).unwrap().1
+    }
+
+    #[tokio::test]
+    async fn converse_answers_and_records_the_decoded_model() {
+        let fake = start().await.unwrap();
+        let response = post(&fake, "converse", &converse_body()).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["output"]["message"]["content"][0]["text"],
+            format!("ragway fake answer from {MODEL}.")
+        );
+        assert_eq!(body["output"]["message"]["role"], "assistant");
+        assert_eq!(body["stopReason"], "end_turn");
+        assert_eq!(
+            body["usage"],
+            json!({ "inputTokens": 6, "outputTokens": 5, "totalTokens": 11 })
+        );
+        assert!(body["metrics"]["latencyMs"].is_u64());
+        let requests = fake.requests();
+        assert_eq!(requests[0].path, format!("/model/{MODEL}/converse"));
+        assert_eq!(requests[0].body, converse_body());
+    }
+
+    #[tokio::test]
+    async fn max_tokens_and_scripted_stop_reason() {
+        let fake = start().await.unwrap();
+        let mut request = converse_body();
+        request["inferenceConfig"]["maxTokens"] = json!(2);
+        let body: Value = post(&fake, "converse", &request).await.json().await.unwrap();
+        assert_eq!(body["output"]["message"]["content"][0]["text"], "ragway fake");
+        assert_eq!(body["stopReason"], "max_tokens");
+        fake.push(Scripted::StopReason("some_new_reason".into()));
+        let body: Value = post(&fake, "converse", &converse_body())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["stopReason"], "some_new_reason");
+    }
+
+    #[tokio::test]
+    async fn scripted_error_uses_aws_shape() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::Error {
+            status: 429,
+            kind: "ThrottlingException".into(),
+            message: "slow down".into(),
+        });
+        let response = post(&fake, "converse", &converse_body()).await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["x-amzn-errortype"], "ThrottlingException");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({ "message": "slow down" }));
+    }
+
+    #[tokio::test]
+    async fn malformed_body_is_a_validation_exception() {
+        let fake = start().await.unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}/model/m/converse", fake.url()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()["x-amzn-errortype"], "ValidationException");
+    }
+
+    #[tokio::test]
+    async fn converse_stream_sends_event_frames() {
+        let fake = start().await.unwrap();
+        let response = post(&fake, "converse-stream", &converse_body()).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/vnd.amazon.eventstream"
+        );
+        let frames = frames(response.bytes().await.unwrap());
+        let types: Vec<&str> = frames
+            .iter()
+            .map(|(headers, _)| header(headers, ":event-type"))
+            .collect();
+        assert_eq!(types[0], "messageStart");
+        assert_eq!(
+            &types[types.len() - 3..],
+            ["contentBlockStop", "messageStop", "metadata"]
+        );
+        assert!(frames
+            .iter()
+            .all(|(headers, _)| header(headers, ":message-type") == "event"
+                && header(headers, ":content-type") == "application/json"));
+        let text: String = frames
+            .iter()
+            .filter(|(headers, _)| header(headers, ":event-type") == "contentBlockDelta")
+            .map(|(_, payload)| payload["delta"]["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(text, format!("ragway fake answer from {MODEL}."));
+        assert_eq!(frames[0].1, json!({ "role": "assistant" }));
+        assert_eq!(frames[frames.len() - 2].1, json!({ "stopReason": "end_turn" }));
+        assert_eq!(frames[frames.len() - 1].1["usage"]["totalTokens"], 11);
+        assert_eq!(fake.cancelled(), 0);
+    }
+
+    #[tokio::test]
+    async fn stream_exception_ends_with_an_exception_frame() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::StreamException {
+            after_chunks: 2,
+            kind: "throttlingException".into(),
+            message: "Too many requests".into(),
+        });
+        let response = post(&fake, "converse-stream", &converse_body()).await;
+        let frames = frames(response.bytes().await.unwrap());
+        assert_eq!(frames.len(), 4);
+        let (headers, payload) = &frames[3];
+        assert_eq!(header(headers, ":message-type"), "exception");
+        assert_eq!(header(headers, ":exception-type"), "throttlingException");
+        assert_eq!(payload, &json!({ "message": "Too many requests" }));
+        assert_eq!(fake.cancelled(), 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks talk to.
+//!
+//! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
+//! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
+//! from another process, with `POST /__fake/script`; `GET /__fake/requests` lists what was received.
+
+pub mod bedrock;
+pub mod kendra;
+pub mod openai;
+mod reply;
+mod server;
+
+pub use server::{Fake, FakeOptions, RecordedRequest, Scripted};

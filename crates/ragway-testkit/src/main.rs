@@ -1,0 +1,73 @@
+//! `ragway-fakes`: serves the OpenAI, Bedrock and Kendra fakes on loopback until killed.
+
+use std::io::Write as _;
+
+use clap::Parser;
+use ragway_testkit::{FakeOptions, bedrock, kendra, openai};
+
+/// Start the fakes and print their base URLs as one JSON line.
+#[derive(Debug, Parser)]
+#[command(name = "ragway-fakes", version, about)]
+struct Args {
+    /// Port of the OpenAI-compatible fake (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    openai_port: u16,
+    /// Port of the Bedrock Runtime fake (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    bedrock_port: u16,
+    /// Port of the Kendra fake (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    kendra_port: u16,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The OpenAI fake is the benchmark upstream: it keeps no record.
+    let openai = openai::start_with_options(FakeOptions {
+        port: args.openai_port,
+        record: false,
+    })
+    .await?;
+    let bedrock = bedrock::start_with_options(FakeOptions {
+        port: args.bedrock_port,
+        record: true,
+    })
+    .await?;
+    let kendra = kendra::start_with_options(
+        FakeOptions {
+            port: args.kendra_port,
+            record: true,
+        },
+        kendra::default_passages(),
+    )
+    .await?;
+    let urls = serde_json::json!({
+        "openai": openai.url(),
+        "bedrock": bedrock.url(),
+        "kendra": kendra.url(),
+    });
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{urls}")?;
+        stdout.flush()?;
+    }
+    shutdown_signal().await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

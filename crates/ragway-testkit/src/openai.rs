@@ -1,0 +1,805 @@
+//! Fake OpenAI-compatible API: chat completions (plain and SSE), embeddings and the model list.
+
+use std::borrow::Cow;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::reply::{self, Answer};
+use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared};
+
+/// Model ids listed by `GET /v1/models`.
+const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"];
+
+/// Embedding size when the request names none.
+const DEFAULT_DIMENSIONS: usize = 8;
+
+/// Largest embedding the fake will make, so a typo cannot exhaust memory.
+const MAX_DIMENSIONS: usize = 16_384;
+
+/// Starts the fake, recording requests.
+pub async fn start() -> anyhow::Result<Fake> {
+    start_with_options(FakeOptions::default()).await
+}
+
+/// Starts the fake without recording requests, for benchmarks.
+pub async fn start_unrecorded() -> anyhow::Result<Fake> {
+    start_with_options(FakeOptions {
+        record: false,
+        ..FakeOptions::default()
+    })
+    .await
+}
+
+/// Starts the fake with explicit options.
+pub async fn start_with_options(options: FakeOptions) -> anyhow::Result<Fake> {
+    server::start(options, app).await
+}
+
+fn app(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct ChatRequest<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    messages: Vec<ChatMessage<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Parts(#[serde(borrow)] Vec<ContentPart<'a>>),
+}
+
+#[derive(Deserialize)]
+struct ContentPart<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+impl Content<'_> {
+    fn words(&self) -> u64 {
+        match self {
+            Content::Text(text) => reply::words(text),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|part| part.text.as_deref())
+                .map(reply::words)
+                .sum(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<()>,
+}
+
+#[derive(Clone, Copy, Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Default, Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// Everything a streamed answer needs once the handler has returned.
+struct StreamPlan {
+    id: String,
+    created: u64,
+    model: String,
+    answer: Answer,
+    finish_reason: String,
+    usage: Option<Usage>,
+    /// Cut the connection after this many text chunks.
+    cut_after: Option<usize>,
+    chunk_delay: Option<Duration>,
+}
+
+async fn chat_completions(call: Call) -> Response {
+    let request: ChatRequest<'_> = match serde_json::from_slice(&call.body) {
+        Ok(request) => request,
+        Err(err) => return invalid_request(&format!("invalid chat completion request: {err}")),
+    };
+    if let Some(Scripted::Error {
+        status,
+        kind,
+        message,
+    }) = &call.script
+    {
+        return openai_error(server::status(*status), kind, message);
+    }
+    let streaming = request.stream.unwrap_or(false);
+    // Made before the delay so a client that hangs up while waiting counts as a cancellation.
+    let guard = streaming.then(|| call.stream_guard());
+    call.scripted_delay().await;
+
+    let text = match &call.script {
+        Some(Scripted::Text(text)) => text.clone(),
+        _ => reply::default_text(&request.model),
+    };
+    let answer = Answer::new(
+        text,
+        request.max_completion_tokens.or(request.max_tokens),
+    );
+    let finish_reason = match &call.script {
+        Some(Scripted::StopReason(reason)) => reason.as_str(),
+        _ if answer.truncated => "length",
+        _ => "stop",
+    };
+    let prompt_tokens = request
+        .messages
+        .iter()
+        .filter_map(|message| message.content.as_ref())
+        .map(Content::words)
+        .sum();
+    let completion_tokens = answer.words();
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    };
+    let id = format!("chatcmpl-fake-{}", call.state.next_id());
+    let created = unix_now();
+
+    let Some(guard) = guard else {
+        return axum::Json(Completion {
+            id: &id,
+            object: "chat.completion",
+            created,
+            model: &request.model,
+            choices: [CompletionChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &answer.text,
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason,
+            }],
+            usage,
+        })
+        .into_response();
+    };
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|options| options.include_usage);
+    let plan = StreamPlan {
+        id,
+        created,
+        model: request.model.into_owned(),
+        finish_reason: finish_reason.to_owned(),
+        answer,
+        usage: include_usage.then_some(usage),
+        cut_after: match &call.script {
+            Some(Scripted::StreamException { after_chunks, .. }) => Some(*after_chunks),
+            _ => None,
+        },
+        chunk_delay: match &call.script {
+            Some(Scripted::StreamDelay(delay)) => Some(*delay),
+            _ => None,
+        },
+    };
+    stream_response(plan, guard)
+}
+
+fn stream_response(plan: StreamPlan, mut guard: server::StreamGuard) -> Response {
+    let body = async_stream::stream! {
+        let chunk = |delta: Delta<'_>, finish_reason: Option<&str>| {
+            sse(&Chunk {
+                id: &plan.id,
+                object: "chat.completion.chunk",
+                created: plan.created,
+                model: &plan.model,
+                choices: &[ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+                usage: None,
+            })
+        };
+        yield chunk(Delta { role: Some("assistant"), content: Some("") }, None);
+        for (sent, piece) in plan.answer.chunks().enumerate() {
+            if plan.cut_after == Some(sent) {
+                break;
+            }
+            if let Some(delay) = plan.chunk_delay {
+                tokio::time::sleep(delay).await;
+            }
+            yield chunk(Delta { role: None, content: Some(piece) }, None);
+        }
+        if plan.cut_after.is_some() {
+            guard.finish();
+            yield Err(io::Error::other("scripted cut of the stream"));
+            return;
+        }
+        yield chunk(Delta::default(), Some(&plan.finish_reason));
+        if let Some(usage) = plan.usage {
+            yield sse(&Chunk {
+                id: &plan.id,
+                object: "chat.completion.chunk",
+                created: plan.created,
+                model: &plan.model,
+                choices: &[],
+                usage: Some(usage),
+            });
+        }
+        guard.finish();
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+    };
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// One server-sent event carrying `value` as JSON.
+fn sse(value: &impl Serialize) -> Result<Bytes, io::Error> {
+    let mut event = Vec::with_capacity(256);
+    event.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut event, value)?;
+    event.extend_from_slice(b"\n\n");
+    Ok(Bytes::from(event))
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    input: serde_json::Value,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(borrow, default)]
+    encoding_format: Option<Cow<'a, str>>,
+}
+
+async fn embeddings(call: Call) -> Response {
+    let request: EmbeddingsRequest<'_> = match serde_json::from_slice(&call.body) {
+        Ok(request) => request,
+        Err(err) => return invalid_request(&format!("invalid embeddings request: {err}")),
+    };
+    if let Some(Scripted::Error {
+        status,
+        kind,
+        message,
+    }) = &call.script
+    {
+        return openai_error(server::status(*status), kind, message);
+    }
+    call.scripted_delay().await;
+    let dimensions = request.dimensions.unwrap_or(DEFAULT_DIMENSIONS);
+    if !(1..=MAX_DIMENSIONS).contains(&dimensions) {
+        return invalid_request(&format!(
+            "dimensions must be between 1 and {MAX_DIMENSIONS}"
+        ));
+    }
+    let inputs: Vec<Cow<'_, str>> = match &request.input {
+        serde_json::Value::String(text) => vec![Cow::Borrowed(text.as_str())],
+        serde_json::Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                serde_json::Value::String(text) => Cow::Borrowed(text.as_str()),
+                // Token arrays are hashed by their JSON spelling.
+                other => Cow::Owned(other.to_string()),
+            })
+            .collect(),
+        _ => return invalid_request("input must be a string or a non-empty array"),
+    };
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return invalid_request(&format!("unknown encoding_format {other:?}"));
+        }
+    };
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let vector = embed(text, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|text| reply::words(text)).sum();
+    axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response()
+}
+
+/// A unit vector seeded by a hash of `text`: the same text always embeds the same way.
+pub fn embed(text: &str, dimensions: usize) -> Vec<f32> {
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let mut seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut vector: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            // splitmix64
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            // The top 24 bits fit an f32 exactly; map them onto [-1, 1).
+            (z >> 40) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect();
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+    vector
+}
+
+/// Standard base64 with padding, as OpenAI sends `encoding_format: "base64"` embeddings.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [
+            group[0],
+            group.get(1).copied().unwrap_or(0),
+            group.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn models(call: Call) -> Response {
+    if let Some(Scripted::Error {
+        status,
+        kind,
+        message,
+    }) = &call.script
+    {
+        return openai_error(server::status(*status), kind, message);
+    }
+    call.scripted_delay().await;
+    let data: Vec<serde_json::Value> = MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 1_700_000_000, "owned_by": "ragway-fake" }))
+        .collect();
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Unknown paths are still recorded (through `Call`), so tests can see what was asked for.
+async fn unknown_route(_call: Call) -> Response {
+    openai_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "Unknown request URL",
+    )
+}
+
+fn invalid_request(message: &str) -> Response {
+    openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+fn openai_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    server::json_error(
+        status,
+        "application/json",
+        &[],
+        &json!({ "error": { "message": message, "type": kind, "param": null, "code": null } }),
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+    use serde_json::Value;
+
+    fn chat_body(stream: bool) -> Value {
+        json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                { "role": "system", "content": "Answer from the context." },
+                { "role": "user", "content": [{ "type": "text", "text": "What is a qubit?" }] }
+            ],
+            "stream": stream,
+        })
+    }
+
+    async fn post(fake: &Fake, path: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", fake.url()))
+            .bearer_auth("sk-test")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The `data:` payloads of an SSE body.
+    fn events(body: &str) -> Vec<&str> {
+        body.split("\n\n")
+            .filter(|event| !event.is_empty())
+            .map(|event| event.strip_prefix("data: ").unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn completion_answers_with_default_text_and_usage() {
+        let fake = start().await.unwrap();
+        let response = post(&fake, "/v1/chat/completions", &chat_body(false)).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "ragway fake answer from gpt-4o-mini."
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["usage"]["prompt_tokens"], 8);
+        assert_eq!(body["usage"]["completion_tokens"], 5);
+        assert_eq!(body["usage"]["total_tokens"], 13);
+    }
+
+    #[tokio::test]
+    async fn max_tokens_truncates_with_length() {
+        let fake = start().await.unwrap();
+        let mut request = chat_body(false);
+        request["max_tokens"] = json!(3);
+        let body: Value = post(&fake, "/v1/chat/completions", &request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "ragway fake answer");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+        assert_eq!(body["usage"]["completion_tokens"], 3);
+    }
+
+    #[tokio::test]
+    async fn stream_concatenates_to_the_plain_answer_and_reports_usage() {
+        let fake = start().await.unwrap();
+        let mut request = chat_body(true);
+        request["stream_options"] = json!({ "include_usage": true });
+        let response = post(&fake, "/v1/chat/completions", &request).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let body = response.text().await.unwrap();
+        let events = events(&body);
+        assert_eq!(events.last(), Some(&"[DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|event| serde_json::from_str(event).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|chunk| chunk["choices"].get(0)?["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "ragway fake answer from gpt-4o-mini.");
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 13);
+        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(fake.cancelled(), 0);
+    }
+
+    #[tokio::test]
+    async fn stream_without_include_usage_has_no_usage_chunk() {
+        let fake = start().await.unwrap();
+        let body = post(&fake, "/v1/chat/completions", &chat_body(true))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("\"usage\""));
+        assert!(body.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[tokio::test]
+    async fn scripted_error_uses_openai_shape_and_retry_after() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::Error {
+            status: 429,
+            kind: "rate_limit_exceeded".into(),
+            message: "slow down".into(),
+        });
+        let response = post(&fake, "/v1/chat/completions", &chat_body(false)).await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({ "error": { "message": "slow down", "type": "rate_limit_exceeded", "param": null, "code": null } })
+        );
+        // The queue is spent: the next request is answered normally.
+        let response = post(&fake, "/v1/chat/completions", &chat_body(false)).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn scripted_text_stop_reason_and_delay() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::Text("custom words here".into()));
+        fake.push(Scripted::StopReason("content_filter".into()));
+        fake.push(Scripted::Delay(Duration::from_millis(200)));
+        let body: Value = post(&fake, "/v1/chat/completions", &chat_body(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "custom words here");
+        let body: Value = post(&fake, "/v1/chat/completions", &chat_body(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+        let started = std::time::Instant::now();
+        post(&fake, "/v1/chat/completions", &chat_body(false)).await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn records_requests_but_not_control_calls() {
+        let fake = start().await.unwrap();
+        let script = json!({ "kind": "text", "value": "scripted over http" });
+        let response = post(&fake, "/__fake/script", &script).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = post(&fake, "/v1/chat/completions", &chat_body(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "scripted over http");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].method, "POST");
+        assert_eq!(requests[0].path, "/v1/chat/completions");
+        assert_eq!(requests[0].header("authorization"), Some("Bearer sk-test"));
+        assert_eq!(requests[0].body, chat_body(false));
+        let listed: Value = reqwest::get(format!("{}/__fake/requests", fake.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed[0]["path"], "/v1/chat/completions");
+    }
+
+    #[tokio::test]
+    async fn unrecorded_fake_keeps_nothing() {
+        let fake = start_unrecorded().await.unwrap();
+        post(&fake, "/v1/chat/completions", &chat_body(false)).await;
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_json_is_a_400_in_openai_shape() {
+        let fake = start().await.unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", fake.url()))
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(fake.requests()[0].body, Value::Null);
+    }
+
+    #[tokio::test]
+    async fn stream_exception_cuts_the_connection() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::StreamException {
+            after_chunks: 2,
+            kind: "server_error".into(),
+            message: "boom".into(),
+        });
+        let response = post(&fake, "/v1/chat/completions", &chat_body(true)).await;
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        let mut received = Vec::new();
+        let mut failed = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(bytes) => received.extend_from_slice(&bytes),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the body should end with an error");
+        let received = String::from_utf8(received).unwrap();
+        assert!(received.contains("\"content\":\"fake \""));
+        assert!(!received.contains("answer"));
+        assert!(!received.contains("[DONE]"));
+        assert_eq!(fake.cancelled(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_stream_early_counts_a_cancellation() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::StreamDelay(Duration::from_millis(300)));
+        let response = post(&fake, "/v1/chat/completions", &chat_body(true)).await;
+        let mut stream = response.bytes_stream();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: "));
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fake.cancelled() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(fake.cancelled(), 1);
+    }
+
+    #[tokio::test]
+    async fn embeddings_are_deterministic_unit_vectors() {
+        let fake = start().await.unwrap();
+        let request = json!({ "model": "text-embedding-3-small", "input": ["qubits", "qubits", "entanglement"] });
+        let body: Value = post(&fake, "/v1/embeddings", &request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let vectors: Vec<Vec<f64>> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| serde_json::from_value(item["embedding"].clone()).unwrap())
+            .collect();
+        assert_eq!(vectors.len(), 3);
+        assert_eq!(vectors[0].len(), DEFAULT_DIMENSIONS);
+        assert_eq!(vectors[0], vectors[1]);
+        assert_ne!(vectors[0], vectors[2]);
+        let norm: f64 = vectors[2].iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        assert_eq!(body["data"][2]["index"], 2);
+        assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+        let request = json!({ "model": "m", "input": "qubits", "dimensions": 4, "encoding_format": "base64" });
+        let body: Value = post(&fake, "/v1/embeddings", &request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let expected: Vec<u8> = embed("qubits", 4)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(body["data"][0]["embedding"], base64_encode(&expected));
+    }
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"M"), "TQ==");
+        assert_eq!(base64_encode(b"Ma"), "TWE=");
+        assert_eq!(base64_encode(b"Man"), "TWFu");
+        assert_eq!(base64_encode(b"hello world"), "aGVsbG8gd29ybGQ=");
+    }
+
+    #[tokio::test]
+    async fn models_lists_ids() {
+        let fake = start().await.unwrap();
+        let body: Value = reqwest::get(format!("{}/v1/models", fake.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"][0]["id"], "gpt-4o-mini");
+    }
+}

@@ -1,0 +1,102 @@
+//! The deterministic answer both LLM fakes give: default text, word counts, truncation and chunking.
+
+/// The answer when nothing is scripted.
+pub(crate) fn default_text(model: &str) -> String {
+    format!("ragway fake answer from {model}.")
+}
+
+/// Whitespace-separated words: the fakes' token count.
+pub(crate) fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// The answer after applying the request's output limit.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Answer {
+    pub(crate) text: String,
+    /// The limit cut the answer short.
+    pub(crate) truncated: bool,
+}
+
+impl Answer {
+    /// Keeps at most `max_words` words of `text`.
+    pub(crate) fn new(text: String, max_words: Option<u64>) -> Self {
+        match max_words {
+            Some(max) if words(&text) > max => {
+                let kept = first_words(&text, max).to_owned();
+                Self {
+                    text: kept,
+                    truncated: true,
+                }
+            }
+            _ => Self {
+                text,
+                truncated: false,
+            },
+        }
+    }
+
+    pub(crate) fn words(&self) -> u64 {
+        words(&self.text)
+    }
+
+    /// Stream chunks: split after each space, so they concatenate back to the text.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &str> {
+        self.text.split_inclusive(' ')
+    }
+}
+
+/// The prefix of `text` holding its first `n` words, without trailing whitespace.
+fn first_words(text: &str, n: u64) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let mut seen = 0;
+    let mut in_word = false;
+    for (at, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                seen += 1;
+                in_word = false;
+                if seen == n {
+                    return &text[..at];
+                }
+            }
+        } else {
+            in_word = true;
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_concatenate_to_the_text() {
+        let answer = Answer::new(default_text("gpt-4o"), None);
+        let chunks: Vec<&str> = answer.chunks().collect();
+        assert_eq!(
+            chunks,
+            ["ragway ", "fake ", "answer ", "from ", "gpt-4o."]
+        );
+        assert_eq!(chunks.concat(), answer.text);
+        assert_eq!(answer.words(), 5);
+    }
+
+    #[test]
+    fn limit_truncates_to_whole_words() {
+        let answer = Answer::new(default_text("m"), Some(2));
+        assert_eq!(
+            answer,
+            Answer {
+                text: "ragway fake".into(),
+                truncated: true
+            }
+        );
+        assert_eq!(Answer::new("a b".into(), Some(0)).text, "");
+        assert!(!Answer::new("a b".into(), Some(2)).truncated);
+    }
+}

@@ -1,0 +1,182 @@
+"""Drives the Bedrock Runtime and Kendra fakes with boto3, to prove they speak the real wire format.
+
+Run by tests/boto3.rs with BEDROCK_URL and KENDRA_URL set; exits non-zero listing every mismatch.
+"""
+
+import json
+import os
+import sys
+import urllib.request
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, EventStreamError
+
+BEDROCK_URL = os.environ["BEDROCK_URL"]
+KENDRA_URL = os.environ["KENDRA_URL"]
+MODEL = "us.anthropic.claude-3-opus-20240229-v1:0"
+EXPECTED_TEXT = f"ragway fake answer from {MODEL}."
+# One attempt: botocore would otherwise retry a scripted throttle and hide it.
+NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+SYSTEM = [{"text": "Answer briefly."}]
+MESSAGES = [{"role": "user", "content": [{"text": "What is a qubit?"}]}]
+
+failures = []
+
+
+def check(condition, what):
+    if not condition:
+        failures.append(what)
+        print(f"MISMATCH: {what}", file=sys.stderr)
+
+
+def script(base_url, command):
+    """Queues a scripted behaviour for the fake's next request."""
+    request = urllib.request.Request(
+        f"{base_url}/__fake/script",
+        data=json.dumps(command).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise RuntimeError(f"scripting {base_url} failed: {response.status}")
+
+
+def check_bedrock():
+    bedrock = boto3.client("bedrock-runtime", endpoint_url=BEDROCK_URL, config=NO_RETRIES)
+
+    # Converse
+    reply = bedrock.converse(
+        modelId=MODEL, system=SYSTEM, messages=MESSAGES, inferenceConfig={"maxTokens": 256}
+    )
+    text = reply["output"]["message"]["content"][0]["text"]
+    check(text == EXPECTED_TEXT, f"converse text {text!r} != {EXPECTED_TEXT!r}")
+    check(reply["output"]["message"]["role"] == "assistant", "converse role")
+    check(reply["stopReason"] == "end_turn", f"converse stopReason {reply['stopReason']!r}")
+    usage = reply["usage"]
+    check(
+        (usage["inputTokens"], usage["outputTokens"], usage["totalTokens"]) == (6, 5, 11),
+        f"converse usage {usage!r}",
+    )
+    check(isinstance(reply["metrics"]["latencyMs"], int), "converse metrics.latencyMs")
+
+    # Converse with maxTokens below the answer length
+    reply = bedrock.converse(modelId=MODEL, messages=MESSAGES, inferenceConfig={"maxTokens": 2})
+    text = reply["output"]["message"]["content"][0]["text"]
+    check(text == "ragway fake", f"truncated text {text!r}")
+    check(reply["stopReason"] == "max_tokens", f"truncated stopReason {reply['stopReason']!r}")
+
+    # ConverseStream
+    reply = bedrock.converse_stream(modelId=MODEL, system=SYSTEM, messages=MESSAGES)
+    deltas, kinds, stop_reason, metadata = [], [], None, None
+    for event in reply["stream"]:
+        kinds.extend(event.keys())
+        if "contentBlockDelta" in event:
+            deltas.append(event["contentBlockDelta"]["delta"]["text"])
+        elif "messageStop" in event:
+            stop_reason = event["messageStop"]["stopReason"]
+        elif "metadata" in event:
+            metadata = event["metadata"]
+    check(kinds[:1] == ["messageStart"], f"stream starts with {kinds[:1]!r}")
+    check(len(deltas) > 1, f"stream sent {len(deltas)} deltas")
+    check("".join(deltas) == EXPECTED_TEXT, f"stream text {''.join(deltas)!r}")
+    check("contentBlockStop" in kinds, "stream contentBlockStop")
+    check(stop_reason == "end_turn", f"stream stopReason {stop_reason!r}")
+    check(
+        metadata is not None and metadata["usage"]["totalTokens"] == 11,
+        f"stream metadata {metadata!r}",
+    )
+
+    # ConverseStream cut by an in-stream exception
+    script(
+        BEDROCK_URL,
+        {
+            "kind": "stream_exception",
+            "after_chunks": 2,
+            "exception": "throttlingException",
+            "message": "Too many requests",
+        },
+    )
+    reply = bedrock.converse_stream(modelId=MODEL, messages=MESSAGES)
+    deltas = []
+    try:
+        for event in reply["stream"]:
+            if "contentBlockDelta" in event:
+                deltas.append(event["contentBlockDelta"]["delta"]["text"])
+        check(False, "in-stream exception was not raised")
+    except EventStreamError as err:
+        code = err.response["Error"]["Code"]
+        check(code == "throttlingException", f"in-stream exception code {code!r}")
+        message = err.response["Error"]["Message"]
+        check(message == "Too many requests", f"in-stream exception message {message!r}")
+    check(deltas == ["ragway ", "fake "], f"deltas before the exception {deltas!r}")
+
+    # HTTP error
+    script(
+        BEDROCK_URL,
+        {"kind": "error", "status": 429, "error": "ThrottlingException", "message": "slow down"},
+    )
+    try:
+        bedrock.converse(modelId=MODEL, messages=MESSAGES)
+        check(False, "scripted ThrottlingException was not raised")
+    except ClientError as err:
+        code = err.response["Error"]["Code"]
+        check(code == "ThrottlingException", f"HTTP error code {code!r}")
+        check(err.response["Error"]["Message"] == "slow down", "HTTP error message")
+        status = err.response["ResponseMetadata"]["HTTPStatusCode"]
+        check(status == 429, f"HTTP error status {status}")
+
+    # A stop reason newer than the SDK's enum still parses
+    script(BEDROCK_URL, {"kind": "stop_reason", "value": "some_new_reason"})
+    reply = bedrock.converse(modelId=MODEL, messages=MESSAGES)
+    check(reply["stopReason"] == "some_new_reason", f"scripted stopReason {reply['stopReason']!r}")
+
+
+def check_kendra():
+    kendra = boto3.client("kendra", endpoint_url=KENDRA_URL, config=NO_RETRIES)
+    index_id = "00000000-0000-0000-0000-000000000000"
+
+    reply = kendra.retrieve(IndexId=index_id, QueryText="quantum", PageSize=2)
+    items = reply["ResultItems"]
+    check(len(items) == 2, f"retrieve returned {len(items)} items")
+    check(isinstance(reply.get("QueryId"), str), "retrieve QueryId")
+    for item in items:
+        for field in ("Id", "DocumentId", "DocumentTitle", "DocumentURI", "Content"):
+            check(isinstance(item.get(field), str) and item[field], f"item field {field}")
+    check(items[0]["DocumentTitle"] == "Qubits", f"first title {items[0]['DocumentTitle']!r}")
+    check("qubit" in items[0]["Content"], "first content mentions qubits")
+    confidences = [item["ScoreAttributes"]["ScoreConfidence"] for item in items]
+    check(confidences == ["VERY_HIGH", "HIGH"], f"confidences {confidences!r}")
+    source = items[0]["DocumentAttributes"][0]
+    check(
+        source["Key"] == "_source_uri"
+        and source["Value"]["StringValue"] == items[0]["DocumentURI"],
+        f"source attribute {source!r}",
+    )
+
+    script(
+        KENDRA_URL,
+        {"kind": "error", "status": 429, "error": "ThrottlingException", "message": "slow down"},
+    )
+    try:
+        kendra.retrieve(IndexId=index_id, QueryText="quantum")
+        check(False, "scripted Kendra ThrottlingException was not raised")
+    except ClientError as err:
+        code = err.response["Error"]["Code"]
+        check(code == "ThrottlingException", f"Kendra error code {code!r}")
+
+
+def main():
+    print(f"boto3 {boto3.__version__}")
+    check_bedrock()
+    check_kendra()
+    if failures:
+        print(f"{len(failures)} mismatches", file=sys.stderr)
+        return 1
+    print("boto3 check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

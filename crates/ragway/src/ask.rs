@@ -1,0 +1,80 @@
+//! `ragway ask`: one question from the terminal, the answer printed as it streams, then the
+//! sources it cites.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use futures::StreamExt;
+use ragway_core::Delta;
+use ragway_core::config::NO_RETRIEVAL;
+use ragway_server::Registry;
+use ragway_server::pipeline::Question;
+
+#[derive(clap::Args)]
+pub struct AskArgs {
+    /// The question.
+    #[arg(required = true)]
+    question: Vec<String>,
+    /// Model to answer with (default: the first configured).
+    #[arg(long)]
+    llm: Option<String>,
+    /// Store to search, or "none" (default: the first configured, else none).
+    #[arg(long)]
+    store: Option<String>,
+    /// Passages to retrieve.
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    #[arg(long)]
+    temperature: Option<f32>,
+}
+
+pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
+    let llm_name = match args.llm {
+        Some(name) => name,
+        None => registry.llm_names().into_iter().next().ok_or_else(|| anyhow::anyhow!("no [[llm]] is configured"))?,
+    };
+    let store = args.store.unwrap_or_else(|| {
+        registry.stores().next().map_or_else(|| NO_RETRIEVAL.to_owned(), |s| s.name.clone())
+    });
+    let question = Question {
+        prompt: args.question.join(" "),
+        llm_name,
+        vector_search_type: store,
+        top_k: args.top_k,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        system: None,
+    };
+    let prepared = registry.prepare(&question).await?;
+    let started = Instant::now();
+    let mut stream = prepared.model.stream(prepared.request.clone()).await?;
+    let mut stdout = std::io::stdout();
+    let mut usage = None;
+    while let Some(delta) = stream.next().await {
+        match delta? {
+            Delta::Text(text) => {
+                write!(stdout, "{text}")?;
+                stdout.flush()?;
+            }
+            Delta::Usage(u) => usage = Some(u),
+            Delta::Finish(_) => {}
+        }
+    }
+    writeln!(stdout)?;
+    if !prepared.sources.is_empty() {
+        writeln!(stdout, "\nSources:")?;
+        for (i, source) in prepared.sources.iter().enumerate() {
+            let title = source.title.as_deref().unwrap_or(&source.id);
+            let uri = source.uri.as_deref().map(|u| format!(" <{u}>")).unwrap_or_default();
+            writeln!(stdout, "  [{}] {title}{uri} (score {:.3})", i + 1, source.score)?;
+        }
+    }
+    let timings = prepared.timings(started);
+    let tokens = usage.map(|u| format!(", {} tokens in, {} out", u.input_tokens, u.output_tokens)).unwrap_or_default();
+    eprintln!("({:.0} ms retrieval, {:.0} ms total{tokens})", timings.retrieval, timings.total);
+    Ok(ExitCode::SUCCESS)
+}

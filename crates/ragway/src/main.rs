@@ -1,0 +1,178 @@
+//! The `ragway` command: serve the API, ask one question from the terminal, list models,
+//! and check a configuration.
+
+mod ask;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ragway_core::config::Config;
+use ragway_server::Registry;
+
+#[derive(Parser)]
+#[command(name = "ragway", version, about = "A retrieval-augmented LLM gateway")]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "RAGWAY_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on, overriding `[server] bind` (port 0 picks a free port).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Ask one question and print the answer as it streams, then its sources.
+    Ask(ask::AskArgs),
+    /// List the configured models and stores.
+    Models,
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and report every error with its path; exits 1 if any.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Config { command: ConfigCommand::Check } => check(cli.config.as_deref()),
+        Command::Models => {
+            let config = load(cli.config.as_deref())?;
+            for llm in &config.llm {
+                println!("llm           {:<24} {}", llm.name(), llm.kind());
+            }
+            for store in &config.vector_store {
+                println!("vector_store  {:<24} {}", store.name(), store.kind());
+            }
+            for embedder in &config.embedder {
+                println!("embedder      {:<24}", embedder.name());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { bind } => {
+            let config = load(cli.config.as_deref())?;
+            let registry = Arc::new(Registry::build(&config).await?);
+            let bind = bind.unwrap_or(config.server.bind);
+            let listener =
+                tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, llms = ?registry.llm_names(), stores = ?registry.store_names(), "serving");
+            // Scripts and tests read the address from this line (useful with port 0).
+            println!("ragway listening on http://{address}");
+            std::io::stdout().flush()?;
+            ragway_server::serve(listener, registry, shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ask(args) => {
+            let config = load(cli.config.as_deref())?;
+            let registry = Registry::build(&config).await?;
+            ask::ask(&registry, args).await
+        }
+    }
+}
+
+/// Loads the configuration the user named.
+fn load(path: Option<&std::path::Path>) -> Result<Config> {
+    let path = path.context("no configuration given: pass --config FILE or set RAGWAY_CONFIG")?;
+    Ok(Config::load(path)?)
+}
+
+fn check(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for missing in config.missing_env() {
+        eprintln!("warning: {missing} (needed to serve)");
+    }
+    println!(
+        "ok: {} llm, {} embedder, {} vector_store",
+        config.llm.len(),
+        config.embedder.len(),
+        config.vector_store.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
