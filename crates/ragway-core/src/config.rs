@@ -353,11 +353,10 @@ impl Config {
     pub fn missing_env(&self) -> Vec<ConfigIssue> {
         let mut missing = Vec::new();
         let mut check = |path: String, reference: Option<&SecretRef>| {
-            if let Some(reference) = reference {
-                if let Err(message) = reference.resolve() {
+            if let Some(reference) = reference
+                && let Err(message) = reference.resolve() {
                     missing.push(ConfigIssue { path, message });
                 }
-            }
         };
         for (i, llm) in self.llm.iter().enumerate() {
             if let LlmConfig::Openai(c) = llm {
@@ -440,14 +439,13 @@ impl Config {
             if store.name() == NO_RETRIEVAL {
                 issue(format!("{at}.name"), format!("\"{NO_RETRIEVAL}\" is reserved for requests without retrieval"));
             }
-            if let Some(wanted) = store.embedder() {
-                if !embedders.contains(&wanted) {
+            if let Some(wanted) = store.embedder()
+                && !embedders.contains(&wanted) {
                     issue(
                         format!("{at}.embedder"),
                         format!("no embedder named \"{wanted}\"; known: {}", known(&embedders)),
                     );
                 }
-            }
             match store {
                 VectorStoreConfig::Kendra(c) => {
                     if let Some(url) = &c.endpoint_url {
@@ -608,15 +606,14 @@ fn parse_entry<T: DeserializeOwned>(body: toml::Value, at: &str, issues: &mut Ve
 /// "missing field `model_id`" at `llm[1]` becomes `llm[1].model_id: missing field`.
 fn locate_field(path: String, message: String) -> ConfigIssue {
     for (prefix, label) in [("missing field `", "missing field"), ("unknown field `", "unknown field")] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((field, tail)) = rest.split_once('`') {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((field, tail)) = rest.split_once('`') {
                 let tail = tail.trim_start_matches(',').trim();
                 let message = if tail.is_empty() { label.to_owned() } else { format!("{label}; {tail}") };
                 let already_there = path.ends_with(&format!(".{field}"));
                 let path = if already_there { path } else { format!("{path}.{field}") };
                 return ConfigIssue { path, message };
             }
-        }
     }
     ConfigIssue { path, message }
 }

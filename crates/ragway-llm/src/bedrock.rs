@@ -158,11 +158,10 @@ impl ChatModel for BedrockChat {
             loop {
                 match events.recv().await {
                     Ok(Some(ConverseStreamOutput::ContentBlockDelta(event))) => {
-                        if let Some(ContentBlockDelta::Text(text)) = event.delta {
-                            if !text.is_empty() {
+                        if let Some(ContentBlockDelta::Text(text)) = event.delta
+                            && !text.is_empty() {
                                 yield Ok(Delta::Text(text));
                             }
-                        }
                     }
                     Ok(Some(ConverseStreamOutput::MessageStop(event))) => {
                         finished = true;

@@ -362,8 +362,15 @@ mod tests {
         let fake = start().await.unwrap();
         let mut request = converse_body();
         request["inferenceConfig"]["maxTokens"] = json!(2);
-        let body: Value = post(&fake, "converse", &request).await.json().await.unwrap();
-        assert_eq!(body["output"]["message"]["content"][0]["text"], "ragway fake");
+        let body: Value = post(&fake, "converse", &request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body["output"]["message"]["content"][0]["text"],
+            "ragway fake"
+        );
         assert_eq!(body["stopReason"], "max_tokens");
         fake.push(Scripted::StopReason("some_new_reason".into()));
         let body: Value = post(&fake, "converse", &converse_body())
@@ -384,7 +391,10 @@ mod tests {
         });
         let response = post(&fake, "converse", &converse_body()).await;
         assert_eq!(response.status(), 429);
-        assert_eq!(response.headers()["x-amzn-errortype"], "ThrottlingException");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "ThrottlingException"
+        );
         assert_eq!(response.headers()["retry-after"], "1");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body, json!({ "message": "slow down" }));
@@ -400,7 +410,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 400);
-        assert_eq!(response.headers()["x-amzn-errortype"], "ValidationException");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "ValidationException"
+        );
     }
 
     #[tokio::test]
@@ -422,10 +435,12 @@ mod tests {
             &types[types.len() - 3..],
             ["contentBlockStop", "messageStop", "metadata"]
         );
-        assert!(frames
-            .iter()
-            .all(|(headers, _)| header(headers, ":message-type") == "event"
-                && header(headers, ":content-type") == "application/json"));
+        assert!(
+            frames
+                .iter()
+                .all(|(headers, _)| header(headers, ":message-type") == "event"
+                    && header(headers, ":content-type") == "application/json")
+        );
         let text: String = frames
             .iter()
             .filter(|(headers, _)| header(headers, ":event-type") == "contentBlockDelta")
@@ -433,7 +448,10 @@ mod tests {
             .collect();
         assert_eq!(text, format!("ragway fake answer from {MODEL}."));
         assert_eq!(frames[0].1, json!({ "role": "assistant" }));
-        assert_eq!(frames[frames.len() - 2].1, json!({ "stopReason": "end_turn" }));
+        assert_eq!(
+            frames[frames.len() - 2].1,
+            json!({ "stopReason": "end_turn" })
+        );
         assert_eq!(frames[frames.len() - 1].1["usage"]["totalTokens"], 11);
         assert_eq!(fake.cancelled(), 0);
     }

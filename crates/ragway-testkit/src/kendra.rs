@@ -36,16 +36,15 @@ pub struct KendraPassage {
 
 /// Three passages on quantum computing, with confidences `VERY_HIGH`, `HIGH` and `LOW`.
 pub fn default_passages() -> Vec<KendraPassage> {
-    let passage = |n: u32, topic: &str, title: &str, content: &str, confidence: &str| {
-        KendraPassage {
+    let passage =
+        |n: u32, topic: &str, title: &str, content: &str, confidence: &str| KendraPassage {
             id: format!("fake-result-{n}"),
             document_id: format!("s3://ragway-fake-docs/quantum/{topic}.md"),
             title: title.to_owned(),
             uri: format!("https://docs.example.com/quantum/{topic}"),
             content: content.to_owned(),
             confidence: confidence.to_owned(),
-        }
-    };
+        };
     vec![
         passage(
             1,
@@ -239,11 +238,15 @@ mod tests {
         assert!(body["QueryId"].is_string());
         assert_eq!(fake.requests()[0].body, request);
 
-        let all: Value = call(&fake, RETRIEVE, &json!({ "IndexId": "i", "QueryText": "q" }))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let all: Value = call(
+            &fake,
+            RETRIEVE,
+            &json!({ "IndexId": "i", "QueryText": "q" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(all["ResultItems"].as_array().unwrap().len(), 3);
     }
 
@@ -252,11 +255,15 @@ mod tests {
         let mut passage = default_passages().remove(0);
         passage.content = "custom".into();
         let fake = start_with(vec![passage]).await.unwrap();
-        let body: Value = call(&fake, RETRIEVE, &json!({ "IndexId": "i", "QueryText": "q" }))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: Value = call(
+            &fake,
+            RETRIEVE,
+            &json!({ "IndexId": "i", "QueryText": "q" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(body["ResultItems"][0]["Content"], "custom");
     }
 
@@ -276,8 +283,14 @@ mod tests {
         let request = json!({ "IndexId": "i", "QueryText": "q" });
         let response = call(&fake, RETRIEVE, &request).await;
         assert_eq!(response.status(), 429);
-        assert_eq!(response.headers()["x-amzn-errortype"], "ThrottlingException");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "ThrottlingException"
+        );
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({ "__type": "ThrottlingException", "message": "slow down" }));
+        assert_eq!(
+            body,
+            json!({ "__type": "ThrottlingException", "message": "slow down" })
+        );
     }
 }

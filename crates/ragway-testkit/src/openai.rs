@@ -201,10 +201,7 @@ async fn chat_completions(call: Call) -> Response {
         Some(Scripted::Text(text)) => text.clone(),
         _ => reply::default_text(&request.model),
     };
-    let answer = Answer::new(
-        text,
-        request.max_completion_tokens.or(request.max_tokens),
-    );
+    let answer = Answer::new(text, request.max_completion_tokens.or(request.max_tokens));
     let finish_reason = match &call.script {
         Some(Scripted::StopReason(reason)) => reason.as_str(),
         _ if answer.truncated => "length",
@@ -292,6 +289,9 @@ fn stream_response(plan: StreamPlan, mut guard: server::StreamGuard) -> Response
         }
         if plan.cut_after.is_some() {
             guard.finish();
+            // Let hyper flush the chunks sent so far; an error while they are still buffered
+            // would drop the whole response instead of cutting it mid-stream.
+            tokio::task::yield_now().await;
             yield Err(io::Error::other("scripted cut of the stream"));
             return;
         }
@@ -426,8 +426,7 @@ pub fn embed(text: &str, dimensions: usize) -> Vec<f32> {
 
 /// Standard base64 with padding, as OpenAI sends `encoding_format: "base64"` embeddings.
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
         let b = [
@@ -558,7 +557,10 @@ mod tests {
             .json()
             .await
             .unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], "ragway fake answer");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "ragway fake answer"
+        );
         assert_eq!(body["choices"][0]["finish_reason"], "length");
         assert_eq!(body["usage"]["completion_tokens"], 3);
     }
@@ -589,7 +591,11 @@ mod tests {
         let usage = chunks.last().unwrap();
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 13);
-        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["object"] == "chat.completion.chunk")
+        );
         assert_eq!(fake.cancelled(), 0);
     }
 
@@ -637,7 +643,10 @@ mod tests {
             .json()
             .await
             .unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], "custom words here");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "custom words here"
+        );
         let body: Value = post(&fake, "/v1/chat/completions", &chat_body(false))
             .await
             .json()
@@ -660,7 +669,10 @@ mod tests {
             .json()
             .await
             .unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], "scripted over http");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "scripted over http"
+        );
         let requests = fake.requests();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].method, "POST");

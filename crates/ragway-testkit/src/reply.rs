@@ -78,10 +78,7 @@ mod tests {
     fn chunks_concatenate_to_the_text() {
         let answer = Answer::new(default_text("gpt-4o"), None);
         let chunks: Vec<&str> = answer.chunks().collect();
-        assert_eq!(
-            chunks,
-            ["ragway ", "fake ", "answer ", "from ", "gpt-4o."]
-        );
+        assert_eq!(chunks, ["ragway ", "fake ", "answer ", "from ", "gpt-4o."]);
         assert_eq!(chunks.concat(), answer.text);
         assert_eq!(answer.words(), 5);
     }

@@ -60,7 +60,9 @@ impl Fake {
 
 impl fmt::Debug for Fake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fake").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Fake")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -473,9 +475,7 @@ mod tests {
     #[test]
     fn script_commands_parse() {
         let parse = |text: &str| -> Scripted {
-            serde_json::from_str::<ScriptCommand>(text)
-                .unwrap()
-                .into()
+            serde_json::from_str::<ScriptCommand>(text).unwrap().into()
         };
         assert_eq!(
             parse(
@@ -488,7 +488,9 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(r#"{"kind":"error","status":429,"error":"ThrottlingException","message":"slow down"}"#),
+            parse(
+                r#"{"kind":"error","status":429,"error":"ThrottlingException","message":"slow down"}"#
+            ),
             Scripted::Error {
                 status: 429,
                 kind: "ThrottlingException".into(),

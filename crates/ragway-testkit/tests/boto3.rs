@@ -40,8 +40,15 @@ async fn boto3_talks_to_the_bedrock_and_kendra_fakes() {
     // boto3 percent-encodes the model id; the fake records it decoded. Control calls are not kept.
     let paths: Vec<String> = bedrock.requests().into_iter().map(|r| r.path).collect();
     assert!(paths.contains(&"/model/us.anthropic.claude-3-opus-20240229-v1:0/converse".to_owned()));
-    assert!(paths.contains(&"/model/us.anthropic.claude-3-opus-20240229-v1:0/converse-stream".to_owned()));
-    assert!(paths.iter().all(|path| !path.starts_with("/__fake")), "{paths:?}");
+    assert!(
+        paths.contains(
+            &"/model/us.anthropic.claude-3-opus-20240229-v1:0/converse-stream".to_owned()
+        )
+    );
+    assert!(
+        paths.iter().all(|path| !path.starts_with("/__fake")),
+        "{paths:?}"
+    );
     let kendra_requests = kendra.requests();
     assert_eq!(kendra_requests.len(), 2);
     assert_eq!(

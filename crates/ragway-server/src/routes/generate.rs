@@ -51,11 +51,10 @@ fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, boo
     if request.max_tokens == Some(0) {
         errors.push(FieldError::new(&["body", "max_tokens"], "Input should be greater than or equal to 1", "greater_than_equal"));
     }
-    if let Some(t) = request.temperature {
-        if !(0.0..=2.0).contains(&t) {
+    if let Some(t) = request.temperature
+        && !(0.0..=2.0).contains(&t) {
             errors.push(FieldError::new(&["body", "temperature"], "Input should be between 0 and 2", "range"));
         }
-    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -1,0 +1,197 @@
+//! Test support: the `ragway` binary started as a real server on a free port, with the fakes'
+//! addresses in its config, and small helpers to call it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const OPENAI_KEY: &str = "sk-test-ragway-secret-123";
+pub const KENDRA_INDEX: &str = "0123abcd-kendra-index";
+
+/// The environment every server under test gets: fake AWS credentials (the fakes do not check
+/// signatures), no instance-metadata lookups, and the secrets the configs refer to.
+pub fn test_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("TEST_OPENAI_KEY", OPENAI_KEY.into()),
+        ("KENDRA_INDEX_ID", KENDRA_INDEX.into()),
+        ("RUST_LOG", "info".into()),
+    ]
+}
+
+/// A running `ragway serve`, killed when dropped.
+pub struct Server {
+    pub url: String,
+    _child: Child,
+    _dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    pub async fn start(config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ragway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ragway"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .envs(test_env())
+            .env_remove("RAGWAY_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("server did not start: {}", stderr.lock().unwrap()))
+            .unwrap()
+            .unwrap_or_else(|| panic!("server exited: {}", stderr.lock().unwrap()));
+        let url = line.strip_prefix("ragway listening on ").expect("listening line").to_owned();
+        Server { url, _child: child, _dir: dir, stderr }
+    }
+
+    /// What the server logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let response = client().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, headers, json)
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, String) {
+        let response = client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Posts and reads a server-sent event stream to its end: (event name, data) pairs.
+    pub async fn post_sse(&self, path: &str, body: &serde_json::Value) -> (u16, Vec<(String, serde_json::Value)>) {
+        let response = client().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, parse_sse(&text))
+    }
+
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Splits an SSE body into (event, JSON data) pairs; keep-alive comments are skipped.
+pub fn parse_sse(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            (!data.is_empty()).then(|| (name, serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data))))
+        })
+        .collect()
+}
+
+/// A config with one model of each provider and a Kendra store, all pointed at the fakes.
+pub fn config(openai: &str, bedrock: &str, kendra: &str) -> String {
+    format!(
+        r#"
+[[llm]]
+name = "claude-3-opus"
+type = "bedrock"
+model_id = "us.anthropic.claude-3-opus-20240229-v1:0"
+region = "us-west-2"
+endpoint_url = "{bedrock}"
+max_attempts = 1
+
+[[llm]]
+name = "titan"
+type = "bedrock"
+model_id = "amazon.titan-text-express-v1"
+endpoint_url = "{bedrock}"
+max_attempts = 1
+
+[[llm]]
+name = "gpt-4o"
+type = "openai"
+model = "gpt-4o"
+base_url = "{openai}/v1"
+api_key = "env::TEST_OPENAI_KEY"
+
+[[llm]]
+name = "slow"
+type = "openai"
+model = "gpt-4o"
+base_url = "{openai}/v1"
+timeout_secs = 1
+
+[[llm]]
+name = "down"
+type = "openai"
+model = "gpt-4o"
+base_url = "http://127.0.0.1:9/v1"
+connect_timeout_secs = 2
+
+[[vector_store]]
+name = "kendra"
+type = "kendra"
+index_id = "env::KENDRA_INDEX_ID"
+region = "us-west-2"
+endpoint_url = "{kendra}"
+max_attempts = 1
+"#
+    )
+}
+
+/// The three fakes and a server configured over them.
+pub struct Stack {
+    pub openai: ragway_testkit::Fake,
+    pub bedrock: ragway_testkit::Fake,
+    pub kendra: ragway_testkit::Fake,
+    pub server: Server,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let openai = ragway_testkit::openai::start().await.unwrap();
+        let bedrock = ragway_testkit::bedrock::start().await.unwrap();
+        let kendra = ragway_testkit::kendra::start().await.unwrap();
+        let server = Server::start(&config(&openai.url(), &bedrock.url(), &kendra.url())).await;
+        Stack { openai, bedrock, kendra, server }
+    }
+}
