@@ -42,16 +42,28 @@ pub struct ClientSettings {
 /// The shared configuration with one component's overrides applied. Fails when no region is
 /// known, naming how to give one.
 pub fn client_config(shared: &SdkConfig, settings: &ClientSettings) -> Result<SdkConfig, String> {
-    let region = settings.region.clone().map(Region::new).or_else(|| shared.region().cloned());
+    let region = settings
+        .region
+        .clone()
+        .map(Region::new)
+        .or_else(|| shared.region().cloned());
     let Some(region) = region else {
-        return Err("no AWS region: set region = \"us-east-1\" (or another) here, or AWS_REGION".to_owned());
+        return Err(
+            "no AWS region: set region = \"us-east-1\" (or another) here, or AWS_REGION".to_owned(),
+        );
     };
     let mut builder = shared.to_builder();
     builder.set_region(Some(region));
+    // Building a client without a behavior version panics inside the SDK; never allow that.
+    if shared.behavior_version().is_none() {
+        builder.set_behavior_version(Some(BehaviorVersion::latest()));
+    }
     if let Some(url) = &settings.endpoint_url {
         builder.set_endpoint_url(Some(url.clone()));
     }
-    builder.set_retry_config(Some(RetryConfig::standard().with_max_attempts(settings.max_attempts)));
+    builder.set_retry_config(Some(
+        RetryConfig::standard().with_max_attempts(settings.max_attempts),
+    ));
     builder.set_timeout_config(Some(
         TimeoutConfig::builder()
             .connect_timeout(settings.connect_timeout)
@@ -88,16 +100,24 @@ impl RawStatus for RawMessage {
 
 /// Maps any SDK error to a `ProviderError`, keeping AWS's code and message (which never hold
 /// credentials) and classifying throttling, timeouts and unreachable endpoints.
-pub fn map_sdk_error<E, R>(provider: &str, error: SdkError<E, R>, timeout: Duration) -> ProviderError
+pub fn map_sdk_error<E, R>(
+    provider: &str,
+    error: SdkError<E, R>,
+    timeout: Duration,
+) -> ProviderError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: RawStatus + std::fmt::Debug,
 {
     match &error {
-        SdkError::TimeoutError(_) => ProviderError::Timeout { provider: provider.to_owned(), after: timeout },
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            ProviderError::Timeout { provider: provider.to_owned(), after: timeout }
-        }
+        SdkError::TimeoutError(_) => ProviderError::Timeout {
+            provider: provider.to_owned(),
+            after: timeout,
+        },
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ProviderError::Timeout {
+            provider: provider.to_owned(),
+            after: timeout,
+        },
         SdkError::DispatchFailure(_) => {
             ProviderError::unreachable(provider, DisplayErrorContext(&error).to_string())
         }
@@ -109,7 +129,9 @@ where
             let code = error.code().unwrap_or("UnknownError").to_owned();
             let message = error.message().unwrap_or("no message").to_owned();
             let throttled = status == Some(429)
-                || THROTTLING_CODES.iter().any(|known| known.eq_ignore_ascii_case(&code));
+                || THROTTLING_CODES
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(&code));
             if throttled {
                 ProviderError::Throttled {
                     provider: provider.to_owned(),
@@ -140,7 +162,9 @@ mod tests {
 
     #[test]
     fn a_component_region_overrides_the_shared_one() {
-        let shared = SdkConfig::builder().region(Region::new("eu-west-1")).build();
+        let shared = SdkConfig::builder()
+            .region(Region::new("eu-west-1"))
+            .build();
         let config = client_config(&shared, &settings(Some("us-west-2"))).unwrap();
         assert_eq!(config.region().map(|r| r.as_ref()), Some("us-west-2"));
         assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:9"));

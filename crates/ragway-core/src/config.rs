@@ -112,7 +112,12 @@ impl LlmConfig {
         }
     }
 
-    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+    fn parse_kind(
+        kind: &str,
+        body: toml::Value,
+        at: &str,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<Option<Self>> {
         Some(match kind {
             "openai" => parse_entry(body, at, issues).map(Self::Openai),
             "bedrock" => parse_entry(body, at, issues).map(Self::Bedrock),
@@ -189,7 +194,12 @@ impl EmbedderConfig {
         }
     }
 
-    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+    fn parse_kind(
+        kind: &str,
+        body: toml::Value,
+        at: &str,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<Option<Self>> {
         Some(match kind {
             "openai" => parse_entry(body, at, issues).map(Self::Openai),
             _ => return None,
@@ -244,7 +254,12 @@ impl VectorStoreConfig {
         }
     }
 
-    fn parse_kind(kind: &str, body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<Option<Self>> {
+    fn parse_kind(
+        kind: &str,
+        body: toml::Value,
+        at: &str,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<Option<Self>> {
         Some(match kind {
             "kendra" => parse_entry(body, at, issues).map(Self::Kendra),
             _ => return None,
@@ -334,7 +349,10 @@ impl Config {
         }
         match config {
             Some(config) if issues.is_empty() => Ok(config),
-            _ => Err(ConfigError { source_name: source_name.to_owned(), issues }),
+            _ => Err(ConfigError {
+                source_name: source_name.to_owned(),
+                issues,
+            }),
         }
     }
 
@@ -343,7 +361,10 @@ impl Config {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source_name: name.clone(),
-            issues: vec![ConfigIssue { path: String::new(), message: format!("cannot read: {e}") }],
+            issues: vec![ConfigIssue {
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::parse(&text, &name)
     }
@@ -354,9 +375,10 @@ impl Config {
         let mut missing = Vec::new();
         let mut check = |path: String, reference: Option<&SecretRef>| {
             if let Some(reference) = reference
-                && let Err(message) = reference.resolve() {
-                    missing.push(ConfigIssue { path, message });
-                }
+                && let Err(message) = reference.resolve()
+            {
+                missing.push(ConfigIssue { path, message });
+            }
         };
         for (i, llm) in self.llm.iter().enumerate() {
             if let LlmConfig::Openai(c) = llm {
@@ -365,7 +387,9 @@ impl Config {
         }
         for (i, embedder) in self.embedder.iter().enumerate() {
             match embedder {
-                EmbedderConfig::Openai(c) => check(format!("embedder[{i}].api_key"), c.api_key.as_ref()),
+                EmbedderConfig::Openai(c) => {
+                    check(format!("embedder[{i}].api_key"), c.api_key.as_ref())
+                }
             }
         }
         for (i, store) in self.vector_store.iter().enumerate() {
@@ -387,18 +411,35 @@ impl Config {
             issue("server.default_top_k".into(), "must be at least 1".into());
         }
         if self.server.max_top_k < self.server.default_top_k {
-            issue("server.max_top_k".into(), format!("must be at least default_top_k ({})", self.server.default_top_k));
+            issue(
+                "server.max_top_k".into(),
+                format!(
+                    "must be at least default_top_k ({})",
+                    self.server.default_top_k
+                ),
+            );
         }
         let template = &self.server.prompt.template;
         for placeholder in ["{context}", "{question}"] {
             if !template.contains(placeholder) {
-                issue("server.prompt.template".into(), format!("must contain {placeholder}"));
+                issue(
+                    "server.prompt.template".into(),
+                    format!("must contain {placeholder}"),
+                );
             }
         }
 
         check_names("llm", self.llm.iter().map(LlmConfig::name), &mut issue);
-        check_names("embedder", self.embedder.iter().map(EmbedderConfig::name), &mut issue);
-        check_names("vector_store", self.vector_store.iter().map(VectorStoreConfig::name), &mut issue);
+        check_names(
+            "embedder",
+            self.embedder.iter().map(EmbedderConfig::name),
+            &mut issue,
+        );
+        check_names(
+            "vector_store",
+            self.vector_store.iter().map(VectorStoreConfig::name),
+            &mut issue,
+        );
 
         for (i, llm) in self.llm.iter().enumerate() {
             let at = format!("llm[{i}]");
@@ -437,15 +478,22 @@ impl Config {
         for (i, store) in self.vector_store.iter().enumerate() {
             let at = format!("vector_store[{i}]");
             if store.name() == NO_RETRIEVAL {
-                issue(format!("{at}.name"), format!("\"{NO_RETRIEVAL}\" is reserved for requests without retrieval"));
+                issue(
+                    format!("{at}.name"),
+                    format!("\"{NO_RETRIEVAL}\" is reserved for requests without retrieval"),
+                );
             }
             if let Some(wanted) = store.embedder()
-                && !embedders.contains(&wanted) {
-                    issue(
-                        format!("{at}.embedder"),
-                        format!("no embedder named \"{wanted}\"; known: {}", known(&embedders)),
-                    );
-                }
+                && !embedders.contains(&wanted)
+            {
+                issue(
+                    format!("{at}.embedder"),
+                    format!(
+                        "no embedder named \"{wanted}\"; known: {}",
+                        known(&embedders)
+                    ),
+                );
+            }
             match store {
                 VectorStoreConfig::Kendra(c) => {
                     if let Some(url) = &c.endpoint_url {
@@ -471,16 +519,27 @@ impl Config {
 
 /// Lists names for an error message; "(none)" when there are none.
 pub fn known(names: &[&str]) -> String {
-    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
-fn check_names<'a>(section: &str, names: impl Iterator<Item = &'a str>, issue: &mut impl FnMut(String, String)) {
+fn check_names<'a>(
+    section: &str,
+    names: impl Iterator<Item = &'a str>,
+    issue: &mut impl FnMut(String, String),
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, name) in names.enumerate() {
         if name.trim().is_empty() {
             issue(format!("{section}[{i}].name"), "must not be empty".into());
         } else if let Some(first) = seen.get(name) {
-            issue(format!("{section}[{i}].name"), format!("duplicate name \"{name}\" (also {section}[{first}])"));
+            issue(
+                format!("{section}[{i}].name"),
+                format!("duplicate name \"{name}\" (also {section}[{first}])"),
+            );
         } else {
             seen.insert(name, i);
         }
@@ -488,15 +547,22 @@ fn check_names<'a>(section: &str, names: impl Iterator<Item = &'a str>, issue: &
 }
 
 fn check_url(path: &str, url: &str, issue: &mut impl FnMut(String, String)) {
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-        issue(path.to_owned(), format!("\"{url}\" is not an http:// or https:// URL"));
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+    {
+        issue(
+            path.to_owned(),
+            format!("\"{url}\" is not an http:// or https:// URL"),
+        );
     }
 }
 
 fn check_timeouts(at: &str, connect: f64, total: f64, issue: &mut impl FnMut(String, String)) {
     for (field, value) in [("connect_timeout_secs", connect), ("timeout_secs", total)] {
         if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-            issue(format!("{at}.{field}"), format!("must be between 0 and 86400 seconds, got {value}"));
+            issue(
+                format!("{at}.{field}"),
+                format!("must be between 0 and 86400 seconds, got {value}"),
+            );
         }
     }
 }
@@ -507,7 +573,10 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
     let table: toml::Table = match text.parse() {
         Ok(table) => table,
         Err(e) => {
-            issues.push(ConfigIssue { path: String::new(), message: format!("not valid TOML: {e}") });
+            issues.push(ConfigIssue {
+                path: String::new(),
+                message: format!("not valid TOML: {e}"),
+            });
             return None;
         }
     };
@@ -520,17 +589,37 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
                     config.server = server;
                 }
             }
-            "llm" => config.llm = parse_list(value, "llm", LlmConfig::KINDS, LlmConfig::parse_kind, issues),
+            "llm" => {
+                config.llm = parse_list(
+                    value,
+                    "llm",
+                    LlmConfig::KINDS,
+                    LlmConfig::parse_kind,
+                    issues,
+                )
+            }
             "embedder" => {
-                config.embedder = parse_list(value, "embedder", EmbedderConfig::KINDS, EmbedderConfig::parse_kind, issues)
+                config.embedder = parse_list(
+                    value,
+                    "embedder",
+                    EmbedderConfig::KINDS,
+                    EmbedderConfig::parse_kind,
+                    issues,
+                )
             }
             "vector_store" => {
-                config.vector_store =
-                    parse_list(value, "vector_store", VectorStoreConfig::KINDS, VectorStoreConfig::parse_kind, issues)
+                config.vector_store = parse_list(
+                    value,
+                    "vector_store",
+                    VectorStoreConfig::KINDS,
+                    VectorStoreConfig::parse_kind,
+                    issues,
+                )
             }
             other => issues.push(ConfigIssue {
                 path: other.to_owned(),
-                message: "unknown section; expected one of server, llm, embedder, vector_store".into(),
+                message: "unknown section; expected one of server, llm, embedder, vector_store"
+                    .into(),
             }),
         }
     }
@@ -557,13 +646,19 @@ fn parse_list<T>(
     for (i, entry) in entries.into_iter().enumerate() {
         let at = format!("{section}[{i}]");
         let toml::Value::Table(mut body) = entry else {
-            issues.push(ConfigIssue { path: at, message: "must be a table".into() });
+            issues.push(ConfigIssue {
+                path: at,
+                message: "must be a table".into(),
+            });
             continue;
         };
         let kind = match body.remove("type") {
             Some(toml::Value::String(kind)) => kind,
             Some(_) => {
-                issues.push(ConfigIssue { path: format!("{at}.type"), message: "must be a string".into() });
+                issues.push(ConfigIssue {
+                    path: format!("{at}.type"),
+                    message: "must be a string".into(),
+                });
                 continue;
             }
             None => {
@@ -579,14 +674,21 @@ fn parse_list<T>(
             Some(None) => {}
             None => issues.push(ConfigIssue {
                 path: format!("{at}.type"),
-                message: format!("unknown type \"{kind}\"; expected one of {}", kinds.join(", ")),
+                message: format!(
+                    "unknown type \"{kind}\"; expected one of {}",
+                    kinds.join(", ")
+                ),
             }),
         }
     }
     parsed
 }
 
-fn parse_entry<T: DeserializeOwned>(body: toml::Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Option<T> {
+fn parse_entry<T: DeserializeOwned>(
+    body: toml::Value,
+    at: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(body) {
         Ok(value) => Some(value),
         Err(error) => {
@@ -605,15 +707,27 @@ fn parse_entry<T: DeserializeOwned>(body: toml::Value, at: &str, issues: &mut Ve
 /// Moves the field that serde names inside its message into the path:
 /// "missing field `model_id`" at `llm[1]` becomes `llm[1].model_id: missing field`.
 fn locate_field(path: String, message: String) -> ConfigIssue {
-    for (prefix, label) in [("missing field `", "missing field"), ("unknown field `", "unknown field")] {
+    for (prefix, label) in [
+        ("missing field `", "missing field"),
+        ("unknown field `", "unknown field"),
+    ] {
         if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((field, tail)) = rest.split_once('`') {
-                let tail = tail.trim_start_matches(',').trim();
-                let message = if tail.is_empty() { label.to_owned() } else { format!("{label}; {tail}") };
-                let already_there = path.ends_with(&format!(".{field}"));
-                let path = if already_there { path } else { format!("{path}.{field}") };
-                return ConfigIssue { path, message };
-            }
+            && let Some((field, tail)) = rest.split_once('`')
+        {
+            let tail = tail.trim_start_matches(',').trim();
+            let message = if tail.is_empty() {
+                label.to_owned()
+            } else {
+                format!("{label}; {tail}")
+            };
+            let already_there = path.ends_with(&format!(".{field}"));
+            let path = if already_there {
+                path
+            } else {
+                format!("{path}.{field}")
+            };
+            return ConfigIssue { path, message };
+        }
     }
     ConfigIssue { path, message }
 }
@@ -658,7 +772,9 @@ mod tests {
         assert_eq!(config.server.bind.port(), 9000);
         assert_eq!(config.llm.len(), 2);
         assert_eq!(config.llm[1].name(), "claude");
-        assert!(matches!(&config.vector_store[0], VectorStoreConfig::Kendra(k) if k.min_score_confidence == Some(ScoreConfidence::High)));
+        assert!(
+            matches!(&config.vector_store[0], VectorStoreConfig::Kendra(k) if k.min_score_confidence == Some(ScoreConfidence::High))
+        );
     }
 
     #[test]
@@ -697,11 +813,25 @@ mod tests {
         let text = found.join("\n");
         assert!(text.contains("server.bind:"), "{text}");
         assert!(text.contains("llm[1].model_id: missing field"), "{text}");
-        assert!(text.contains("llm[2].api_key: secrets must be references"), "{text}");
-        assert!(!text.contains("sk-123"), "a secret leaked into an error: {text}");
-        assert!(text.contains("llm[3].type: unknown type \"nonsense\"; expected one of openai, bedrock"), "{text}");
+        assert!(
+            text.contains("llm[2].api_key: secrets must be references"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sk-123"),
+            "a secret leaked into an error: {text}"
+        );
+        assert!(
+            text.contains(
+                "llm[3].type: unknown type \"nonsense\"; expected one of openai, bedrock"
+            ),
+            "{text}"
+        );
         assert!(text.contains("llm[4].colour: unknown field"), "{text}");
-        assert!(text.contains("vector_store[0].min_score_confidence:"), "{text}");
+        assert!(
+            text.contains("vector_store[0].min_score_confidence:"),
+            "{text}"
+        );
         assert_eq!(found.len(), 6, "{text}");
     }
 
@@ -728,12 +858,30 @@ mod tests {
             "#,
         );
         let text = found.join("\n");
-        assert!(text.contains("server.prompt.template: must contain {context}"), "{text}");
-        assert!(text.contains("server.prompt.template: must contain {question}"), "{text}");
-        assert!(text.contains("llm[0].base_url: \"ftp://x\" is not an http"), "{text}");
-        assert!(text.contains("llm[0].timeout_secs: must be between"), "{text}");
-        assert!(text.contains("llm[1].name: duplicate name \"a\" (also llm[0])"), "{text}");
-        assert!(text.contains("vector_store[0].name: \"none\" is reserved"), "{text}");
+        assert!(
+            text.contains("server.prompt.template: must contain {context}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server.prompt.template: must contain {question}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llm[0].base_url: \"ftp://x\" is not an http"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llm[0].timeout_secs: must be between"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llm[1].name: duplicate name \"a\" (also llm[0])"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vector_store[0].name: \"none\" is reserved"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -748,15 +896,28 @@ mod tests {
             "#,
         );
         assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("llm[0].context_window: invalid type"), "{found:?}");
+        assert!(
+            found[0].starts_with("llm[0].context_window: invalid type"),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn syntax_errors_and_unknown_sections_are_reported() {
         assert!(issues("[[llm]\nname=")[0].starts_with("not valid TOML"));
         let found = issues("llm = 3\n[servr]\nbind = \"127.0.0.1:1\"");
-        assert!(found.iter().any(|i| i.starts_with("servr: unknown section")), "{found:?}");
-        assert!(found.iter().any(|i| i.starts_with("llm: must be a list of tables")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("servr: unknown section")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("llm: must be a list of tables")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use std::time::Duration;
 pub enum ProviderError {
     /// The provider answered with an error (HTTP status when there was one).
     #[error("{provider} returned an error{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
-    Upstream { provider: String, status: Option<u16>, message: String },
+    Upstream {
+        provider: String,
+        status: Option<u16>,
+        message: String,
+    },
 
     /// The provider did not answer in time.
     #[error("{provider} did not answer within {}s", after.as_secs_f64())]
@@ -19,7 +23,11 @@ pub enum ProviderError {
 
     /// The provider is still throttling after ragway's retries.
     #[error("{provider} is throttling requests: {message}")]
-    Throttled { provider: String, message: String, retry_after: Option<Duration> },
+    Throttled {
+        provider: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
 
     /// The provider could not be reached (connection refused, DNS, TLS, reset).
     #[error("cannot reach {provider}: {message}")]
@@ -36,13 +44,23 @@ pub enum ProviderError {
 
 impl ProviderError {
     pub fn upstream(provider: &str, status: Option<u16>, message: impl Into<String>) -> Self {
-        Self::Upstream { provider: provider.to_owned(), status, message: message.into() }
+        Self::Upstream {
+            provider: provider.to_owned(),
+            status,
+            message: message.into(),
+        }
     }
     pub fn invalid_response(provider: &str, message: impl Into<String>) -> Self {
-        Self::InvalidResponse { provider: provider.to_owned(), message: message.into() }
+        Self::InvalidResponse {
+            provider: provider.to_owned(),
+            message: message.into(),
+        }
     }
     pub fn unreachable(provider: &str, message: impl Into<String>) -> Self {
-        Self::Unreachable { provider: provider.to_owned(), message: message.into() }
+        Self::Unreachable {
+            provider: provider.to_owned(),
+            message: message.into(),
+        }
     }
 }
 

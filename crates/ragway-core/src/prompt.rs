@@ -49,7 +49,13 @@ const MESSAGE_OVERHEAD_TOKENS: usize = 8;
 /// first one that does not fit is cut at a word boundary if a useful part fits, and the rest
 /// are dropped.
 pub fn assemble(config: &PromptConfig, input: PromptInput<'_>) -> Prompt {
-    let PromptInput { question, system, passages, context_window, max_tokens } = input;
+    let PromptInput {
+        question,
+        system,
+        passages,
+        context_window,
+        max_tokens,
+    } = input;
     let mut messages = Vec::with_capacity(2);
     if passages.is_empty() {
         if let Some(system) = system {
@@ -92,11 +98,21 @@ pub fn assemble(config: &PromptConfig, input: PromptInput<'_>) -> Prompt {
     if used.is_empty() {
         messages.push(Message::system(system));
         messages.push(Message::user(question));
-        return Prompt { messages, passages: used };
+        return Prompt {
+            messages,
+            passages: used,
+        };
     }
     messages.push(Message::system(system));
-    messages.push(Message::user(fill(&config.template, &blocks.join("\n\n"), question)));
-    Prompt { messages, passages: used }
+    messages.push(Message::user(fill(
+        &config.template,
+        &blocks.join("\n\n"),
+        question,
+    )));
+    Prompt {
+        messages,
+        passages: used,
+    }
 }
 
 /// Replaces `{context}` and `{question}` in one pass, so text inside a passage that looks like
@@ -132,7 +148,9 @@ fn cut_at_word(text: &str, max_bytes: usize) -> String {
         end -= 1;
     }
     let cut = &text[..end];
-    let cut = cut.rfind(char::is_whitespace).map_or(cut, |space| &cut[..space]);
+    let cut = cut
+        .rfind(char::is_whitespace)
+        .map_or(cut, |space| &cut[..space]);
     format!("{}…", cut.trim_end())
 }
 
@@ -152,19 +170,34 @@ mod tests {
     }
 
     fn input(passages: Vec<Passage>, context_window: u32) -> PromptInput<'static> {
-        PromptInput { question: "What is a qubit?", system: None, passages, context_window, max_tokens: Some(100) }
+        PromptInput {
+            question: "What is a qubit?",
+            system: None,
+            passages,
+            context_window,
+            max_tokens: Some(100),
+        }
     }
 
     #[test]
     fn passages_are_numbered_and_the_model_is_asked_to_cite() {
         let prompt = assemble(
             &PromptConfig::default(),
-            input(vec![passage("a", "Qubits hold superpositions."), passage("b", "Gates act on qubits.")], 4096),
+            input(
+                vec![
+                    passage("a", "Qubits hold superpositions."),
+                    passage("b", "Gates act on qubits."),
+                ],
+                4096,
+            ),
         );
         assert_eq!(prompt.passages.len(), 2);
         assert!(prompt.messages[0].content.contains("[1]"));
         let user = &prompt.messages[1].content;
-        assert!(user.contains("[1] Title a\nQubits hold superpositions."), "{user}");
+        assert!(
+            user.contains("[1] Title a\nQubits hold superpositions."),
+            "{user}"
+        );
         assert!(user.contains("[2] Title b\nGates act on qubits."), "{user}");
         assert!(user.ends_with("Question: What is a qubit?"), "{user}");
     }
@@ -172,17 +205,35 @@ mod tests {
     #[test]
     fn passages_are_trimmed_to_the_context_window() {
         let long = "word ".repeat(400); // about 500 tokens
-        let passages = vec![passage("a", &long), passage("b", &long), passage("c", &long)];
+        let passages = vec![
+            passage("a", &long),
+            passage("b", &long),
+            passage("c", &long),
+        ];
         let prompt = assemble(&PromptConfig::default(), input(passages, 1000));
-        assert_eq!(prompt.passages.len(), 2, "one whole passage and part of the second fit");
+        assert_eq!(
+            prompt.passages.len(),
+            2,
+            "one whole passage and part of the second fit"
+        );
         assert!(prompt.passages[1].text.ends_with('…'));
-        let total: usize = prompt.messages.iter().map(|m| approx_tokens(&m.content)).sum();
-        assert!(total + 100 <= 1000, "prompt of {total} tokens overflows the window");
+        let total: usize = prompt
+            .messages
+            .iter()
+            .map(|m| approx_tokens(&m.content))
+            .sum();
+        assert!(
+            total + 100 <= 1000,
+            "prompt of {total} tokens overflows the window"
+        );
     }
 
     #[test]
     fn nothing_fits_means_the_question_alone() {
-        let prompt = assemble(&PromptConfig::default(), input(vec![passage("a", &"x ".repeat(1000))], 200));
+        let prompt = assemble(
+            &PromptConfig::default(),
+            input(vec![passage("a", &"x ".repeat(1000))], 200),
+        );
         assert!(prompt.passages.is_empty());
         assert_eq!(prompt.messages.last().unwrap().content, "What is a qubit?");
     }
@@ -192,12 +243,21 @@ mod tests {
         let mut inp = input(vec![], 4096);
         inp.system = Some("Be brief.");
         let prompt = assemble(&PromptConfig::default(), inp);
-        assert_eq!(prompt.messages, vec![Message::system("Be brief."), Message::user("What is a qubit?")]);
+        assert_eq!(
+            prompt.messages,
+            vec![
+                Message::system("Be brief."),
+                Message::user("What is a qubit?")
+            ]
+        );
     }
 
     #[test]
     fn placeholders_inside_passages_are_not_expanded() {
-        assert_eq!(fill("{context}|{question}|{other}", "{question}", "q"), "{question}|q|{other}");
+        assert_eq!(
+            fill("{context}|{question}|{other}", "{question}", "q"),
+            "{question}|q|{other}"
+        );
     }
 
     #[test]

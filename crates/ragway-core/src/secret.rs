@@ -80,7 +80,9 @@ impl<'de> Deserialize<'de> for EnvOr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         if text.starts_with(ENV_PREFIX) {
-            SecretRef::parse(&text).map(Self::Env).map_err(serde::de::Error::custom)
+            SecretRef::parse(&text)
+                .map(Self::Env)
+                .map_err(serde::de::Error::custom)
         } else if text.is_empty() {
             Err(serde::de::Error::custom("must not be empty"))
         } else {

@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
-    Message as BedrockMessage, StopReason, SystemContentBlock, TokenUsage,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput,
+    InferenceConfiguration, Message as BedrockMessage, StopReason, SystemContentBlock, TokenUsage,
 };
+use aws_smithy_types::event_stream::RawMessage;
 use aws_types::SdkConfig;
 use ragway_aws::{ClientSettings, client_config, map_sdk_error};
 use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, ProviderError, Role, Usage,
+    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
+    ProviderError, Role, Usage,
 };
 
 pub const PROVIDER_TYPE: &str = "bedrock";
@@ -39,19 +43,26 @@ impl BedrockChat {
             connect_timeout: secs(config.connect_timeout_secs),
             timeout,
         };
-        let sdk = client_config(shared, &settings)
-            .map_err(|message| BuildError { component: format!("llm \"{}\"", config.name), message })?;
+        let sdk = client_config(shared, &settings).map_err(|message| BuildError {
+            component: format!("llm \"{}\"", config.name),
+            message,
+        })?;
         Ok(Self {
             client: Client::new(&sdk),
             model_id: config.model_id.clone(),
-            system_prompt: config.system_prompt.unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
+            system_prompt: config
+                .system_prompt
+                .unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
             timeout,
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
         })
     }
 
     /// The conversation in Converse's shape: system apart (or folded in), roles alternating.
-    fn conversation(&self, request: &ChatRequest) -> Result<(Vec<SystemContentBlock>, Vec<BedrockMessage>), ProviderError> {
+    fn conversation(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(Vec<SystemContentBlock>, Vec<BedrockMessage>), ProviderError> {
         let system = request.system_text();
         let mut turns: Vec<(ConversationRole, String)> = Vec::new();
         for message in &request.messages {
@@ -73,7 +84,10 @@ impl BedrockChat {
         if let Some(system) = system {
             if self.system_prompt {
                 system_blocks.push(SystemContentBlock::Text(system));
-            } else if let Some((_, first_user)) = turns.iter_mut().find(|(role, _)| *role == ConversationRole::User) {
+            } else if let Some((_, first_user)) = turns
+                .iter_mut()
+                .find(|(role, _)| *role == ConversationRole::User)
+            {
                 *first_user = format!("{system}\n\n{first_user}");
             }
         }
@@ -84,7 +98,10 @@ impl BedrockChat {
                     .role(role)
                     .content(ContentBlock::Text(text))
                     .build()
-                    .map_err(|e| ProviderError::Unsupported { provider: self.provider.clone(), message: e.to_string() })
+                    .map_err(|e| ProviderError::Unsupported {
+                        provider: self.provider.clone(),
+                        message: e.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if messages.is_empty() {
@@ -98,7 +115,11 @@ impl BedrockChat {
 
     fn inference_config(request: &ChatRequest) -> InferenceConfiguration {
         InferenceConfiguration::builder()
-            .set_max_tokens(request.max_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+            .set_max_tokens(
+                request
+                    .max_tokens
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            )
             .set_temperature(request.temperature)
             .set_top_p(request.top_p)
             .set_stop_sequences((!request.stop.is_empty()).then(|| request.stop.clone()))
@@ -129,7 +150,12 @@ impl ChatModel for BedrockChat {
                     _ => None,
                 })
                 .collect::<String>(),
-            _ => return Err(ProviderError::invalid_response(&self.provider, "the answer holds no message")),
+            _ => {
+                return Err(ProviderError::invalid_response(
+                    &self.provider,
+                    "the answer holds no message",
+                ));
+            }
         };
         Ok(ChatResponse {
             text,
@@ -182,12 +208,45 @@ impl ChatModel for BedrockChat {
                     }
                     // An exception inside the stream (after HTTP 200), e.g. throttlingException.
                     Err(error) => {
-                        yield Err(map_sdk_error(&provider, error, timeout));
+                        yield Err(stream_error(&provider, error, timeout));
                         return;
                     }
                 }
             }
         }))
+    }
+}
+
+/// Exceptions inside a ConverseStream arrive without an error code in their metadata, so
+/// they are named from their type; throttling stays throttling.
+fn stream_error(
+    provider: &str,
+    error: SdkError<ConverseStreamOutputError, RawMessage>,
+    timeout: Duration,
+) -> ProviderError {
+    let Some(service) = error.as_service_error() else {
+        return map_sdk_error(provider, error, timeout);
+    };
+    let kind = match service {
+        ConverseStreamOutputError::ThrottlingException(_) => "throttlingException",
+        ConverseStreamOutputError::ServiceUnavailableException(_) => "serviceUnavailableException",
+        ConverseStreamOutputError::InternalServerException(_) => "internalServerException",
+        ConverseStreamOutputError::ModelStreamErrorException(_) => "modelStreamErrorException",
+        ConverseStreamOutputError::ValidationException(_) => "validationException",
+        _ => service.code().unwrap_or("unknownException"),
+    };
+    let message = format!(
+        "{kind} in the stream: {}",
+        service.message().unwrap_or("no message")
+    );
+    if service.is_throttling_exception() {
+        ProviderError::Throttled {
+            provider: provider.to_owned(),
+            message,
+            retry_after: None,
+        }
+    } else {
+        ProviderError::upstream(provider, None, message)
     }
 }
 
@@ -211,7 +270,9 @@ fn finish_reason(reason: &StopReason) -> FinishReason {
     match reason {
         StopReason::EndTurn | StopReason::StopSequence => FinishReason::Stop,
         StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => FinishReason::Length,
-        StopReason::ContentFiltered | StopReason::GuardrailIntervened => FinishReason::ContentFilter,
+        StopReason::ContentFiltered | StopReason::GuardrailIntervened => {
+            FinishReason::ContentFilter
+        }
         StopReason::ToolUse => FinishReason::ToolCalls,
         other => FinishReason::Other(other.as_str().to_owned()),
     }
@@ -229,7 +290,9 @@ mod tests {
         assert!(!accepts_system_prompt("mistral.mistral-7b-instruct-v0:2"));
         assert!(!accepts_system_prompt("mistral.mixtral-8x7b-instruct-v0:1"));
         assert!(accepts_system_prompt("mistral.mistral-large-2402-v1:0"));
-        assert!(accepts_system_prompt("us.anthropic.claude-3-opus-20240229-v1:0"));
+        assert!(accepts_system_prompt(
+            "us.anthropic.claude-3-opus-20240229-v1:0"
+        ));
         assert!(accepts_system_prompt("ai21.jamba-1-5-large-v1:0"));
         assert!(accepts_system_prompt("amazon.nova-pro-v1:0"));
         assert!(accepts_system_prompt("cohere.command-r-plus-v1:0"));
@@ -238,29 +301,51 @@ mod tests {
 
     #[test]
     fn unknown_stop_reasons_are_kept_not_panicked_on() {
-        assert_eq!(finish_reason(&StopReason::from("some_new_reason")), FinishReason::Other("some_new_reason".into()));
-        assert_eq!(finish_reason(&StopReason::from("max_tokens")), FinishReason::Length);
+        assert_eq!(
+            finish_reason(&StopReason::from("some_new_reason")),
+            FinishReason::Other("some_new_reason".into())
+        );
+        assert_eq!(
+            finish_reason(&StopReason::from("max_tokens")),
+            FinishReason::Length
+        );
     }
 
     fn model(model_id: &str) -> BedrockChat {
-        let config: BedrockLlmConfig =
-            toml::from_str(&format!("name = 'm'\nmodel_id = '{model_id}'\nregion = 'us-east-1'")).unwrap();
+        let config: BedrockLlmConfig = toml::from_str(&format!(
+            "name = 'm'\nmodel_id = '{model_id}'\nregion = 'us-east-1'"
+        ))
+        .unwrap();
         BedrockChat::new(&config, &SdkConfig::builder().build()).unwrap()
     }
 
     #[test]
     fn system_prompts_are_folded_in_for_titan_and_runs_of_one_role_merged() {
         let request = ChatRequest {
-            messages: vec![Message::system("Be brief."), Message::user("a"), Message::user("b")],
+            messages: vec![
+                Message::system("Be brief."),
+                Message::user("a"),
+                Message::user("b"),
+            ],
             ..Default::default()
         };
-        let (system, messages) = model("amazon.titan-text-express-v1").conversation(&request).unwrap();
+        let (system, messages) = model("amazon.titan-text-express-v1")
+            .conversation(&request)
+            .unwrap();
         assert!(system.is_empty());
         assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].content(), &[ContentBlock::Text("Be brief.\n\na\n\nb".into())]);
+        assert_eq!(
+            messages[0].content(),
+            &[ContentBlock::Text("Be brief.\n\na\n\nb".into())]
+        );
 
-        let (system, messages) = model("anthropic.claude-3-haiku-20240307-v1:0").conversation(&request).unwrap();
+        let (system, messages) = model("anthropic.claude-3-haiku-20240307-v1:0")
+            .conversation(&request)
+            .unwrap();
         assert_eq!(system, vec![SystemContentBlock::Text("Be brief.".into())]);
-        assert_eq!(messages[0].content(), &[ContentBlock::Text("a\n\nb".into())]);
+        assert_eq!(
+            messages[0].content(),
+            &[ContentBlock::Text("a\n\nb".into())]
+        );
     }
 }

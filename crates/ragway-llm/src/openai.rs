@@ -8,7 +8,8 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use ragway_core::config::{OpenAiLlmConfig, secs};
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, ProviderError, Role, Usage,
+    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
+    ProviderError, Role, Usage,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -43,7 +44,9 @@ impl OpenAiChat {
             url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
             model: config.model.clone(),
             api_key,
-            reasoning: config.reasoning.unwrap_or_else(|| is_reasoning_model(&config.model)),
+            reasoning: config
+                .reasoning
+                .unwrap_or_else(|| is_reasoning_model(&config.model)),
             timeout: secs(config.timeout_secs),
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
         })
@@ -66,7 +69,11 @@ impl OpenAiChat {
         fields.insert("model".into(), json!(self.model));
         fields.insert("messages".into(), Value::Array(messages));
         if let Some(max_tokens) = request.max_tokens {
-            let key = if self.reasoning { "max_completion_tokens" } else { "max_tokens" };
+            let key = if self.reasoning {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
             fields.insert(key.into(), json!(max_tokens));
         }
         // Reasoning models refuse sampling parameters.
@@ -102,7 +109,10 @@ impl OpenAiChat {
 
     fn transport_error(&self, error: reqwest::Error) -> ProviderError {
         if error.is_timeout() {
-            return ProviderError::Timeout { provider: self.provider.clone(), after: self.timeout };
+            return ProviderError::Timeout {
+                provider: self.provider.clone(),
+                after: self.timeout,
+            };
         }
         // reqwest's Display names the URL, never headers, so no key can leak through it.
         let message = error_chain(&error);
@@ -124,11 +134,22 @@ impl OpenAiChat {
         let text = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<Value>(&text)
             .ok()
-            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| truncate(&text, 500));
         match status {
-            429 => ProviderError::Throttled { provider: self.provider.clone(), message, retry_after },
-            408 | 504 => ProviderError::Timeout { provider: self.provider.clone(), after: self.timeout },
+            429 => ProviderError::Throttled {
+                provider: self.provider.clone(),
+                message,
+                retry_after,
+            },
+            408 | 504 => ProviderError::Timeout {
+                provider: self.provider.clone(),
+                after: self.timeout,
+            },
             _ => ProviderError::upstream(&self.provider, Some(status), message),
         }
     }
@@ -139,11 +160,9 @@ impl ChatModel for OpenAiChat {
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.send(&self.body(&request, false)).await?;
         let completion: Completion = response.json().await.map_err(|e| self.transport_error(e))?;
-        let choice = completion
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProviderError::invalid_response(&self.provider, "no choices in the completion"))?;
+        let choice = completion.choices.into_iter().next().ok_or_else(|| {
+            ProviderError::invalid_response(&self.provider, "no choices in the completion")
+        })?;
         Ok(ChatResponse {
             text: choice.message.content.unwrap_or_default(),
             usage: completion.usage.map(Usage::from).unwrap_or_default(),
@@ -208,9 +227,9 @@ impl ChatModel for OpenAiChat {
 /// sampling parameters.
 fn is_reasoning_model(model: &str) -> bool {
     let model = model.rsplit('/').next().unwrap_or(model);
-    ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
-        model == *family || model.starts_with(&format!("{family}-"))
-    })
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|family| model == *family || model.starts_with(&format!("{family}-")))
 }
 
 fn finish_reason(reason: Option<&str>) -> FinishReason {
@@ -292,7 +311,10 @@ struct WireUsage {
 
 impl From<WireUsage> for Usage {
     fn from(usage: WireUsage) -> Self {
-        Self { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens }
+        Self {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+        }
     }
 }
 
@@ -302,7 +324,8 @@ mod tests {
     use ragway_core::Message;
 
     fn model(name: &str) -> OpenAiChat {
-        let config: OpenAiLlmConfig = toml::from_str(&format!("name = 'x'\nmodel = '{name}'")).unwrap();
+        let config: OpenAiLlmConfig =
+            toml::from_str(&format!("name = 'x'\nmodel = '{name}'")).unwrap();
         OpenAiChat::new(&config, reqwest::Client::new()).unwrap()
     }
 
@@ -318,7 +341,15 @@ mod tests {
 
     #[test]
     fn reasoning_models_are_detected() {
-        for name in ["o1", "o3", "o3-mini", "o4-mini", "o4-mini-2025-04-16", "gpt-5", "gpt-5-mini"] {
+        for name in [
+            "o1",
+            "o3",
+            "o3-mini",
+            "o4-mini",
+            "o4-mini-2025-04-16",
+            "gpt-5",
+            "gpt-5-mini",
+        ] {
             assert!(is_reasoning_model(name), "{name}");
         }
         for name in ["gpt-4o", "gpt-4o-mini", "llama-3", "ollama-o3x"] {

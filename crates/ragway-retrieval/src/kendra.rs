@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kendra::Client;
 use aws_sdk_kendra::types::{
-    AttributeFilter, DocumentAttribute, DocumentAttributeValue, RetrieveResultItem, ScoreConfidence as KendraConfidence,
+    AttributeFilter, DocumentAttribute, DocumentAttributeValue, RetrieveResultItem,
+    ScoreConfidence as KendraConfidence,
 };
 use aws_types::SdkConfig;
 use ragway_aws::{ClientSettings, client_config, map_sdk_error};
@@ -32,10 +33,10 @@ pub struct KendraRetriever {
 impl KendraRetriever {
     pub fn new(config: &KendraStoreConfig, shared: &SdkConfig) -> Result<Self, BuildError> {
         let component = format!("vector_store \"{}\"", config.name);
-        let index_id = config
-            .index_id
-            .resolve()
-            .map_err(|message| BuildError { component: format!("{component} index_id"), message })?;
+        let index_id = config.index_id.resolve().map_err(|message| BuildError {
+            component: format!("{component} index_id"),
+            message,
+        })?;
         let timeout = secs(config.timeout_secs);
         let settings = ClientSettings {
             region: config.region.clone(),
@@ -44,7 +45,8 @@ impl KendraRetriever {
             connect_timeout: secs(config.connect_timeout_secs),
             timeout,
         };
-        let sdk = client_config(shared, &settings).map_err(|message| BuildError { component, message })?;
+        let sdk = client_config(shared, &settings)
+            .map_err(|message| BuildError { component, message })?;
         Ok(Self {
             client: Client::new(&sdk),
             index_id,
@@ -58,7 +60,12 @@ impl KendraRetriever {
 
 #[async_trait]
 impl Retriever for KendraRetriever {
-    async fn search(&self, query: &str, top_k: usize, filter: &Filter) -> Result<Vec<Passage>, ProviderError> {
+    async fn search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError> {
         let mut merged = self.base_filter.clone();
         merged.extend(filter.iter().map(|(k, v)| (k.clone(), v.clone())));
         let page_size = top_k.clamp(1, MAX_PAGE_SIZE);
@@ -95,23 +102,39 @@ fn attribute_filter(filter: &Filter) -> Option<AttributeFilter> {
         .filter_map(|(key, value)| {
             let value = match value {
                 Value::String(s) => DocumentAttributeValue::builder().string_value(s).build(),
-                Value::Number(n) => DocumentAttributeValue::builder().set_long_value(n.as_i64()).build(),
-                Value::Bool(b) => DocumentAttributeValue::builder().string_value(b.to_string()).build(),
+                Value::Number(n) => DocumentAttributeValue::builder()
+                    .set_long_value(n.as_i64())
+                    .build(),
+                Value::Bool(b) => DocumentAttributeValue::builder()
+                    .string_value(b.to_string())
+                    .build(),
                 _ => return None,
             };
-            let attribute = DocumentAttribute::builder().key(key).value(value).build().ok()?;
+            let attribute = DocumentAttribute::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .ok()?;
             Some(AttributeFilter::builder().equals_to(attribute).build())
         })
         .collect();
     match conditions.len() {
         0 => None,
         1 => conditions.pop(),
-        _ => Some(AttributeFilter::builder().set_and_all_filters(Some(conditions)).build()),
+        _ => Some(
+            AttributeFilter::builder()
+                .set_and_all_filters(Some(conditions))
+                .build(),
+        ),
     }
 }
 
 fn confidence(item: &RetrieveResultItem) -> ScoreConfidence {
-    match item.score_attributes.as_ref().and_then(|s| s.score_confidence.as_ref()) {
+    match item
+        .score_attributes
+        .as_ref()
+        .and_then(|s| s.score_confidence.as_ref())
+    {
         Some(KendraConfidence::VeryHigh) => ScoreConfidence::VeryHigh,
         Some(KendraConfidence::High) => ScoreConfidence::High,
         Some(KendraConfidence::Medium) => ScoreConfidence::Medium,
@@ -179,7 +202,16 @@ mod tests {
         let both = attribute_filter(&filter).unwrap();
         let parts = both.and_all_filters.unwrap();
         assert_eq!(parts.len(), 2);
-        assert!(parts.iter().any(|p| p.equals_to.as_ref().unwrap().value.as_ref().unwrap().long_value == Some(2024)));
+        assert!(parts.iter().any(|p| {
+            p.equals_to
+                .as_ref()
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap()
+                .long_value
+                == Some(2024)
+        }));
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub struct Shared<'a> {
 }
 
 /// Builds one configured store.
-pub fn build(config: &VectorStoreConfig, shared: &Shared<'_>) -> Result<Arc<dyn Retriever>, BuildError> {
+pub fn build(
+    config: &VectorStoreConfig,
+    shared: &Shared<'_>,
+) -> Result<Arc<dyn Retriever>, BuildError> {
     Ok(match config {
         VectorStoreConfig::Kendra(c) => {
             let aws = shared.aws.ok_or_else(|| BuildError {

@@ -38,7 +38,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
-        Self { loc: loc.iter().map(|s| (*s).to_owned()).collect(), msg: msg.into(), kind: kind.to_owned() }
+        Self {
+            loc: loc.iter().map(|s| (*s).to_owned()).collect(),
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }
     }
 }
 
@@ -50,15 +54,18 @@ impl ApiError {
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
         match self {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            Self::UnknownModel { .. } | Self::UnknownStore { .. } => (StatusCode::BAD_REQUEST, None),
+            Self::UnknownModel { .. } | Self::UnknownStore { .. } => {
+                (StatusCode::BAD_REQUEST, None)
+            }
             Self::Provider(error) => match error {
                 ProviderError::Upstream { .. }
                 | ProviderError::Unreachable { .. }
                 | ProviderError::InvalidResponse { .. } => (StatusCode::BAD_GATEWAY, None),
                 ProviderError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
-                ProviderError::Throttled { retry_after, .. } => {
-                    (StatusCode::TOO_MANY_REQUESTS, Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)))
-                }
+                ProviderError::Throttled { retry_after, .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+                ),
                 ProviderError::Unsupported { .. } => (StatusCode::BAD_REQUEST, None),
             },
         }

@@ -15,7 +15,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
-        let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         parse(&bytes).map(Body).map_err(IntoResponse::into_response)
     }
 }
@@ -23,8 +25,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// Parses a JSON body, locating the first problem.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer)
-        .map_err(|error| ApiError::Validation(vec![describe(&error.path().to_string(), error.inner())]))?;
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+        ApiError::Validation(vec![describe(&error.path().to_string(), error.inner())])
+    })?;
     deserializer
         .end()
         .map_err(|error| ApiError::Validation(vec![describe(".", &error)]))?;
@@ -44,11 +47,22 @@ fn describe(path: &str, inner: &serde_json::Error) -> FieldError {
         };
     }
     let message = strip_position(&inner.to_string());
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
         loc.push(field.to_owned());
-        return FieldError { loc, msg: "Field required".into(), kind: "missing".into() };
+        return FieldError {
+            loc,
+            msg: "Field required".into(),
+            kind: "missing".into(),
+        };
     }
-    FieldError { loc, msg: message, kind: "type_error".into() }
+    FieldError {
+        loc,
+        msg: message,
+        kind: "type_error".into(),
+    }
 }
 
 /// serde_json appends " at line 1 column 9"; the location is already in `loc`.

@@ -73,7 +73,10 @@ impl Registry {
         let passages = match store {
             Some(store) => {
                 let top_k = question.top_k.unwrap_or(self.server.default_top_k);
-                store.retriever.search(&question.prompt, top_k, &Filter::new()).await?
+                store
+                    .retriever
+                    .search(&question.prompt, top_k, &Filter::new())
+                    .await?
             }
             None => Vec::new(),
         };

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ragway_core::config::{Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, ServerConfig, VectorStoreConfig, secs};
+use ragway_core::config::{
+    Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, ServerConfig, VectorStoreConfig, secs,
+};
 use ragway_core::{BuildError, ChatModel, Embedder, Retriever};
 
 use crate::error::ApiError;
@@ -78,13 +80,29 @@ impl Registry {
             };
             let built = http
                 .get(connect)
-                .map_err(|message| BuildError { component: format!("llm \"{}\"", llm.name()), message })
-                .and_then(|client| ragway_llm::build(llm, &ragway_llm::Shared { http: client, aws: aws.as_ref() }));
+                .map_err(|message| BuildError {
+                    component: format!("llm \"{}\"", llm.name()),
+                    message,
+                })
+                .and_then(|client| {
+                    ragway_llm::build(
+                        llm,
+                        &ragway_llm::Shared {
+                            http: client,
+                            aws: aws.as_ref(),
+                        },
+                    )
+                });
             match built {
                 Ok(model) => {
                     llms.insert(
                         llm.name().to_owned(),
-                        Llm { name: llm.name().to_owned(), kind: llm.kind(), context_window: llm.context_window(), model },
+                        Llm {
+                            name: llm.name().to_owned(),
+                            kind: llm.kind(),
+                            context_window: llm.context_window(),
+                            model,
+                        },
                     );
                 }
                 Err(error) => errors.push(error),
@@ -98,7 +116,10 @@ impl Registry {
             };
             let built = http
                 .get(connect)
-                .map_err(|message| BuildError { component: format!("embedder \"{}\"", embedder.name()), message })
+                .map_err(|message| BuildError {
+                    component: format!("embedder \"{}\"", embedder.name()),
+                    message,
+                })
                 .and_then(|client| ragway_retrieval::embedder::build(embedder, client));
             match built {
                 Ok(built) => {
@@ -114,7 +135,11 @@ impl Registry {
                 Ok(retriever) => {
                     stores.insert(
                         store.name().to_owned(),
-                        Store { name: store.name().to_owned(), kind: store.kind(), retriever },
+                        Store {
+                            name: store.name().to_owned(),
+                            kind: store.kind(),
+                            retriever,
+                        },
                     );
                 }
                 Err(error) => errors.push(error),
@@ -124,7 +149,12 @@ impl Registry {
         if !errors.is_empty() {
             return Err(StartupError(errors));
         }
-        Ok(Self { server: config.server.clone(), llms, stores, embedders })
+        Ok(Self {
+            server: config.server.clone(),
+            llms,
+            stores,
+            embedders,
+        })
     }
 
     /// A registry from components built elsewhere (tests, embedding ragway in another program).
@@ -139,7 +169,10 @@ impl Registry {
 
     /// The chat model a request names, or a 400 that lists the valid names.
     pub fn llm(&self, name: &str) -> Result<&Llm, ApiError> {
-        self.llms.get(name).ok_or_else(|| ApiError::UnknownModel { name: name.to_owned(), known: self.llm_names() })
+        self.llms.get(name).ok_or_else(|| ApiError::UnknownModel {
+            name: name.to_owned(),
+            known: self.llm_names(),
+        })
     }
 
     /// The store a request names (`None` for "none"), or a 400 that lists the valid names.
@@ -150,7 +183,10 @@ impl Registry {
         self.stores
             .get(name)
             .map(Some)
-            .ok_or_else(|| ApiError::UnknownStore { name: name.to_owned(), known: self.store_names() })
+            .ok_or_else(|| ApiError::UnknownStore {
+                name: name.to_owned(),
+                known: self.store_names(),
+            })
     }
 
     pub fn llms(&self) -> impl Iterator<Item = &Llm> {
@@ -171,7 +207,11 @@ impl Registry {
 
     /// Store names a request may give, "none" last.
     pub fn store_names(&self) -> Vec<String> {
-        self.stores.keys().cloned().chain([NO_RETRIEVAL.to_owned()]).collect()
+        self.stores
+            .keys()
+            .cloned()
+            .chain([NO_RETRIEVAL.to_owned()])
+            .collect()
     }
 }
 

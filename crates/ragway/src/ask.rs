@@ -35,10 +35,17 @@ pub struct AskArgs {
 pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
     let llm_name = match args.llm {
         Some(name) => name,
-        None => registry.llm_names().into_iter().next().ok_or_else(|| anyhow::anyhow!("no [[llm]] is configured"))?,
+        None => registry
+            .llm_names()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no [[llm]] is configured"))?,
     };
     let store = args.store.unwrap_or_else(|| {
-        registry.stores().next().map_or_else(|| NO_RETRIEVAL.to_owned(), |s| s.name.clone())
+        registry
+            .stores()
+            .next()
+            .map_or_else(|| NO_RETRIEVAL.to_owned(), |s| s.name.clone())
     });
     let question = Question {
         prompt: args.question.join(" "),
@@ -69,12 +76,26 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         writeln!(stdout, "\nSources:")?;
         for (i, source) in prepared.sources.iter().enumerate() {
             let title = source.title.as_deref().unwrap_or(&source.id);
-            let uri = source.uri.as_deref().map(|u| format!(" <{u}>")).unwrap_or_default();
-            writeln!(stdout, "  [{}] {title}{uri} (score {:.3})", i + 1, source.score)?;
+            let uri = source
+                .uri
+                .as_deref()
+                .map(|u| format!(" <{u}>"))
+                .unwrap_or_default();
+            writeln!(
+                stdout,
+                "  [{}] {title}{uri} (score {:.3})",
+                i + 1,
+                source.score
+            )?;
         }
     }
     let timings = prepared.timings(started);
-    let tokens = usage.map(|u| format!(", {} tokens in, {} out", u.input_tokens, u.output_tokens)).unwrap_or_default();
-    eprintln!("({:.0} ms retrieval, {:.0} ms total{tokens})", timings.retrieval, timings.total);
+    let tokens = usage
+        .map(|u| format!(", {} tokens in, {} out", u.input_tokens, u.output_tokens))
+        .unwrap_or_default();
+    eprintln!(
+        "({:.0} ms retrieval, {:.0} ms total{tokens})",
+        timings.retrieval, timings.total
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -63,7 +63,10 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -82,7 +85,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -91,7 +96,9 @@ fn init_logging(format: LogFormat) {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Config { command: ConfigCommand::Check } => check(cli.config.as_deref()),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => check(cli.config.as_deref()),
         Command::Models => {
             let config = load(cli.config.as_deref())?;
             for llm in &config.llm {
@@ -109,8 +116,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(cli.config.as_deref())?;
             let registry = Arc::new(Registry::build(&config).await?);
             let bind = bind.unwrap_or(config.server.bind);
-            let listener =
-                tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?;
             let address = listener.local_addr()?;
             tracing::info!(%address, llms = ?registry.llm_names(), stores = ?registry.store_names(), "serving");
             // Scripts and tests read the address from this line (useful with port 0).

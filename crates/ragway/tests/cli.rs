@@ -6,7 +6,12 @@ use std::process::Command;
 use crate::support::{config, test_env};
 
 fn ragway(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ragway")).args(args).envs(test_env()).env_remove("RAGWAY_CONFIG").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ragway"))
+        .args(args)
+        .envs(test_env())
+        .env_remove("RAGWAY_CONFIG")
+        .output()
+        .unwrap()
 }
 
 fn examples() -> Vec<std::path::PathBuf> {
@@ -26,7 +31,12 @@ fn every_example_config_passes_config_check() {
     assert!(files.len() >= 2, "{files:?}");
     for file in files {
         let out = ragway(&["config", "check", "--config", file.to_str().unwrap()]);
-        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
     }
 }
@@ -67,7 +77,10 @@ type = "kendro"
         "llm[1].model_id: missing field",
         "vector_store[0].type: unknown type \"kendro\"; expected one of kendra",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
     assert!(!stderr.contains("sk-literal"));
 }
@@ -80,25 +93,43 @@ fn duplicate_names_are_reported() {
         .unwrap();
     let out = ragway(&["config", "check", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("llm[1].name: duplicate name \"a\" (also llm[0])"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("llm[1].name: duplicate name \"a\" (also llm[0])")
+    );
 }
 
 #[test]
 fn serving_without_a_needed_secret_fails_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[[llm]]\nname='a'\ntype='openai'\nmodel='m'\napi_key='env::RAGWAY_TEST_NEVER_SET'\n").unwrap();
-    let out = ragway(&["serve", "--bind", "127.0.0.1:0", "--config", path.to_str().unwrap()]);
+    std::fs::write(
+        &path,
+        "[[llm]]\nname='a'\ntype='openai'\nmodel='m'\napi_key='env::RAGWAY_TEST_NEVER_SET'\n",
+    )
+    .unwrap();
+    let out = ragway(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("llm \"a\" api_key: environment variable RAGWAY_TEST_NEVER_SET is not set"), "{stderr}");
+    assert!(
+        stderr.contains("llm \"a\" api_key: environment variable RAGWAY_TEST_NEVER_SET is not set"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn no_config_is_a_clear_error() {
     let out = ragway(&["models"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --config FILE or set RAGWAY_CONFIG"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --config FILE or set RAGWAY_CONFIG")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,16 +149,39 @@ async fn models_and_ask_work_from_the_terminal() {
     .await
     .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("claude-3-opus") && listing.contains("bedrock") && listing.contains("kendra"), "{listing}");
+    assert!(
+        listing.contains("claude-3-opus")
+            && listing.contains("bedrock")
+            && listing.contains("kendra"),
+        "{listing}"
+    );
 
     let out = tokio::task::spawn_blocking(move || {
-        ragway(&["ask", "--config", &path, "--llm", "claude-3-opus", "--store", "kendra", "Explain", "quantum", "computing"])
+        ragway(&[
+            "ask",
+            "--config",
+            &path,
+            "--llm",
+            "claude-3-opus",
+            "--store",
+            "kendra",
+            "Explain",
+            "quantum",
+            "computing",
+        ])
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.starts_with("ragway fake answer from us.anthropic.claude-3-opus-20240229-v1:0."), "{printed}");
+    assert!(
+        printed.starts_with("ragway fake answer from us.anthropic.claude-3-opus-20240229-v1:0."),
+        "{printed}"
+    );
     assert!(printed.contains("Sources:\n  [1] "), "{printed}");
     let sent = &bedrock.requests()[0];
     assert!(sent.path.ends_with("/converse-stream"), "ask streams");

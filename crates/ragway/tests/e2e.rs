@@ -13,7 +13,13 @@ fn converse_user_text(body: &Value) -> String {
         .unwrap()
         .iter()
         .filter(|m| m["role"] == "user")
-        .flat_map(|m| m["content"].as_array().unwrap().iter().filter_map(|c| c["text"].as_str()))
+        .flat_map(|m| {
+            m["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["text"].as_str())
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -29,14 +35,20 @@ async fn the_seed_example_answers_through_bedrock_with_kendra_passages() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["response"], "ragway fake answer from us.anthropic.claude-3-opus-20240229-v1:0.");
+    assert_eq!(
+        body["response"],
+        "ragway fake answer from us.anthropic.claude-3-opus-20240229-v1:0."
+    );
     assert_eq!(body["llm_name"], "claude-3-opus");
     assert_eq!(body["vector_search_type"], "kendra");
 
     // Kendra was asked with the prompt, the configured index and the default top_k.
     let searches = stack.kendra.requests();
     assert_eq!(searches.len(), 1);
-    assert_eq!(searches[0].header("x-amz-target"), Some("AWSKendraFrontendService.Retrieve"));
+    assert_eq!(
+        searches[0].header("x-amz-target"),
+        Some("AWSKendraFrontendService.Retrieve")
+    );
     assert_eq!(searches[0].body["IndexId"], KENDRA_INDEX);
     assert_eq!(searches[0].body["QueryText"], "Explain quantum computing");
     assert_eq!(searches[0].body["PageSize"], 4);
@@ -47,18 +59,35 @@ async fn the_seed_example_answers_through_bedrock_with_kendra_passages() {
     assert_eq!(sources.len(), passages.len());
     let calls = stack.bedrock.requests();
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].path, "/model/us.anthropic.claude-3-opus-20240229-v1:0/converse");
+    assert_eq!(
+        calls[0].path,
+        "/model/us.anthropic.claude-3-opus-20240229-v1:0/converse"
+    );
     let prompt = converse_user_text(&calls[0].body);
     for (i, (source, passage)) in sources.iter().zip(&passages).enumerate() {
         assert_eq!(source["text"], passage.content.as_str());
         assert_eq!(source["title"], passage.title.as_str());
         assert_eq!(source["uri"], passage.uri.as_str());
         assert!(source["score"].as_f64().unwrap() > 0.0);
-        assert!(prompt.contains(&format!("[{}] {}\n{}", i + 1, passage.title, passage.content)), "{prompt}");
+        assert!(
+            prompt.contains(&format!(
+                "[{}] {}\n{}",
+                i + 1,
+                passage.title,
+                passage.content
+            )),
+            "{prompt}"
+        );
     }
-    assert!(prompt.contains("Question: Explain quantum computing"), "{prompt}");
+    assert!(
+        prompt.contains("Question: Explain quantum computing"),
+        "{prompt}"
+    );
     let system = calls[0].body["system"][0]["text"].as_str().unwrap();
-    assert!(system.contains("[1]"), "the system prompt asks for citations: {system}");
+    assert!(
+        system.contains("[1]"),
+        "the system prompt asks for citations: {system}"
+    );
 
     assert!(body["usage"]["input_tokens"].as_u64().unwrap() > 10);
     assert!(body["usage"]["output_tokens"].as_u64().unwrap() > 0);
@@ -87,7 +116,10 @@ async fn the_seed_example_answers_through_openai() {
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
     assert_eq!(call.path, "/v1/chat/completions");
-    assert_eq!(call.header("authorization"), Some(format!("Bearer {OPENAI_KEY}").as_str()));
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
     assert_eq!(call.body["model"], "gpt-4o");
     assert_eq!(call.body["max_tokens"], 64);
     assert!((call.body["temperature"].as_f64().unwrap() - 0.3).abs() < 1e-6);
@@ -106,13 +138,19 @@ async fn none_skips_retrieval_and_sends_the_prompt_alone() {
     let stack = Stack::start().await;
     let (status, _, body) = stack
         .server
-        .post("/generate", &json!({"prompt": "Hello there", "llm_name": "gpt-4o", "vector_search_type": "none"}))
+        .post(
+            "/generate",
+            &json!({"prompt": "Hello there", "llm_name": "gpt-4o", "vector_search_type": "none"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sources"], json!([]));
     assert!(stack.kendra.requests().is_empty());
     let messages = stack.openai.requests()[0].body["messages"].clone();
-    assert_eq!(messages, json!([{"role": "user", "content": "Hello there"}]));
+    assert_eq!(
+        messages,
+        json!([{"role": "user", "content": "Hello there"}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,9 +162,16 @@ async fn titan_gets_its_system_prompt_folded_into_the_user_turn() {
         .await;
     assert_eq!(status, 200, "{body}");
     let call = &stack.bedrock.requests()[0];
-    assert!(call.body.get("system").is_none(), "Titan rejects system prompts: {}", call.body);
+    assert!(
+        call.body.get("system").is_none(),
+        "Titan rejects system prompts: {}",
+        call.body
+    );
     let text = converse_user_text(&call.body);
-    assert!(text.starts_with("You answer questions using the numbered passages"), "{text}");
+    assert!(
+        text.starts_with("You answer questions using the numbered passages"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,33 +187,55 @@ async fn streaming_sends_sources_then_deltas_then_done() {
         let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names.first(), Some(&"sources"), "{names:?}");
         assert_eq!(names.last(), Some(&"done"), "{names:?}");
-        assert!(names.iter().filter(|n| **n == "delta").count() > 1, "answer arrives in pieces: {names:?}");
+        assert!(
+            names.iter().filter(|n| **n == "delta").count() > 1,
+            "answer arrives in pieces: {names:?}"
+        );
         assert_eq!(events[0].1["sources"], whole["sources"]);
-        let text: String = events.iter().filter(|(n, _)| n == "delta").map(|(_, d)| d["text"].as_str().unwrap()).collect();
+        let text: String = events
+            .iter()
+            .filter(|(n, _)| n == "delta")
+            .map(|(_, d)| d["text"].as_str().unwrap())
+            .collect();
         assert_eq!(text, whole["response"].as_str().unwrap(), "{llm}");
         let done = &events.last().unwrap().1;
         assert_eq!(done["usage"], whole["usage"], "{llm}");
         assert_eq!(done["finish_reason"], "stop");
         assert!(done["timings_ms"]["total"].as_f64().is_some());
     }
-    let stream_call = stack.bedrock.requests().into_iter().find(|r| r.path.ends_with("/converse-stream"));
-    assert!(stream_call.is_some(), "Bedrock streaming used ConverseStream");
+    let stream_call = stack
+        .bedrock
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/converse-stream"));
+    assert!(
+        stream_call.is_some(),
+        "Bedrock streaming used ConverseStream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_stop_reasons_pass_through() {
     let stack = Stack::start().await;
-    stack.bedrock.push(Scripted::StopReason("some_new_reason".into()));
-    let request = json!({"prompt": "hi", "llm_name": "claude-3-opus", "vector_search_type": "none"});
+    stack
+        .bedrock
+        .push(Scripted::StopReason("some_new_reason".into()));
+    let request =
+        json!({"prompt": "hi", "llm_name": "claude-3-opus", "vector_search_type": "none"});
     let (status, _, body) = stack.server.post("/generate", &request).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["finish_reason"], "some_new_reason");
 
-    stack.bedrock.push(Scripted::StopReason("another_new_reason".into()));
+    stack
+        .bedrock
+        .push(Scripted::StopReason("another_new_reason".into()));
     let mut streamed = request.clone();
     streamed["stream"] = json!(true);
     let (_, events) = stack.server.post_sse("/generate", &streamed).await;
-    assert_eq!(events.last().unwrap().1["finish_reason"], "another_new_reason");
+    assert_eq!(
+        events.last().unwrap().1["finish_reason"],
+        "another_new_reason"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +243,10 @@ async fn models_root_and_health_answer() {
     let stack = Stack::start().await;
     let (status, models) = stack.server.get("/models").await;
     assert_eq!(status, 200);
-    assert_eq!(models["llm_models"], json!(["claude-3-opus", "down", "gpt-4o", "slow", "titan"]));
+    assert_eq!(
+        models["llm_models"],
+        json!(["claude-3-opus", "down", "gpt-4o", "slow", "titan"])
+    );
     assert_eq!(models["vector_dbs"], json!(["kendra", "none"]));
     let (status, root) = stack.server.get("/").await;
     assert_eq!(status, 200);
@@ -185,8 +255,13 @@ async fn models_root_and_health_answer() {
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
 
-    let (status, _, search) =
-        stack.server.post("/search", &json!({"query": "qubits", "vector_search_type": "kendra", "top_k": 1})).await;
+    let (status, _, search) = stack
+        .server
+        .post(
+            "/search",
+            &json!({"query": "qubits", "vector_search_type": "kendra", "top_k": 1}),
+        )
+        .await;
     assert_eq!(status, 200, "{search}");
     assert_eq!(search["passages"].as_array().unwrap().len(), 1);
 }

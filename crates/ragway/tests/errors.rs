@@ -13,23 +13,41 @@ fn ask(llm: &str, store: &str) -> Value {
 }
 
 fn detail_text(body: &Value) -> String {
-    body["detail"].as_str().unwrap_or_else(|| panic!("detail is not a sentence: {body}")).to_owned()
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("detail is not a sentence: {body}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_names_are_400_listing_the_valid_ones() {
     let stack = Stack::start().await;
-    let (status, _, body) = stack.server.post("/generate", &ask("gpt-5-turbo", "kendra")).await;
+    let (status, _, body) = stack
+        .server
+        .post("/generate", &ask("gpt-5-turbo", "kendra"))
+        .await;
     assert_eq!(status, 400);
     let detail = detail_text(&body);
     assert!(detail.contains("gpt-5-turbo"), "{detail}");
-    assert!(detail.contains("claude-3-opus, down, gpt-4o, slow, titan"), "{detail}");
+    assert!(
+        detail.contains("claude-3-opus, down, gpt-4o, slow, titan"),
+        "{detail}"
+    );
 
-    let (status, _, body) = stack.server.post("/generate", &ask("gpt-4o", "pinecone")).await;
+    let (status, _, body) = stack
+        .server
+        .post("/generate", &ask("gpt-4o", "pinecone"))
+        .await;
     assert_eq!(status, 400);
     let detail = detail_text(&body);
-    assert!(detail.contains("pinecone") && detail.contains("kendra, none"), "{detail}");
-    assert!(stack.openai.requests().is_empty(), "nothing is sent upstream for a bad name");
+    assert!(
+        detail.contains("pinecone") && detail.contains("kendra, none"),
+        "{detail}"
+    );
+    assert!(
+        stack.openai.requests().is_empty(),
+        "nothing is sent upstream for a bad name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -39,14 +57,46 @@ async fn malformed_bodies_are_422_saying_which_field() {
         (b"{\"prompt\": ".to_vec(), "json_invalid", vec!["body"]),
         (b"not json at all".to_vec(), "json_invalid", vec!["body"]),
         (b"".to_vec(), "json_invalid", vec!["body"]),
-        (br#"{"llm_name": "gpt-4o"}"#.to_vec(), "missing", vec!["body", "prompt"]),
-        (br#"{"prompt": "hi"}"#.to_vec(), "missing", vec!["body", "llm_name"]),
-        (br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": "five"}"#.to_vec(), "type_error", vec!["body", "top_k"]),
-        (br#"{"prompt": 42, "llm_name": "gpt-4o"}"#.to_vec(), "type_error", vec!["body", "prompt"]),
-        (br#"{"prompt": "  ", "llm_name": "gpt-4o"}"#.to_vec(), "string_too_short", vec!["body", "prompt"]),
-        (br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": 0}"#.to_vec(), "greater_than_equal", vec!["body", "top_k"]),
-        (br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": 1000}"#.to_vec(), "less_than_equal", vec!["body", "top_k"]),
-        (br#"{"prompt": "hi", "llm_name": "gpt-4o", "temperature": 9}"#.to_vec(), "range", vec!["body", "temperature"]),
+        (
+            br#"{"llm_name": "gpt-4o"}"#.to_vec(),
+            "missing",
+            vec!["body", "prompt"],
+        ),
+        (
+            br#"{"prompt": "hi"}"#.to_vec(),
+            "missing",
+            vec!["body", "llm_name"],
+        ),
+        (
+            br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": "five"}"#.to_vec(),
+            "type_error",
+            vec!["body", "top_k"],
+        ),
+        (
+            br#"{"prompt": 42, "llm_name": "gpt-4o"}"#.to_vec(),
+            "type_error",
+            vec!["body", "prompt"],
+        ),
+        (
+            br#"{"prompt": "  ", "llm_name": "gpt-4o"}"#.to_vec(),
+            "string_too_short",
+            vec!["body", "prompt"],
+        ),
+        (
+            br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": 0}"#.to_vec(),
+            "greater_than_equal",
+            vec!["body", "top_k"],
+        ),
+        (
+            br#"{"prompt": "hi", "llm_name": "gpt-4o", "top_k": 1000}"#.to_vec(),
+            "less_than_equal",
+            vec!["body", "top_k"],
+        ),
+        (
+            br#"{"prompt": "hi", "llm_name": "gpt-4o", "temperature": 9}"#.to_vec(),
+            "range",
+            vec!["body", "temperature"],
+        ),
         (br#"[1, 2]"#.to_vec(), "type_error", vec!["body"]),
     ];
     for (body, kind, loc) in cases {
@@ -56,7 +106,12 @@ async fn malformed_bodies_are_422_saying_which_field() {
         let answer: Value = serde_json::from_str(&text).unwrap();
         let first = &answer["detail"][0];
         assert_eq!(first["type"], kind, "{shown} → {text}");
-        let got: Vec<&str> = first["loc"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let got: Vec<&str> = first["loc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         assert!(got.starts_with(&loc), "{shown} → {text}");
         assert!(!first["msg"].as_str().unwrap().is_empty());
     }
@@ -66,7 +121,11 @@ async fn malformed_bodies_are_422_saying_which_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_failures_are_502_with_the_providers_message_and_no_key() {
     let stack = Stack::start().await;
-    stack.openai.push(Scripted::Error { status: 500, kind: "server_error".into(), message: "the GPU caught fire".into() });
+    stack.openai.push(Scripted::Error {
+        status: 500,
+        kind: "server_error".into(),
+        message: "the GPU caught fire".into(),
+    });
     let (status, _, body) = stack.server.post("/generate", &ask("gpt-4o", "none")).await;
     assert_eq!(status, 502);
     let detail = detail_text(&body);
@@ -78,25 +137,40 @@ async fn provider_failures_are_502_with_the_providers_message_and_no_key() {
         kind: "ValidationException".into(),
         message: "The provided model identifier is invalid.".into(),
     });
-    let (status, _, body) = stack.server.post("/generate", &ask("claude-3-opus", "none")).await;
+    let (status, _, body) = stack
+        .server
+        .post("/generate", &ask("claude-3-opus", "none"))
+        .await;
     assert_eq!(status, 502);
     let detail = detail_text(&body);
-    assert!(detail.contains("ValidationException") && detail.contains("model identifier is invalid"), "{detail}");
+    assert!(
+        detail.contains("ValidationException") && detail.contains("model identifier is invalid"),
+        "{detail}"
+    );
 
     stack.kendra.push(Scripted::Error {
         status: 400,
         kind: "ResourceNotFoundException".into(),
         message: "Index 0123 does not exist".into(),
     });
-    let (status, _, body) = stack.server.post("/generate", &ask("gpt-4o", "kendra")).await;
+    let (status, _, body) = stack
+        .server
+        .post("/generate", &ask("gpt-4o", "kendra"))
+        .await;
     assert_eq!(status, 502);
-    assert!(detail_text(&body).contains("Index 0123 does not exist"), "{body}");
+    assert!(
+        detail_text(&body).contains("Index 0123 does not exist"),
+        "{body}"
+    );
 
     let (status, _, body) = stack.server.post("/generate", &ask("down", "none")).await;
     assert_eq!(status, 502);
     assert!(detail_text(&body).contains("cannot reach"), "{body}");
 
-    assert!(!stack.server.logs().contains(OPENAI_KEY), "a key reached the logs");
+    assert!(
+        !stack.server.logs().contains(OPENAI_KEY),
+        "a key reached the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,21 +180,38 @@ async fn a_slow_provider_is_504() {
     let started = std::time::Instant::now();
     let (status, _, body) = stack.server.post("/generate", &ask("slow", "none")).await;
     assert_eq!(status, 504, "{body}");
-    assert!(detail_text(&body).contains("did not answer within 1s"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(3), "the timeout did not cut the wait");
+    assert!(
+        detail_text(&body).contains("did not answer within 1s"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the timeout did not cut the wait"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_429_with_retry_after() {
     let stack = Stack::start().await;
-    stack.openai.push(Scripted::Error { status: 429, kind: "rate_limit_exceeded".into(), message: "Rate limit reached".into() });
+    stack.openai.push(Scripted::Error {
+        status: 429,
+        kind: "rate_limit_exceeded".into(),
+        message: "Rate limit reached".into(),
+    });
     let (status, headers, body) = stack.server.post("/generate", &ask("gpt-4o", "none")).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     assert!(detail_text(&body).contains("Rate limit reached"));
 
-    stack.bedrock.push(Scripted::Error { status: 429, kind: "ThrottlingException".into(), message: "Too many requests".into() });
-    let (status, headers, body) = stack.server.post("/generate", &ask("claude-3-opus", "none")).await;
+    stack.bedrock.push(Scripted::Error {
+        status: 429,
+        kind: "ThrottlingException".into(),
+        message: "Too many requests".into(),
+    });
+    let (status, headers, body) = stack
+        .server
+        .post("/generate", &ask("claude-3-opus", "none"))
+        .await;
     assert_eq!(status, 429, "{body}");
     assert!(headers.get("retry-after").is_some());
     assert!(detail_text(&body).contains("ThrottlingException"), "{body}");
@@ -141,10 +232,20 @@ async fn failures_inside_a_stream_end_it_with_an_error_event() {
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["sources", "delta", "delta", "error"], "{events:?}");
     let error = &events.last().unwrap().1;
-    assert_eq!(error["status"], 429);
-    assert!(error["detail"].as_str().unwrap().contains("Too many tokens, please wait"), "{error}");
+    assert_eq!(error["status"], 429, "{error}");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Too many tokens, please wait"),
+        "{error}"
+    );
 
-    stack.openai.push(Scripted::StreamException { after_chunks: 1, kind: "cut".into(), message: "cut".into() });
+    stack.openai.push(Scripted::StreamException {
+        after_chunks: 1,
+        kind: "cut".into(),
+        message: "cut".into(),
+    });
     let mut request = ask("gpt-4o", "none");
     request["stream"] = json!(true);
     let (_, events) = stack.server.post_sse("/generate", &request).await;

@@ -61,8 +61,16 @@ impl Server {
             .unwrap_or_else(|_| panic!("server did not start: {}", stderr.lock().unwrap()))
             .unwrap()
             .unwrap_or_else(|| panic!("server exited: {}", stderr.lock().unwrap()));
-        let url = line.strip_prefix("ragway listening on ").expect("listening line").to_owned();
-        Server { url, _child: child, _dir: dir, stderr }
+        let url = line
+            .strip_prefix("ragway listening on ")
+            .expect("listening line")
+            .to_owned();
+        Server {
+            url,
+            _child: child,
+            _dir: dir,
+            stderr,
+        }
     }
 
     /// What the server logged so far.
@@ -70,12 +78,22 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-        let response = client().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let response = client()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, headers, json)
     }
 
@@ -91,22 +109,37 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        let response = client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
     /// Posts and reads a server-sent event stream to its end: (event name, data) pairs.
-    pub async fn post_sse(&self, path: &str, body: &serde_json::Value) -> (u16, Vec<(String, serde_json::Value)>) {
-        let response = client().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+    pub async fn post_sse(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, Vec<(String, serde_json::Value)>) {
+        let response = client()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         (status, parse_sse(&text))
     }
-
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// Splits an SSE body into (event, JSON data) pairs; keep-alive comments are skipped.
@@ -122,7 +155,12 @@ pub fn parse_sse(text: &str) -> Vec<(String, serde_json::Value)> {
                     data.push_str(v.trim_start());
                 }
             }
-            (!data.is_empty()).then(|| (name, serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data))))
+            (!data.is_empty()).then(|| {
+                (
+                    name,
+                    serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+                )
+            })
         })
         .collect()
 }
@@ -192,6 +230,11 @@ impl Stack {
         let bedrock = ragway_testkit::bedrock::start().await.unwrap();
         let kendra = ragway_testkit::kendra::start().await.unwrap();
         let server = Server::start(&config(&openai.url(), &bedrock.url(), &kendra.url())).await;
-        Stack { openai, bedrock, kendra, server }
+        Stack {
+            openai,
+            bedrock,
+            kendra,
+            server,
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! ragway's integration tests: the real binary over real sockets, against wire-level fakes.
 
+// Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod e2e;
 mod errors;

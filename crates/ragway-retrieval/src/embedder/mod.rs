@@ -8,7 +8,10 @@ use ragway_core::config::EmbedderConfig;
 use ragway_core::{BuildError, Embedder};
 
 /// Builds one configured embedder over the shared HTTP client.
-pub fn build(config: &EmbedderConfig, http: reqwest::Client) -> Result<Arc<dyn Embedder>, BuildError> {
+pub fn build(
+    config: &EmbedderConfig,
+    http: reqwest::Client,
+) -> Result<Arc<dyn Embedder>, BuildError> {
     Ok(match config {
         EmbedderConfig::Openai(c) => Arc::new(openai::OpenAiEmbedder::new(c, http)?),
     })

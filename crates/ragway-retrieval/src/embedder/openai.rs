@@ -61,7 +61,10 @@ impl Embedder for OpenAiEmbedder {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
-                ProviderError::Timeout { provider: self.provider.clone(), after: self.timeout }
+                ProviderError::Timeout {
+                    provider: self.provider.clone(),
+                    after: self.timeout,
+                }
             } else {
                 ProviderError::unreachable(&self.provider, e.to_string())
             }
@@ -71,10 +74,18 @@ impl Embedder for OpenAiEmbedder {
             let text = response.text().await.unwrap_or_default();
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
-                .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned))
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or(text);
             return Err(if status.as_u16() == 429 {
-                ProviderError::Throttled { provider: self.provider.clone(), message, retry_after: None }
+                ProviderError::Throttled {
+                    provider: self.provider.clone(),
+                    message,
+                    retry_after: None,
+                }
             } else {
                 ProviderError::upstream(&self.provider, Some(status.as_u16()), message)
             });
@@ -87,7 +98,11 @@ impl Embedder for OpenAiEmbedder {
         if answer.data.len() != texts.len() {
             return Err(ProviderError::invalid_response(
                 &self.provider,
-                format!("asked for {} vectors, got {}", texts.len(), answer.data.len()),
+                format!(
+                    "asked for {} vectors, got {}",
+                    texts.len(),
+                    answer.data.len()
+                ),
             ));
         }
         let mut vectors = Vec::with_capacity(texts.len());
@@ -95,7 +110,11 @@ impl Embedder for OpenAiEmbedder {
             if item.embedding.len() != self.dimensions {
                 return Err(ProviderError::invalid_response(
                     &self.provider,
-                    format!("expected vectors of {} dimensions, got {}", self.dimensions, item.embedding.len()),
+                    format!(
+                        "expected vectors of {} dimensions, got {}",
+                        self.dimensions,
+                        item.embedding.len()
+                    ),
                 ));
             }
             vectors.push(item.embedding);

@@ -42,19 +42,36 @@ fn no_retrieval() -> String {
 fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, bool), ApiError> {
     let mut errors = Vec::new();
     if request.prompt.trim().is_empty() {
-        errors.push(FieldError::new(&["body", "prompt"], "String should have at least 1 character", "string_too_short"));
+        errors.push(FieldError::new(
+            &["body", "prompt"],
+            "String should have at least 1 character",
+            "string_too_short",
+        ));
     }
     if request.llm_name.trim().is_empty() {
-        errors.push(FieldError::new(&["body", "llm_name"], "String should have at least 1 character", "string_too_short"));
+        errors.push(FieldError::new(
+            &["body", "llm_name"],
+            "String should have at least 1 character",
+            "string_too_short",
+        ));
     }
     errors.extend(check_top_k(request.top_k, max_top_k));
     if request.max_tokens == Some(0) {
-        errors.push(FieldError::new(&["body", "max_tokens"], "Input should be greater than or equal to 1", "greater_than_equal"));
+        errors.push(FieldError::new(
+            &["body", "max_tokens"],
+            "Input should be greater than or equal to 1",
+            "greater_than_equal",
+        ));
     }
     if let Some(t) = request.temperature
-        && !(0.0..=2.0).contains(&t) {
-            errors.push(FieldError::new(&["body", "temperature"], "Input should be between 0 and 2", "range"));
-        }
+        && !(0.0..=2.0).contains(&t)
+    {
+        errors.push(FieldError::new(
+            &["body", "temperature"],
+            "Input should be between 0 and 2",
+            "range",
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -75,7 +92,11 @@ fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, boo
 
 pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
     match top_k {
-        Some(0) => Some(FieldError::new(&["body", "top_k"], "Input should be greater than or equal to 1", "greater_than_equal")),
+        Some(0) => Some(FieldError::new(
+            &["body", "top_k"],
+            "Input should be greater than or equal to 1",
+            "greater_than_equal",
+        )),
         Some(k) if k > max => Some(FieldError::new(
             &["body", "top_k"],
             format!("Input should be less than or equal to {max}"),
@@ -139,7 +160,9 @@ async fn stream_answer(registry: &Registry, question: Question) -> Result<Respon
             "timings_ms": prepared.timings(generation_started),
         })));
     };
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn event(name: &str, data: &serde_json::Value) -> Event {

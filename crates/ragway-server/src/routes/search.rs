@@ -27,7 +27,11 @@ pub async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = Vec::new();
     if request.query.trim().is_empty() {
-        errors.push(FieldError::new(&["body", "query"], "String should have at least 1 character", "string_too_short"));
+        errors.push(FieldError::new(
+            &["body", "query"],
+            "String should have at least 1 character",
+            "string_too_short",
+        ));
     }
     if let Some(error) = super::generate::check_top_k(request.top_k, registry.server.max_top_k) {
         errors.push(error);
@@ -39,7 +43,10 @@ pub async fn search(
     let passages = match registry.store(&request.vector_search_type)? {
         Some(store) => {
             let top_k = request.top_k.unwrap_or(registry.server.default_top_k);
-            store.retriever.search(&request.query, top_k, &Filter::new()).await?
+            store
+                .retriever
+                .search(&request.query, top_k, &Filter::new())
+                .await?
         }
         None => Vec::new(),
     };
