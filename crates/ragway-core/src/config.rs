@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -85,15 +86,17 @@ impl Default for PromptConfig {
 pub enum LlmConfig {
     Openai(OpenAiLlmConfig),
     Bedrock(BedrockLlmConfig),
+    Local(LocalLlmConfig),
 }
 
 impl LlmConfig {
-    pub const KINDS: &'static [&'static str] = &["openai", "bedrock"];
+    pub const KINDS: &'static [&'static str] = &["openai", "bedrock", "local"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Openai(c) => &c.name,
             Self::Bedrock(c) => &c.name,
+            Self::Local(c) => &c.name,
         }
     }
 
@@ -101,6 +104,7 @@ impl LlmConfig {
         match self {
             Self::Openai(_) => "openai",
             Self::Bedrock(_) => "bedrock",
+            Self::Local(_) => "local",
         }
     }
 
@@ -109,6 +113,7 @@ impl LlmConfig {
         match self {
             Self::Openai(c) => c.context_window,
             Self::Bedrock(c) => c.context_window,
+            Self::Local(c) => c.context_window,
         }
     }
 
@@ -121,6 +126,7 @@ impl LlmConfig {
         Some(match kind {
             "openai" => parse_entry(body, at, issues).map(Self::Openai),
             "bedrock" => parse_entry(body, at, issues).map(Self::Bedrock),
+            "local" => parse_entry(body, at, issues).map(Self::Local),
             _ => return None,
         })
     }
@@ -178,19 +184,46 @@ pub struct BedrockLlmConfig {
     pub timeout_secs: f64,
 }
 
+/// A GGUF model run in-process by llama.cpp.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLlmConfig {
+    pub name: String,
+    /// The `.gguf` file.
+    pub path: PathBuf,
+    /// Tokens of context to allocate (prompt and answer together).
+    #[serde(default = "default_local_context_window")]
+    pub context_window: u32,
+    /// CPU threads for generation; all cores when absent.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Chat template: a llama.cpp built-in name (`chatml`, `llama3`, `gemma`, …) for models
+    /// whose GGUF carries none; the GGUF's own template when absent.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Answer length when a request gives no `max_tokens`.
+    #[serde(default = "default_local_max_tokens")]
+    pub max_tokens: u32,
+    /// Requests generated at once; more wait their turn.
+    #[serde(default = "default_local_parallel")]
+    pub parallel: u32,
+}
+
 /// `[[embedder]]`: turns text into vectors for a vector store.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EmbedderConfig {
     Openai(OpenAiEmbedderConfig),
+    Local(LocalEmbedderConfig),
 }
 
 impl EmbedderConfig {
-    pub const KINDS: &'static [&'static str] = &["openai"];
+    pub const KINDS: &'static [&'static str] = &["local", "openai"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Openai(c) => &c.name,
+            Self::Local(c) => &c.name,
         }
     }
 
@@ -202,6 +235,7 @@ impl EmbedderConfig {
     ) -> Option<Option<Self>> {
         Some(match kind {
             "openai" => parse_entry(body, at, issues).map(Self::Openai),
+            "local" => parse_entry(body, at, issues).map(Self::Local),
             _ => return None,
         })
     }
@@ -225,25 +259,44 @@ pub struct OpenAiEmbedderConfig {
     pub timeout_secs: f64,
 }
 
+/// A sentence-transformers BERT model (all-MiniLM-L6-v2 or any folder of the same layout:
+/// `config.json`, `tokenizer.json`, `model.safetensors`) run in-process with candle.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEmbedderConfig {
+    pub name: String,
+    /// The model folder.
+    pub path: PathBuf,
+    /// Texts embedded per forward pass.
+    #[serde(default = "default_embed_batch")]
+    pub batch_size: usize,
+    /// Longer inputs are truncated to this many tokens (sentence-transformers' max_seq_length).
+    #[serde(default = "default_embed_max_tokens")]
+    pub max_tokens: usize,
+}
+
 /// `[[vector_store]]`: a search backend that requests name in `vector_search_type`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum VectorStoreConfig {
     Kendra(KendraStoreConfig),
+    Faiss(FaissStoreConfig),
 }
 
 impl VectorStoreConfig {
-    pub const KINDS: &'static [&'static str] = &["kendra"];
+    pub const KINDS: &'static [&'static str] = &["faiss", "kendra"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Kendra(c) => &c.name,
+            Self::Faiss(c) => &c.name,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Kendra(_) => "kendra",
+            Self::Faiss(_) => "faiss",
         }
     }
 
@@ -251,6 +304,7 @@ impl VectorStoreConfig {
     pub fn embedder(&self) -> Option<&str> {
         match self {
             Self::Kendra(_) => None,
+            Self::Faiss(c) => Some(&c.embedder),
         }
     }
 
@@ -262,6 +316,7 @@ impl VectorStoreConfig {
     ) -> Option<Option<Self>> {
         Some(match kind {
             "kendra" => parse_entry(body, at, issues).map(Self::Kendra),
+            "faiss" => parse_entry(body, at, issues).map(Self::Faiss),
             _ => return None,
         })
     }
@@ -290,6 +345,55 @@ pub struct KendraStoreConfig {
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+}
+
+/// A local FAISS index with its documents: a folder holding the index file (readable by
+/// Python's `faiss.read_index`), a SQLite document store and a manifest. Writable.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaissStoreConfig {
+    pub name: String,
+    /// The store's folder; created on first ingest.
+    pub path: PathBuf,
+    /// The `[[embedder]]` that embeds documents and queries.
+    pub embedder: String,
+    #[serde(default)]
+    pub metric: Metric,
+    #[serde(default)]
+    pub index: IndexKind,
+    /// HNSW: neighbours per node.
+    #[serde(default = "default_hnsw_m")]
+    pub hnsw_m: u32,
+    /// HNSW: candidates examined per search.
+    #[serde(default = "default_ef_search")]
+    pub ef_search: u32,
+    /// Chunk length in characters when ingesting.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Characters shared by neighbouring chunks.
+    #[serde(default = "default_chunk_overlap")]
+    pub chunk_overlap: usize,
+}
+
+/// How vectors are compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Inner product of L2-normalised vectors, i.e. cosine similarity.
+    #[default]
+    InnerProduct,
+    L2,
+}
+
+/// The FAISS index structure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    /// Exact search.
+    #[default]
+    Flat,
+    /// Approximate search over a navigable small-world graph.
+    Hnsw,
 }
 
 /// Kendra's confidence buckets, lowest first.
@@ -323,6 +427,33 @@ fn default_openai_context_window() -> u32 {
 }
 fn default_bedrock_context_window() -> u32 {
     32_000
+}
+fn default_local_context_window() -> u32 {
+    4096
+}
+fn default_local_max_tokens() -> u32 {
+    256
+}
+fn default_local_parallel() -> u32 {
+    1
+}
+fn default_embed_batch() -> usize {
+    32
+}
+fn default_embed_max_tokens() -> usize {
+    256
+}
+fn default_hnsw_m() -> u32 {
+    32
+}
+fn default_ef_search() -> u32 {
+    64
+}
+fn default_chunk_size() -> usize {
+    1000
+}
+fn default_chunk_overlap() -> usize {
+    150
 }
 fn default_max_attempts() -> u32 {
     3
@@ -390,6 +521,7 @@ impl Config {
                 EmbedderConfig::Openai(c) => {
                     check(format!("embedder[{i}].api_key"), c.api_key.as_ref())
                 }
+                EmbedderConfig::Local(_) => {}
             }
         }
         for (i, store) in self.vector_store.iter().enumerate() {
@@ -399,6 +531,7 @@ impl Config {
                         check(format!("vector_store[{i}].index_id"), Some(reference));
                     }
                 }
+                VectorStoreConfig::Faiss(_) => {}
             }
         }
         missing
@@ -460,6 +593,18 @@ impl Config {
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
+                LlmConfig::Local(c) => {
+                    check_path(&format!("{at}.path"), &c.path, &mut issue);
+                    at_least_one(
+                        &format!("{at}.max_tokens"),
+                        c.max_tokens as usize,
+                        &mut issue,
+                    );
+                    at_least_one(&format!("{at}.parallel"), c.parallel as usize, &mut issue);
+                    if c.threads == Some(0) {
+                        issue(format!("{at}.threads"), "must be at least 1".into());
+                    }
+                }
             }
         }
         for (i, embedder) in self.embedder.iter().enumerate() {
@@ -471,6 +616,11 @@ impl Config {
                         issue(format!("{at}.dimensions"), "must be at least 1".into());
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+                EmbedderConfig::Local(c) => {
+                    check_path(&format!("{at}.path"), &c.path, &mut issue);
+                    at_least_one(&format!("{at}.batch_size"), c.batch_size, &mut issue);
+                    at_least_one(&format!("{at}.max_tokens"), c.max_tokens, &mut issue);
                 }
             }
         }
@@ -512,8 +662,42 @@ impl Config {
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
+                VectorStoreConfig::Faiss(c) => {
+                    check_path(&format!("{at}.path"), &c.path, &mut issue);
+                    if c.chunk_size < 50 {
+                        issue(
+                            format!("{at}.chunk_size"),
+                            format!("must be at least 50 characters, got {}", c.chunk_size),
+                        );
+                    }
+                    if c.chunk_overlap >= c.chunk_size {
+                        issue(
+                            format!("{at}.chunk_overlap"),
+                            format!("must be smaller than chunk_size ({})", c.chunk_size),
+                        );
+                    }
+                    if !(2..=256).contains(&c.hnsw_m) {
+                        issue(
+                            format!("{at}.hnsw_m"),
+                            format!("must be between 2 and 256, got {}", c.hnsw_m),
+                        );
+                    }
+                    at_least_one(&format!("{at}.ef_search"), c.ef_search as usize, &mut issue);
+                }
             }
         }
+    }
+}
+
+fn check_path(path: &str, value: &std::path::Path, issue: &mut impl FnMut(String, String)) {
+    if value.as_os_str().is_empty() {
+        issue(path.to_owned(), "must not be empty".into());
+    }
+}
+
+fn at_least_one(path: &str, value: usize, issue: &mut impl FnMut(String, String)) {
+    if value == 0 {
+        issue(path.to_owned(), "must be at least 1".into());
     }
 }
 
@@ -882,6 +1066,38 @@ mod tests {
             text.contains("vector_store[0].name: \"none\" is reserved"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stores_must_name_a_configured_embedder() {
+        let found = issues(
+            r#"
+            [[embedder]]
+            name = "minilm"
+            type = "local"
+            path = "models/all-MiniLM-L6-v2"
+            [[vector_store]]
+            name = "docs"
+            type = "faiss"
+            path = "data/docs"
+            embedder = "x"
+            chunk_size = 100
+            chunk_overlap = 100
+            "#,
+        );
+        assert!(
+            found.contains(
+                &"vector_store[0].embedder: no embedder named \"x\"; known: minilm".to_owned()
+            ),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|i| i.starts_with("vector_store[0].chunk_overlap: must be smaller")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 
     #[test]

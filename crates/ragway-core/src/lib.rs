@@ -10,7 +10,8 @@ pub mod types;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
 pub use secret::{EnvOr, SecretRef};
-pub use traits::{ChatModel, DeltaStream, Embedder, Retriever};
+pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Retriever};
 pub use types::{
-    ChatRequest, ChatResponse, Delta, Filter, FinishReason, Message, Passage, Role, Usage,
+    ChatRequest, ChatResponse, Delta, Document, Filter, FinishReason, IngestReport, Message,
+    Passage, Role, StoreStats, Usage,
 };

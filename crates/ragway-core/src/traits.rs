@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::{ChatRequest, ChatResponse, Delta, Filter, Passage, ProviderError};
+use crate::{
+    ChatRequest, ChatResponse, Delta, Document, Filter, IngestReport, Passage, ProviderError,
+    StoreStats,
+};
 
 /// A streamed answer: text pieces, then the finish reason and usage; an `Err` ends it.
 pub type DeltaStream = BoxStream<'static, Result<Delta, ProviderError>>;
@@ -35,4 +38,17 @@ pub trait Retriever: Send + Sync {
 pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+}
+
+/// A store that documents can be added to and removed from (FAISS; not Kendra). Every call is
+/// atomic: the index and the document rows change together or not at all.
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Adds or replaces documents by id; unchanged documents (same content hash) are skipped.
+    async fn add(&self, documents: Vec<Document>) -> Result<IngestReport, ProviderError>;
+
+    /// Removes a document and its chunks; false if there was none with that id.
+    async fn delete(&self, id: &str) -> Result<bool, ProviderError>;
+
+    async fn stats(&self) -> Result<StoreStats, ProviderError>;
 }

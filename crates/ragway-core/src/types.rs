@@ -125,3 +125,38 @@ pub struct Passage {
 
 /// Equality constraints on passage metadata (`{"lang": "en"}`); empty means no filter.
 pub type Filter = serde_json::Map<String, serde_json::Value>;
+
+/// A document handed to a writable store: whole text, split into chunks by the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Stable identity; adding a document with an existing id replaces it.
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What one `add` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReport {
+    /// New documents.
+    pub added: usize,
+    /// Documents whose text changed: their old chunks were replaced.
+    pub replaced: usize,
+    /// Documents whose content hash matched: nothing was written.
+    pub unchanged: usize,
+    /// Chunks written.
+    pub chunks: usize,
+}
+
+/// The size of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub documents: usize,
+    pub chunks: usize,
+    pub dimension: usize,
+}

@@ -30,5 +30,11 @@ pub fn build(config: &LlmConfig, shared: &Shared<'_>) -> Result<Arc<dyn ChatMode
             })?;
             Arc::new(bedrock::BedrockChat::new(c, aws)?)
         }
+        LlmConfig::Local(c) => {
+            return Err(BuildError {
+                component: format!("llm \"{}\"", c.name),
+                message: "local models are not wired yet".into(),
+            });
+        }
     })
 }

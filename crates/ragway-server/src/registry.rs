@@ -8,7 +8,7 @@ use std::time::Duration;
 use ragway_core::config::{
     Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, ServerConfig, VectorStoreConfig, secs,
 };
-use ragway_core::{BuildError, ChatModel, Embedder, Retriever};
+use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
 use crate::error::ApiError;
 
@@ -25,6 +25,8 @@ pub struct Store {
     pub name: String,
     pub kind: &'static str,
     pub retriever: Arc<dyn Retriever>,
+    /// Present for stores that take documents (FAISS).
+    pub documents: Option<Arc<dyn DocumentStore>>,
 }
 
 /// Every component, by name. Shared read-only behind an `Arc`.
@@ -39,6 +41,9 @@ pub struct Registry {
 #[derive(Debug, thiserror::Error)]
 #[error("{} component{} could not be built:{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
 pub struct StartupError(pub Vec<BuildError>);
+
+/// Connect timeout of the HTTP client handed to components that make no HTTP calls.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Hands out pooled HTTP clients, one per distinct connect timeout, so that every component
 /// with the same settings shares one connection pool.
@@ -77,6 +82,7 @@ impl Registry {
             let connect = match llm {
                 LlmConfig::Openai(c) => secs(c.connect_timeout_secs),
                 LlmConfig::Bedrock(c) => secs(c.connect_timeout_secs),
+                LlmConfig::Local(_) => DEFAULT_CONNECT_TIMEOUT,
             };
             let built = http
                 .get(connect)
@@ -113,6 +119,7 @@ impl Registry {
         for embedder in &config.embedder {
             let connect = match embedder {
                 EmbedderConfig::Openai(c) => secs(c.connect_timeout_secs),
+                EmbedderConfig::Local(_) => DEFAULT_CONNECT_TIMEOUT,
             };
             let built = http
                 .get(connect)
@@ -131,14 +138,19 @@ impl Registry {
 
         let mut stores = BTreeMap::new();
         for store in &config.vector_store {
-            match ragway_retrieval::build(store, &ragway_retrieval::Shared { aws: aws.as_ref() }) {
-                Ok(retriever) => {
+            let shared = ragway_retrieval::Shared {
+                aws: aws.as_ref(),
+                embedders: &embedders,
+            };
+            match ragway_retrieval::build(store, &shared) {
+                Ok(built) => {
                     stores.insert(
                         store.name().to_owned(),
                         Store {
                             name: store.name().to_owned(),
                             kind: store.kind(),
-                            retriever,
+                            retriever: built.retriever,
+                            documents: built.documents,
                         },
                     );
                 }
@@ -223,10 +235,11 @@ fn aws_region_hint(config: &Config) -> Option<Option<String>> {
         .iter()
         .filter_map(|llm| match llm {
             LlmConfig::Bedrock(c) => Some(c.region.clone()),
-            LlmConfig::Openai(_) => None,
+            LlmConfig::Openai(_) | LlmConfig::Local(_) => None,
         })
-        .chain(config.vector_store.iter().map(|store| match store {
-            VectorStoreConfig::Kendra(c) => c.region.clone(),
+        .chain(config.vector_store.iter().filter_map(|store| match store {
+            VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
+            VectorStoreConfig::Faiss(_) => None,
         }))
         .peekable();
     regions.peek()?;

@@ -14,5 +14,11 @@ pub fn build(
 ) -> Result<Arc<dyn Embedder>, BuildError> {
     Ok(match config {
         EmbedderConfig::Openai(c) => Arc::new(openai::OpenAiEmbedder::new(c, http)?),
+        EmbedderConfig::Local(c) => {
+            return Err(BuildError {
+                component: format!("embedder \"{}\"", c.name),
+                message: "local embedders are not wired yet".into(),
+            });
+        }
     })
 }
