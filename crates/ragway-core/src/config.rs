@@ -407,6 +407,19 @@ pub enum ScoreConfidence {
     VeryHigh,
 }
 
+impl ScoreConfidence {
+    /// Kendra's own spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAvailable => "NOT_AVAILABLE",
+            Self::Low => "LOW",
+            Self::Medium => "MEDIUM",
+            Self::High => "HIGH",
+            Self::VeryHigh => "VERY_HIGH",
+        }
+    }
+}
+
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8000))
 }
@@ -562,18 +575,6 @@ impl Config {
             }
         }
 
-        check_names("llm", self.llm.iter().map(LlmConfig::name), &mut issue);
-        check_names(
-            "embedder",
-            self.embedder.iter().map(EmbedderConfig::name),
-            &mut issue,
-        );
-        check_names(
-            "vector_store",
-            self.vector_store.iter().map(VectorStoreConfig::name),
-            &mut issue,
-        );
-
         for (i, llm) in self.llm.iter().enumerate() {
             let at = format!("llm[{i}]");
             if llm.context_window() == 0 {
@@ -710,20 +711,24 @@ pub fn known(names: &[&str]) -> String {
     }
 }
 
-fn check_names<'a>(
-    section: &str,
-    names: impl Iterator<Item = &'a str>,
-    issue: &mut impl FnMut(String, String),
-) {
+/// Names must be non-empty and unique within a section. Checked on the raw entries, so that
+/// a duplicate is reported even when another entry fails to parse.
+fn check_names(section: &str, entries: &[toml::Value], issues: &mut Vec<ConfigIssue>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, name) in names.enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
+        // Entries without a string name get serde's own "missing field" / "invalid type".
+        let Some(name) = entry.get("name").and_then(toml::Value::as_str) else {
+            continue;
+        };
+        let path = format!("{section}[{i}].name");
         if name.trim().is_empty() {
-            issue(format!("{section}[{i}].name"), "must not be empty".into());
+            issues.push(ConfigIssue {
+                path,
+                message: "must not be empty".into(),
+            });
         } else if let Some(first) = seen.get(name) {
-            issue(
-                format!("{section}[{i}].name"),
-                format!("duplicate name \"{name}\" (also {section}[{first}])"),
-            );
+            let message = format!("duplicate name \"{name}\" (also {section}[{first}])");
+            issues.push(ConfigIssue { path, message });
         } else {
             seen.insert(name, i);
         }
@@ -766,7 +771,11 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
     };
     let mut config = Config::default();
     let before = issues.len();
+    let mut name_issues = Vec::new();
     for (key, value) in table {
+        if let toml::Value::Array(entries) = &value {
+            check_names(&key, entries, &mut name_issues);
+        }
         match key.as_str() {
             "server" => {
                 if let Some(server) = parse_entry(value, "server", issues) {
@@ -807,7 +816,9 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
             }),
         }
     }
-    (issues.len() == before).then_some(config)
+    let parsed = issues.len() == before;
+    issues.extend(name_issues);
+    parsed.then_some(config)
 }
 
 type ParseKind<T> = fn(&str, toml::Value, &str, &mut Vec<ConfigIssue>) -> Option<Option<T>>;

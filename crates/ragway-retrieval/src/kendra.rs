@@ -159,7 +159,7 @@ fn passage(item: RetrieveResultItem, confidence: ScoreConfidence) -> Passage {
     if let Some(document_id) = &item.document_id {
         metadata.insert("document_id".into(), json!(document_id));
     }
-    metadata.insert("score_confidence".into(), json!(format!("{confidence:?}")));
+    metadata.insert("score_confidence".into(), json!(confidence.as_str()));
     for attribute in item.document_attributes.unwrap_or_default() {
         if let Some(value) = attribute.value.as_ref().and_then(attribute_value) {
             metadata.insert(attribute.key, value);

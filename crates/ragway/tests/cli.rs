@@ -75,7 +75,8 @@ type = "kendro"
     for expected in [
         "llm[0].api_key: secrets must be references",
         "llm[1].model_id: missing field",
-        "vector_store[0].type: unknown type \"kendro\"; expected one of kendra",
+        "vector_store[0].type: unknown type \"kendro\"; expected one of faiss, kendra",
+        "llm[2].name: duplicate name \"a\" (also llm[0])",
     ] {
         assert!(
             stderr.contains(expected),

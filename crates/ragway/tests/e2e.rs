@@ -247,7 +247,10 @@ async fn models_root_and_health_answer() {
         models["llm_models"],
         json!(["claude-3-opus", "down", "gpt-4o", "slow", "titan"])
     );
-    assert_eq!(models["vector_dbs"], json!(["kendra", "none"]));
+    assert_eq!(
+        models["vector_dbs"],
+        json!(["kendra", "kendra-confident", "none"])
+    );
     let (status, root) = stack.server.get("/").await;
     assert_eq!(status, 200);
     assert_eq!(root["message"], "Welcome to LLM Inference API");
@@ -264,4 +267,31 @@ async fn models_root_and_health_answer() {
         .await;
     assert_eq!(status, 200, "{search}");
     assert_eq!(search["passages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kendra_applies_the_configured_filter_and_minimum_confidence() {
+    let stack = Stack::start().await;
+    let (status, _, body) = stack
+        .server
+        .post(
+            "/search",
+            &json!({"query": "qubits", "vector_search_type": "kendra-confident", "top_k": 10}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let passages = body["passages"].as_array().unwrap();
+    let confidences: Vec<&str> = passages
+        .iter()
+        .map(|p| p["metadata"]["score_confidence"].as_str().unwrap())
+        .collect();
+    assert_eq!(confidences, ["VERY_HIGH", "HIGH"], "LOW is dropped: {body}");
+    let sent = &stack.kendra.requests()[0].body;
+    assert_eq!(sent["IndexId"], "other-index");
+    assert_eq!(sent["PageSize"], 10);
+    assert_eq!(sent["AttributeFilter"]["EqualsTo"]["Key"], "_language_code");
+    assert_eq!(
+        sent["AttributeFilter"]["EqualsTo"]["Value"]["StringValue"],
+        "en"
+    );
 }

@@ -41,7 +41,7 @@ async fn unknown_names_are_400_listing_the_valid_ones() {
     assert_eq!(status, 400);
     let detail = detail_text(&body);
     assert!(
-        detail.contains("pinecone") && detail.contains("kendra, none"),
+        detail.contains("pinecone") && detail.contains("kendra, kendra-confident, none"),
         "{detail}"
     );
     assert!(

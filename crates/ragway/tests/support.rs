@@ -212,6 +212,16 @@ index_id = "env::KENDRA_INDEX_ID"
 region = "us-west-2"
 endpoint_url = "{kendra}"
 max_attempts = 1
+
+[[vector_store]]
+name = "kendra-confident"
+type = "kendra"
+index_id = "other-index"
+region = "us-west-2"
+endpoint_url = "{kendra}"
+max_attempts = 1
+min_score_confidence = "HIGH"
+attribute_filter = {{ _language_code = "en" }}
 "#
     )
 }
