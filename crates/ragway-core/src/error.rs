@@ -37,6 +37,10 @@ pub enum ProviderError {
     #[error("{provider} sent a response ragway cannot read: {message}")]
     InvalidResponse { provider: String, message: String },
 
+    /// A component running inside ragway failed (a local index or model, the disk).
+    #[error("{provider} failed: {message}")]
+    Internal { provider: String, message: String },
+
     /// The request asks for something this provider cannot do.
     #[error("{provider} does not support this request: {message}")]
     Unsupported { provider: String, message: String },

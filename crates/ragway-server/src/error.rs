@@ -22,6 +22,21 @@ pub enum ApiError {
     #[error("Unknown vector_search_type \"{name}\". Valid names: {}", .known.join(", "))]
     UnknownStore { name: String, known: Vec<String> },
 
+    /// A document route names a store that does not exist.
+    #[error("No store named \"{name}\". Stores: {}", .known.join(", "))]
+    NoSuchStore { name: String, known: Vec<String> },
+
+    /// Documents can only be added to or removed from writable stores.
+    #[error("Store \"{name}\" ({kind}) is read-only. Writable stores: {}", if .writable.is_empty() { "(none)".to_owned() } else { .writable.join(", ") })]
+    ReadOnlyStore {
+        name: String,
+        kind: String,
+        writable: Vec<String>,
+    },
+
+    #[error("Store \"{store}\" has no document \"{id}\"")]
+    NoSuchDocument { store: String, id: String },
+
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -57,6 +72,8 @@ impl ApiError {
             Self::UnknownModel { .. } | Self::UnknownStore { .. } => {
                 (StatusCode::BAD_REQUEST, None)
             }
+            Self::NoSuchStore { .. } | Self::NoSuchDocument { .. } => (StatusCode::NOT_FOUND, None),
+            Self::ReadOnlyStore { .. } => (StatusCode::METHOD_NOT_ALLOWED, None),
             Self::Provider(error) => match error {
                 ProviderError::Upstream { .. }
                 | ProviderError::Unreachable { .. }
@@ -67,6 +84,7 @@ impl ApiError {
                     Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
                 ),
                 ProviderError::Unsupported { .. } => (StatusCode::BAD_REQUEST, None),
+                ProviderError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
             },
         }
     }

@@ -14,7 +14,7 @@ pub async fn root() -> Json<Value> {
         "message": "Welcome to LLM Inference API",
         "service": "ragway",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": ["/generate", "/models", "/search", "/healthz"],
+        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz"],
     }))
 }
 

@@ -3,11 +3,12 @@
 mod generate;
 mod meta;
 mod search;
+mod stores;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::registry::Registry;
 
@@ -19,5 +20,8 @@ pub fn app(registry: Arc<Registry>) -> Router {
         .route("/models", get(meta::models))
         .route("/generate", post(generate::generate))
         .route("/search", post(search::search))
+        .route("/stores", get(stores::list))
+        .route("/stores/{name}/documents", post(stores::add))
+        .route("/stores/{name}/documents/{*id}", delete(stores::delete))
         .with_state(registry)
 }

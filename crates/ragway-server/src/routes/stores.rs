@@ -1,0 +1,119 @@
+//! Store routes: list the stores with their sizes, and add or remove documents in the
+//! writable ones (FAISS; Kendra is read-only).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use ragway_core::{Document, DocumentStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, FieldError};
+use crate::json::Body;
+use crate::registry::Registry;
+
+/// `GET /stores`: every store, and the size of the writable ones.
+pub async fn list(State(registry): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {
+    let mut stores = Vec::new();
+    for store in registry.stores() {
+        let mut entry = json!({ "name": store.name, "type": store.kind, "writable": store.documents.is_some() });
+        if let Some(documents) = &store.documents {
+            let stats = documents.stats().await?;
+            entry["documents"] = json!(stats.documents);
+            entry["chunks"] = json!(stats.chunks);
+            entry["dimension"] = json!(stats.dimension);
+        }
+        stores.push(entry);
+    }
+    Ok(Json(json!({ "stores": stores })))
+}
+
+#[derive(Deserialize)]
+pub struct AddDocuments {
+    documents: Vec<Document>,
+}
+
+/// Most documents one request may carry; larger sets go through `ragway ingest` or several calls.
+const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
+
+/// `POST /stores/{name}/documents`: add or replace documents by id.
+pub async fn add(
+    State(registry): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Body(request): Body<AddDocuments>,
+) -> Result<Json<Value>, ApiError> {
+    let store = writable(&registry, &name)?;
+    let mut errors = Vec::new();
+    if request.documents.is_empty() {
+        errors.push(FieldError::new(
+            &["body", "documents"],
+            "List should have at least 1 item",
+            "too_short",
+        ));
+    }
+    if request.documents.len() > MAX_DOCUMENTS_PER_REQUEST {
+        errors.push(FieldError::new(
+            &["body", "documents"],
+            format!("List should have at most {MAX_DOCUMENTS_PER_REQUEST} items"),
+            "too_long",
+        ));
+    }
+    for (i, document) in request.documents.iter().enumerate() {
+        let index = i.to_string();
+        if document.id.trim().is_empty() {
+            errors.push(FieldError::new(
+                &["body", "documents", &index, "id"],
+                "String should have at least 1 character",
+                "string_too_short",
+            ));
+        }
+        if document.text.trim().is_empty() {
+            errors.push(FieldError::new(
+                &["body", "documents", &index, "text"],
+                "String should have at least 1 character",
+                "string_too_short",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let report = store.add(request.documents).await?;
+    Ok(Json(json!(report)))
+}
+
+/// `DELETE /stores/{name}/documents/{id}`: remove a document and its chunks. The id may hold
+/// slashes (ids of ingested files are their relative paths).
+pub async fn delete(
+    State(registry): State<Arc<Registry>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let store = writable(&registry, &name)?;
+    if store.delete(&id).await? {
+        Ok(Json(json!({ "deleted": id })))
+    } else {
+        Err(ApiError::NoSuchDocument { store: name, id })
+    }
+}
+
+fn writable(registry: &Registry, name: &str) -> Result<Arc<dyn DocumentStore>, ApiError> {
+    let Some(store) = registry.stores().find(|s| s.name == name) else {
+        return Err(ApiError::NoSuchStore {
+            name: name.to_owned(),
+            known: registry.stores().map(|s| s.name.clone()).collect(),
+        });
+    };
+    store
+        .documents
+        .clone()
+        .ok_or_else(|| ApiError::ReadOnlyStore {
+            name: name.to_owned(),
+            kind: store.kind.to_owned(),
+            writable: registry
+                .stores()
+                .filter(|s| s.documents.is_some())
+                .map(|s| s.name.clone())
+                .collect(),
+        })
+}
