@@ -136,10 +136,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Loads the configuration the user named.
+/// The configuration used when none is given: local model, local embedder, FAISS under ./data.
+const OFFLINE_DEFAULT: &str = include_str!("../../../examples/offline.toml");
+
+/// Loads the configuration the user named, or the built-in offline default.
 fn load(path: Option<&std::path::Path>) -> Result<Config> {
-    let path = path.context("no configuration given: pass --config FILE or set RAGWAY_CONFIG")?;
-    Ok(Config::load(path)?)
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => {
+            tracing::info!(
+                "no --config given: using the built-in offline default (examples/offline.toml)"
+            );
+            Ok(Config::parse(
+                OFFLINE_DEFAULT,
+                "the built-in offline default",
+            )?)
+        }
+    }
 }
 
 fn check(path: Option<&std::path::Path>) -> Result<ExitCode> {
