@@ -4,6 +4,7 @@
 # Prints p50/p99 of both side by side, the added latency, errors and ragway's resident memory.
 #
 #   bench/overhead.sh [SECONDS_PER_RUN] [RATES...]      (defaults: 15 s, 1000 5000)
+#   BIN_DIR=path bench/overhead.sh …                    (use prebuilt ragway and ragway-fakes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-15}; shift || true
@@ -11,15 +12,19 @@ rates=("${@:-1000}")
 [ $# -eq 0 ] && rates=(1000 5000)
 
 command -v oha >/dev/null || { echo "oha is needed: cargo install oha --locked" >&2; exit 1; }
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet -p ragway -p ragway-testkit
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR
+else
+  cargo build --release --quiet -p ragway -p ragway-testkit
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 out=bench/out; mkdir -p "$out"
 
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 pids=(); trap cleanup EXIT
 
 # taskset keeps the load generator off ragway's core where the machine allows it.
-"$target/release/ragway-fakes" > "$out/fakes.json" 2>/dev/null & pids+=($!)
+"$bin/ragway-fakes" > "$out/fakes.json" 2>/dev/null & pids+=($!)
 for _ in $(seq 50); do [ -s "$out/fakes.json" ] && break; sleep 0.1; done
 upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$out/fakes.json")
 
@@ -30,7 +35,7 @@ type = "openai"
 model = "gpt-4o"
 base_url = "$upstream/v1"
 TOML
-RUST_LOG=warn "$target/release/ragway" serve --config "$out/overhead.toml" --bind 127.0.0.1:0 > "$out/ragway.out" & pids+=($!)
+RUST_LOG=warn "$bin/ragway" serve --config "$out/overhead.toml" --bind 127.0.0.1:0 > "$out/ragway.out" & pids+=($!)
 ragway_pid=$!
 for _ in $(seq 100); do grep -q listening "$out/ragway.out" 2>/dev/null && break; sleep 0.1; done
 gateway=$(sed -n 's/^ragway listening on //p' "$out/ragway.out")
@@ -39,7 +44,7 @@ direct_body='{"model":"gpt-4o","messages":[{"role":"user","content":"Explain qua
 gateway_body='{"prompt":"Explain quantum computing","llm_name":"fast","vector_search_type":"none"}'
 
 run() { # url body rate file
-  oha --no-tui --output-format json -z "${seconds}s" -q "$3" -c 64 --latency-correction \
+  oha --no-tui --output-format json -z "${seconds}s" -w -q "$3" -c 64 --latency-correction \
       -m POST -H 'content-type: application/json' -d "$2" "$1" > "$4"
 }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$ragway_pid/status"; }
