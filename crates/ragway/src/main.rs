@@ -2,6 +2,7 @@
 //! and check a configuration.
 
 mod ask;
+mod ingest;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ enum Command {
     },
     /// Ask one question and print the answer as it streams, then its sources.
     Ask(ask::AskArgs),
+    /// Add files and folders (or an existing FAISS index) to a FAISS store.
+    Ingest(ingest::IngestArgs),
     /// List the configured models and stores.
     Models,
     /// Work with configuration files.
@@ -127,6 +130,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ragway_server::serve(listener, registry, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => {
+            let config = load(cli.config.as_deref())?;
+            ingest::ingest(&config, args).await
         }
         Command::Ask(args) => {
             let config = load(cli.config.as_deref())?;

@@ -1,0 +1,163 @@
+//! `ragway ingest`: read files and folders (or adopt an existing FAISS index) into a FAISS
+//! store, with a progress bar. Unchanged files are skipped; changed ones replace their chunks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ragway_core::config::{Config, VectorStoreConfig, known};
+use ragway_retrieval::faiss::FaissStore;
+use ragway_retrieval::ingest::{Phase, Progress, read_paths};
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// The FAISS store to add to (a `[[vector_store]]` name).
+    #[arg(long)]
+    store: String,
+    /// Files and folders to read (.txt, .md, .html, .pdf, .jsonl), folders recursively.
+    #[arg(required_unless_present = "from_faiss", conflicts_with = "from_faiss")]
+    paths: Vec<PathBuf>,
+    /// Adopt the vectors of an existing FAISS index file (e.g. LangChain's index.faiss)
+    /// without re-embedding; needs --docs.
+    #[arg(long, requires = "docs")]
+    from_faiss: Option<PathBuf>,
+    /// The documents of --from-faiss as JSON Lines, one per vector position, as written by
+    /// scripts/export_langchain_faiss.py.
+    #[arg(long, requires = "from_faiss")]
+    docs: Option<PathBuf>,
+}
+
+pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
+    let store = open_store(config, &args.store)?;
+    if let (Some(index), Some(docs)) = (&args.from_faiss, &args.docs) {
+        let started = Instant::now();
+        let report = store.adopt(index, docs).await?;
+        println!(
+            "adopted {} vectors of {} into \"{}\": {} added, {} replaced, {} unchanged in {:.1} s",
+            report.source.ntotal,
+            index.display(),
+            args.store,
+            report.ingest.added,
+            report.ingest.replaced,
+            report.ingest.unchanged,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let reading = spinner("reading files");
+    let paths = args.paths.clone();
+    let (documents, read) = tokio::task::spawn_blocking(move || read_paths(&paths)).await??;
+    reading.finish_and_clear();
+    for failure in &read.failed {
+        eprintln!("warning: {failure}");
+    }
+    if !read.skipped.is_empty() {
+        eprintln!(
+            "skipped {} file(s) of unsupported type or without text",
+            read.skipped.len()
+        );
+    }
+    if documents.is_empty() {
+        println!("nothing to ingest: no readable documents under the given paths");
+        return Ok(if read.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:<22} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let shown = bar.clone();
+    let report = store
+        .add_with_progress(documents, move |p: Progress| {
+            shown.set_length(p.chunks_total as u64);
+            shown.set_position(p.chunks_done as u64);
+            shown.set_message(match p.phase {
+                Phase::Embedding => format!("files {}/{}", p.documents_done, p.documents_total),
+                Phase::Saving => "saving".to_owned(),
+                Phase::Done => "done".to_owned(),
+            });
+        })
+        .await;
+    bar.finish_and_clear();
+    let report = report?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} file(s) into \"{}\": {} added, {} replaced, {} unchanged; {} chunks in {:.1} s ({:.0} chunks/s)",
+        read.files,
+        args.store,
+        report.added,
+        report.replaced,
+        report.unchanged,
+        report.chunks,
+        seconds,
+        report.chunks as f64 / seconds.max(1e-9)
+    );
+    if read.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} file(s) could not be read (see the warnings above)",
+            read.failed.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Opens the named FAISS store with its embedder, without building the rest of the config
+/// (no chat model is loaded to ingest).
+fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
+    let Some(store) = config.vector_store.iter().find(|s| s.name() == name) else {
+        let names: Vec<&str> = config.vector_store.iter().map(|s| s.name()).collect();
+        bail!(
+            "no vector_store named \"{name}\"; configured: {}",
+            known(&names)
+        );
+    };
+    let VectorStoreConfig::Faiss(faiss) = store else {
+        let writable: Vec<&str> = config
+            .vector_store
+            .iter()
+            .filter(|s| matches!(s, VectorStoreConfig::Faiss(_)))
+            .map(|s| s.name())
+            .collect();
+        bail!(
+            "vector_store \"{name}\" is a {} store, which is read-only; ingest works on faiss stores: {}",
+            store.kind(),
+            known(&writable)
+        );
+    };
+    let embedder_config = config
+        .embedder
+        .iter()
+        .find(|e| e.name() == faiss.embedder)
+        .with_context(|| format!("no embedder named \"{}\"", faiss.embedder))?;
+    let embedder = ragway_retrieval::embedder::build(embedder_config, reqwest_client()?)?;
+    Ok(FaissStore::open(faiss, Arc::clone(&embedder))?)
+}
+
+fn reqwest_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(message.to_owned());
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
+}
