@@ -2,6 +2,7 @@
 //! builds a configured `[[llm]]` entry into an `Arc<dyn ChatModel>`.
 
 pub mod bedrock;
+pub mod local;
 pub mod openai;
 
 use std::sync::Arc;
@@ -30,11 +31,6 @@ pub fn build(config: &LlmConfig, shared: &Shared<'_>) -> Result<Arc<dyn ChatMode
             })?;
             Arc::new(bedrock::BedrockChat::new(c, aws)?)
         }
-        LlmConfig::Local(c) => {
-            return Err(BuildError {
-                component: format!("llm \"{}\"", c.name),
-                message: "local models are not wired yet".into(),
-            });
-        }
+        LlmConfig::Local(c) => Arc::new(local::LocalChat::new(c)?),
     })
 }

@@ -2,7 +2,12 @@
 //! an `Arc<dyn Retriever>` (and, for writable stores, an `Arc<dyn DocumentStore>`).
 
 pub mod embedder;
+pub mod error;
+pub mod faiss;
+pub mod ingest;
 pub mod kendra;
+
+pub use error::{Error, Result};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,11 +44,23 @@ pub fn build(config: &VectorStoreConfig, shared: &Shared<'_>) -> Result<BuiltSto
                 documents: None,
             }
         }
-        VectorStoreConfig::Faiss(_) => {
-            return Err(BuildError {
+        VectorStoreConfig::Faiss(c) => {
+            let embedder = shared
+                .embedders
+                .get(&c.embedder)
+                .ok_or_else(|| BuildError {
+                    component: component(),
+                    message: format!("no embedder named \"{}\" was built", c.embedder),
+                })?;
+            let store = faiss::FaissStore::open(c, embedder.clone()).map_err(|e| BuildError {
                 component: component(),
-                message: "faiss stores are not wired yet".into(),
-            });
+                message: e.to_string(),
+            })?;
+            let store = Arc::new(store);
+            BuiltStore {
+                retriever: store.clone(),
+                documents: Some(store),
+            }
         }
     })
 }

@@ -1,5 +1,6 @@
 //! Embedders, one file per provider, and the factory for `[[embedder]]` entries.
 
+pub mod local;
 pub mod openai;
 
 use std::sync::Arc;
@@ -14,11 +15,6 @@ pub fn build(
 ) -> Result<Arc<dyn Embedder>, BuildError> {
     Ok(match config {
         EmbedderConfig::Openai(c) => Arc::new(openai::OpenAiEmbedder::new(c, http)?),
-        EmbedderConfig::Local(c) => {
-            return Err(BuildError {
-                component: format!("embedder \"{}\"", c.name),
-                message: "local embedders are not wired yet".into(),
-            });
-        }
+        EmbedderConfig::Local(c) => Arc::new(local::LocalEmbedder::new(c)?),
     })
 }

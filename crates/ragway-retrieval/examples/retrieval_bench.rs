@@ -1,0 +1,235 @@
+//! Search latency and throughput of a FAISS store through ragway, for `bench/retrieval.sh`.
+//!
+//! Builds a store of `--n` random unit vectors (`--dim` floats; flat or HNSW) with an embedder
+//! that looks vectors up by name, so embedding costs nothing and the figures are FAISS plus
+//! ragway's own work (blocking pool, SQLite rows, passages). It then times `--queries` searches
+//! of `k` neighbours one at a time (latency), with `--concurrency` tasks at once (throughput),
+//! and FAISS alone through ragway's index wrapper; and writes the queries next to the store so
+//! the script can search the same index file with Python's FAISS.
+//!
+//! usage: retrieval_bench --dir DIR [--n 100000] [--dim 384] [--queries 2000] [--k 4]
+//!        [--index flat|hnsw] [--concurrency 2]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ragway_core::config::{FaissStoreConfig, IndexKind, Metric};
+use ragway_core::{Document, Embedder, Filter, ProviderError};
+use ragway_retrieval::faiss::{FaissStore, OpenOptions, SearchIndex};
+
+struct Args {
+    dir: PathBuf,
+    n: usize,
+    dim: usize,
+    queries: usize,
+    k: usize,
+    index: IndexKind,
+    concurrency: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut map = HashMap::new();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    for pair in raw.chunks(2) {
+        match pair {
+            [key, value] => {
+                map.insert(key.trim_start_matches("--").to_owned(), value.clone());
+            }
+            _ => return Err(format!("missing value after {}", pair[0])),
+        }
+    }
+    let number = |key: &str, default: usize| -> Result<usize, String> {
+        map.get(key).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("--{key}: not a number"))
+        })
+    };
+    Ok(Args {
+        dir: map
+            .get("dir")
+            .map(PathBuf::from)
+            .ok_or("--dir is required")?,
+        n: number("n", 100_000)?,
+        dim: number("dim", 384)?,
+        queries: number("queries", 2000)?,
+        k: number("k", 4)?,
+        index: match map.get("index").map(String::as_str) {
+            None | Some("flat") => IndexKind::Flat,
+            Some("hnsw") => IndexKind::Hnsw,
+            Some(other) => return Err(format!("--index {other}: expected flat or hnsw")),
+        },
+        concurrency: number("concurrency", 2)?,
+    })
+}
+
+/// Deterministic pseudo-random unit vectors.
+fn unit_vectors(count: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(count * dim);
+    for _ in 0..count {
+        let start = out.len();
+        for _ in 0..dim {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            out.push((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
+        }
+        let norm = out[start..].iter().map(|x| x * x).sum::<f32>().sqrt();
+        for x in &mut out[start..] {
+            *x /= norm;
+        }
+    }
+    out
+}
+
+/// Looks vectors up by name: `v<i>` is base vector i, `q<i>` query i.
+struct LookupEmbedder {
+    dim: usize,
+    base: Arc<Vec<f32>>,
+    queries: Arc<Vec<f32>>,
+}
+
+#[async_trait]
+impl Embedder for LookupEmbedder {
+    fn dimension(&self) -> usize {
+        self.dim
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        texts
+            .iter()
+            .map(|t| {
+                let (table, i) = match t.split_at(1) {
+                    ("v", i) => (&self.base, i),
+                    ("q", i) => (&self.queries, i),
+                    _ => return Err(ProviderError::invalid_response("lookup", t.clone())),
+                };
+                let i: usize = i
+                    .parse()
+                    .map_err(|_| ProviderError::invalid_response("lookup", t.clone()))?;
+                Ok(table[i * self.dim..(i + 1) * self.dim].to_vec())
+            })
+            .collect()
+    }
+}
+
+fn summary(label: &str, mut times: Vec<Duration>, wall: Duration) {
+    times.sort();
+    let pick = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    println!(
+        "{label:<34} p50 {:>8.3} ms  p99 {:>8.3} ms  mean {:>8.3} ms  {:>9.1} QPS",
+        pick(0.5).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        mean.as_secs_f64() * 1e3,
+        times.len() as f64 / wall.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = args()?;
+    let base = Arc::new(unit_vectors(args.n, args.dim, 42));
+    let queries = Arc::new(unit_vectors(args.queries, args.dim, 7));
+    let queries_file = args.dir.join("queries.f32");
+    let embedder = Arc::new(LookupEmbedder {
+        dim: args.dim,
+        base,
+        queries: queries.clone(),
+    });
+    let config = FaissStoreConfig {
+        name: "bench".into(),
+        path: args.dir.join("store"),
+        embedder: "lookup".into(),
+        metric: Metric::InnerProduct,
+        index: args.index,
+        hnsw_m: 32,
+        ef_search: 64,
+        chunk_size: 1000,
+        chunk_overlap: 0,
+    };
+    let store = FaissStore::open(&config, embedder)?;
+    if store.check()?.chunks != args.n {
+        let started = Instant::now();
+        let documents = (0..args.n)
+            .map(|i| Document {
+                id: format!("doc-{i}"),
+                text: format!("v{i}"),
+                title: None,
+                uri: None,
+                metadata: serde_json::Map::new(),
+            })
+            .collect();
+        store.add_with_progress(documents, |_| {}).await?;
+        println!(
+            "ingested {} vectors of {} dims ({:?}) in {:.1} s",
+            args.n,
+            args.dim,
+            args.index,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let bytes: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(&queries_file, bytes)?;
+    let filter = Filter::new();
+
+    // Warm up (page cache, pools).
+    for j in 0..args.queries.min(50) {
+        store.search(&format!("q{j}"), args.k, &filter).await?;
+    }
+
+    let index_file = store.index_file().ok_or("no index written")?;
+    let index = SearchIndex::open(
+        &index_file,
+        OpenOptions {
+            ef_search: Some(64),
+        },
+    )?;
+    let mut times = Vec::with_capacity(args.queries);
+    let wall = Instant::now();
+    for j in 0..args.queries {
+        let started = Instant::now();
+        index.search(&queries[j * args.dim..(j + 1) * args.dim], args.k)?;
+        times.push(started.elapsed());
+    }
+    summary("ragway FAISS index, 1 thread", times, wall.elapsed());
+
+    let mut times = Vec::with_capacity(args.queries);
+    let wall = Instant::now();
+    for j in 0..args.queries {
+        let started = Instant::now();
+        let passages = store.search(&format!("q{j}"), args.k, &filter).await?;
+        times.push(started.elapsed());
+        assert_eq!(passages.len(), args.k.min(args.n));
+    }
+    summary("ragway store.search, 1 at a time", times, wall.elapsed());
+
+    let wall = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..args.concurrency {
+        let store = store.clone();
+        let (k, queries, concurrency) = (args.k, args.queries, args.concurrency);
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            for j in (t..queries).step_by(concurrency) {
+                let started = Instant::now();
+                store.search(&format!("q{j}"), k, &Filter::new()).await?;
+                times.push(started.elapsed());
+            }
+            Ok::<_, ragway_retrieval::Error>(times)
+        }));
+    }
+    let mut times = Vec::new();
+    for task in tasks {
+        times.extend(task.await??);
+    }
+    summary(
+        &format!("ragway store.search, {} at once", args.concurrency),
+        times,
+        wall.elapsed(),
+    );
+    println!("index file: {}", index_file.display());
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! A sentence-transformers BERT model (all-MiniLM-L6-v2 by default) run in-process with candle
+//! on the CPU: tokenize, BERT forward pass, mean pooling over the attention mask, L2 norm.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use ragway_core::config::LocalEmbedderConfig;
+use ragway_core::{BuildError, Embedder, ProviderError};
+use tokenizers::{
+    PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+pub const PROVIDER_TYPE: &str = "local";
+
+/// What to do when the model folder is not there or incomplete.
+const FETCH_HINT: &str = "run scripts/fetch-models.sh to fetch the default models, or point \
+                          `path` at a sentence-transformers model folder";
+
+/// An embedding model loaded once from a local sentence-transformers folder.
+pub struct LocalEmbedder {
+    model: Arc<Model>,
+    dimension: usize,
+    batch_size: usize,
+    provider: String,
+}
+
+/// The loaded weights and tokenizer, shared with the blocking threads that run them.
+struct Model {
+    bert: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl LocalEmbedder {
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `config.path`.
+    pub fn new(config: &LocalEmbedderConfig) -> Result<Self, BuildError> {
+        let component = format!("embedder \"{}\"", config.name);
+        let fail = |message: String| BuildError {
+            component: component.clone(),
+            message,
+        };
+        if config.batch_size == 0 {
+            return Err(fail("batch_size must be at least 1".into()));
+        }
+        let dir = config.path.as_path();
+        if !dir.is_dir() {
+            return Err(fail(format!(
+                "model folder {} not found: {FETCH_HINT}",
+                dir.display()
+            )));
+        }
+
+        let bert_config: BertConfig = serde_json::from_slice(
+            &read_model_file(dir, "config.json").map_err(fail)?,
+        )
+        .map_err(|e| {
+            fail(format!(
+                "{} is not a BERT config: {e}",
+                dir.join("config.json").display()
+            ))
+        })?;
+        if config.max_tokens > bert_config.max_position_embeddings {
+            return Err(fail(format!(
+                "max_tokens is {} but the model reads at most {} tokens",
+                config.max_tokens, bert_config.max_position_embeddings
+            )));
+        }
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        let mut tokenizer =
+            Tokenizer::from_bytes(read_model_file(dir, "tokenizer.json").map_err(fail)?)
+                .map_err(|e| fail(format!("cannot load {}: {e}", tokenizer_path.display())))?;
+        // sentence-transformers truncates at max_seq_length (special tokens included) and pads
+        // each batch to its longest text, whatever tokenizer.json says (MiniLM's: 128, fixed).
+        let special = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if config.max_tokens <= special {
+            return Err(fail(format!(
+                "max_tokens must be more than the {special} special tokens the model adds"
+            )));
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: config.max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| fail(format!("cannot set truncation: {e}")))?;
+        let padding = PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_to_multiple_of: None,
+            ..tokenizer.get_padding().cloned().unwrap_or_default()
+        };
+        tokenizer.with_padding(Some(padding));
+
+        let device = Device::Cpu;
+        let weights_path = dir.join("model.safetensors");
+        let weights = read_model_file(dir, "model.safetensors").map_err(fail)?;
+        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
+            .map_err(|e| fail(format!("cannot read {}: {e}", weights_path.display())))?;
+        drop(weights);
+        let bert = BertModel::load(
+            VarBuilder::from_tensors(tensors, DType::F32, &device),
+            &bert_config,
+        )
+        .map_err(|e| {
+            fail(format!(
+                "{} does not hold the BERT model config.json describes: {e}",
+                weights_path.display()
+            ))
+        })?;
+
+        Ok(Self {
+            model: Arc::new(Model {
+                bert,
+                tokenizer,
+                device,
+            }),
+            dimension: bert_config.hidden_size,
+            batch_size: config.batch_size,
+            provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
+        })
+    }
+}
+
+/// Reads one file of the model folder; the error names the file and the fix.
+fn read_model_file(dir: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let path = dir.join(file);
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}; {FETCH_HINT}", path.display()))
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = Arc::clone(&self.model);
+        let texts = texts.to_vec();
+        let batch_size = self.batch_size;
+        tokio::task::spawn_blocking(move || model.embed_all(&texts, batch_size))
+            .await
+            .map_err(|e| ProviderError::upstream(&self.provider, None, e.to_string()))?
+            .map_err(|e| ProviderError::upstream(&self.provider, None, e))
+    }
+}
+
+impl Model {
+    /// Embeds every text, `batch_size` at a time. Like sentence-transformers, texts are batched
+    /// longest first so that each batch pads little; the answer keeps the input order.
+    fn embed_all(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>, String> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            for (&i, vector) in chunk.iter().zip(self.embed_batch(batch)?) {
+                vectors[i] = vector;
+            }
+        }
+        Ok(vectors)
+    }
+
+    fn embed_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<f32>>, String> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts, true)
+            .map_err(|e| format!("tokenizer: {e}"))?;
+        let rows = encodings.len();
+        let columns = encodings.first().map_or(0, |e| e.len());
+        let mut ids = Vec::with_capacity(rows * columns);
+        let mut mask = Vec::with_capacity(rows * columns);
+        for encoding in &encodings {
+            ids.extend_from_slice(encoding.get_ids());
+            mask.extend_from_slice(encoding.get_attention_mask());
+        }
+        self.forward(ids, mask, (rows, columns))
+            .map_err(|e| format!("model: {e}"))
+    }
+
+    /// BERT, then mean pooling over the real tokens and L2 normalisation, as
+    /// sentence-transformers' Pooling(mean) and Normalize modules compute them.
+    fn forward(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        shape: (usize, usize),
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
+        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2");
+    const REFERENCE: &str = include_str!("../../tests/fixtures/minilm_reference.json");
+
+    fn config(path: impl Into<PathBuf>, batch_size: usize) -> LocalEmbedderConfig {
+        LocalEmbedderConfig {
+            name: "minilm".into(),
+            path: path.into(),
+            batch_size,
+            max_tokens: 256,
+        }
+    }
+
+    /// The real model; a missing folder fails the test with the fix, never skips it.
+    fn minilm(batch_size: usize) -> LocalEmbedder {
+        match LocalEmbedder::new(&config(MODEL_DIR, batch_size)) {
+            Ok(embedder) => embedder,
+            Err(e) => panic!("cannot load all-MiniLM-L6-v2 ({e}); run scripts/fetch-models.sh"),
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Reference {
+        items: Vec<ReferenceItem>,
+    }
+
+    #[derive(Deserialize)]
+    struct ReferenceItem {
+        text: String,
+        vector: Vec<f32>,
+    }
+
+    fn reference() -> Reference {
+        serde_json::from_str(REFERENCE).expect("fixture parses")
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (norm(a) * norm(b))
+    }
+
+    #[tokio::test]
+    async fn matches_sentence_transformers() {
+        let embedder = minilm(32);
+        assert_eq!(embedder.dimension(), 384);
+        let reference = reference();
+        let texts: Vec<String> = reference.items.iter().map(|i| i.text.clone()).collect();
+        let vectors = embedder.embed(&texts).await.expect("embeds");
+        assert_eq!(vectors.len(), texts.len());
+        for (item, vector) in reference.items.iter().zip(&vectors) {
+            assert_eq!(vector.len(), 384);
+            let similarity = cosine(vector, &item.vector);
+            let short: String = item.text.chars().take(40).collect();
+            println!("cosine {similarity:.7}  {short:?}");
+            assert!(
+                similarity >= 0.999,
+                "cosine {similarity} with sentence-transformers for {short:?}"
+            );
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+        }
+    }
+
+    /// The fixture's long text only matches because it is cut at 256 tokens: read whole, it
+    /// gives another vector, so the reference test does check truncation.
+    #[tokio::test]
+    async fn long_text_is_truncated_at_max_tokens() {
+        let reference = reference();
+        let long = reference
+            .items
+            .iter()
+            .find(|i| i.text.len() > 1000)
+            .expect("the fixture has a long text");
+        let mut untruncated = config(MODEL_DIR, 32);
+        untruncated.max_tokens = 512;
+        let embedder = LocalEmbedder::new(&untruncated).expect("builds");
+        let vector = embedder
+            .embed(std::slice::from_ref(&long.text))
+            .await
+            .expect("embeds");
+        let similarity = cosine(&vector[0], &long.vector);
+        assert!(similarity < 0.999, "cosine {similarity} without truncation");
+    }
+
+    #[tokio::test]
+    async fn batch_size_does_not_change_vectors() {
+        let texts: Vec<String> = reference().items.into_iter().map(|i| i.text).collect();
+        let whole = minilm(32).embed(&texts).await.expect("embeds");
+        for batch_size in [1, 3] {
+            let batched = minilm(batch_size).embed(&texts).await.expect("embeds");
+            for (a, b) in whole.iter().zip(&batched) {
+                let largest = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    largest < 1e-5,
+                    "batch size {batch_size}: differs by {largest}"
+                );
+            }
+        }
+        // One text alone gives the vector it gets inside a batch.
+        let alone = minilm(32).embed(&texts[..1]).await.expect("embeds");
+        assert!(cosine(&alone[0], &whole[0]) > 0.99999);
+    }
+
+    #[tokio::test]
+    async fn empty_input_gives_no_vectors() {
+        let embedder = minilm(32);
+        assert!(embedder.embed(&[]).await.expect("embeds").is_empty());
+        let blank = embedder.embed(&[String::new()]).await.expect("embeds");
+        assert_eq!(blank.len(), 1);
+        assert_eq!(blank[0].len(), 384);
+    }
+
+    #[test]
+    fn missing_folder_names_the_fix() {
+        let Err(error) = LocalEmbedder::new(&config("/nonexistent/all-MiniLM-L6-v2", 32)) else {
+            panic!("a missing folder must not build");
+        };
+        let message = error.to_string();
+        assert!(message.contains("embedder \"minilm\""), "{message}");
+        assert!(
+            message.contains("/nonexistent/all-MiniLM-L6-v2"),
+            "{message}"
+        );
+        assert!(message.contains("scripts/fetch-models.sh"), "{message}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let model = Path::new(MODEL_DIR);
+        for file in ["config.json", "tokenizer.json"] {
+            std::fs::copy(model.join(file), dir.path().join(file))
+                .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-models.sh"));
+        }
+        let Err(error) = LocalEmbedder::new(&config(dir.path(), 32)) else {
+            panic!("a folder without weights must not build");
+        };
+        let message = error.to_string();
+        assert!(message.contains("model.safetensors"), "{message}");
+        assert!(message.contains("scripts/fetch-models.sh"), "{message}");
+    }
+
+    #[test]
+    fn rejects_impossible_settings() {
+        let mut zero_batch = config(MODEL_DIR, 0);
+        assert!(LocalEmbedder::new(&zero_batch).is_err());
+        zero_batch.batch_size = 32;
+        zero_batch.max_tokens = 513;
+        let Err(error) = LocalEmbedder::new(&zero_batch) else {
+            panic!("max_tokens over the model's limit must not build");
+        };
+        assert!(error.to_string().contains("512"), "{error}");
+    }
+
+    /// Throughput figure for the report, not a timed assertion:
+    /// `cargo test -p ragway-retrieval --release embedding_speed -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "prints a benchmark figure"]
+    async fn embedding_speed() {
+        let embedder = minilm(32);
+        let texts: Vec<String> = (0..32)
+            .map(|i| format!("Sentence number {i} about retrieval-augmented generation."))
+            .collect();
+        embedder.embed(&texts).await.expect("warm-up");
+        let rounds = 20;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            embedder.embed(&texts).await.expect("embeds");
+        }
+        let per_second = f64::from(rounds * 32) / start.elapsed().as_secs_f64();
+        println!("local embedder: {per_second:.0} texts/s (batches of 32 short sentences)");
+    }
+}

@@ -1,0 +1,109 @@
+//! The crate's own errors (FAISS, SQLite, files, ingestion), mapped to `ProviderError` and
+//! `BuildError` where they cross a `ragway_core` trait.
+
+use std::path::PathBuf;
+
+use ragway_core::ProviderError;
+
+/// What a store, a reader or an import can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The document database failed.
+    #[error("document database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    /// FAISS refused an operation (reading, writing, adding, searching).
+    #[error("faiss: {message}")]
+    Faiss { message: String },
+
+    /// Vectors of two different lengths met (the embedder's and the index's, say).
+    #[error("{what}: expected {expected} dimensions, found {found}")]
+    Dimension {
+        what: String,
+        expected: usize,
+        found: usize,
+    },
+
+    /// A store folder or an index file holds something ragway cannot use.
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+
+    /// A document file could not be turned into text (an unreadable PDF, bad UTF-8).
+    #[error("{}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+
+    /// A JSON Lines file has a bad line.
+    #[error("{}:{line}: {message}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    /// The embedder failed.
+    #[error(transparent)]
+    Embed(#[from] ProviderError),
+
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {message}")]
+    Task { message: String },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sqlite(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
+        Self::Sqlite {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn faiss(context: &str, error: ::faiss::error::Error) -> Self {
+        Self::Faiss {
+            message: format!("{context}: {error}"),
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn task(error: tokio::task::JoinError) -> Self {
+        Self::Task {
+            message: error.to_string(),
+        }
+    }
+
+    /// The error as a provider error of `provider` (an embedder's error passes through).
+    pub fn into_provider(self, provider: &str) -> ProviderError {
+        match self {
+            Self::Embed(error) => error,
+            other => ProviderError::Internal {
+                provider: provider.to_owned(),
+                message: other.to_string(),
+            },
+        }
+    }
+}

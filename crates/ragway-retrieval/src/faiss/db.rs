@@ -1,0 +1,371 @@
+//! The SQLite side of a FAISS store: documents, their chunks (text and vector; the chunk's row id
+//! is its FAISS label) and the store's settings, including the committed index generation.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use ragway_core::Filter;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+/// Bumped when the schema changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    key          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    title        TEXT,
+    uri          TEXT,
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    content_hash TEXT NOT NULL,
+    chunks       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    document INTEGER NOT NULL REFERENCES documents(key) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    text     TEXT NOT NULL,
+    vector   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document, position);
+";
+
+/// Opens (creating if needed) the database for writing: WAL, full fsync on commit.
+pub fn open_write(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Opens the database for reading only.
+pub fn open_read(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    Ok(conn)
+}
+
+pub fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The committed index generation; 0 before the first commit.
+pub fn generation(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(get_meta(conn, "generation")?
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Content hash and row key of each of `ids` that the store holds.
+pub fn document_hashes(
+    conn: &Connection,
+    ids: &[&str],
+) -> rusqlite::Result<HashMap<String, (i64, String)>> {
+    let mut statement =
+        conn.prepare_cached("SELECT key, content_hash FROM documents WHERE id = ?1")?;
+    let mut found = HashMap::new();
+    for id in ids {
+        if let Some(row) = statement
+            .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()?
+        {
+            found.insert((*id).to_owned(), row);
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes documents (and their chunks) by row key; returns the chunk ids that went.
+pub fn delete_documents(conn: &Connection, keys: &[i64]) -> rusqlite::Result<Vec<i64>> {
+    let mut chunk_ids = Vec::new();
+    let mut select = conn.prepare_cached("SELECT id FROM chunks WHERE document = ?1")?;
+    let mut delete = conn.prepare_cached("DELETE FROM documents WHERE key = ?1")?;
+    for key in keys {
+        let ids = select.query_map([key], |r| r.get::<_, i64>(0))?;
+        for id in ids {
+            chunk_ids.push(id?);
+        }
+        conn.execute("DELETE FROM chunks WHERE document = ?1", [key])?;
+        delete.execute([key])?;
+    }
+    Ok(chunk_ids)
+}
+
+/// A document row to insert.
+pub struct NewDocument<'a> {
+    pub id: &'a str,
+    pub title: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub metadata: &'a Map<String, Value>,
+    pub content_hash: &'a str,
+}
+
+/// Inserts a document and its chunks (text and raw vector); returns the new chunk ids in order.
+pub fn insert_document(
+    conn: &Connection,
+    document: &NewDocument<'_>,
+    chunks: &[(&str, &[f32])],
+) -> rusqlite::Result<Vec<i64>> {
+    let metadata = Value::Object(document.metadata.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO documents (id, title, uri, metadata, content_hash, chunks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        document.id,
+        document.title,
+        document.uri,
+        metadata,
+        document.content_hash,
+        chunks.len() as i64,
+    ])?;
+    let key = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO chunks (document, position, text, vector) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut ids = Vec::with_capacity(chunks.len());
+    for (position, (text, vector)) in chunks.iter().enumerate() {
+        insert.execute(params![key, position as i64, text, vector_bytes(vector)])?;
+        ids.push(conn.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// The row key of a document, if the store holds it.
+pub fn document_key(conn: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT key FROM documents WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// A document's stored fields and its number of chunks.
+pub fn document(conn: &Connection, id: &str) -> rusqlite::Result<Option<super::StoredDocument>> {
+    conn.query_row(
+        "SELECT id, title, uri, metadata, chunks FROM documents WHERE id = ?1",
+        [id],
+        |r| {
+            let metadata: String = r.get(3)?;
+            Ok(super::StoredDocument {
+                id: r.get(0)?,
+                title: r.get(1)?,
+                uri: r.get(2)?,
+                metadata: match serde_json::from_str(&metadata) {
+                    Ok(Value::Object(map)) => map,
+                    _ => Map::new(),
+                },
+                chunks: usize::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+            })
+        },
+    )
+    .optional()
+}
+
+/// Every chunk's id and raw vector (back to back), in id order, for rebuilding an index.
+pub fn all_vectors(conn: &Connection) -> rusqlite::Result<(Vec<i64>, Vec<f32>)> {
+    let mut statement = conn.prepare("SELECT id, vector FROM chunks ORDER BY id")?;
+    let mut rows = statement.query([])?;
+    let mut ids = Vec::new();
+    let mut vectors = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let blob = row.get_ref(1)?.as_blob()?;
+        ids.push(id);
+        vectors.extend(vector_from_bytes(blob));
+    }
+    Ok((ids, vectors))
+}
+
+/// Number of documents and of chunks.
+pub fn counts(conn: &Connection) -> rusqlite::Result<(usize, usize)> {
+    let documents: i64 = conn.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+    let chunks: i64 = conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
+    Ok((
+        usize::try_from(documents).unwrap_or(0),
+        usize::try_from(chunks).unwrap_or(0),
+    ))
+}
+
+/// A chunk with its document's fields, as search returns it.
+pub struct ChunkRow {
+    pub document_id: String,
+    pub position: i64,
+    pub text: String,
+    pub title: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// The rows of the given chunk ids (ids the store no longer holds are left out).
+pub fn chunk_rows(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, ChunkRow>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT d.id, c.position, c.text, d.title, d.uri, d.metadata
+         FROM chunks c JOIN documents d ON d.key = c.document
+         WHERE c.id = ?1",
+    )?;
+    let mut rows = HashMap::with_capacity(ids.len());
+    for &id in ids {
+        let row = statement
+            .query_row([id], |r| {
+                let metadata: String = r.get(5)?;
+                Ok(ChunkRow {
+                    document_id: r.get(0)?,
+                    position: r.get(1)?,
+                    text: r.get(2)?,
+                    title: r.get(3)?,
+                    uri: r.get(4)?,
+                    metadata: match serde_json::from_str(&metadata) {
+                        Ok(Value::Object(map)) => map,
+                        _ => Map::new(),
+                    },
+                })
+            })
+            .optional()?;
+        if let Some(row) = row {
+            rows.insert(id, row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Ids of the chunks whose document metadata equals `filter` on every key.
+pub fn matching_chunks(conn: &Connection, filter: &Filter) -> rusqlite::Result<HashSet<i64>> {
+    let mut documents = conn.prepare_cached("SELECT key, metadata FROM documents")?;
+    let mut keys = Vec::new();
+    let mut rows = documents.query([])?;
+    while let Some(row) = rows.next()? {
+        let metadata: String = row.get(1)?;
+        let Ok(Value::Object(metadata)) = serde_json::from_str::<Value>(&metadata) else {
+            continue;
+        };
+        if filter.iter().all(|(k, v)| metadata.get(k) == Some(v)) {
+            keys.push(row.get::<_, i64>(0)?);
+        }
+    }
+    let mut chunks = conn.prepare_cached("SELECT id FROM chunks WHERE document = ?1")?;
+    let mut ids = HashSet::new();
+    for key in keys {
+        for id in chunks.query_map([key], |r| r.get::<_, i64>(0))? {
+            ids.insert(id?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Little-endian `f32`s.
+pub fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn vector_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_chunks_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let mut conn = open_write(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut metadata = Map::new();
+        metadata.insert("lang".into(), "en".into());
+        let ids = insert_document(
+            &tx,
+            &NewDocument {
+                id: "a",
+                title: Some("A"),
+                uri: None,
+                metadata: &metadata,
+                content_hash: "h1",
+            },
+            &[("one", &[1.0, 2.0]), ("two", &[3.0, 4.0])],
+        )
+        .unwrap();
+        let other = insert_document(
+            &tx,
+            &NewDocument {
+                id: "b",
+                title: None,
+                uri: Some("b.txt"),
+                metadata: &Map::new(),
+                content_hash: "h2",
+            },
+            &[("three", &[5.0, 6.0])],
+        )
+        .unwrap();
+        set_meta(&tx, "generation", "4").unwrap();
+        tx.commit().unwrap();
+
+        assert_eq!(generation(&conn).unwrap(), 4);
+        assert_eq!(counts(&conn).unwrap(), (2, 3));
+        let (all_ids, vectors) = all_vectors(&conn).unwrap();
+        assert_eq!(all_ids.len(), 3);
+        assert_eq!(vectors, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let rows = chunk_rows(&conn, &[ids[1], 999]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[&ids[1]].text, "two");
+        assert_eq!(rows[&ids[1]].position, 1);
+        assert_eq!(rows[&ids[1]].metadata["lang"], "en");
+
+        let mut filter = Filter::new();
+        filter.insert("lang".into(), "en".into());
+        assert_eq!(
+            matching_chunks(&conn, &filter).unwrap(),
+            ids.iter().copied().collect()
+        );
+        let hashes = document_hashes(&conn, &["a", "zzz"]).unwrap();
+        assert_eq!(hashes.len(), 1);
+        assert_eq!(hashes["a"].1, "h1");
+
+        let key = document_key(&conn, "a").unwrap().unwrap();
+        let gone = delete_documents(&conn, &[key]).unwrap();
+        assert_eq!(gone, ids);
+        assert_eq!(counts(&conn).unwrap(), (1, 1));
+        // Ids are never reused.
+        let again = insert_document(
+            &conn,
+            &NewDocument {
+                id: "a",
+                title: None,
+                uri: None,
+                metadata: &Map::new(),
+                content_hash: "h3",
+            },
+            &[("x", &[0.0, 0.0])],
+        )
+        .unwrap();
+        assert!(again[0] > other[0]);
+
+        let reader = open_read(&path).unwrap();
+        assert_eq!(counts(&reader).unwrap(), (2, 2));
+    }
+}

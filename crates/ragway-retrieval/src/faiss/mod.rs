@@ -1,0 +1,511 @@
+//! The local FAISS store: a folder holding a FAISS index (readable by Python's
+//! `faiss.read_index`), a SQLite document store and a manifest. Searchable and writable.
+//!
+//! # Layout
+//! - `index-<generation>.faiss`: the committed index, an `IndexIDMap2` over `IndexFlat` or
+//!   `IndexHNSWFlat` whose labels are chunk ids. `index.faiss` is a hard link to it, for
+//!   people who open the store from Python.
+//! - `store.sqlite3`: documents (id, title, uri, metadata JSON, content hash), chunks (text,
+//!   raw vector; the row id is the FAISS label) and the settings, including the committed
+//!   generation.
+//! - `manifest.json`: embedder name and dimension, metric, index type, current index file.
+//!
+//! # Atomic writes
+//! A write (add, delete, adopt) runs one SQLite transaction: it changes the rows and bumps the
+//! generation, then builds the new index aside and writes `index-<new>.faiss`, fsyncs the file
+//! and the folder, and only then commits. The commit is the one moment the new version comes
+//! into being: a crash before it leaves the old generation committed and its file untouched
+//! (the half-written new file is deleted on the next open); a crash after it leaves the new
+//! one. In memory, searches read an immutable snapshot of the index that the writer swaps after
+//! committing, and check that SQLite's committed generation matches it, so a search sees the
+//! rows and the index of one version. Writes are serialised; reads never wait for them.
+
+pub mod index;
+
+mod db;
+mod search;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use ragway_core::config::{FaissStoreConfig, IndexKind, Metric};
+use ragway_core::{
+    Document, DocumentStore, Embedder, Filter, IngestReport, Passage, ProviderError, Retriever,
+    StoreStats,
+};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ingest::{Phase, Progress};
+pub use index::{Hit, IndexInfo, IndexType, OpenOptions, SearchIndex, StoredVectors, read_vectors};
+
+pub const PROVIDER_TYPE: &str = "faiss";
+
+/// The SQLite file inside a store folder.
+pub const DB_FILE: &str = "store.sqlite3";
+/// The manifest inside a store folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// A hard link to the committed index, for other tools.
+pub const INDEX_LINK: &str = "index.faiss";
+
+/// Texts sent to the embedder per call while ingesting.
+const EMBED_BATCH: usize = 32;
+/// Readers kept open for reuse.
+const MAX_IDLE_READERS: usize = 16;
+/// Times a search looks again when SQLite and the loaded index are of different versions.
+const SYNC_ATTEMPTS: usize = 100;
+/// Of those, the first ones wait for this process's writer to publish; after them the version
+/// is taken to come from another process (`ragway ingest` beside `ragway serve`) and loaded.
+const LOCAL_WAIT_ATTEMPTS: usize = 20;
+
+/// A FAISS store opened from its folder.
+#[derive(Clone)]
+pub struct FaissStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    provider: String,
+    dir: PathBuf,
+    settings: Settings,
+    embedder: Arc<dyn Embedder>,
+    embedder_name: String,
+    dimension: usize,
+    current: RwLock<Arc<Snapshot>>,
+    readers: Mutex<Vec<Connection>>,
+    /// Serialises whole writes, embedding included.
+    write_turn: tokio::sync::Mutex<()>,
+    /// The writing connection; `None` until the folder exists.
+    writer: Mutex<Option<Connection>>,
+    /// Serialises loading versions that another process committed.
+    refreshing: Mutex<()>,
+}
+
+/// How a store builds and searches its index, from the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    metric: Metric,
+    index: IndexKind,
+    hnsw_m: u32,
+    ef_search: u32,
+    chunk_size: usize,
+    chunk_overlap: usize,
+}
+
+/// One committed version of the index, as searches see it.
+struct Snapshot {
+    generation: u64,
+    index: Option<SearchIndex>,
+}
+
+/// What [`FaissStore::adopt`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptReport {
+    /// Documents added, replaced or unchanged; one chunk per vector.
+    pub ingest: IngestReport,
+    /// The imported index as found (its metric may differ from the store's: vectors are
+    /// re-indexed with the store's metric, normalised for inner product).
+    pub source: IndexInfo,
+}
+
+/// A stored document as [`FaissStore::document`] returns it (its text lives in its chunks).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredDocument {
+    pub id: String,
+    pub title: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Chunks indexed for it.
+    pub chunks: usize,
+}
+
+/// A store's consistency, as [`FaissStore::check`] finds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCheck {
+    /// The committed generation (0: nothing committed yet).
+    pub generation: u64,
+    /// Vectors in the loaded index.
+    pub index_vectors: u64,
+    /// Chunk rows in SQLite.
+    pub chunks: usize,
+    pub documents: usize,
+}
+
+impl StoreCheck {
+    /// The index and the rows agree.
+    pub fn is_consistent(&self) -> bool {
+        self.index_vectors == self.chunks as u64
+    }
+}
+
+/// A document to write with its chunks' texts and vectors.
+struct Prepared {
+    document: Document,
+    hash: String,
+    /// The store held another version when the write was prepared.
+    replaces: bool,
+    chunks: Vec<String>,
+}
+
+/// The changes of one write. Rows are found by document id inside the write's transaction, so
+/// a write is right even when another process changed the store since it was prepared.
+#[derive(Default)]
+struct Change {
+    /// Documents to delete.
+    delete: Vec<String>,
+    /// Documents to insert, each replacing any stored one with its id.
+    insert: Vec<(Prepared, Vec<Vec<f32>>)>,
+    /// Rebuild the index from every stored vector instead of editing the current one.
+    rebuild: bool,
+}
+
+impl FaissStore {
+    /// Opens the store in `config.path`; a folder that does not exist yet is an empty store,
+    /// created by the first write.
+    ///
+    /// Fails when the store holds vectors of another dimension than the embedder makes. When the
+    /// configured metric, index type or HNSW `m` differ from the stored index, the index is
+    /// rebuilt from the stored vectors (a new generation; no re-embedding).
+    pub fn open(config: &FaissStoreConfig, embedder: Arc<dyn Embedder>) -> Result<Self> {
+        let dimension = embedder.dimension();
+        if dimension == 0 {
+            return Err(Error::invalid(
+                &config.path,
+                format!("embedder \"{}\" reports 0 dimensions", config.embedder),
+            ));
+        }
+        let inner = Inner {
+            name: config.name.clone(),
+            provider: format!("{PROVIDER_TYPE} store \"{}\"", config.name),
+            dir: config.path.clone(),
+            settings: Settings {
+                metric: config.metric,
+                index: config.index,
+                hnsw_m: config.hnsw_m,
+                ef_search: config.ef_search,
+                chunk_size: config.chunk_size,
+                chunk_overlap: config.chunk_overlap,
+            },
+            embedder,
+            embedder_name: config.embedder.clone(),
+            dimension,
+            current: RwLock::new(Arc::new(Snapshot {
+                generation: 0,
+                index: None,
+            })),
+            readers: Mutex::new(Vec::new()),
+            write_turn: tokio::sync::Mutex::new(()),
+            writer: Mutex::new(None),
+            refreshing: Mutex::new(()),
+        };
+        if inner.db_path().exists() {
+            inner.load()?;
+        }
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The store's name in the config.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The store's folder.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Vector length (the embedder's).
+    pub fn dimension(&self) -> usize {
+        self.inner.dimension
+    }
+
+    /// The committed index file, once something was written.
+    pub fn index_file(&self) -> Option<PathBuf> {
+        let generation = self.inner.snapshot().generation;
+        (generation > 0).then(|| self.inner.index_path(generation))
+    }
+
+    /// Searches by text: embeds `query` and returns the `top_k` best chunks whose document
+    /// metadata equals `filter` on every key. Scores: cosine similarity for inner product,
+    /// `1 / (1 + squared L2 distance)` for L2; higher is better either way.
+    pub async fn search(&self, query: &str, top_k: usize, filter: &Filter) -> Result<Vec<Passage>> {
+        let empty = self.inner.snapshot().index.is_none() && !self.inner.db_path().exists();
+        if top_k == 0 || empty {
+            return Ok(Vec::new());
+        }
+        let mut vectors = self.inner.embed(&[query.to_owned()]).await?;
+        let vector = vectors.pop().unwrap_or_default();
+        self.search_vector(vector, top_k, filter).await
+    }
+
+    /// Searches by an already-embedded query vector (of [`dimension`](Self::dimension) floats).
+    pub async fn search_vector(
+        &self,
+        vector: Vec<f32>,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        let inner = self.inner.clone();
+        let filter = filter.clone();
+        blocking(move || inner.search_blocking(vector, top_k, &filter)).await
+    }
+
+    /// Adds or replaces documents, reporting progress; see [`DocumentStore::add`].
+    ///
+    /// Documents are split into chunks of about `chunk_size` characters, embedded in batches by
+    /// the store's embedder and written in one atomic commit. A document whose id and content
+    /// (text, title, uri, metadata, chunking settings) match what the store holds is skipped; a
+    /// changed one has its old chunks replaced. When two documents share an id, the last wins.
+    /// Callers that want to keep partial progress of a very large ingest call this per slice:
+    /// documents already committed are then skipped cheaply on a re-run.
+    pub async fn add_with_progress(
+        &self,
+        documents: Vec<Document>,
+        progress: impl Fn(Progress) + Send + Sync,
+    ) -> Result<IngestReport> {
+        let _turn = self.inner.write_turn.lock().await;
+        let documents_total = documents.len();
+        let inner = self.inner.clone();
+        let (prepared, unchanged) = blocking(move || inner.prepare(documents)).await?;
+        let chunks_total: usize = prepared.iter().map(|p| p.chunks.len()).sum();
+        let mut state = Progress {
+            phase: Phase::Embedding,
+            documents_done: unchanged,
+            documents_total,
+            chunks_done: 0,
+            chunks_total,
+        };
+        progress(state);
+        let mut report = IngestReport {
+            unchanged,
+            ..IngestReport::default()
+        };
+        if prepared.is_empty() {
+            state.phase = Phase::Done;
+            progress(state);
+            return Ok(report);
+        }
+
+        let mut change = Change::default();
+        for document in prepared {
+            let mut vectors = Vec::with_capacity(document.chunks.len());
+            for batch in document.chunks.chunks(EMBED_BATCH) {
+                vectors.extend(self.inner.embed(batch).await?);
+                state.chunks_done += batch.len();
+                progress(state);
+            }
+            state.documents_done += 1;
+            if document.replaces {
+                report.replaced += 1;
+            } else {
+                report.added += 1;
+            }
+            report.chunks += document.chunks.len();
+            change.insert.push((document, vectors));
+        }
+        progress(state);
+
+        state.phase = Phase::Saving;
+        progress(state);
+        let inner = self.inner.clone();
+        blocking(move || inner.commit(change)).await?;
+        state.phase = Phase::Done;
+        progress(state);
+        Ok(report)
+    }
+
+    /// Removes a document and its chunks; false if the store holds none with that id.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let _turn = self.inner.write_turn.lock().await;
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || {
+            let committed = inner.commit(Change {
+                delete: vec![id],
+                ..Change::default()
+            })?;
+            Ok(committed.is_some())
+        })
+        .await
+    }
+
+    /// Number of documents and chunks, and the vector length.
+    pub async fn stats(&self) -> Result<StoreStats> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let check = inner.check()?;
+            Ok(StoreStats {
+                documents: check.documents,
+                chunks: check.chunks,
+                dimension: inner.dimension,
+            })
+        })
+        .await
+    }
+
+    /// A stored document by id.
+    pub async fn document(&self, id: &str) -> Result<Option<StoredDocument>> {
+        let inner = self.inner.clone();
+        let id = id.to_owned();
+        blocking(move || {
+            if inner.snapshot().generation == 0 && !inner.db_path().exists() {
+                return Ok(None);
+            }
+            let mut reader = inner.reader()?;
+            db::document(reader.connection()?, &id).map_err(|e| inner.sqlite(e))
+        })
+        .await
+    }
+
+    /// Compares the loaded index with the committed rows.
+    pub fn check(&self) -> Result<StoreCheck> {
+        self.inner.check()
+    }
+
+    /// Imports an index that another tool built (LangChain's `index.faiss`, or any flat,
+    /// HNSW or IVF-flat index) with its documents, without re-embedding.
+    ///
+    /// `documents` is JSON Lines, one line per vector position in the index's storage order
+    /// (what `scripts/export_langchain_faiss.py` writes): `text`, `id`, optional `title`,
+    /// `uri`, `metadata`. Each line becomes a one-chunk document whose vector is read back from
+    /// the index. The vectors must have the embedder's dimension, since queries are embedded by
+    /// it. Unchanged documents are skipped and changed ones replaced, as with `add`.
+    pub async fn adopt(&self, index_file: &Path, documents: &Path) -> Result<AdoptReport> {
+        let _turn = self.inner.write_turn.lock().await;
+        let inner = self.inner.clone();
+        let index_file = index_file.to_path_buf();
+        let documents = documents.to_path_buf();
+        blocking(move || inner.adopt(&index_file, &documents)).await
+    }
+}
+
+#[async_trait]
+impl Retriever for FaissStore {
+    async fn search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError> {
+        FaissStore::search(self, query, top_k, filter)
+            .await
+            .map_err(|e| e.into_provider(&self.inner.provider))
+    }
+}
+
+#[async_trait]
+impl DocumentStore for FaissStore {
+    async fn add(&self, documents: Vec<Document>) -> Result<IngestReport, ProviderError> {
+        self.add_with_progress(documents, |_| {})
+            .await
+            .map_err(|e| e.into_provider(&self.inner.provider))
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, ProviderError> {
+        FaissStore::delete(self, id)
+            .await
+            .map_err(|e| e.into_provider(&self.inner.provider))
+    }
+
+    async fn stats(&self) -> Result<StoreStats, ProviderError> {
+        FaissStore::stats(self)
+            .await
+            .map_err(|e| e.into_provider(&self.inner.provider))
+    }
+}
+
+/// Runs blocking work (FAISS, SQLite, files) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::task)?
+}
+
+impl Inner {
+    fn db_path(&self) -> PathBuf {
+        self.dir.join(DB_FILE)
+    }
+
+    fn index_path(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("index-{generation}.faiss"))
+    }
+
+    fn sqlite(&self, error: rusqlite::Error) -> Error {
+        Error::sqlite(self.db_path(), error)
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes a newer version the one searches see (an older one, loaded late, is dropped).
+    fn publish(&self, snapshot: Snapshot) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if snapshot.generation > current.generation {
+            *current = Arc::new(snapshot);
+        }
+    }
+
+    /// The writing connection, opened on first use if the store exists (another process may
+    /// have created it since this one opened it empty).
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Connection>>> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.is_none() && self.db_path().exists() {
+            *writer = Some(db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?);
+        }
+        Ok(writer)
+    }
+
+    fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            ef_search: Some(self.settings.ef_search),
+        }
+    }
+
+    /// Embeds texts, checking the embedder's answer.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let vectors = self.embedder.embed(texts).await?;
+        if vectors.len() != texts.len() {
+            return Err(Error::Embed(ProviderError::invalid_response(
+                &format!("embedder \"{}\"", self.embedder_name),
+                format!("{} vectors for {} texts", vectors.len(), texts.len()),
+            )));
+        }
+        if let Some(bad) = vectors.iter().find(|v| v.len() != self.dimension) {
+            return Err(Error::Dimension {
+                what: format!("embedder \"{}\" output", self.embedder_name),
+                expected: self.dimension,
+                found: bad.len(),
+            });
+        }
+        Ok(vectors)
+    }
+
+    /// The vector as it goes into the index: L2-normalised for inner product.
+    fn index_ready(&self, vector: &[f32]) -> Vec<f32> {
+        match self.settings.metric {
+            Metric::L2 => vector.to_vec(),
+            Metric::InnerProduct => normalized(vector),
+        }
+    }
+}
+
+fn normalized(vector: &[f32]) -> Vec<f32> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        vector.iter().map(|x| x / norm).collect()
+    } else {
+        vector.to_vec()
+    }
+}

@@ -1,0 +1,551 @@
+//! Writing a FAISS store: opening an existing folder, preparing documents (hash, chunk),
+//! adopting a foreign index, and the atomic commit (see the module docs of `faiss`).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::sync::PoisonError;
+
+use ragway_core::config::{IndexKind, Metric};
+use ragway_core::{Document, IngestReport};
+use rusqlite::TransactionBehavior;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{
+    AdoptReport, Change, INDEX_LINK, Inner, MANIFEST_FILE, Prepared, SearchIndex, Settings,
+    Snapshot, db, index, read_vectors,
+};
+use crate::error::{Error, Result};
+use crate::ingest::{chunk_text, read_jsonl};
+
+/// The manifest written next to the index.
+#[derive(Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    format_version: u32,
+    embedder: &'a str,
+    dimension: usize,
+    metric: &'static str,
+    normalized: bool,
+    index: &'static str,
+    hnsw_m: Option<u32>,
+    generation: u64,
+    index_file: String,
+    documents: usize,
+    chunks: usize,
+}
+
+impl Inner {
+    /// Opens an existing store: checks its settings, loads the committed index, removes what
+    /// an interrupted write left behind, and rebuilds the index if the config changed it.
+    pub(super) fn load(&self) -> Result<()> {
+        let conn = db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?;
+        let meta = |key: &str| db::get_meta(&conn, key).map_err(|e| self.sqlite(e));
+        if let Some(version) = meta("format_version")?
+            && version.parse::<u32>().ok() != Some(db::FORMAT_VERSION)
+        {
+            return Err(Error::invalid(
+                &self.dir,
+                format!(
+                    "store format {version} is not supported (expected {})",
+                    db::FORMAT_VERSION
+                ),
+            ));
+        }
+        if let Some(stored) = meta("dimension")?.and_then(|d| d.parse::<usize>().ok())
+            && stored != self.dimension
+        {
+            return Err(Error::invalid(
+                &self.dir,
+                format!(
+                    "the store holds {stored}-dimension vectors but embedder \"{}\" makes \
+                     {}-dimension vectors; use the embedder the store was built with, or \
+                     another store path",
+                    self.embedder_name, self.dimension
+                ),
+            ));
+        }
+        if let Some(stored) = meta("embedder")?
+            && stored != self.embedder_name
+        {
+            tracing::warn!(
+                store = %self.name,
+                "store was built with embedder \"{stored}\", now searched with \"{}\" of the \
+                 same dimension",
+                self.embedder_name
+            );
+        }
+        let generation = db::generation(&conn).map_err(|e| self.sqlite(e))?;
+        let settings_changed = generation > 0
+            && (meta("metric")?.as_deref() != Some(metric_name(self.settings.metric))
+                || meta("index")?.as_deref() != Some(index_name(self.settings.index))
+                || (self.settings.index == IndexKind::Hnsw
+                    && meta("hnsw_m")?.and_then(|m| m.parse().ok()) != Some(self.settings.hnsw_m)));
+        let (_, chunks) = db::counts(&conn).map_err(|e| self.sqlite(e))?;
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+
+        let mut rebuild = settings_changed;
+        if generation > 0 && !rebuild {
+            match self.load_index(generation, chunks) {
+                Ok(index) => self.publish(Snapshot {
+                    generation,
+                    index: Some(index),
+                }),
+                Err(error) => {
+                    tracing::warn!(
+                        store = %self.name,
+                        "index generation {generation} cannot be used ({error}); rebuilding it \
+                         from the stored vectors"
+                    );
+                    rebuild = true;
+                }
+            }
+        }
+        if rebuild {
+            if settings_changed {
+                tracing::info!(
+                    store = %self.name,
+                    "index settings changed; rebuilding the index from the stored vectors"
+                );
+            }
+            self.commit(Change {
+                rebuild: true,
+                ..Change::default()
+            })?;
+        } else {
+            self.tidy(generation);
+        }
+        Ok(())
+    }
+
+    /// Loads the committed index file and checks it against the rows.
+    pub(super) fn load_index(&self, generation: u64, chunks: usize) -> Result<SearchIndex> {
+        let path = self.index_path(generation);
+        let search = SearchIndex::open(&path, self.open_options())?;
+        let info = search.info();
+        if info.dimension != self.dimension {
+            return Err(Error::Dimension {
+                what: format!("index {}", path.display()),
+                expected: self.dimension,
+                found: info.dimension,
+            });
+        }
+        if info.ntotal != chunks as u64 {
+            return Err(Error::invalid(
+                &path,
+                format!("holds {} vectors for {chunks} chunks", info.ntotal),
+            ));
+        }
+        Ok(search)
+    }
+
+    /// Splits documents into those to write (chunked, hashed) and the number unchanged.
+    pub(super) fn prepare(&self, documents: Vec<Document>) -> Result<(Vec<Prepared>, usize)> {
+        // The last of several documents with one id wins.
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, document) in documents.iter().enumerate() {
+            last.insert(document.id.clone(), i);
+        }
+        let documents: Vec<Document> = documents
+            .into_iter()
+            .enumerate()
+            .filter(|(i, d)| last.get(&d.id) == Some(i))
+            .map(|(_, d)| d)
+            .collect();
+        let existing = self.existing_hashes(&documents)?;
+        let mut unchanged = 0;
+        let mut prepared = Vec::new();
+        for document in documents {
+            let hash = content_hash(&document, Some(&self.settings));
+            let replaces = match existing.get(&document.id) {
+                Some((_, stored)) if *stored == hash => {
+                    unchanged += 1;
+                    continue;
+                }
+                Some(_) => true,
+                None => false,
+            };
+            let chunks = chunk_text(
+                &document.text,
+                self.settings.chunk_size,
+                self.settings.chunk_overlap,
+            );
+            prepared.push(Prepared {
+                document,
+                hash,
+                replaces,
+                chunks,
+            });
+        }
+        Ok((prepared, unchanged))
+    }
+
+    pub(super) fn existing_hashes(
+        &self,
+        documents: &[Document],
+    ) -> Result<HashMap<String, (i64, String)>> {
+        let writer = self.writer()?;
+        let Some(conn) = writer.as_ref() else {
+            return Ok(HashMap::new());
+        };
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        db::document_hashes(conn, &ids).map_err(|e| self.sqlite(e))
+    }
+
+    /// Imports an index file and its documents (see [`FaissStore::adopt`]).
+    pub(super) fn adopt(&self, index_file: &Path, documents: &Path) -> Result<AdoptReport> {
+        let stored = read_vectors(index_file)?;
+        if stored.info.dimension != self.dimension {
+            return Err(Error::Dimension {
+                what: format!(
+                    "index {} against embedder \"{}\"",
+                    index_file.display(),
+                    self.embedder_name
+                ),
+                expected: self.dimension,
+                found: stored.info.dimension,
+            });
+        }
+        let file_id = documents
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lines = read_jsonl(documents, &file_id)?;
+        if lines.len() != stored.labels.len() {
+            return Err(Error::invalid(
+                documents,
+                format!(
+                    "{} documents for the {} vectors of {}; the file needs one line per vector",
+                    lines.len(),
+                    stored.labels.len(),
+                    index_file.display()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (n, line) in lines.iter().enumerate() {
+            if !seen.insert(line.id.as_str()) {
+                return Err(Error::Line {
+                    path: documents.to_path_buf(),
+                    line: n + 1,
+                    message: format!("duplicate id \"{}\"", line.id),
+                });
+            }
+        }
+        let existing = self.existing_hashes(&lines)?;
+        let mut report = IngestReport::default();
+        let mut change = Change::default();
+        let d = self.dimension;
+        for (position, document) in lines.into_iter().enumerate() {
+            let hash = content_hash(&document, None);
+            let replaces = match existing.get(&document.id) {
+                Some((_, stored)) if *stored == hash => {
+                    report.unchanged += 1;
+                    continue;
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if replaces {
+                report.replaced += 1;
+            } else {
+                report.added += 1;
+            }
+            let vector = stored.vectors[position * d..(position + 1) * d].to_vec();
+            let chunks = if document.text.trim().is_empty() {
+                Vec::new()
+            } else {
+                vec![document.text.clone()]
+            };
+            let vectors = if chunks.is_empty() {
+                Vec::new()
+            } else {
+                vec![vector]
+            };
+            report.chunks += chunks.len();
+            change.insert.push((
+                Prepared {
+                    document,
+                    hash,
+                    replaces,
+                    chunks,
+                },
+                vectors,
+            ));
+        }
+        if !change.insert.is_empty() {
+            self.commit(change)?;
+        }
+        Ok(AdoptReport {
+            ingest: report,
+            source: stored.info,
+        })
+    }
+
+    /// Writes one change atomically (see the module docs) and publishes the new snapshot.
+    /// Returns the new generation, or `None` when there was nothing to change (the documents to
+    /// delete are not there).
+    pub(super) fn commit(&self, change: Change) -> Result<Option<u64>> {
+        let mut writer = self.writer()?;
+        if writer.is_none() && change.insert.is_empty() {
+            return Ok(None); // nothing stored, nothing to delete
+        }
+        if writer.is_none() {
+            fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            *writer = Some(db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?);
+            sync_dir(&self.dir)?;
+        }
+        let Some(conn) = writer.as_mut() else {
+            return Err(Error::invalid(&self.dir, "no database connection"));
+        };
+        let sql = |e| Error::sqlite(self.db_path(), e);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let old_generation = db::generation(&tx).map_err(sql)?;
+        let mut removed = Vec::new();
+        let mut deleted = 0;
+        let replaced = change.insert.iter().map(|(p, _)| &p.document.id);
+        for (n, id) in change.delete.iter().chain(replaced).enumerate() {
+            if let Some(key) = db::document_key(&tx, id).map_err(sql)? {
+                removed.extend(db::delete_documents(&tx, &[key]).map_err(sql)?);
+                deleted += usize::from(n < change.delete.len());
+            }
+        }
+        if change.insert.is_empty() && deleted == 0 && !change.rebuild {
+            return Ok(None);
+        }
+        let mut new_labels = Vec::new();
+        let mut new_vectors = Vec::new();
+        for (prepared, vectors) in &change.insert {
+            let document = &prepared.document;
+            let chunks: Vec<(&str, &[f32])> = prepared
+                .chunks
+                .iter()
+                .map(String::as_str)
+                .zip(vectors.iter().map(Vec::as_slice))
+                .collect();
+            let ids = db::insert_document(
+                &tx,
+                &db::NewDocument {
+                    id: &document.id,
+                    title: document.title.as_deref(),
+                    uri: document.uri.as_deref(),
+                    metadata: &document.metadata,
+                    content_hash: &prepared.hash,
+                },
+                &chunks,
+            )
+            .map_err(sql)?;
+            new_labels.extend(ids);
+            for vector in vectors {
+                new_vectors.extend(self.index_ready(vector));
+            }
+        }
+        let generation = old_generation + 1;
+        for (key, value) in [
+            ("format_version", db::FORMAT_VERSION.to_string()),
+            ("generation", generation.to_string()),
+            ("dimension", self.dimension.to_string()),
+            ("embedder", self.embedder_name.clone()),
+            ("metric", metric_name(self.settings.metric).to_owned()),
+            ("index", index_name(self.settings.index).to_owned()),
+            ("hnsw_m", self.settings.hnsw_m.to_string()),
+        ] {
+            db::set_meta(&tx, key, &value).map_err(sql)?;
+        }
+        let (documents, chunks) = db::counts(&tx).map_err(sql)?;
+
+        // The new index, built aside: edit a copy of the committed one when the index type
+        // allows it, else rebuild from every stored vector (HNSW cannot remove vectors).
+        let old_path = self.index_path(old_generation);
+        let edit = !change.rebuild
+            && old_generation > 0
+            && (removed.is_empty() || self.settings.index == IndexKind::Flat)
+            && old_path.exists();
+        let mut built;
+        if edit {
+            built = index::read(&old_path)?;
+            index::remove(&mut built, &removed)?;
+            index::add(&mut built, &new_vectors, &new_labels)?;
+        } else {
+            built = index::new_store_index(
+                self.dimension,
+                self.settings.metric,
+                self.settings.index,
+                self.settings.hnsw_m,
+            )?;
+            let (labels, raw) = db::all_vectors(&tx).map_err(sql)?;
+            if raw.len() != labels.len() * self.dimension {
+                return Err(Error::invalid(
+                    self.db_path(),
+                    "stored vectors do not match the store's dimension",
+                ));
+            }
+            let vectors: Vec<f32> = raw
+                .chunks_exact(self.dimension)
+                .flat_map(|v| self.index_ready(v))
+                .collect();
+            index::add(&mut built, &vectors, &labels)?;
+        }
+        if self.settings.index == IndexKind::Hnsw {
+            // Stored in the file, so Python searches it as ragway does.
+            index::set_ef_search(&built, self.settings.ef_search)?;
+        }
+        let vectors = ::faiss::Index::ntotal(&built);
+        if vectors != chunks as u64 {
+            return Err(Error::invalid(
+                &old_path,
+                format!("the new index would hold {vectors} vectors for {chunks} chunks"),
+            ));
+        }
+
+        let path = self.index_path(generation);
+        let written = index::write(&built, &path).and_then(|()| {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            sync_dir(&self.dir)
+        });
+        // Ready the searchable form before committing, so that searches see the new rows and
+        // the new index within moments of each other.
+        let info = index::store_info(
+            self.dimension,
+            vectors,
+            self.settings.metric,
+            self.settings.index,
+        );
+        let committed = written
+            .and_then(|()| SearchIndex::from_built(built, info, self.open_options()))
+            .and_then(|search| {
+                tx.commit().map_err(sql)?;
+                Ok(search)
+            });
+        let search = match committed {
+            Ok(search) => search,
+            Err(error) => {
+                // The transaction rolled back when dropped; the new file is stale.
+                let _ = fs::remove_file(&path);
+                return Err(error);
+            }
+        };
+        self.publish(Snapshot {
+            generation,
+            index: Some(search),
+        });
+        drop(writer);
+        self.write_manifest(generation, documents, chunks);
+        self.tidy(generation);
+        Ok(Some(generation))
+    }
+
+    /// Best effort after a commit or on open: points `index.faiss` at the committed file and
+    /// deletes files older or newer generations left (a crash mid-write leaves a new one).
+    pub(super) fn tidy(&self, generation: u64) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale_index = name
+                .strip_prefix("index-")
+                .and_then(|rest| rest.strip_suffix(".faiss"))
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|g| g != generation);
+            if (stale_index || name.ends_with(".tmp"))
+                && let Err(error) = fs::remove_file(entry.path())
+            {
+                tracing::warn!(store = %self.name, "cannot remove {name}: {error}");
+            }
+        }
+        if generation == 0 {
+            return;
+        }
+        let link = self.dir.join(INDEX_LINK);
+        let temporary = self.dir.join(format!("{INDEX_LINK}.tmp"));
+        let linked = fs::hard_link(self.index_path(generation), &temporary)
+            .and_then(|()| fs::rename(&temporary, &link));
+        // rename() between two links of one file does nothing: drop the temporary either way.
+        let _ = fs::remove_file(&temporary);
+        if let Err(error) = linked {
+            tracing::warn!(store = %self.name, "cannot link {INDEX_LINK}: {error}");
+        }
+    }
+
+    pub(super) fn write_manifest(&self, generation: u64, documents: usize, chunks: usize) {
+        let manifest = Manifest {
+            format: "ragway-faiss",
+            format_version: db::FORMAT_VERSION,
+            embedder: &self.embedder_name,
+            dimension: self.dimension,
+            metric: metric_name(self.settings.metric),
+            normalized: self.settings.metric == Metric::InnerProduct,
+            index: index_name(self.settings.index),
+            hnsw_m: (self.settings.index == IndexKind::Hnsw).then_some(self.settings.hnsw_m),
+            generation,
+            index_file: format!("index-{generation}.faiss"),
+            documents,
+            chunks,
+        };
+        let path = self.dir.join(MANIFEST_FILE);
+        let temporary = self.dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let written = serde_json::to_vec_pretty(&manifest)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| fs::write(&temporary, bytes))
+            .and_then(|()| fs::File::open(&temporary)?.sync_all())
+            .and_then(|()| fs::rename(&temporary, &path));
+        if let Err(error) = written {
+            tracing::warn!(store = %self.name, "cannot write {MANIFEST_FILE}: {error}");
+        }
+    }
+}
+
+/// Identifies a document's stored form: its content and, for chunked documents, the chunking
+/// settings (a changed `chunk_size` re-chunks on the next ingest). Adopted documents, stored
+/// whole, hash without them.
+fn content_hash(document: &Document, settings: Option<&Settings>) -> String {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    match settings {
+        Some(s) => field(format!("chunked:{}:{}", s.chunk_size, s.chunk_overlap).as_bytes()),
+        None => field(b"whole"),
+    }
+    field(document.text.as_bytes());
+    field(document.title.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(document.uri.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(
+        serde_json::Value::Object(document.metadata.clone())
+            .to_string()
+            .as_bytes(),
+    );
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::InnerProduct => "inner_product",
+        Metric::L2 => "l2",
+    }
+}
+
+fn index_name(kind: IndexKind) -> &'static str {
+    match kind {
+        IndexKind::Flat => "flat",
+        IndexKind::Hnsw => "hnsw",
+    }
+}
+
+/// Makes a folder's entries (a new or renamed file) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! ragway-retrieval's integration tests, one binary: the FAISS store, crash safety under
+//! SIGKILL, compatibility with Python's FAISS and LangChain, and the file readers.
+
+// Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+mod langchain;
+mod python;
+mod readers;
+mod store;
+mod support;
