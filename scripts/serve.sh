@@ -9,4 +9,7 @@ scripts/fetch-models.sh
 cargo build --release --locked -p ragway
 target=${CARGO_TARGET_DIR:-target}
 "$target/release/ragway" ingest --store faiss examples/corpus
+# llama.cpp's OpenMP threads spin while waiting unless told otherwise; passive waiting keeps
+# generation fast when other processes share the cores.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec "$target/release/ragway" serve "$@"
