@@ -6,4 +6,5 @@
 mod cli;
 mod e2e;
 mod errors;
+mod stores;
 mod support;
