@@ -133,3 +133,60 @@ struct EmbeddingItem {
     index: usize,
     embedding: Vec<f32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragway_testkit::Scripted;
+
+    fn embedder(base_url: &str, dimensions: usize) -> OpenAiEmbedder {
+        let config: OpenAiEmbedderConfig = toml::from_str(&format!(
+            "name = 'e'\nmodel = 'text-embedding-3-small'\nbase_url = '{base_url}/v1'\ndimensions = {dimensions}\n"
+        ))
+        .unwrap();
+        OpenAiEmbedder::new(&config, reqwest::Client::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn vectors_come_back_in_input_order() {
+        let fake = ragway_testkit::openai::start().await.unwrap();
+        let texts = vec!["first text".to_owned(), "second text".to_owned()];
+        let vectors = embedder(&fake.url(), 8).embed(&texts).await.unwrap();
+        assert_eq!(vectors.len(), 2);
+        for (text, vector) in texts.iter().zip(&vectors) {
+            let expected = ragway_testkit::openai::embed(text, 8);
+            assert!(
+                vector
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| (a - b).abs() < 1e-6),
+                "{text}"
+            );
+        }
+        let sent = &fake.requests()[0].body;
+        assert_eq!(sent["dimensions"], 8);
+        assert_eq!(sent["model"], "text-embedding-3-small");
+        assert!(
+            embedder(&fake.url(), 8)
+                .embed(&[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_is_reported_as_throttling() {
+        let fake = ragway_testkit::openai::start().await.unwrap();
+        fake.push(Scripted::Error {
+            status: 429,
+            kind: "rate_limit_exceeded".into(),
+            message: "slow down".into(),
+        });
+        let error = embedder(&fake.url(), 8)
+            .embed(&["x".to_owned()])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ProviderError::Throttled { .. }), "{error}");
+    }
+}
