@@ -1,5 +1,6 @@
-//! The SQLite side of a FAISS store: documents, their chunks (text and vector; the chunk's row id
-//! is its FAISS label) and the store's settings, including the committed index generation.
+//! The SQLite side of a FAISS store: documents, their chunks (the chunk's row id is its FAISS
+//! label), the chunks' raw vectors (apart, so that the rows searches read stay small and cached)
+//! and the store's settings, including the committed index generation.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -10,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 /// Bumped when the schema changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -30,10 +31,13 @@ CREATE TABLE IF NOT EXISTS chunks (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     document INTEGER NOT NULL REFERENCES documents(key) ON DELETE CASCADE,
     position INTEGER NOT NULL,
-    text     TEXT NOT NULL,
-    vector   BLOB NOT NULL
+    text     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document, position);
+CREATE TABLE IF NOT EXISTS vectors (
+    chunk  INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+    vector BLOB NOT NULL
+);
 ";
 
 /// Opens (creating if needed) the database for writing: WAL, full fsync on commit.
@@ -54,6 +58,8 @@ pub fn open_read(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
+    // Searches read a few rows each: map the file rather than read() it page by page.
+    conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
     Ok(conn)
 }
 
@@ -107,6 +113,10 @@ pub fn delete_documents(conn: &Connection, keys: &[i64]) -> rusqlite::Result<Vec
         for id in ids {
             chunk_ids.push(id?);
         }
+        conn.execute(
+            "DELETE FROM vectors WHERE chunk IN (SELECT id FROM chunks WHERE document = ?1)",
+            [key],
+        )?;
         conn.execute("DELETE FROM chunks WHERE document = ?1", [key])?;
         delete.execute([key])?;
     }
@@ -142,13 +152,16 @@ pub fn insert_document(
         chunks.len() as i64,
     ])?;
     let key = conn.last_insert_rowid();
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO chunks (document, position, text, vector) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO chunks (document, position, text) VALUES (?1, ?2, ?3)")?;
+    let mut insert_vector =
+        conn.prepare_cached("INSERT INTO vectors (chunk, vector) VALUES (?1, ?2)")?;
     let mut ids = Vec::with_capacity(chunks.len());
     for (position, (text, vector)) in chunks.iter().enumerate() {
-        insert.execute(params![key, position as i64, text, vector_bytes(vector)])?;
-        ids.push(conn.last_insert_rowid());
+        insert.execute(params![key, position as i64, text])?;
+        let id = conn.last_insert_rowid();
+        insert_vector.execute(params![id, vector_bytes(vector)])?;
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -185,7 +198,7 @@ pub fn document(conn: &Connection, id: &str) -> rusqlite::Result<Option<super::S
 
 /// Every chunk's id and raw vector (back to back), in id order, for rebuilding an index.
 pub fn all_vectors(conn: &Connection) -> rusqlite::Result<(Vec<i64>, Vec<f32>)> {
-    let mut statement = conn.prepare("SELECT id, vector FROM chunks ORDER BY id")?;
+    let mut statement = conn.prepare("SELECT chunk, vector FROM vectors ORDER BY chunk")?;
     let mut rows = statement.query([])?;
     let mut ids = Vec::new();
     let mut vectors = Vec::new();
@@ -220,32 +233,34 @@ pub struct ChunkRow {
 
 /// The rows of the given chunk ids (ids the store no longer holds are left out).
 pub fn chunk_rows(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, ChunkRow>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT d.id, c.position, c.text, d.title, d.uri, d.metadata
-         FROM chunks c JOIN documents d ON d.key = c.document
-         WHERE c.id = ?1",
-    )?;
     let mut rows = HashMap::with_capacity(ids.len());
-    for &id in ids {
-        let row = statement
-            .query_row([id], |r| {
-                let metadata: String = r.get(5)?;
-                Ok(ChunkRow {
-                    document_id: r.get(0)?,
-                    position: r.get(1)?,
-                    text: r.get(2)?,
-                    title: r.get(3)?,
-                    uri: r.get(4)?,
-                    metadata: match serde_json::from_str(&metadata) {
-                        Ok(Value::Object(map)) => map,
-                        _ => Map::new(),
-                    },
-                })
-            })
-            .optional()?;
-        if let Some(row) = row {
-            rows.insert(id, row);
-        }
+    if ids.is_empty() {
+        return Ok(rows);
+    }
+    // One statement per result size, cached: `?, ?, ?, ?` for k = 4.
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT c.id, d.id, c.position, c.text, d.title, d.uri, d.metadata
+         FROM chunks c JOIN documents d ON d.key = c.document
+         WHERE c.id IN ({placeholders})"
+    ))?;
+    let mut found = statement.query(rusqlite::params_from_iter(ids))?;
+    while let Some(r) = found.next()? {
+        let metadata: String = r.get(6)?;
+        rows.insert(
+            r.get(0)?,
+            ChunkRow {
+                document_id: r.get(1)?,
+                position: r.get(2)?,
+                text: r.get(3)?,
+                title: r.get(4)?,
+                uri: r.get(5)?,
+                metadata: match serde_json::from_str(&metadata) {
+                    Ok(Value::Object(map)) => map,
+                    _ => Map::new(),
+                },
+            },
+        );
     }
     Ok(rows)
 }

@@ -216,16 +216,16 @@ impl Pool {
         })
     }
 
-    /// A free copy if there is one, else waits for one.
+    /// The first free copy (so a lone searcher keeps one copy warm in the CPU caches), else
+    /// waits for one, taking turns.
     fn take(&self) -> MutexGuard<'_, IndexImpl> {
-        let n = self.copies.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            if let Ok(guard) = self.copies[(start + i) % n].try_lock() {
+        for copy in &self.copies {
+            if let Ok(guard) = copy.try_lock() {
                 return guard;
             }
         }
-        self.copies[start % n]
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.copies.len();
+        self.copies[turn]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

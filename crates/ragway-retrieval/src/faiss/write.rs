@@ -48,7 +48,8 @@ impl Inner {
             return Err(Error::invalid(
                 &self.dir,
                 format!(
-                    "store format {version} is not supported (expected {})",
+                    "store format {version} is not supported (expected {}); ingest the \
+                     documents again into a new store path",
                     db::FORMAT_VERSION
                 ),
             ));
