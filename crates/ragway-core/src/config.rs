@@ -214,15 +214,17 @@ pub struct LocalLlmConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EmbedderConfig {
     Openai(OpenAiEmbedderConfig),
+    Bedrock(BedrockEmbedderConfig),
     Local(LocalEmbedderConfig),
 }
 
 impl EmbedderConfig {
-    pub const KINDS: &'static [&'static str] = &["local", "openai"];
+    pub const KINDS: &'static [&'static str] = &["bedrock", "local", "openai"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Openai(c) => &c.name,
+            Self::Bedrock(c) => &c.name,
             Self::Local(c) => &c.name,
         }
     }
@@ -235,6 +237,7 @@ impl EmbedderConfig {
     ) -> Option<Option<Self>> {
         Some(match kind {
             "openai" => parse_entry(body, at, issues).map(Self::Openai),
+            "bedrock" => parse_entry(body, at, issues).map(Self::Bedrock),
             "local" => parse_entry(body, at, issues).map(Self::Local),
             _ => return None,
         })
@@ -258,6 +261,41 @@ pub struct OpenAiEmbedderConfig {
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
 }
+
+/// Amazon Titan Text Embeddings V2 on AWS Bedrock, called through `InvokeModel` (one text per
+/// call, several calls in flight).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockEmbedderConfig {
+    pub name: String,
+    #[serde(default = "default_titan_embedding_model")]
+    pub model_id: String,
+    /// Vector length: 256, 512 or 1024.
+    #[serde(default = "default_titan_dimensions")]
+    pub dimensions: usize,
+    /// Ask for unit-length vectors (what inner-product search wants).
+    #[serde(default = "default_true")]
+    pub normalize: bool,
+    /// AWS region; the standard chain (AWS_REGION, profile) when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another endpoint than AWS's own (a VPC endpoint, or a local fake in tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `InvokeModel` calls in flight at once while embedding a batch.
+    #[serde(default = "default_bedrock_embed_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per call, the first included, for throttling and transient errors.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// The vector lengths Titan Text Embeddings V2 offers.
+pub const TITAN_DIMENSIONS: [usize; 3] = [256, 512, 1024];
 
 /// A sentence-transformers BERT model (all-MiniLM-L6-v2 or any folder of the same layout:
 /// `config.json`, `tokenizer.json`, `model.safetensors`) run in-process with candle.
@@ -468,6 +506,18 @@ fn default_chunk_size() -> usize {
 fn default_chunk_overlap() -> usize {
     150
 }
+fn default_true() -> bool {
+    true
+}
+fn default_titan_embedding_model() -> String {
+    "amazon.titan-embed-text-v2:0".to_owned()
+}
+fn default_titan_dimensions() -> usize {
+    1024
+}
+fn default_bedrock_embed_concurrency() -> usize {
+    8
+}
 fn default_max_attempts() -> u32 {
     3
 }
@@ -534,7 +584,7 @@ impl Config {
                 EmbedderConfig::Openai(c) => {
                     check(format!("embedder[{i}].api_key"), c.api_key.as_ref())
                 }
-                EmbedderConfig::Local(_) => {}
+                EmbedderConfig::Bedrock(_) | EmbedderConfig::Local(_) => {}
             }
         }
         for (i, store) in self.vector_store.iter().enumerate() {
@@ -615,6 +665,26 @@ impl Config {
                     check_url(&format!("{at}.base_url"), &c.base_url, &mut issue);
                     if c.dimensions == 0 {
                         issue(format!("{at}.dimensions"), "must be at least 1".into());
+                    }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+                EmbedderConfig::Bedrock(c) => {
+                    if let Some(url) = &c.endpoint_url {
+                        check_url(&format!("{at}.endpoint_url"), url, &mut issue);
+                    }
+                    if !TITAN_DIMENSIONS.contains(&c.dimensions) {
+                        issue(
+                            format!("{at}.dimensions"),
+                            format!(
+                                "Titan Text Embeddings V2 makes vectors of 256, 512 or 1024 \
+                                 dimensions, not {}",
+                                c.dimensions
+                            ),
+                        );
+                    }
+                    at_least_one(&format!("{at}.concurrency"), c.concurrency, &mut issue);
+                    if c.max_attempts == 0 {
+                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
@@ -1109,6 +1179,42 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn a_bedrock_embedder_defaults_to_titan_v2_and_checks_its_dimensions() {
+        let config = Config::parse(
+            r#"
+            [[embedder]]
+            name = "titan"
+            type = "bedrock"
+            region = "eu-west-1"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        let EmbedderConfig::Bedrock(titan) = &config.embedder[0] else {
+            panic!("not a bedrock embedder: {:?}", config.embedder[0]);
+        };
+        assert_eq!(titan.model_id, "amazon.titan-embed-text-v2:0");
+        assert_eq!(titan.dimensions, 1024);
+        assert!(titan.normalize);
+        let found = issues(
+            r#"
+            [[embedder]]
+            name = "titan"
+            type = "bedrock"
+            dimensions = 384
+            concurrency = 0
+            "#,
+        );
+        assert_eq!(
+            found,
+            [
+                "embedder[0].dimensions: Titan Text Embeddings V2 makes vectors of 256, 512 or 1024 dimensions, not 384",
+                "embedder[0].concurrency: must be at least 1",
+            ],
+        );
     }
 
     #[test]

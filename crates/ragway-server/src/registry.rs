@@ -119,7 +119,7 @@ impl Registry {
         for embedder in &config.embedder {
             let connect = match embedder {
                 EmbedderConfig::Openai(c) => secs(c.connect_timeout_secs),
-                EmbedderConfig::Local(_) => DEFAULT_CONNECT_TIMEOUT,
+                EmbedderConfig::Bedrock(_) | EmbedderConfig::Local(_) => DEFAULT_CONNECT_TIMEOUT,
             };
             let built = http
                 .get(connect)
@@ -127,7 +127,15 @@ impl Registry {
                     component: format!("embedder \"{}\"", embedder.name()),
                     message,
                 })
-                .and_then(|client| ragway_retrieval::embedder::build(embedder, client));
+                .and_then(|client| {
+                    ragway_retrieval::embedder::build(
+                        embedder,
+                        &ragway_retrieval::embedder::Shared {
+                            http: client,
+                            aws: aws.as_ref(),
+                        },
+                    )
+                });
             match built {
                 Ok(built) => {
                     embedders.insert(embedder.name().to_owned(), built);
@@ -237,6 +245,15 @@ fn aws_region_hint(config: &Config) -> Option<Option<String>> {
             LlmConfig::Bedrock(c) => Some(c.region.clone()),
             LlmConfig::Openai(_) | LlmConfig::Local(_) => None,
         })
+        .chain(
+            config
+                .embedder
+                .iter()
+                .filter_map(|embedder| match embedder {
+                    EmbedderConfig::Bedrock(c) => Some(c.region.clone()),
+                    EmbedderConfig::Openai(_) | EmbedderConfig::Local(_) => None,
+                }),
+        )
         .chain(config.vector_store.iter().filter_map(|store| match store {
             VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
             VectorStoreConfig::Faiss(_) => None,

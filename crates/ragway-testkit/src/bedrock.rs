@@ -1,4 +1,5 @@
-//! Fake Bedrock Runtime (restJson1): `Converse` and `ConverseStream` over AWS event-stream frames.
+//! Fake Bedrock Runtime (restJson1): `Converse` and `ConverseStream` over AWS event-stream frames,
+//! and `InvokeModel` for Titan Text Embeddings V2.
 
 use std::borrow::Cow;
 use std::io;
@@ -16,7 +17,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::reply::{self, Answer};
+use crate::reply::{self, Answer, embed};
 use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared, StreamGuard};
 
 /// Starts the fake, recording requests.
@@ -34,6 +35,7 @@ fn app(state: Shared) -> Router {
     Router::new()
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route("/model/{model_id}/invoke", post(invoke_model))
         .fallback(unknown_route)
         .with_state(state)
 }
@@ -212,6 +214,76 @@ fn event_stream(
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
     );
+    response
+}
+
+/// Titan Text Embeddings V2's `InvokeModel` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TitanEmbeddingRequest {
+    #[serde(rename = "inputText")]
+    input_text: String,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(default)]
+    normalize: Option<bool>,
+    #[serde(rename = "embeddingTypes", default)]
+    embedding_types: Option<Vec<String>>,
+}
+
+/// The vector lengths Titan Text Embeddings V2 offers.
+pub const TITAN_DIMENSIONS: [usize; 3] = [256, 512, 1024];
+
+/// `InvokeModel` as Titan Text Embeddings V2 answers it: one text in, one vector out.
+async fn invoke_model(Path(model_id): Path<String>, call: Call) -> Response {
+    if let Some(response) = scripted_error(&call) {
+        return response;
+    }
+    if !model_id.contains("titan-embed-text") {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            &format!("the fake serves InvokeModel for Titan text embeddings only, not {model_id}"),
+        );
+    }
+    let request: TitanEmbeddingRequest = match serde_json::from_slice(&call.body) {
+        Ok(request) => request,
+        Err(err) => return malformed(&err),
+    };
+    let dimensions = request.dimensions.unwrap_or(1024);
+    if !TITAN_DIMENSIONS.contains(&dimensions) {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            &format!(
+                "Malformed input request: dimensions {dimensions} is not one of [256, 512, 1024]"
+            ),
+        );
+    }
+    if request.input_text.trim().is_empty() {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "Malformed input request: inputText must not be empty",
+        );
+    }
+    call.scripted_delay().await;
+    let mut vector = embed(&request.input_text, dimensions);
+    // Titan's unnormalised vectors are longer than one; the fake makes that visible.
+    if request.normalize == Some(false) {
+        vector.iter_mut().for_each(|v| *v *= 2.0);
+    }
+    let mut by_type = serde_json::Map::new();
+    for kind in request.embedding_types.unwrap_or_default() {
+        by_type.insert(kind, json!(vector));
+    }
+    let mut response = axum::Json(json!({
+        "embedding": vector,
+        "embeddingsByType": by_type,
+        "inputTextTokenCount": reply::words(&request.input_text),
+    }))
+    .into_response();
+    add_request_id(&mut response, &call.state);
     response
 }
 
@@ -414,6 +486,43 @@ mod tests {
             response.headers()["x-amzn-errortype"],
             "ValidationException"
         );
+    }
+
+    #[tokio::test]
+    async fn invoke_model_embeds_with_titan_v2() {
+        let fake = start().await.unwrap();
+        let url = format!("{}/model/amazon.titan-embed-text-v2%3A0/invoke", fake.url());
+        let client = reqwest::Client::new();
+        let body: Value = client
+            .post(&url)
+            .json(&json!({ "inputText": "what is a qubit", "dimensions": 256 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let vector: Vec<f32> = serde_json::from_value(body["embedding"].clone()).unwrap();
+        assert_eq!(vector, embed("what is a qubit", 256));
+        assert_eq!(body["inputTextTokenCount"], 4);
+        let response = client
+            .post(&url)
+            .json(&json!({ "inputText": "x", "dimensions": 300 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "ValidationException"
+        );
+        let response = client
+            .post(format!("{}/model/{ENCODED_MODEL}/invoke", fake.url()))
+            .json(&json!({ "inputText": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
     }
 
     #[tokio::test]

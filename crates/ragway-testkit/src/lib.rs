@@ -10,4 +10,5 @@ pub mod openai;
 mod reply;
 mod server;
 
+pub use reply::embed;
 pub use server::{Fake, FakeOptions, RecordedRequest, Scripted};

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::reply::{self, Answer};
+use crate::reply::{self, Answer, embed};
 use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared};
 
 /// Model ids listed by `GET /v1/models`.
@@ -397,31 +397,6 @@ async fn embeddings(call: Call) -> Response {
         "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
     }))
     .into_response()
-}
-
-/// A unit vector seeded by a hash of `text`: the same text always embeds the same way.
-pub fn embed(text: &str, dimensions: usize) -> Vec<f32> {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    let mut seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    let mut vector: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            // splitmix64
-            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            // The top 24 bits fit an f32 exactly; map them onto [-1, 1).
-            (z >> 40) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect();
-    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        vector.iter_mut().for_each(|v| *v /= norm);
-    }
-    vector
 }
 
 /// Standard base64 with padding, as OpenAI sends `encoding_format: "base64"` embeddings.

@@ -45,6 +45,7 @@ async fn boto3_talks_to_the_bedrock_and_kendra_fakes() {
             &"/model/us.anthropic.claude-3-opus-20240229-v1:0/converse-stream".to_owned()
         )
     );
+    assert!(paths.contains(&"/model/amazon.titan-embed-text-v2:0/invoke".to_owned()));
     assert!(
         paths.iter().all(|path| !path.starts_with("/__fake")),
         "{paths:?}"

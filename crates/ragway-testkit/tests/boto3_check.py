@@ -16,6 +16,7 @@ BEDROCK_URL = os.environ["BEDROCK_URL"]
 KENDRA_URL = os.environ["KENDRA_URL"]
 MODEL = "us.anthropic.claude-3-opus-20240229-v1:0"
 EXPECTED_TEXT = f"ragway fake answer from {MODEL}."
+TITAN_EMBED = "amazon.titan-embed-text-v2:0"
 # One attempt: botocore would otherwise retry a scripted throttle and hide it.
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 SYSTEM = [{"text": "Answer briefly."}]
@@ -133,6 +134,29 @@ def check_bedrock():
     check(reply["stopReason"] == "some_new_reason", f"scripted stopReason {reply['stopReason']!r}")
 
 
+def check_titan_embeddings():
+    bedrock = boto3.client("bedrock-runtime", endpoint_url=BEDROCK_URL, config=NO_RETRIES)
+    reply = bedrock.invoke_model(
+        modelId=TITAN_EMBED,
+        contentType="application/json",
+        accept="application/json",
+        body=json.dumps({"inputText": "What is a qubit?", "dimensions": 256, "normalize": True}),
+    )
+    check(reply["contentType"].startswith("application/json"), f"invoke contentType {reply['contentType']!r}")
+    body = json.loads(reply["body"].read())
+    vector = body["embedding"]
+    check(len(vector) == 256, f"titan embedding length {len(vector)}")
+    norm = sum(v * v for v in vector) ** 0.5
+    check(abs(norm - 1.0) < 1e-4, f"titan embedding norm {norm}")
+    check(body["inputTextTokenCount"] == 4, f"inputTextTokenCount {body['inputTextTokenCount']!r}")
+    try:
+        bedrock.invoke_model(modelId=TITAN_EMBED, body=json.dumps({"inputText": "x", "dimensions": 7}))
+        check(False, "bad dimensions were accepted")
+    except ClientError as err:
+        code = err.response["Error"]["Code"]
+        check(code == "ValidationException", f"bad dimensions error code {code!r}")
+
+
 def check_kendra():
     kendra = boto3.client("kendra", endpoint_url=KENDRA_URL, config=NO_RETRIES)
     index_id = "00000000-0000-0000-0000-000000000000"
@@ -170,6 +194,7 @@ def check_kendra():
 def main():
     print(f"boto3 {boto3.__version__}")
     check_bedrock()
+    check_titan_embeddings()
     check_kendra()
     if failures:
         print(f"{len(failures)} mismatches", file=sys.stderr)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ragway_core::config::{Config, VectorStoreConfig, known};
+use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
 use ragway_retrieval::faiss::FaissStore;
 use ragway_retrieval::ingest::{Phase, Progress, read_paths};
 
@@ -31,7 +31,7 @@ pub struct IngestArgs {
 }
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
-    let store = open_store(config, &args.store)?;
+    let store = open_store(config, &args.store).await?;
     if let (Some(index), Some(docs)) = (&args.from_faiss, &args.docs) {
         let started = Instant::now();
         let report = store.adopt(index, docs).await?;
@@ -119,7 +119,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
 
 /// Opens the named FAISS store with its embedder, without building the rest of the config
 /// (no chat model is loaded to ingest).
-fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
+async fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
     let Some(store) = config.vector_store.iter().find(|s| s.name() == name) else {
         let names: Vec<&str> = config.vector_store.iter().map(|s| s.name()).collect();
         bail!(
@@ -145,7 +145,15 @@ fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
         .iter()
         .find(|e| e.name() == faiss.embedder)
         .with_context(|| format!("no embedder named \"{}\"", faiss.embedder))?;
-    let embedder = ragway_retrieval::embedder::build(embedder_config, reqwest_client()?)?;
+    let aws = match embedder_config {
+        EmbedderConfig::Bedrock(c) => Some(ragway_aws::load_sdk_config(c.region.clone()).await),
+        EmbedderConfig::Openai(_) | EmbedderConfig::Local(_) => None,
+    };
+    let shared = ragway_retrieval::embedder::Shared {
+        http: reqwest_client()?,
+        aws: aws.as_ref(),
+    };
+    let embedder = ragway_retrieval::embedder::build(embedder_config, &shared)?;
     Ok(FaissStore::open(faiss, Arc::clone(&embedder))?)
 }
 

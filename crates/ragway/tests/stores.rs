@@ -163,3 +163,62 @@ fn ingest_reads_a_folder_and_skips_it_when_unchanged() {
     assert!(!kendra.status.success());
     assert!(String::from_utf8_lossy(&kendra.stderr).contains("read-only"));
 }
+
+/// A store embedded by Titan Text Embeddings V2 on Bedrock (the fake embeds a text the same way
+/// every time, so the exact text of a document finds that document first).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_embedded_by_bedrock_titan_takes_documents_and_searches() {
+    let bedrock = ragway_testkit::bedrock::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[[embedder]]
+name = "titan"
+type = "bedrock"
+region = "us-east-1"
+endpoint_url = "{bedrock}"
+dimensions = 256
+
+[[vector_store]]
+name = "docs"
+type = "faiss"
+path = "{store}"
+embedder = "titan"
+"#,
+        bedrock = bedrock.url(),
+        store = dir.path().join("docs").display()
+    );
+    let server = Server::start(&config).await;
+    let texts = [
+        "A qubit can be in a superposition of 0 and 1.",
+        "Jupiter is the largest planet of the Solar System.",
+        "Photosynthesis turns light into chemical energy.",
+    ];
+    let documents: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"id": format!("doc-{i}"), "text": text}))
+        .collect();
+    let (status, _, report) = server
+        .post("/stores/docs/documents", &json!({ "documents": documents }))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["added"], 3, "{report}");
+    let (_, listing) = server.get("/stores").await;
+    assert_eq!(listing["stores"][0]["dimension"], 256, "{listing}");
+
+    let (status, _, found) = server
+        .post(
+            "/search",
+            &json!({"query": texts[1], "vector_search_type": "docs", "top_k": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["passages"][0]["text"], texts[1], "{found}");
+    let invoked = bedrock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/model/amazon.titan-embed-text-v2:0/invoke")
+        .count();
+    assert_eq!(invoked, 4, "three documents and one query");
+}

@@ -1,20 +1,40 @@
 //! Embedders, one file per provider, and the factory for `[[embedder]]` entries.
 
+pub mod bedrock;
 pub mod local;
 pub mod openai;
 
 use std::sync::Arc;
 
+use aws_types::SdkConfig;
 use ragway_core::config::EmbedderConfig;
 use ragway_core::{BuildError, Embedder};
 
-/// Builds one configured embedder over the shared HTTP client.
+/// What embedders share, made once at start-up.
+pub struct Shared<'a> {
+    /// The pooled HTTP client for OpenAI-compatible endpoints with this embedder's connect
+    /// timeout.
+    pub http: reqwest::Client,
+    /// AWS settings from the standard chain; present when any AWS component is configured.
+    pub aws: Option<&'a SdkConfig>,
+}
+
+/// Builds one configured embedder.
 pub fn build(
     config: &EmbedderConfig,
-    http: reqwest::Client,
+    shared: &Shared<'_>,
 ) -> Result<Arc<dyn Embedder>, BuildError> {
     Ok(match config {
-        EmbedderConfig::Openai(c) => Arc::new(openai::OpenAiEmbedder::new(c, http)?),
+        EmbedderConfig::Openai(c) => Arc::new(openai::OpenAiEmbedder::new(c, shared.http.clone())?),
+        EmbedderConfig::Bedrock(c) => {
+            let Some(aws) = shared.aws else {
+                return Err(BuildError {
+                    component: format!("embedder \"{}\"", c.name),
+                    message: "AWS settings were not loaded for a Bedrock embedder".to_owned(),
+                });
+            };
+            Arc::new(bedrock::BedrockEmbedder::new(c, aws)?)
+        }
         EmbedderConfig::Local(c) => Arc::new(local::LocalEmbedder::new(c)?),
     })
 }

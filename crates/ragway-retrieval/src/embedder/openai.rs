@@ -154,7 +154,7 @@ mod tests {
         let vectors = embedder(&fake.url(), 8).embed(&texts).await.unwrap();
         assert_eq!(vectors.len(), 2);
         for (text, vector) in texts.iter().zip(&vectors) {
-            let expected = ragway_testkit::openai::embed(text, 8);
+            let expected = ragway_testkit::embed(text, 8);
             assert!(
                 vector
                     .iter()
