@@ -2,7 +2,7 @@
 //! with the passages trimmed to what fits in the model's context window.
 
 use crate::config::PromptConfig;
-use crate::{Message, Passage};
+use crate::{Message, Passage, Role};
 
 /// The default system prompt for answers grounded in retrieved passages.
 pub fn default_system() -> String {
@@ -70,8 +70,32 @@ pub fn assemble(config: &PromptConfig, input: PromptInput<'_>) -> Prompt {
     let fixed = approx_tokens(system)
         + approx_tokens(&fill(&config.template, "", question))
         + 2 * MESSAGE_OVERHEAD_TOKENS;
-    let mut budget = (context_window as usize).saturating_sub(reserve + fixed);
+    let budget = (context_window as usize).saturating_sub(reserve + fixed);
+    let (blocks, used) = fit(passages, budget);
+    if used.is_empty() {
+        messages.push(Message::system(system));
+        messages.push(Message::user(question));
+        return Prompt {
+            messages,
+            passages: used,
+        };
+    }
+    messages.push(Message::system(system));
+    messages.push(Message::user(fill(
+        &config.template,
+        &blocks.join("\n\n"),
+        question,
+    )));
+    Prompt {
+        messages,
+        passages: used,
+    }
+}
 
+/// Keeps the passages (best first) that fit in `budget` tokens, numbered as the prompt quotes
+/// them: the first one that does not fit is cut at a word boundary if a useful part fits, and
+/// the rest are dropped. Returns the quoted blocks and the passages they came from.
+fn fit(passages: Vec<Passage>, mut budget: usize) -> (Vec<String>, Vec<Passage>) {
     let mut blocks = Vec::new();
     let mut used = Vec::new();
     for mut passage in passages {
@@ -95,20 +119,53 @@ pub fn assemble(config: &PromptConfig, input: PromptInput<'_>) -> Prompt {
         }
         break;
     }
+    (blocks, used)
+}
+
+/// Grounds a whole conversation (the OpenAI-compatible route): the last user message becomes
+/// the template filled with the passages that fit beside everything else in the context
+/// window, and the configured system prompt is added when the conversation has none. With no
+/// passages (or none that fit) the conversation is returned as it was.
+pub fn augment(
+    config: &PromptConfig,
+    mut messages: Vec<Message>,
+    passages: Vec<Passage>,
+    context_window: u32,
+    max_tokens: Option<u32>,
+) -> Prompt {
+    let last_user = messages.iter().rposition(|m| m.role == Role::User);
+    let (Some(last_user), false) = (last_user, passages.is_empty()) else {
+        return Prompt {
+            messages,
+            passages: Vec::new(),
+        };
+    };
+    let has_system = messages.iter().any(|m| m.role == Role::System);
+    let question = std::mem::take(&mut messages[last_user].content);
+    let others: usize = messages
+        .iter()
+        .map(|m| approx_tokens(&m.content) + MESSAGE_OVERHEAD_TOKENS)
+        .sum();
+    let system_cost = if has_system {
+        0
+    } else {
+        approx_tokens(&config.system) + MESSAGE_OVERHEAD_TOKENS
+    };
+    let reserve = max_tokens.unwrap_or(config.answer_reserve) as usize;
+    let fixed = others + system_cost + approx_tokens(&fill(&config.template, "", &question));
+    let budget = (context_window as usize).saturating_sub(reserve + fixed);
+    let (blocks, used) = fit(passages, budget);
     if used.is_empty() {
-        messages.push(Message::system(system));
-        messages.push(Message::user(question));
+        messages[last_user].content = question;
         return Prompt {
             messages,
             passages: used,
         };
     }
-    messages.push(Message::system(system));
-    messages.push(Message::user(fill(
-        &config.template,
-        &blocks.join("\n\n"),
-        question,
-    )));
+    messages[last_user].content = fill(&config.template, &blocks.join("\n\n"), &question);
+    if !has_system {
+        messages.insert(0, Message::system(config.system.clone()));
+    }
     Prompt {
         messages,
         passages: used,
@@ -263,5 +320,89 @@ mod tests {
     #[test]
     fn cutting_respects_utf8_and_words() {
         assert_eq!(cut_at_word("héllo wörld again", 9), "héllo…");
+    }
+
+    #[test]
+    fn a_conversation_is_grounded_in_its_last_user_message() {
+        let config = PromptConfig::default();
+        let conversation = vec![
+            Message::user("What is a qubit?"),
+            Message::assistant("A quantum bit."),
+            Message::user("And a gate?"),
+        ];
+        let prompt = augment(
+            &config,
+            conversation.clone(),
+            vec![passage("a", "Gates act on qubits.")],
+            4096,
+            Some(100),
+        );
+        assert_eq!(prompt.passages.len(), 1);
+        assert_eq!(prompt.messages.len(), 4, "{:?}", prompt.messages);
+        assert_eq!(prompt.messages[0], Message::system(config.system.clone()));
+        assert_eq!(prompt.messages[1..3], conversation[..2]);
+        let last = &prompt.messages[3];
+        assert_eq!(last.role, Role::User);
+        assert!(
+            last.content.contains("[1] Title a\nGates act on qubits."),
+            "{}",
+            last.content
+        );
+        assert!(
+            last.content.ends_with("Question: And a gate?"),
+            "{}",
+            last.content
+        );
+
+        // The caller's own system prompt is kept; without passages nothing changes.
+        let with_system = vec![Message::system("Be terse."), Message::user("And a gate?")];
+        let prompt = augment(
+            &config,
+            with_system.clone(),
+            vec![passage("a", "Gates act on qubits.")],
+            4096,
+            None,
+        );
+        assert_eq!(prompt.messages[0], with_system[0]);
+        assert_eq!(prompt.messages.len(), 2);
+        assert_eq!(
+            augment(&config, with_system.clone(), Vec::new(), 4096, None).messages,
+            with_system
+        );
+    }
+
+    #[test]
+    fn a_long_conversation_leaves_less_room_for_passages() {
+        let config = PromptConfig::default();
+        let passages = vec![passage("a", &"word ".repeat(200)), passage("b", "short")];
+        let short = augment(
+            &config,
+            vec![Message::user("q")],
+            passages.clone(),
+            1024,
+            Some(100),
+        );
+        assert_eq!(short.passages.len(), 2);
+        let history = Message::assistant("history ".repeat(400));
+        let long = augment(
+            &config,
+            vec![history, Message::user("q")],
+            passages,
+            1024,
+            Some(100),
+        );
+        assert!(
+            long.passages.len() < 2 || long.passages[0].text.len() < 1000,
+            "{long:?}"
+        );
+        let nothing_fits = augment(
+            &config,
+            vec![Message::assistant("x".repeat(8000)), Message::user("q")],
+            vec![passage("a", "text")],
+            1024,
+            None,
+        );
+        assert!(nothing_fits.passages.is_empty());
+        assert_eq!(nothing_fits.messages[1].content, "q");
     }
 }

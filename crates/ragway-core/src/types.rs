@@ -47,6 +47,10 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stop: Vec<String>,
+    /// For repeatable sampling, where the provider supports it (OpenAI, the local model).
+    pub seed: Option<u64>,
+    /// The end user, passed to providers that track abuse by user (OpenAI).
+    pub user: Option<String>,
 }
 
 impl ChatRequest {

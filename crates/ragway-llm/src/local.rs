@@ -225,6 +225,8 @@ impl ChatModel for LocalChat {
             temperature,
             top_p,
             stop,
+            seed,
+            user: _,
         } = request;
         let max_tokens = max_tokens.unwrap_or(self.max_tokens);
 
@@ -261,7 +263,7 @@ impl ChatModel for LocalChat {
             .send(Job {
                 prompt,
                 max_tokens,
-                sampling: Sampling::new(temperature, top_p),
+                sampling: Sampling::new(temperature, top_p, seed),
                 stop,
                 events,
                 _slot: slot,
@@ -382,12 +384,17 @@ enum Sampling {
 }
 
 impl Sampling {
-    fn new(temperature: Option<f32>, top_p: Option<f32>) -> Self {
+    /// Random sampling when a temperature above zero is asked for; `seed` makes it repeatable.
+    fn new(temperature: Option<f32>, top_p: Option<f32>, seed: Option<u64>) -> Self {
         match temperature {
             Some(temperature) if temperature > 0.0 => Self::Random {
                 temperature,
                 top_p: top_p.filter(|p| *p > 0.0 && *p <= 1.0).unwrap_or(TOP_P),
-                seed: RandomState::new().hash_one(SystemTime::now()) as u32,
+                // llama.cpp takes 32 bits; fold the high half in rather than drop it.
+                seed: seed.map_or_else(
+                    || RandomState::new().hash_one(SystemTime::now()) as u32,
+                    |seed| (seed ^ (seed >> 32)) as u32,
+                ),
             },
             _ => Self::Greedy,
         }
@@ -1013,12 +1020,17 @@ mod tests {
 
     #[test]
     fn sampling_is_greedy_without_temperature() {
-        assert_eq!(Sampling::new(None, None), Sampling::Greedy);
-        assert_eq!(Sampling::new(Some(0.0), Some(0.5)), Sampling::Greedy);
+        assert_eq!(Sampling::new(None, None, Some(1)), Sampling::Greedy);
+        assert_eq!(Sampling::new(Some(0.0), Some(0.5), None), Sampling::Greedy);
         assert!(matches!(
-            Sampling::new(Some(0.7), Some(0.5)),
+            Sampling::new(Some(0.7), Some(0.5), None),
             Sampling::Random { top_p, .. } if top_p == 0.5
         ));
+        assert_eq!(
+            Sampling::new(Some(0.7), None, Some(42)),
+            Sampling::new(Some(0.7), None, Some(42)),
+            "a seed makes sampling repeatable"
+        );
     }
 
     fn run(stop: &[&str], pieces: &[&[u8]]) -> (Vec<String>, bool, String) {

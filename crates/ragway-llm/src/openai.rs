@@ -88,6 +88,12 @@ impl OpenAiChat {
         if !request.stop.is_empty() {
             fields.insert("stop".into(), json!(request.stop));
         }
+        if let Some(seed) = request.seed {
+            fields.insert("seed".into(), json!(seed));
+        }
+        if let Some(user) = &request.user {
+            fields.insert("user".into(), json!(user));
+        }
         if stream {
             fields.insert("stream".into(), json!(true));
             fields.insert("stream_options".into(), json!({ "include_usage": true }));
@@ -336,6 +342,8 @@ mod tests {
             temperature: Some(0.2),
             top_p: None,
             stop: vec!["END".into()],
+            seed: Some(7),
+            user: Some("u-1".into()),
         }
     }
 
@@ -363,6 +371,8 @@ mod tests {
         assert_eq!(body["max_tokens"], 50);
         assert!((body["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
         assert_eq!(body["stop"], json!(["END"]));
+        assert_eq!(body["seed"], 7);
+        assert_eq!(body["user"], "u-1");
         assert!(body.get("stream").is_none());
     }
 

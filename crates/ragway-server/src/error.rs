@@ -1,5 +1,6 @@
 //! The one place where errors become HTTP responses. Seed routes answer in FastAPI's shape
-//! (`{"detail": ...}`); every status is chosen by one exhaustive match.
+//! (`{"detail": ...}`), the OpenAI-compatible `/v1` routes in OpenAI's (`{"error": {...}}`,
+//! through [`OpenAiError`]); every status is chosen by one exhaustive match.
 
 use std::time::Duration;
 
@@ -37,6 +38,22 @@ pub enum ApiError {
     #[error("Store \"{store}\" has no document \"{id}\"")]
     NoSuchDocument { store: String, id: String },
 
+    /// An OpenAI-compatible request names an embedding model that is not configured.
+    #[error("The model \"{name}\" does not exist. Embedding models: {}", if .known.is_empty() { "(none)".to_owned() } else { .known.join(", ") })]
+    UnknownEmbedder { name: String, known: Vec<String> },
+
+    /// A well-formed request asks for something this route or model cannot do.
+    #[error("{message}")]
+    BadRequest {
+        /// The offending field, OpenAI-style (`messages.2.content`).
+        param: Option<String>,
+        message: String,
+    },
+
+    /// No route at this path (OpenAI-compatible routes answer it in OpenAI's shape).
+    #[error("Unknown request URL: {method} {path}")]
+    UnknownRoute { method: String, path: String },
+
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -69,10 +86,13 @@ impl ApiError {
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
         match self {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            Self::UnknownModel { .. } | Self::UnknownStore { .. } => {
+            Self::UnknownModel { .. } | Self::UnknownStore { .. } | Self::BadRequest { .. } => {
                 (StatusCode::BAD_REQUEST, None)
             }
-            Self::NoSuchStore { .. } | Self::NoSuchDocument { .. } => (StatusCode::NOT_FOUND, None),
+            Self::NoSuchStore { .. }
+            | Self::NoSuchDocument { .. }
+            | Self::UnknownEmbedder { .. }
+            | Self::UnknownRoute { .. } => (StatusCode::NOT_FOUND, None),
             Self::ReadOnlyStore { .. } => (StatusCode::METHOD_NOT_ALLOWED, None),
             Self::Provider(error) => match error {
                 ProviderError::Upstream { .. }
@@ -101,16 +121,126 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, retry_after) = self.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, status = status.as_u16(), "request failed upstream");
+        respond(
+            &self,
+            status,
+            retry_after,
+            json!({ "detail": self.detail() }),
+        )
+    }
+}
+
+fn respond(
+    error: &ApiError,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: serde_json::Value,
+) -> Response {
+    if status.is_server_error() {
+        tracing::warn!(%error, status = status.as_u16(), "request failed upstream");
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(wait) = retry_after {
+        let seconds = wait.as_secs().max(1);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        let mut response = (status, axum::Json(json!({ "detail": self.detail() }))).into_response();
-        if let Some(wait) = retry_after {
-            let seconds = wait.as_secs().max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// An [`ApiError`] in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with
+/// the status codes OpenAI uses, so the official SDKs raise their matching exception classes
+/// (`BadRequestError`, `NotFoundError`, `RateLimitError`, ...).
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl From<ProviderError> for OpenAiError {
+    fn from(error: ProviderError) -> Self {
+        Self(error.into())
+    }
+}
+
+impl OpenAiError {
+    /// Status, then the body's `type`, `param` and `code`.
+    fn parts(
+        &self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        Option<String>,
+        Option<&'static str>,
+    ) {
+        let invalid = "invalid_request_error";
+        match &self.0 {
+            ApiError::Validation(errors) => {
+                let param = errors.first().map(|e| {
+                    let path: Vec<&str> = e.loc.iter().skip(1).map(String::as_str).collect();
+                    path.join(".")
+                });
+                (StatusCode::BAD_REQUEST, invalid, param, None)
+            }
+            ApiError::UnknownModel { .. } | ApiError::UnknownEmbedder { .. } => (
+                StatusCode::NOT_FOUND,
+                invalid,
+                Some("model".into()),
+                Some("model_not_found"),
+            ),
+            ApiError::UnknownStore { .. } => (
+                StatusCode::BAD_REQUEST,
+                invalid,
+                Some("vector_search_type".into()),
+                Some("store_not_found"),
+            ),
+            ApiError::BadRequest { param, .. } => {
+                (StatusCode::BAD_REQUEST, invalid, param.clone(), None)
+            }
+            ApiError::UnknownRoute { .. } => {
+                (StatusCode::NOT_FOUND, invalid, None, Some("unknown_url"))
+            }
+            other => {
+                let (status, _) = other.status();
+                let (kind, code) = match status.as_u16() {
+                    429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+                    504 => ("timeout_error", Some("upstream_timeout")),
+                    502 => ("api_error", Some("upstream_error")),
+                    400..=499 => (invalid, None),
+                    _ => ("api_error", None),
+                };
+                (status, kind, None, code)
             }
         }
-        response
+    }
+
+    /// The `{"error": {...}}` object, also sent inside a stream that fails midway.
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, param, code) = self.parts();
+        let message = match &self.0 {
+            ApiError::UnknownModel { name, known } => format!(
+                "The model \"{name}\" does not exist. Models: {}",
+                known.join(", ")
+            ),
+            other => other.to_string(),
+        };
+        json!({ "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": code,
+        }})
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, ..) = self.parts();
+        let (_, retry_after) = self.0.status();
+        respond(&self.0, status, retry_after, self.body())
     }
 }

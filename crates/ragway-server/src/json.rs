@@ -1,11 +1,12 @@
-//! Request bodies parsed with the field path of every error, so a malformed body gets a 422
-//! that says what is wrong and where, in FastAPI's shape.
+//! Request bodies parsed with the field path of every error, so a malformed body gets an error
+//! that says what is wrong and where: a 422 in FastAPI's shape on ragway's own routes, a 400 in
+//! OpenAI's shape on the `/v1` routes.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, OpenAiError};
 
 /// A JSON body of type `T`; rejections become `ApiError::Validation`.
 pub struct Body<T>(pub T);
@@ -19,6 +20,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .await
             .map_err(IntoResponse::into_response)?;
         parse(&bytes).map(Body).map_err(IntoResponse::into_response)
+    }
+}
+
+/// A JSON body of type `T` for the OpenAI-compatible routes; rejections are OpenAI errors.
+pub struct OpenAiBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiBody<T> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse(&bytes)
+            .map(OpenAiBody)
+            .map_err(|error| OpenAiError(error).into_response())
     }
 }
 

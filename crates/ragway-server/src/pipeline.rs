@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ragway_core::prompt::{PromptInput, assemble};
-use ragway_core::{ChatModel, ChatRequest, Filter, FinishReason, Passage, Usage};
+use ragway_core::prompt::{PromptInput, assemble, augment};
+use ragway_core::{ChatModel, ChatRequest, Filter, FinishReason, Passage, Role, Usage};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -21,6 +21,15 @@ pub struct Question {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub system: Option<String>,
+}
+
+/// A whole conversation for a named model, optionally grounded by a named store.
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    pub llm_name: String,
+    pub vector_search_type: String,
+    pub top_k: Option<usize>,
+    pub request: ChatRequest,
 }
 
 /// Milliseconds spent in each stage.
@@ -97,9 +106,53 @@ impl Registry {
                 messages: prompt.messages,
                 max_tokens: question.max_tokens,
                 temperature: question.temperature,
-                top_p: None,
-                stop: Vec::new(),
+                ..ChatRequest::default()
             },
+            sources: prompt.passages,
+            started,
+            retrieval_ms,
+        })
+    }
+
+    /// Resolves names, retrieves with the conversation's last user message and grounds that
+    /// message in the passages (the OpenAI-compatible route).
+    pub async fn prepare_conversation(
+        &self,
+        conversation: Conversation,
+    ) -> Result<Prepared, ApiError> {
+        let started = Instant::now();
+        let llm = self.llm(&conversation.llm_name)?;
+        let store = self.store(&conversation.vector_search_type)?;
+        let mut request = conversation.request;
+        let passages = match store {
+            Some(store) => {
+                let Some(question) = request.messages.iter().rev().find(|m| m.role == Role::User)
+                else {
+                    return Err(ApiError::BadRequest {
+                        param: Some("messages".into()),
+                        message: "retrieval needs a user message to search with".into(),
+                    });
+                };
+                let top_k = conversation.top_k.unwrap_or(self.server.default_top_k);
+                store
+                    .retriever
+                    .search(&question.content, top_k, &Filter::new())
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let retrieval_ms = millis(started);
+        let prompt = augment(
+            &self.server.prompt,
+            std::mem::take(&mut request.messages),
+            passages,
+            llm.context_window,
+            request.max_tokens,
+        );
+        request.messages = prompt.messages;
+        Ok(Prepared {
+            model: llm.model.clone(),
+            request,
             sources: prompt.passages,
             started,
             retrieval_ms,

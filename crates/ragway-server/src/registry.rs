@@ -221,6 +221,10 @@ impl Registry {
         self.embedders.get(name)
     }
 
+    pub fn embedder_names(&self) -> Vec<String> {
+        self.embedders.keys().cloned().collect()
+    }
+
     pub fn llm_names(&self) -> Vec<String> {
         self.llms.keys().cloned().collect()
     }

@@ -6,5 +6,7 @@
 mod cli;
 mod e2e;
 mod errors;
+mod offline;
+mod openai_api;
 mod stores;
 mod support;

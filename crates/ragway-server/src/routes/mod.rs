@@ -4,6 +4,7 @@ mod generate;
 mod meta;
 mod search;
 mod stores;
+mod v1;
 
 use std::sync::Arc;
 
@@ -23,5 +24,6 @@ pub fn app(registry: Arc<Registry>) -> Router {
         .route("/stores", get(stores::list))
         .route("/stores/{name}/documents", post(stores::add))
         .route("/stores/{name}/documents/{*id}", delete(stores::delete))
+        .nest("/v1", v1::router())
         .with_state(registry)
 }

@@ -1,0 +1,420 @@
+//! `POST /v1/chat/completions`: OpenAI's chat API over any configured model, whole answers as
+//! `chat.completion` objects, streamed ones as `chat.completion.chunk` events ending in
+//! `data: [DONE]`. The extra fields `vector_search_type` and `top_k` ground the last user
+//! message in retrieved passages, returned in an extra `sources` field (or on the first chunk),
+//! which clients that do not know it ignore.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use futures::future::try_join_all;
+use ragway_core::config::NO_RETRIEVAL;
+use ragway_core::{ChatRequest, Delta, FinishReason, Message, Role, Usage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::now;
+use crate::error::{ApiError, OpenAiError};
+use crate::json::OpenAiBody;
+use crate::pipeline::Conversation;
+use crate::registry::Registry;
+use crate::routes::generate::check_top_k;
+
+/// Most choices one request may ask for.
+const MAX_CHOICES: u32 = 10;
+/// Most stop sequences (OpenAI's limit).
+const MAX_STOP: usize = 4;
+
+/// The request; fields OpenAI has that ragway does not use are ignored, as OpenAI ignores
+/// fields it does not know.
+#[derive(Deserialize)]
+pub struct CompletionRequest {
+    model: String,
+    messages: Vec<Value>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    stop: Option<Value>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    /// ragway's extension: a store to ground the answer in.
+    #[serde(default)]
+    vector_search_type: Option<String>,
+    /// ragway's extension: passages to retrieve.
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+#[derive(Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+fn bad(param: impl Into<String>, message: impl Into<String>) -> OpenAiError {
+    OpenAiError(ApiError::BadRequest {
+        param: Some(param.into()),
+        message: message.into(),
+    })
+}
+
+/// One message in ragway's terms, with OpenAI's field path in every error.
+fn message(i: usize, value: Value) -> Result<Message, OpenAiError> {
+    let at = format!("messages.{i}");
+    let Value::Object(fields) = value else {
+        return Err(bad(&at, format!("{at} must be an object")));
+    };
+    let role = match fields.get("role").and_then(Value::as_str) {
+        Some("system" | "developer") => Role::System,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool") => {
+            return Err(bad(
+                format!("{at}.role"),
+                "tool messages are not supported: ragway does not pass tools through yet",
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                format!("{at}.role"),
+                format!(
+                    "unknown role \"{other}\"; expected one of system, developer, user, assistant"
+                ),
+            ));
+        }
+        None => return Err(bad(format!("{at}.role"), format!("{at}.role is required"))),
+    };
+    if fields
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .is_some_and(|calls| !calls.is_empty())
+    {
+        return Err(bad(
+            format!("{at}.tool_calls"),
+            "tool calls are not supported: ragway does not pass tools through yet",
+        ));
+    }
+    let content = match fields.get("content") {
+        None | Some(Value::Null) if role == Role::Assistant => String::new(),
+        None | Some(Value::Null) => {
+            return Err(bad(
+                format!("{at}.content"),
+                format!("{at}.content is required"),
+            ));
+        }
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(text)) => texts.push(text),
+                    (Some("text"), None) => {
+                        return Err(bad(
+                            format!("{at}.content.{j}.text"),
+                            "a text part needs a \"text\" string",
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(bad(
+                            format!("{at}.content.{j}.type"),
+                            format!("only text content parts are supported, not \"{other}\""),
+                        ));
+                    }
+                    (None, _) => {
+                        return Err(bad(
+                            format!("{at}.content.{j}"),
+                            "each content part needs a \"type\"",
+                        ));
+                    }
+                }
+            }
+            texts.join("\n")
+        }
+        Some(_) => {
+            return Err(bad(
+                format!("{at}.content"),
+                "content must be a string or an array of text parts",
+            ));
+        }
+    };
+    Ok(Message { role, content })
+}
+
+fn stop_sequences(stop: Option<Value>) -> Result<Vec<String>, OpenAiError> {
+    let stop = match stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(one)) => vec![one],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(bad(format!("stop.{i}"), "stop sequences must be strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(bad("stop", "stop must be a string or an array of strings"));
+        }
+    };
+    if stop.len() > MAX_STOP {
+        return Err(bad(
+            "stop",
+            format!("at most {MAX_STOP} stop sequences, got {}", stop.len()),
+        ));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(bad("stop", "stop sequences must not be empty"));
+    }
+    Ok(stop)
+}
+
+/// A checked request: what to ask, how many choices, how to stream.
+struct Checked {
+    conversation: Conversation,
+    choices: u32,
+    stream: bool,
+    include_usage: bool,
+    /// Retrieval was asked for, so `sources` are part of the answer.
+    grounded: bool,
+}
+
+fn check(request: CompletionRequest, registry: &Registry) -> Result<Checked, OpenAiError> {
+    if request
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+    {
+        return Err(bad(
+            "tools",
+            "tool calling is not supported: ragway does not pass tools through yet",
+        ));
+    }
+    if request.messages.is_empty() {
+        return Err(bad(
+            "messages",
+            "messages must contain at least one message",
+        ));
+    }
+    let messages = request
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    if max_tokens == Some(0) {
+        let param = if request.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        return Err(bad(param, format!("{param} must be at least 1")));
+    }
+    if let Some(t) = request.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(bad("temperature", "temperature must be between 0 and 2"));
+    }
+    if let Some(p) = request.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(bad("top_p", "top_p must be between 0 and 1"));
+    }
+    if let Some(error) = check_top_k(request.top_k, registry.server.max_top_k) {
+        return Err(bad("top_k", error.msg));
+    }
+    let stream = request.stream.unwrap_or(false);
+    let choices = request.n.unwrap_or(1);
+    if choices == 0 || choices > MAX_CHOICES {
+        return Err(bad("n", format!("n must be between 1 and {MAX_CHOICES}")));
+    }
+    let llm = registry.llm(&request.model)?;
+    if choices > 1 {
+        if stream {
+            return Err(bad(
+                "n",
+                "n > 1 cannot be streamed; ask with n = 1 or without stream",
+            ));
+        }
+        if llm.kind == ragway_llm::local::PROVIDER_TYPE {
+            return Err(bad(
+                "n",
+                format!(
+                    "model \"{}\" runs locally and answers one choice per request; n must be 1",
+                    request.model
+                ),
+            ));
+        }
+    }
+    let vector_search_type = request
+        .vector_search_type
+        .unwrap_or_else(|| NO_RETRIEVAL.to_owned());
+    Ok(Checked {
+        grounded: vector_search_type != NO_RETRIEVAL,
+        conversation: Conversation {
+            llm_name: request.model,
+            vector_search_type,
+            top_k: request.top_k,
+            request: ChatRequest {
+                messages,
+                max_tokens,
+                temperature: request.temperature,
+                top_p: request.top_p,
+                stop: stop_sequences(request.stop)?,
+                // Negative seeds are valid for OpenAI; keep their bits.
+                seed: request.seed.map(|s| s as u64),
+                user: request.user,
+            },
+        },
+        choices,
+        stream,
+        include_usage: request.stream_options.unwrap_or_default().include_usage,
+    })
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn usage_json(usage: Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    })
+}
+
+pub async fn completions(
+    State(registry): State<Arc<Registry>>,
+    OpenAiBody(request): OpenAiBody<CompletionRequest>,
+) -> Result<Response, OpenAiError> {
+    let checked = check(request, &registry)?;
+    if checked.stream {
+        return stream(&registry, checked).await;
+    }
+    let model_name = checked.conversation.llm_name.clone();
+    let prepared = registry.prepare_conversation(checked.conversation).await?;
+    let answers = try_join_all(
+        (0..checked.choices).map(|_| prepared.model.generate(prepared.request.clone())),
+    )
+    .await?;
+    let mut usage = Usage::default();
+    let choices: Vec<Value> = answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, answer)| {
+            // The prompt is the same for every choice; the answers each cost their own.
+            usage.input_tokens = answer.usage.input_tokens;
+            usage.output_tokens += answer.usage.output_tokens;
+            json!({
+                "index": index,
+                "message": { "role": "assistant", "content": answer.text, "refusal": null },
+                "logprobs": null,
+                "finish_reason": answer.finish_reason.as_str(),
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now(),
+        "model": model_name,
+        "choices": choices,
+        "usage": usage_json(usage),
+        "system_fingerprint": null,
+    });
+    if checked.grounded {
+        body["sources"] = json!(prepared.sources);
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// `chat.completion.chunk` events: the role (and the sources) first, then the text as the
+/// model writes it, the finish reason, the usage when asked for, and `[DONE]`. A failure
+/// before the first byte is an ordinary error response; one midway is an `{"error": ...}`
+/// event that ends the stream (the SDKs raise it). Dropping the connection drops the upstream
+/// request.
+async fn stream(registry: &Registry, checked: Checked) -> Result<Response, OpenAiError> {
+    let model_name = checked.conversation.llm_name.clone();
+    let prepared = registry.prepare_conversation(checked.conversation).await?;
+    let mut deltas = prepared.model.stream(prepared.request.clone()).await?;
+    let id = completion_id();
+    let created = now();
+    let include_usage = checked.include_usage;
+    let chunk = move |choices: Value| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    };
+    let choice = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
+    let mut first = chunk(choice(json!({ "role": "assistant", "content": "" }), None));
+    if checked.grounded {
+        first["sources"] = json!(prepared.sources);
+    }
+    let events = async_stream::stream! {
+        yield Ok::<_, Infallible>(data(&first));
+        let mut usage = Usage::default();
+        let mut finish = FinishReason::Stop;
+        while let Some(delta) = deltas.next().await {
+            match delta {
+                Ok(Delta::Text(text)) => {
+                    yield Ok(data(&chunk(choice(json!({ "content": text }), None))));
+                }
+                Ok(Delta::Usage(u)) => usage = u,
+                Ok(Delta::Finish(reason)) => finish = reason,
+                Err(error) => {
+                    let error = OpenAiError::from(error);
+                    tracing::warn!(error = %error.0, "stream failed mid-answer");
+                    yield Ok(data(&error.body()));
+                    return;
+                }
+            }
+        }
+        yield Ok(data(&chunk(choice(json!({}), Some(finish.as_str())))));
+        if include_usage {
+            let mut last = chunk(json!([]));
+            last["usage"] = usage_json(usage);
+            yield Ok(data(&last));
+        }
+        yield Ok(Event::default().data("[DONE]"));
+    };
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}

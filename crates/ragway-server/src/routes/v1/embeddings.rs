@@ -1,0 +1,135 @@
+//! `POST /v1/embeddings`: any configured embedder by name, `input` as a string or a list of
+//! strings, vectors as floats or as base64 (little-endian f32, as OpenAI sends them).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use ragway_core::prompt::approx_tokens;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, OpenAiError};
+use crate::json::OpenAiBody;
+use crate::registry::Registry;
+
+/// Texts embedded in one request at most (OpenAI's own limit).
+const MAX_INPUTS: usize = 2048;
+
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest {
+    model: String,
+    input: Value,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+fn bad(param: &str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError(ApiError::BadRequest {
+        param: Some(param.to_owned()),
+        message: message.into(),
+    })
+}
+
+/// The texts of `input`: a string or a list of strings, none empty.
+fn texts(input: Value) -> Result<Vec<String>, OpenAiError> {
+    let texts = match input {
+        Value::String(text) => vec![text],
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(text) => Ok(text),
+                _ => Err(bad(
+                    &format!("input.{i}"),
+                    "each input must be a string; token arrays are not supported",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(bad(
+                "input",
+                "input must be a string or an array of strings",
+            ));
+        }
+    };
+    if texts.is_empty() {
+        return Err(bad("input", "input must not be an empty array"));
+    }
+    if texts.len() > MAX_INPUTS {
+        return Err(bad(
+            "input",
+            format!(
+                "at most {MAX_INPUTS} inputs per request, got {}",
+                texts.len()
+            ),
+        ));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(bad(
+            &format!("input.{i}"),
+            "input must not be an empty string",
+        ));
+    }
+    Ok(texts)
+}
+
+pub async fn embeddings(
+    State(registry): State<Arc<Registry>>,
+    OpenAiBody(request): OpenAiBody<EmbeddingsRequest>,
+) -> Result<Response, OpenAiError> {
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(bad(
+                "encoding_format",
+                format!("encoding_format must be \"float\" or \"base64\", not \"{other}\""),
+            ));
+        }
+    };
+    let embedder = registry
+        .embedder(&request.model)
+        .ok_or_else(|| ApiError::UnknownEmbedder {
+            name: request.model.clone(),
+            known: registry.embedder_names(),
+        })?;
+    if let Some(asked) = request.dimensions
+        && asked != embedder.dimension()
+    {
+        return Err(bad(
+            "dimensions",
+            format!(
+                "embedder \"{}\" makes vectors of {} dimensions, not {asked}",
+                request.model,
+                embedder.dimension()
+            ),
+        ));
+    }
+    let texts = texts(request.input)?;
+    let tokens: usize = texts.iter().map(|t| approx_tokens(t)).sum();
+    let vectors = embedder.embed(&texts).await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response())
+}

@@ -1,0 +1,206 @@
+"""Drives ragway's OpenAI-compatible API with the official `openai` SDK and LangChain's
+ChatOpenAI, the clients users point at it. Run by tests/openai_api.rs and tests/offline.rs.
+
+Environment:
+  RAGWAY_URL          the server under test
+  CHAT_MODEL          a configured chat model
+  STORE               a store to ground answers in (extra_body vector_search_type)
+  GROUNDED_QUESTION   a question the store answers; GROUNDED_WORD must be in its first source
+  EMBEDDING_MODEL     a configured embedder (optional)
+  FAKE_OPENAI_URL     the OpenAI fake behind the server (optional): a throttle is scripted on it
+                      to check RateLimitError, using THROTTLED_MODEL (a model on that fake)
+  MAX_TOKENS          answer length cap (default 64)
+
+Exits non-zero listing every mismatch.
+"""
+
+import base64
+import json
+import os
+import struct
+import sys
+import urllib.request
+
+import openai
+from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
+
+URL = os.environ["RAGWAY_URL"]
+MODEL = os.environ["CHAT_MODEL"]
+STORE = os.environ["STORE"]
+QUESTION = os.environ["GROUNDED_QUESTION"]
+WORD = os.environ["GROUNDED_WORD"]
+EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL")
+FAKE_OPENAI_URL = os.environ.get("FAKE_OPENAI_URL")
+THROTTLED_MODEL = os.environ.get("THROTTLED_MODEL", "gpt-4o")
+MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "64"))
+
+failures = []
+
+
+def check(condition, what):
+    if not condition:
+        failures.append(what)
+        print(f"MISMATCH: {what}", file=sys.stderr)
+
+
+# No retries: a scripted error must reach the check, not be retried away.
+client = openai.OpenAI(base_url=f"{URL}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def check_chat():
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+    )
+    check(reply.object == "chat.completion", f"object {reply.object!r}")
+    check(reply.model == MODEL, f"model {reply.model!r}")
+    text = reply.choices[0].message.content
+    check(isinstance(text, str) and text.strip(), f"answer text {text!r}")
+    check(reply.choices[0].finish_reason in ("stop", "length"), "finish_reason")
+    check(reply.usage.completion_tokens > 0, f"usage {reply.usage!r}")
+    check(
+        reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens,
+        "usage total",
+    )
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    streamed = "".join(pieces)
+    check(streamed.strip(), "streamed text is empty")
+    check(finish in ("stop", "length"), f"streamed finish_reason {finish!r}")
+    check(usage is not None and usage.completion_tokens > 0, f"streamed usage {usage!r}")
+    check(streamed == text, f"streamed text {streamed!r} differs from whole answer {text!r}")
+
+
+def check_grounded():
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        extra_body={"vector_search_type": STORE, "top_k": 2},
+    )
+    sources = (reply.model_extra or {}).get("sources")
+    check(isinstance(sources, list) and sources, f"grounded answer has no sources: {reply!r}")
+    if sources:
+        check(WORD in sources[0]["text"], f"first source lacks {WORD!r}: {sources[0]!r}")
+        check(isinstance(sources[0]["score"], float), "source score")
+    check(reply.choices[0].message.content.strip(), "grounded answer is empty")
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        extra_body={"vector_search_type": STORE, "top_k": 2},
+    )
+    first = next(iter(stream))
+    streamed_sources = (first.model_extra or {}).get("sources")
+    check(
+        isinstance(streamed_sources, list) and WORD in streamed_sources[0]["text"],
+        f"first chunk sources {streamed_sources!r}",
+    )
+    rest = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    check(rest.strip(), "grounded stream has no text")
+
+
+def check_models():
+    ids = [m.id for m in client.models.list()]
+    check(MODEL in ids, f"{MODEL} not in models.list(): {ids}")
+    check(client.models.retrieve(MODEL).id == MODEL, "models.retrieve")
+
+
+def check_embeddings():
+    if not EMBEDDING_MODEL:
+        return
+    reply = client.embeddings.create(model=EMBEDDING_MODEL, input=["first text", "second text"])
+    check(len(reply.data) == 2, f"{len(reply.data)} embeddings")
+    vector = reply.data[0].embedding
+    check(len(vector) > 0 and all(isinstance(x, float) for x in vector), "float embedding")
+    # The SDK asks for base64 by default when numpy is around and decodes it; ask explicitly.
+    raw = client.embeddings.with_raw_response.create(
+        model=EMBEDDING_MODEL, input="first text", encoding_format="base64"
+    )
+    encoded = json.loads(raw.text)["data"][0]["embedding"]
+    decoded = struct.unpack(f"<{len(vector)}f", base64.b64decode(encoded))
+    check(
+        max(abs(a - b) for a, b in zip(decoded, vector)) < 1e-6,
+        "base64 embedding differs from the float one",
+    )
+
+
+def check_errors():
+    try:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+        check(False, "unknown model did not raise")
+    except openai.NotFoundError as err:
+        check(err.code == "model_not_found", f"NotFoundError code {err.code!r}")
+    try:
+        client.chat.completions.create(model=MODEL, messages=[])
+        check(False, "empty messages did not raise")
+    except openai.BadRequestError as err:
+        check(err.param == "messages", f"BadRequestError param {err.param!r}")
+    if FAKE_OPENAI_URL:
+        command = {"kind": "error", "status": 429, "error": "rate_limit_exceeded", "message": "slow down"}
+        request = urllib.request.Request(
+            f"{FAKE_OPENAI_URL}/__fake/script",
+            data=json.dumps(command).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        try:
+            client.chat.completions.create(
+                model=THROTTLED_MODEL, messages=[{"role": "user", "content": "x"}]
+            )
+            check(False, "a throttled upstream did not raise")
+        except openai.RateLimitError as err:
+            check("slow down" in str(err), f"RateLimitError message {err}")
+
+
+def check_langchain():
+    chat = ChatOpenAI(
+        model=MODEL, base_url=f"{URL}/v1", api_key="unused", max_retries=0, max_tokens=MAX_TOKENS,
+        temperature=0,
+    )
+    answer = chat.invoke([HumanMessage(content="Say hello.")])
+    check(isinstance(answer.content, str) and answer.content.strip(), f"LangChain answer {answer!r}")
+    streamed = "".join(chunk.content for chunk in chat.stream([HumanMessage(content="Say hello.")]))
+    check(streamed.strip(), "LangChain stream is empty")
+
+
+def main():
+    print(f"openai {openai.__version__} against {URL} with {MODEL}")
+    check_chat()
+    check_grounded()
+    check_models()
+    check_embeddings()
+    check_errors()
+    check_langchain()
+    if failures:
+        print(f"{len(failures)} mismatches", file=sys.stderr)
+        return 1
+    print("openai SDK check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
