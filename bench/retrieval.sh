@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Retrieval: FAISS search through ragway's store (Retriever::search with a zero-cost embedder,
 # so FAISS + blocking pool + SQLite rows) against the same index file searched directly by
-# Python's FAISS (faiss-cpu from PyPI), for a flat and an HNSW index of random unit vectors;
-# HNSW recall@10 against the flat index; then `POST /search` on a running `ragway serve` over
-# the flat store (query embedded by all-MiniLM-L6-v2) next to the query embedding alone, and
-# the server's resident memory with the index and the models loaded.
+# Python's FAISS (faiss-cpu from PyPI), for a flat and an HNSW index of clustered unit vectors
+# (see the example's docs); HNSW recall@10 against the flat index; then `POST /search` on a
+# running `ragway serve` over the HNSW store (query embedded by all-MiniLM-L6-v2) next to the
+# query embedding alone and FAISS alone, and the server's resident memory with the index and
+# the models loaded.
 #
 #   bench/retrieval.sh [N] [DIM] [QUERIES] [K]        (defaults: 100000 384 2000 4)
 #
@@ -38,7 +39,7 @@ python3 bench/recall.py "$out/flat-$n-$dim/store/index.faiss" "$out/hnsw-$n-$dim
 cargo build "${flag[@]}" --quiet -p ragway
 cargo build "${flag[@]}" --quiet -p ragway-retrieval --example embed_bench
 echo
-echo "== POST /search over the flat store ($n chunks), query embedded by all-MiniLM-L6-v2"
+echo "== POST /search over the HNSW store ($n chunks), query embedded by all-MiniLM-L6-v2"
 cat > "$out/serve.toml" <<TOML
 [[llm]]
 name = "smollm2"
@@ -53,13 +54,15 @@ path = "$PWD/models/all-MiniLM-L6-v2"
 [[vector_store]]
 name = "bench"
 type = "faiss"
-path = "$PWD/$out/flat-$n-$dim/store"
+path = "$PWD/$out/hnsw-$n-$dim/store"
 embedder = "minilm"
+index = "hnsw"
 TOML
 query="How does a qubit differ from a classical bit?"
 cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true; }
 trap cleanup EXIT
-RUST_LOG=warn "$bin/ragway" serve --config "$out/serve.toml" --bind 127.0.0.1:0 > "$out/serve.out" &
+# As scripts/serve.sh runs it: OpenMP threads of FAISS and llama.cpp wait without spinning.
+OMP_WAIT_POLICY=PASSIVE RUST_LOG=error "$bin/ragway" serve --config "$out/serve.toml" --bind 127.0.0.1:0 > "$out/serve.out" &
 server=$!
 for _ in $(seq 300); do grep -q listening "$out/serve.out" 2>/dev/null && break; sleep 0.1; done
 url=$(sed -n 's/^ragway listening on //p' "$out/serve.out")
@@ -70,8 +73,8 @@ oha --no-tui --output-format json -n 300 -c 1 -m POST -H 'content-type: applicat
   -d "$body" "$url/search" > "$out/search.json"
 "$bin/examples/embed_bench" --model models/all-MiniLM-L6-v2 --texts examples/corpus/ragway.md \
   --query "$query" --queries 300 > "$out/embed.txt"
-python3 - "$out/search.json" "$out/embed.txt" "$out/flat-$n-$dim/direct.txt" "$server" \
-  "$out/flat-$n-$dim/store/index.faiss" models/all-MiniLM-L6-v2/model.safetensors \
+python3 - "$out/search.json" "$out/embed.txt" "$out/hnsw-$n-$dim/direct.txt" "$server" \
+  "$out/hnsw-$n-$dim/store/index.faiss" models/all-MiniLM-L6-v2/model.safetensors \
   models/SmolLM2-135M-Instruct.Q4_1.gguf <<'PY'
 import json, os, re, sys
 search_file, embed_file, direct_file, pid, *files = sys.argv[1:]
@@ -84,7 +87,7 @@ embed = float(re.search(r"query p50\s+([\d.]+)", open(embed_file).read()).group(
 direct = float(re.search(r"1 query per call\s+p50\s+([\d.]+)", open(direct_file).read()).group(1))
 print(f"POST /search (HTTP, embed, FAISS, rows)  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}")
 print(f"query embedding alone (candle)           p50 {embed:7.2f} ms")
-print(f"Python faiss, same flat index            p50 {direct:7.2f} ms")
+print(f"Python faiss, same HNSW index            p50 {direct:7.2f} ms")
 print(f"ragway's added p50 beyond embedding + FAISS: {p50 - embed - direct:+.2f} ms")
 status = open(f"/proc/{pid}/status").read()
 rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024

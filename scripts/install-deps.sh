@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what ragway's build and tests need on a fresh Debian 12 machine: system packages
-# from apt and the Python test tools from PyPI. Idempotent; skips what is already there.
+# from apt (build tools, and chromium + node for the playground's browser test), the Python
+# test tools from PyPI and playwright-core from npm. Idempotent; skips what is already there.
 set -euo pipefail
 
-apt_packages=(python3 python3-pip pkg-config cmake g++ libopenblas-dev libclang-dev clang)
+apt_packages=(python3 python3-pip pkg-config cmake g++ libopenblas-dev libclang-dev clang chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# Node may come from elsewhere (nodesource bundles npm); only install Debian's when absent.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing apt packages: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -19,3 +23,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv/venv pythons ignore this.
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements.txt"
+# playwright-core only (it downloads no browser); the test drives Debian's /usr/bin/chromium.
+if [ ! -d "$here/tests/ui/node_modules/playwright-core" ]; then
+  npm ci --prefix "$here/tests/ui" --no-audit --no-fund --loglevel=error
+fi

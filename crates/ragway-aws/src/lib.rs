@@ -1,6 +1,6 @@
 //! What ragway's AWS clients share: the SDK configuration loaded once through the standard
-//! credential chain, per-component overrides (region, endpoint, retries, timeouts), and one
-//! mapping from SDK errors to `ProviderError`.
+//! credential chain, per-component overrides (region, endpoint, retries, timeouts), one
+//! mapping from SDK errors to `ProviderError`, and JSON <-> smithy `Document` conversion.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::event_stream::RawMessage;
+use aws_smithy_types::{Document, Number};
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use ragway_core::ProviderError;
@@ -146,6 +147,52 @@ where
     }
 }
 
+/// A JSON value as the SDKs' `Document` (tool schemas, tool inputs).
+pub fn document_from_json(value: serde_json::Value) -> Document {
+    use serde_json::Value;
+    match value {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(b),
+        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or(0.0))
+        }),
+        Value::String(s) => Document::String(s),
+        Value::Array(items) => Document::Array(items.into_iter().map(document_from_json).collect()),
+        Value::Object(fields) => Document::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, document_from_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A `Document` as JSON; non-finite floats (which JSON cannot hold) become null.
+pub fn json_from_document(document: &Document) -> serde_json::Value {
+    use serde_json::Value;
+    match document {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => Value::from(*u),
+        Document::Number(Number::NegInt(i)) => Value::from(*i),
+        Document::Number(Number::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(items) => Value::Array(items.iter().map(json_from_document).collect()),
+        Document::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_from_document(v)))
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +223,21 @@ mod tests {
         let shared = SdkConfig::builder().build();
         let err = client_config(&shared, &settings(None)).unwrap_err();
         assert!(err.contains("AWS_REGION"), "{err}");
+    }
+
+    #[test]
+    fn json_survives_a_round_trip_through_document() {
+        let value = serde_json::json!({
+            "type": "object",
+            "properties": { "city": { "type": "string" }, "days": { "type": "integer", "minimum": -3 } },
+            "required": ["city"],
+            "weight": 0.5,
+            "nothing": null,
+            "flag": true,
+        });
+        assert_eq!(
+            json_from_document(&document_from_json(value.clone())),
+            value
+        );
     }
 }

@@ -13,5 +13,5 @@ pub use secret::{EnvOr, SecretRef};
 pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Retriever};
 pub use types::{
     ChatRequest, ChatResponse, Delta, Document, Filter, FinishReason, IngestReport, Message,
-    Passage, Role, StoreStats, Usage,
+    Passage, Role, StoreStats, Tool, ToolCall, ToolChoice, Usage,
 };

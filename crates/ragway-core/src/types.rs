@@ -3,40 +3,86 @@
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a chat message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
+    #[default]
     User,
     Assistant,
+    /// The result of a tool call, sent back to the model.
+    Tool,
 }
 
 /// One message of a conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The tools an assistant message asked to call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
-    pub fn system(content: impl Into<String>) -> Self {
+    fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
-            role: Role::System,
+            role,
             content: content.into(),
+            ..Self::default()
         }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            content: content.into(),
-        }
+        Self::new(Role::User, content)
     }
     pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+    /// The result of the call `id`.
+    pub fn tool(id: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
-            role: Role::Assistant,
-            content: content.into(),
+            tool_call_id: Some(id.into()),
+            ..Self::new(Role::Tool, content)
         }
     }
+}
+
+/// A function the model may call, described by a JSON Schema of its arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool call.
+    None,
+    /// Some tool call.
+    Required,
+    /// This tool.
+    Named(String),
+}
+
+/// A call the model asked for: the tool's name and its arguments as JSON text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// A JSON object, as text (providers stream it in pieces).
+    pub arguments: String,
 }
 
 /// A provider-neutral chat request: the conversation plus sampling options.
@@ -51,6 +97,9 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// The end user, passed to providers that track abuse by user (OpenAI).
     pub user: Option<String>,
+    /// Functions the model may call; empty means none.
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
 }
 
 impl ChatRequest {
@@ -100,6 +149,8 @@ impl FinishReason {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatResponse {
     pub text: String,
+    /// Tools the model asked to call (then `finish_reason` is `ToolCalls`).
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub finish_reason: FinishReason,
 }
@@ -109,6 +160,14 @@ pub struct ChatResponse {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delta {
     Text(String),
+    /// A piece of the `index`-th tool call: its id and name come first (once), its arguments
+    /// in pieces that concatenate to the JSON text.
+    ToolCall {
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     Finish(FinishReason),
     Usage(Usage),
 }

@@ -8,16 +8,21 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput,
-    InferenceConfiguration, Message as BedrockMessage, StopReason, SystemContentBlock, TokenUsage,
+    AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
+    Message as BedrockMessage, SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage,
+    Tool as BedrockTool, ToolChoice as BedrockToolChoice, ToolConfiguration, ToolInputSchema,
+    ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_types::event_stream::RawMessage;
 use aws_types::SdkConfig;
-use ragway_aws::{ClientSettings, client_config, map_sdk_error};
+use ragway_aws::{
+    ClientSettings, client_config, document_from_json, json_from_document, map_sdk_error,
+};
 use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
-    ProviderError, Role, Usage,
+    ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
 
 pub const PROVIDER_TYPE: &str = "bedrock";
@@ -58,50 +63,78 @@ impl BedrockChat {
         })
     }
 
-    /// The conversation in Converse's shape: system apart (or folded in), roles alternating.
+    /// The conversation in Converse's shape: system apart (or folded in), roles alternating,
+    /// tool calls as `toolUse` blocks and tool results as `toolResult` blocks in a user turn.
     fn conversation(
         &self,
         request: &ChatRequest,
     ) -> Result<(Vec<SystemContentBlock>, Vec<BedrockMessage>), ProviderError> {
         let system = request.system_text();
-        let mut turns: Vec<(ConversationRole, String)> = Vec::new();
+        let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
         for message in &request.messages {
-            let role = match message.role {
+            let (role, blocks) = match message.role {
                 Role::System => continue,
-                Role::User => ConversationRole::User,
-                Role::Assistant => ConversationRole::Assistant,
-            };
-            // Converse wants user and assistant turns to alternate; merge runs of one role.
-            match turns.last_mut() {
-                Some((last, text)) if *last == role => {
-                    text.push_str("\n\n");
-                    text.push_str(&message.content);
+                Role::User => (ConversationRole::User, text_block(&message.content)),
+                Role::Assistant => {
+                    let mut blocks = text_block(&message.content);
+                    for call in &message.tool_calls {
+                        blocks.push(self.tool_use(call)?);
+                    }
+                    (ConversationRole::Assistant, blocks)
                 }
-                _ => turns.push((role, message.content.clone())),
+                Role::Tool => {
+                    let id = message.tool_call_id.clone().unwrap_or_default();
+                    let result = ToolResultBlock::builder()
+                        .tool_use_id(id)
+                        .content(ToolResultContentBlock::Text(message.content.clone()))
+                        .build()
+                        .map_err(|e| self.unsupported(e))?;
+                    (
+                        ConversationRole::User,
+                        vec![ContentBlock::ToolResult(result)],
+                    )
+                }
+            };
+            // Converse wants user and assistant turns to alternate; merge runs of one role,
+            // joining adjacent texts.
+            match turns.last_mut() {
+                Some((last, existing)) if *last == role => {
+                    for block in blocks {
+                        match (existing.last_mut(), block) {
+                            (Some(ContentBlock::Text(text)), ContentBlock::Text(more)) => {
+                                text.push_str("\n\n");
+                                text.push_str(&more);
+                            }
+                            (_, block) => existing.push(block),
+                        }
+                    }
+                }
+                _ => turns.push((role, blocks)),
             }
         }
         let mut system_blocks = Vec::new();
         if let Some(system) = system {
             if self.system_prompt {
                 system_blocks.push(SystemContentBlock::Text(system));
-            } else if let Some((_, first_user)) = turns
+            } else if let Some((_, blocks)) = turns
                 .iter_mut()
                 .find(|(role, _)| *role == ConversationRole::User)
             {
-                *first_user = format!("{system}\n\n{first_user}");
+                match blocks.first_mut() {
+                    Some(ContentBlock::Text(first)) => *first = format!("{system}\n\n{first}"),
+                    _ => blocks.insert(0, ContentBlock::Text(system)),
+                }
             }
         }
         let messages = turns
             .into_iter()
-            .map(|(role, text)| {
+            .filter(|(_, blocks)| !blocks.is_empty())
+            .map(|(role, blocks)| {
                 BedrockMessage::builder()
                     .role(role)
-                    .content(ContentBlock::Text(text))
+                    .set_content(Some(blocks))
                     .build()
-                    .map_err(|e| ProviderError::Unsupported {
-                        provider: self.provider.clone(),
-                        message: e.to_string(),
-                    })
+                    .map_err(|e| self.unsupported(e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if messages.is_empty() {
@@ -111,6 +144,85 @@ impl BedrockChat {
             });
         }
         Ok((system_blocks, messages))
+    }
+
+    fn unsupported(&self, error: impl std::fmt::Display) -> ProviderError {
+        ProviderError::Unsupported {
+            provider: self.provider.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    /// An assistant's tool call as a `toolUse` block; its arguments must be a JSON object.
+    fn tool_use(&self, call: &ToolCall) -> Result<ContentBlock, ProviderError> {
+        let arguments = if call.arguments.trim().is_empty() {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            serde_json::from_str(&call.arguments).map_err(|e| {
+                self.unsupported(format!(
+                    "the arguments of tool call \"{}\" are not JSON: {e}",
+                    call.id
+                ))
+            })?
+        };
+        let block = ToolUseBlock::builder()
+            .tool_use_id(&call.id)
+            .name(&call.name)
+            .input(document_from_json(arguments))
+            .build()
+            .map_err(|e| self.unsupported(e))?;
+        Ok(ContentBlock::ToolUse(block))
+    }
+
+    /// `toolConfig` for the request's tools: none when there are no tools, or when the caller
+    /// asked for no tool call and the conversation holds no tool blocks (which would need it).
+    fn tool_config(
+        &self,
+        request: &ChatRequest,
+        messages: &[BedrockMessage],
+    ) -> Result<Option<ToolConfiguration>, ProviderError> {
+        let has_tool_blocks = messages
+            .iter()
+            .flat_map(|m| m.content())
+            .any(|b| matches!(b, ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_)));
+        if request.tools.is_empty()
+            || (request.tool_choice == Some(ToolChoice::None) && !has_tool_blocks)
+        {
+            return Ok(None);
+        }
+        let tools = request
+            .tools
+            .iter()
+            .map(|tool| {
+                ToolSpecification::builder()
+                    .name(&tool.name)
+                    .set_description(tool.description.clone())
+                    .input_schema(ToolInputSchema::Json(document_from_json(
+                        tool.parameters.clone(),
+                    )))
+                    .build()
+                    .map(BedrockTool::ToolSpec)
+                    .map_err(|e| self.unsupported(e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let choice = match &request.tool_choice {
+            None | Some(ToolChoice::Auto | ToolChoice::None) => {
+                BedrockToolChoice::Auto(AutoToolChoice::builder().build())
+            }
+            Some(ToolChoice::Required) => BedrockToolChoice::Any(AnyToolChoice::builder().build()),
+            Some(ToolChoice::Named(name)) => BedrockToolChoice::Tool(
+                SpecificToolChoice::builder()
+                    .name(name)
+                    .build()
+                    .map_err(|e| self.unsupported(e))?,
+            ),
+        };
+        ToolConfiguration::builder()
+            .set_tools(Some(tools))
+            .tool_choice(choice)
+            .build()
+            .map(Some)
+            .map_err(|e| self.unsupported(e))
     }
 
     fn inference_config(request: &ChatRequest) -> InferenceConfiguration {
@@ -131,25 +243,35 @@ impl BedrockChat {
 impl ChatModel for BedrockChat {
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let (system, messages) = self.conversation(&request)?;
+        let tool_config = self.tool_config(&request, &messages)?;
         let output = self
             .client
             .converse()
             .model_id(&self.model_id)
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
+            .set_tool_config(tool_config)
             .inference_config(Self::inference_config(&request))
             .send()
             .await
             .map_err(|e| map_sdk_error(&self.provider, e, self.timeout))?;
-        let text = match output.output() {
-            Some(ConverseOutput::Message(message)) => message
-                .content()
-                .iter()
-                .filter_map(|block| match block {
-                    ContentBlock::Text(text) => Some(text.as_str()),
-                    _ => None,
-                })
-                .collect::<String>(),
+        let (text, tool_calls) = match output.output() {
+            Some(ConverseOutput::Message(message)) => {
+                let mut text = String::new();
+                let mut calls = Vec::new();
+                for block in message.content() {
+                    match block {
+                        ContentBlock::Text(piece) => text.push_str(piece),
+                        ContentBlock::ToolUse(call) => calls.push(ToolCall {
+                            id: call.tool_use_id().to_owned(),
+                            name: call.name().to_owned(),
+                            arguments: json_from_document(call.input()).to_string(),
+                        }),
+                        _ => {}
+                    }
+                }
+                (text, calls)
+            }
             _ => {
                 return Err(ProviderError::invalid_response(
                     &self.provider,
@@ -159,6 +281,7 @@ impl ChatModel for BedrockChat {
         };
         Ok(ChatResponse {
             text,
+            tool_calls,
             usage: output.usage().map(usage).unwrap_or_default(),
             finish_reason: finish_reason(output.stop_reason()),
         })
@@ -166,12 +289,14 @@ impl ChatModel for BedrockChat {
 
     async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
         let (system, messages) = self.conversation(&request)?;
+        let tool_config = self.tool_config(&request, &messages)?;
         let output = self
             .client
             .converse_stream()
             .model_id(&self.model_id)
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
+            .set_tool_config(tool_config)
             .inference_config(Self::inference_config(&request))
             .send()
             .await
@@ -181,14 +306,34 @@ impl ChatModel for BedrockChat {
         let timeout = self.timeout;
         Ok(Box::pin(async_stream::stream! {
             let mut finished = false;
+            // Content block index -> tool call number, in the order the calls started.
+            let mut tool_blocks: Vec<i32> = Vec::new();
             loop {
                 match events.recv().await {
-                    Ok(Some(ConverseStreamOutput::ContentBlockDelta(event))) => {
-                        if let Some(ContentBlockDelta::Text(text)) = event.delta
-                            && !text.is_empty() {
-                                yield Ok(Delta::Text(text));
-                            }
+                    Ok(Some(ConverseStreamOutput::ContentBlockStart(event))) => {
+                        if let Some(ContentBlockStart::ToolUse(start)) = event.start {
+                            tool_blocks.push(event.content_block_index);
+                            yield Ok(Delta::ToolCall {
+                                index: tool_blocks.len() - 1,
+                                id: Some(start.tool_use_id),
+                                name: Some(start.name),
+                                arguments: String::new(),
+                            });
+                        }
                     }
+                    Ok(Some(ConverseStreamOutput::ContentBlockDelta(event))) => match event.delta {
+                        Some(ContentBlockDelta::Text(text)) if !text.is_empty() => {
+                            yield Ok(Delta::Text(text));
+                        }
+                        Some(ContentBlockDelta::ToolUse(piece)) => {
+                            let index = tool_blocks
+                                .iter()
+                                .position(|b| *b == event.content_block_index)
+                                .unwrap_or(tool_blocks.len().saturating_sub(1));
+                            yield Ok(Delta::ToolCall { index, id: None, name: None, arguments: piece.input });
+                        }
+                        _ => {}
+                    },
                     Ok(Some(ConverseStreamOutput::MessageStop(event))) => {
                         finished = true;
                         yield Ok(Delta::Finish(finish_reason(&event.stop_reason)));
@@ -214,6 +359,15 @@ impl ChatModel for BedrockChat {
                 }
             }
         }))
+    }
+}
+
+/// A text block, or none for empty text (Converse rejects empty text blocks).
+fn text_block(text: &str) -> Vec<ContentBlock> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![ContentBlock::Text(text.to_owned())]
     }
 }
 

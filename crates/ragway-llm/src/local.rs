@@ -206,6 +206,8 @@ impl ChatModel for LocalChat {
                 Delta::Text(piece) => text.push_str(&piece),
                 Delta::Finish(reason) => finish_reason = Some(reason),
                 Delta::Usage(counted) => usage = counted,
+                // The local model never calls tools (requests with tools are refused).
+                Delta::ToolCall { .. } => {}
             }
         }
         let finish_reason = finish_reason.ok_or_else(|| {
@@ -213,6 +215,7 @@ impl ChatModel for LocalChat {
         })?;
         Ok(ChatResponse {
             text,
+            tool_calls: Vec::new(),
             usage,
             finish_reason,
         })
@@ -227,7 +230,18 @@ impl ChatModel for LocalChat {
             stop,
             seed,
             user: _,
+            tools,
+            tool_choice: _,
         } = request;
+        if !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
+        {
+            return Err(self.unsupported(
+                "the local model cannot call tools; send tools to an OpenAI or Bedrock model",
+            ));
+        }
         let max_tokens = max_tokens.unwrap_or(self.max_tokens);
 
         // Templating and tokenizing are CPU work: off the async runtime like generation.
@@ -360,6 +374,7 @@ fn prompt_tokens(
                 Role::System => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Tool => "tool",
             };
             LlamaChatMessage::new(role.into(), m.content.clone())
         })

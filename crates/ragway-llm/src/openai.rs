@@ -8,8 +8,8 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use ragway_core::config::{OpenAiLlmConfig, secs};
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
-    ProviderError, Role, Usage,
+    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
+    ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -53,18 +53,7 @@ impl OpenAiChat {
     }
 
     fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                };
-                json!({ "role": role, "content": m.content })
-            })
-            .collect();
+        let messages: Vec<Value> = request.messages.iter().map(wire_message).collect();
         let mut fields = serde_json::Map::new();
         fields.insert("model".into(), json!(self.model));
         fields.insert("messages".into(), Value::Array(messages));
@@ -93,6 +82,31 @@ impl OpenAiChat {
         }
         if let Some(user) = &request.user {
             fields.insert("user".into(), json!(user));
+        }
+        if !request.tools.is_empty() {
+            let tools: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
+                    if let Some(description) = &tool.description {
+                        function["description"] = json!(description);
+                    }
+                    json!({ "type": "function", "function": function })
+                })
+                .collect();
+            fields.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(choice) = &request.tool_choice {
+            let choice = match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Named(name) => {
+                    json!({ "type": "function", "function": { "name": name } })
+                }
+            };
+            fields.insert("tool_choice".into(), choice);
         }
         if stream {
             fields.insert("stream".into(), json!(true));
@@ -171,6 +185,16 @@ impl ChatModel for OpenAiChat {
         })?;
         Ok(ChatResponse {
             text: choice.message.content.unwrap_or_default(),
+            tool_calls: choice
+                .message
+                .tool_calls
+                .into_iter()
+                .map(|call| ToolCall {
+                    id: call.id.unwrap_or_default(),
+                    name: call.function.name.unwrap_or_default(),
+                    arguments: call.function.arguments.unwrap_or_default(),
+                })
+                .collect(),
             usage: completion.usage.map(Usage::from).unwrap_or_default(),
             finish_reason: finish_reason(choice.finish_reason.as_deref()),
         })
@@ -210,8 +234,17 @@ impl ChatModel for OpenAiChat {
                     return;
                 }
                 for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-                    if let Some(text) = choice.delta.and_then(|d| d.content).filter(|t| !t.is_empty()) {
+                    let delta = choice.delta.unwrap_or_default();
+                    if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                         yield Ok(Delta::Text(text));
+                    }
+                    for call in delta.tool_calls {
+                        yield Ok(Delta::ToolCall {
+                            index: call.index,
+                            id: call.id,
+                            name: call.function.name,
+                            arguments: call.function.arguments.unwrap_or_default(),
+                        });
                     }
                     if let Some(reason) = choice.finish_reason {
                         finished = true;
@@ -227,6 +260,38 @@ impl ChatModel for OpenAiChat {
             }
         }))
     }
+}
+
+/// One message in Chat Completions' shape, tool calls and tool results included.
+fn wire_message(message: &Message) -> Value {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut wire = json!({ "role": role, "content": message.content });
+    if !message.tool_calls.is_empty() {
+        let calls: Vec<Value> = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.id,
+                    "type": "function",
+                    "function": { "name": call.name, "arguments": call.arguments },
+                })
+            })
+            .collect();
+        wire["tool_calls"] = Value::Array(calls);
+        if message.content.is_empty() {
+            wire["content"] = Value::Null;
+        }
+    }
+    if let Some(id) = &message.tool_call_id {
+        wire["tool_call_id"] = json!(id);
+    }
+    wire
 }
 
 /// o1, o3, o4-mini, gpt-5 and their dated variants take `max_completion_tokens` and no
@@ -281,6 +346,24 @@ struct Choice {
 #[derive(Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// A tool call, whole (in a completion) or a piece of one (in a chunk).
+#[derive(Default, Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunction,
+}
+
+#[derive(Default, Deserialize)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -299,9 +382,11 @@ struct ChunkChoice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct ChunkDelta {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +429,7 @@ mod tests {
             stop: vec!["END".into()],
             seed: Some(7),
             user: Some("u-1".into()),
+            ..ChatRequest::default()
         }
     }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ragway_core::config::LlmConfig;
-use ragway_core::{ChatModel, ChatRequest, Delta, FinishReason, Message, ProviderError};
+use ragway_core::{
+    ChatModel, ChatRequest, Delta, FinishReason, Message, ProviderError, Tool, ToolCall, ToolChoice,
+};
 use ragway_testkit::{Fake, Scripted};
 
 /// What a provider under test needs: its fake and a model built over it.
@@ -77,6 +79,22 @@ fn request() -> ChatRequest {
     }
 }
 
+fn tool_request() -> ChatRequest {
+    ChatRequest {
+        tools: vec![Tool {
+            name: "get_weather".into(),
+            description: Some("The weather in a city".into()),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": { "city": { "type": "string" }, "days": { "type": "integer" } },
+                "required": ["city"],
+            }),
+        }],
+        tool_choice: Some(ToolChoice::Auto),
+        ..request()
+    }
+}
+
 macro_rules! provider_suite {
     ($($provider:ident),*) => {$(
         mod $provider {
@@ -103,6 +121,7 @@ macro_rules! provider_suite {
                         Delta::Text(t) => { text.push_str(&t); pieces += 1; }
                         Delta::Finish(f) => finish = Some(f),
                         Delta::Usage(u) => usage = Some(u),
+                        Delta::ToolCall { .. } => panic!("no tools were offered"),
                     }
                 }
                 assert_eq!(text, whole.text);
@@ -157,6 +176,72 @@ macro_rules! provider_suite {
                 s.fake.push(Scripted::StopReason("brand_new_reason".into()));
                 let answer = s.model.generate(request()).await.unwrap();
                 assert_eq!(answer.finish_reason, FinishReason::Other("brand_new_reason".into()));
+            }
+
+            #[tokio::test]
+            async fn tool_calls_come_back_whole_and_streamed() {
+                let s = $provider().await;
+                let arguments = r#"{"city":"Paris","days":3}"#;
+                let script = || Scripted::ToolCall { name: "get_weather".into(), arguments: arguments.into() };
+                s.fake.push(script());
+                let answer = s.model.generate(tool_request()).await.unwrap();
+                assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+                assert_eq!(answer.tool_calls.len(), 1);
+                let call = &answer.tool_calls[0];
+                assert_eq!(call.name, "get_weather");
+                assert!(!call.id.is_empty());
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&call.arguments).unwrap(),
+                    serde_json::from_str::<serde_json::Value>(arguments).unwrap()
+                );
+
+                s.fake.push(script());
+                let mut stream = s.model.stream(tool_request()).await.unwrap();
+                let (mut id, mut name, mut streamed, mut finish) = (None, None, String::new(), None);
+                while let Some(delta) = stream.next().await {
+                    match delta.unwrap() {
+                        Delta::ToolCall { index, id: i, name: n, arguments } => {
+                            assert_eq!(index, 0);
+                            id = id.or(i);
+                            name = name.or(n);
+                            streamed.push_str(&arguments);
+                        }
+                        Delta::Finish(f) => finish = Some(f),
+                        Delta::Text(t) => assert!(t.is_empty(), "no text: {t}"),
+                        Delta::Usage(_) => {}
+                    }
+                }
+                assert!(id.is_some());
+                assert_eq!(name.as_deref(), Some("get_weather"));
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&streamed).unwrap(),
+                    serde_json::from_str::<serde_json::Value>(arguments).unwrap()
+                );
+                assert_eq!(finish, Some(FinishReason::ToolCalls));
+                // The fake refuses a scripted call when the request carries no tools, so both
+                // answers above prove the tools were sent.
+                s.fake.push(script());
+                assert!(s.model.generate(request()).await.is_err());
+            }
+
+            #[tokio::test]
+            async fn a_tool_result_is_sent_back_with_its_call() {
+                let s = $provider().await;
+                let mut request = tool_request();
+                request.messages.push(Message {
+                    tool_calls: vec![ToolCall {
+                        id: "call_1".into(),
+                        name: "get_weather".into(),
+                        arguments: r#"{"city":"Paris"}"#.into(),
+                    }],
+                    ..Message::assistant("")
+                });
+                request.messages.push(Message::tool("call_1", "18 degrees and sunny"));
+                let answer = s.model.generate(request).await.unwrap();
+                assert_eq!(answer.text, format!("ragway fake answer from {}.", s.model_id));
+                let sent = serde_json::to_string(&s.fake.requests().last().unwrap().body).unwrap();
+                assert!(sent.contains("call_1") && sent.contains("18 degrees and sunny"), "{sent}");
+                assert!(sent.contains("Paris"), "{sent}");
             }
 
             #[tokio::test]

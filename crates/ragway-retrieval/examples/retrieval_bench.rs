@@ -1,14 +1,19 @@
 //! Search latency and throughput of a FAISS store through ragway, for `bench/retrieval.sh`.
 //!
-//! Builds a store of `--n` random unit vectors (`--dim` floats; flat or HNSW) with an embedder
+//! Builds a store of `--n` unit vectors (`--dim` floats; flat or HNSW) with an embedder
 //! that looks vectors up by name, so embedding costs nothing and the figures are FAISS plus
 //! ragway's own work (blocking pool, SQLite rows, passages). It then times `--queries` searches
 //! of `k` neighbours one at a time (latency), with `--concurrency` tasks at once (throughput),
 //! and FAISS alone through ragway's index wrapper; and writes the queries next to the store so
 //! the script can search the same index file with Python's FAISS.
 //!
+//! The vectors are clustered like real embeddings (`--clusters` centres, each vector a centre
+//! plus noise, cosine about 0.9 to its centre); uniformly random vectors in hundreds of
+//! dimensions have no near neighbours worth the name, which no approximate index handles well.
+//! `--clusters 0` gives uniform vectors.
+//!
 //! usage: retrieval_bench --dir DIR [--n 100000] [--dim 384] [--queries 2000] [--k 4]
-//!        [--index flat|hnsw] [--concurrency 2]
+//!        [--index flat|hnsw] [--concurrency 2] [--clusters 1000]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +33,7 @@ struct Args {
     k: usize,
     index: IndexKind,
     concurrency: usize,
+    clusters: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -61,6 +67,7 @@ fn args() -> Result<Args, String> {
             Some(other) => return Err(format!("--index {other}: expected flat or hnsw")),
         },
         concurrency: number("concurrency", 2)?,
+        clusters: number("clusters", 1000)?,
     })
 }
 
@@ -80,6 +87,29 @@ fn unit_vectors(count: usize, dim: usize, seed: u64) -> Vec<f32> {
         for x in &mut out[start..] {
             *x /= norm;
         }
+    }
+    out
+}
+
+/// `count` unit vectors around `clusters` random centres (uniform when `clusters` is 0): each
+/// is a centre plus a random offset of half its length, normalised.
+fn clustered_vectors(count: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+    if clusters == 0 {
+        return unit_vectors(count, dim, seed);
+    }
+    let centres = unit_vectors(clusters, dim, 1234);
+    let mut out = unit_vectors(count, dim, seed);
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for vector in out.chunks_mut(dim) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let centre = &centres[(state as usize % clusters) * dim..][..dim];
+        for (x, c) in vector.iter_mut().zip(centre) {
+            *x = c + 0.5 * *x;
+        }
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        vector.iter_mut().for_each(|x| *x /= norm);
     }
     out
 }
@@ -131,8 +161,8 @@ fn summary(label: &str, mut times: Vec<Duration>, wall: Duration) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
-    let base = Arc::new(unit_vectors(args.n, args.dim, 42));
-    let queries = Arc::new(unit_vectors(args.queries, args.dim, 7));
+    let base = Arc::new(clustered_vectors(args.n, args.dim, args.clusters, 42));
+    let queries = Arc::new(clustered_vectors(args.queries, args.dim, args.clusters, 7));
     let queries_file = args.dir.join("queries.f32");
     let embedder = Arc::new(LookupEmbedder {
         dim: args.dim,

@@ -48,6 +48,8 @@ struct ConverseRequest<'a> {
     system: Vec<ContentBlock<'a>>,
     #[serde(rename = "inferenceConfig", default)]
     inference_config: Option<InferenceConfig>,
+    #[serde(rename = "toolConfig", default)]
+    tool_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +125,9 @@ async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
     if let Some(response) = scripted_error(&call) {
         return response;
     }
+    if let Some(response) = scripted_tool_call(&call, false) {
+        return response;
+    }
     let reply = match Reply::new(&call, &model_id) {
         Ok(reply) => reply,
         Err(err) => return malformed(&err),
@@ -143,6 +148,9 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
     if let Some(response) = scripted_error(&call) {
         return response;
     }
+    if let Some(response) = scripted_tool_call(&call, true) {
+        return response;
+    }
     let reply = match Reply::new(&call, &model_id) {
         Ok(reply) => reply,
         Err(err) => return malformed(&err),
@@ -160,7 +168,7 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
     };
     let chunk_delay = match &call.script {
         Some(Scripted::StreamDelay(delay)) => Some(*delay),
-        _ => None,
+        _ => call.state.chunk_delay,
     };
     let state = call.state.clone();
     let mut response = event_stream(reply, exception, chunk_delay, call, guard);
@@ -215,6 +223,74 @@ fn event_stream(
         axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
     );
     response
+}
+
+/// A scripted tool call, answered as Converse answers one (`toolUse` content, stop reason
+/// `tool_use`), whole or as stream events; a request without `toolConfig` is refused.
+fn scripted_tool_call(call: &Call, streaming: bool) -> Option<Response> {
+    let Some(Scripted::ToolCall { name, arguments }) = &call.script else {
+        return None;
+    };
+    let request: ConverseRequest<'_> = match serde_json::from_slice(&call.body) {
+        Ok(request) => request,
+        Err(err) => return Some(malformed(&err)),
+    };
+    if request.tool_config.is_none() {
+        return Some(aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "a tool call was scripted but the request has no toolConfig",
+        ));
+    }
+    let input: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
+    let id = format!("tooluse_fake_{}", call.state.next_id());
+    let usage = json!({ "inputTokens": 10, "outputTokens": 5, "totalTokens": 15 });
+    if !streaming {
+        let mut response = axum::Json(json!({
+            "output": { "message": { "role": "assistant", "content": [
+                { "toolUse": { "toolUseId": id, "name": name, "input": input } },
+            ] } },
+            "stopReason": "tool_use",
+            "usage": usage,
+            "metrics": { "latencyMs": call.elapsed_ms() },
+        }))
+        .into_response();
+        add_request_id(&mut response, &call.state);
+        return Some(response);
+    }
+    let split = arguments
+        .char_indices()
+        .nth(arguments.chars().count() / 2)
+        .map_or(arguments.len(), |(at, _)| at);
+    let mut frames = vec![
+        event("messageStart", &json!({ "role": "assistant" })),
+        event(
+            "contentBlockStart",
+            &json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": id, "name": name } } }),
+        ),
+    ];
+    for piece in [&arguments[..split], &arguments[split..]] {
+        frames.push(event(
+            "contentBlockDelta",
+            &json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": piece } } }),
+        ));
+    }
+    frames.push(event(
+        "contentBlockStop",
+        &json!({ "contentBlockIndex": 0 }),
+    ));
+    frames.push(event("messageStop", &json!({ "stopReason": "tool_use" })));
+    frames.push(event(
+        "metadata",
+        &json!({ "usage": usage, "metrics": { "latencyMs": 1 } }),
+    ));
+    let mut response = Body::from_stream(futures::stream::iter(frames)).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    add_request_id(&mut response, &call.state);
+    Some(response)
 }
 
 /// Titan Text Embeddings V2's `InvokeModel` body.

@@ -18,26 +18,35 @@ struct Args {
     /// Port of the Kendra fake (0 = any free port).
     #[arg(long, default_value_t = 0)]
     kendra_port: u16,
+    /// Pause before each streamed chunk of the OpenAI and Bedrock fakes, in milliseconds, so
+    /// streams pace like a model writing (0 = send at once).
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let chunk_delay =
+        (args.chunk_delay_ms > 0).then(|| std::time::Duration::from_millis(args.chunk_delay_ms));
     // The OpenAI fake is the benchmark upstream: it keeps no record.
     let openai = openai::start_with_options(FakeOptions {
         port: args.openai_port,
         record: false,
+        chunk_delay,
     })
     .await?;
     let bedrock = bedrock::start_with_options(FakeOptions {
         port: args.bedrock_port,
         record: true,
+        chunk_delay,
     })
     .await?;
     let kendra = kendra::start_with_options(
         FakeOptions {
             port: args.kendra_port,
             record: true,
+            chunk_delay: None,
         },
         kendra::default_passages(),
     )

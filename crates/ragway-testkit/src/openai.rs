@@ -67,6 +67,8 @@ struct ChatRequest<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    tools: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +195,13 @@ async fn chat_completions(call: Call) -> Response {
         return openai_error(server::status(*status), kind, message);
     }
     let streaming = request.stream.unwrap_or(false);
+    if let Some(Scripted::ToolCall { name, arguments }) = &call.script {
+        if request.tools.is_empty() {
+            return invalid_request("a tool call was scripted but the request offers no tools");
+        }
+        let id = format!("call_fake_{}", call.state.next_id());
+        return tool_call_response(&request.model, streaming, &id, name, arguments);
+    }
     // Made before the delay so a client that hangs up while waiting counts as a cancellation.
     let guard = streaming.then(|| call.stream_guard());
     call.scripted_delay().await;
@@ -259,10 +268,79 @@ async fn chat_completions(call: Call) -> Response {
         },
         chunk_delay: match &call.script {
             Some(Scripted::StreamDelay(delay)) => Some(*delay),
-            _ => None,
+            _ => call.state.chunk_delay,
         },
     };
     stream_response(plan, guard)
+}
+
+/// An answer that calls one tool: whole, or streamed as OpenAI streams calls (id and name
+/// first, then the arguments in two pieces).
+fn tool_call_response(
+    model: &str,
+    streaming: bool,
+    id: &str,
+    name: &str,
+    arguments: &str,
+) -> Response {
+    let usage = json!({ "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 });
+    if !streaming {
+        return axum::Json(json!({
+            "id": "chatcmpl-fake-tool",
+            "object": "chat.completion",
+            "created": unix_now(),
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{ "id": id, "type": "function", "function": { "name": name, "arguments": arguments } }],
+                },
+                "logprobs": null,
+                "finish_reason": "tool_calls",
+            }],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({
+            "id": "chatcmpl-fake-tool",
+            "object": "chat.completion.chunk",
+            "created": unix_now(),
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+        })
+    };
+    let split = arguments
+        .char_indices()
+        .nth(arguments.chars().count() / 2)
+        .map_or(arguments.len(), |(at, _)| at);
+    let mut events = vec![
+        chunk(json!({ "role": "assistant", "content": null }), None),
+        chunk(
+            json!({ "tool_calls": [{ "index": 0, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] }),
+            None,
+        ),
+    ];
+    for piece in [&arguments[..split], &arguments[split..]] {
+        events.push(chunk(
+            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+            None,
+        ));
+    }
+    events.push(chunk(json!({}), Some("tool_calls")));
+    let mut body = Vec::new();
+    for event in events {
+        body.extend_from_slice(format!("data: {event}\n\n").as_bytes());
+    }
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    let mut response = Body::from(body).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response
 }
 
 fn stream_response(plan: StreamPlan, mut guard: server::StreamGuard) -> Response {

@@ -82,6 +82,9 @@ pub struct FakeOptions {
     pub port: u16,
     /// Whether to keep requests for [`Fake::requests`]; benchmarks turn this off.
     pub record: bool,
+    /// Pause before each streamed text chunk unless a script says otherwise, so a stream
+    /// behaves like a model writing (the streaming benchmark).
+    pub chunk_delay: Option<Duration>,
 }
 
 impl Default for FakeOptions {
@@ -89,6 +92,7 @@ impl Default for FakeOptions {
         Self {
             port: 0,
             record: true,
+            chunk_delay: None,
         }
     }
 }
@@ -139,6 +143,9 @@ pub enum Scripted {
     },
     /// Streams only: wait this long before each text chunk, so a client can hang up mid-stream.
     StreamDelay(Duration),
+    /// Answer with a call of this tool (arguments as JSON text) instead of text; the request
+    /// must offer tools, or the fake refuses it as the real service would not call one.
+    ToolCall { name: String, arguments: String },
 }
 
 pub(crate) type Shared = Arc<FakeState>;
@@ -147,6 +154,8 @@ pub(crate) type Shared = Arc<FakeState>;
 #[derive(Debug)]
 pub(crate) struct FakeState {
     record: bool,
+    /// Default pause before each streamed chunk.
+    pub(crate) chunk_delay: Option<Duration>,
     requests: Mutex<VecDeque<RecordedRequest>>,
     script: Mutex<VecDeque<Scripted>>,
     cancelled: AtomicUsize,
@@ -154,9 +163,10 @@ pub(crate) struct FakeState {
 }
 
 impl FakeState {
-    fn new(record: bool) -> Self {
+    fn new(options: &FakeOptions) -> Self {
         Self {
-            record,
+            record: options.record,
+            chunk_delay: options.chunk_delay,
             requests: Mutex::new(VecDeque::new()),
             script: Mutex::new(VecDeque::new()),
             cancelled: AtomicUsize::new(0),
@@ -192,7 +202,7 @@ pub(crate) async fn start(
     options: FakeOptions,
     app: impl FnOnce(Shared) -> Router,
 ) -> anyhow::Result<Fake> {
-    let state: Shared = Arc::new(FakeState::new(options.record));
+    let state: Shared = Arc::new(FakeState::new(&options));
     let router = app(state.clone()).merge(control(state.clone()));
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
         .await
@@ -405,6 +415,10 @@ enum ScriptCommand {
     StreamDelay {
         ms: u64,
     },
+    ToolCall {
+        name: String,
+        arguments: String,
+    },
 }
 
 impl From<ScriptCommand> for Scripted {
@@ -432,6 +446,7 @@ impl From<ScriptCommand> for Scripted {
                 message,
             },
             ScriptCommand::StreamDelay { ms } => Scripted::StreamDelay(Duration::from_millis(ms)),
+            ScriptCommand::ToolCall { name, arguments } => Scripted::ToolCall { name, arguments },
         }
     }
 }

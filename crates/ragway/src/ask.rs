@@ -68,7 +68,8 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
                 stdout.flush()?;
             }
             Delta::Usage(u) => usage = Some(u),
-            Delta::Finish(_) => {}
+            // `ask` offers no tools, so no model calls one.
+            Delta::Finish(_) | Delta::ToolCall { .. } => {}
         }
     }
     writeln!(stdout)?;

@@ -95,3 +95,56 @@ async fn the_openai_sdk_and_langchain_work_against_the_local_model() {
     )
     .await;
 }
+
+/// The playground in a real browser (Debian's chromium driven by playwright-core from
+/// tests/ui): a question to the local model over the sample corpus streams its answer in, with
+/// the sources, usage and timings shown. The screenshot's path is printed for CI to keep.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_playground_streams_an_answer_with_its_sources_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = offline_server(&dir).await;
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let page = crate::support::client()
+        .get(format!("{}/ui", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("ragway playground"));
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("playground.png");
+    let script = format!("{ROOT}/tests/ui/playground.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("RAGWAY_URL", &server.url)
+        .env("LLM", "smollm2")
+        .env("STORE", "faiss")
+        .env("QUESTION", "What is a qubit?")
+        .env("SOURCE_WORD", "qubit")
+        .env("SCREENSHOT", &screenshot)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+        .await
+        .expect("the browser check timed out")
+        .expect("could not run node (scripts/install-deps.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("playground check passed"),
+        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    assert!(screenshot.is_file());
+    println!(
+        "playground screenshot (CI artifact): {}",
+        screenshot.display()
+    );
+}

@@ -502,11 +502,13 @@ pub async fn run_sdk_check(url: &str, env: &[(&str, &str)]) {
 async fn the_openai_sdk_and_langchain_work_against_the_fakes() {
     let stack = V1Stack::start().await;
     let fake_openai = stack.openai.url();
-    for model in ["gpt-4o", "claude-3-opus"] {
+    let fake_bedrock = stack.bedrock.url();
+    for (model, fake) in [("gpt-4o", &fake_openai), ("claude-3-opus", &fake_bedrock)] {
         run_sdk_check(
             &stack.server.url,
             &[
                 ("CHAT_MODEL", model),
+                ("CHAT_FAKE_URL", fake),
                 ("FAKE_OPENAI_URL", &fake_openai),
                 ("EMBEDDING_MODEL", "text-embedding-3-small"),
                 ("STORE", "faiss"),

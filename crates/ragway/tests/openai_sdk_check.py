@@ -9,6 +9,8 @@ Environment:
   EMBEDDING_MODEL     a configured embedder (optional)
   FAKE_OPENAI_URL     the OpenAI fake behind the server (optional): a throttle is scripted on it
                       to check RateLimitError, using THROTTLED_MODEL (a model on that fake)
+  CHAT_FAKE_URL       the fake behind CHAT_MODEL (optional): a tool call is scripted on it to
+                      check tool calling; without it, tools must be refused (the local model)
   MAX_TOKENS          answer length cap (default 64)
 
 Exits non-zero listing every mismatch.
@@ -33,7 +35,20 @@ WORD = os.environ["GROUNDED_WORD"]
 EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL")
 FAKE_OPENAI_URL = os.environ.get("FAKE_OPENAI_URL")
 THROTTLED_MODEL = os.environ.get("THROTTLED_MODEL", "gpt-4o")
+CHAT_FAKE_URL = os.environ.get("CHAT_FAKE_URL")
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "64"))
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 
 failures = []
 
@@ -147,6 +162,59 @@ def check_embeddings():
     )
 
 
+def script_fake(base_url, command):
+    request = urllib.request.Request(
+        f"{base_url}/__fake/script",
+        data=json.dumps(command).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def check_tools():
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    if not CHAT_FAKE_URL:
+        try:
+            client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+            check(False, "tools were not refused by a model that cannot call them")
+        except openai.BadRequestError as err:
+            check("tool" in str(err), f"tools refusal message {err}")
+        return
+    call = {"kind": "tool_call", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    script_fake(CHAT_FAKE_URL, call)
+    reply = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+    choice = reply.choices[0]
+    check(choice.finish_reason == "tool_calls", f"tool finish_reason {choice.finish_reason!r}")
+    calls = choice.message.tool_calls or []
+    check(len(calls) == 1 and calls[0].function.name == "get_weather", f"tool calls {calls!r}")
+    if calls:
+        check(json.loads(calls[0].function.arguments) == {"city": "Paris"}, "tool arguments")
+        follow_up = messages + [
+            {"role": "assistant", "content": None, "tool_calls": [calls[0].model_dump()]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "18 degrees and sunny"},
+        ]
+        answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=[WEATHER_TOOL])
+        check(answer.choices[0].message.content, "no answer after the tool result")
+
+    script_fake(CHAT_FAKE_URL, call)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="required", stream=True
+    )
+    names, arguments, finish = [], "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for piece in choice.delta.tool_calls or []:
+                if piece.function and piece.function.name:
+                    names.append(piece.function.name)
+                if piece.function and piece.function.arguments:
+                    arguments += piece.function.arguments
+            finish = choice.finish_reason or finish
+    check(names == ["get_weather"], f"streamed tool names {names!r}")
+    check(json.loads(arguments or "null") == {"city": "Paris"}, f"streamed arguments {arguments!r}")
+    check(finish == "tool_calls", f"streamed tool finish_reason {finish!r}")
+
+
 def check_errors():
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
@@ -160,13 +228,7 @@ def check_errors():
         check(err.param == "messages", f"BadRequestError param {err.param!r}")
     if FAKE_OPENAI_URL:
         command = {"kind": "error", "status": 429, "error": "rate_limit_exceeded", "message": "slow down"}
-        request = urllib.request.Request(
-            f"{FAKE_OPENAI_URL}/__fake/script",
-            data=json.dumps(command).encode(),
-            headers={"content-type": "application/json"},
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=10).close()
+        script_fake(FAKE_OPENAI_URL, command)
         try:
             client.chat.completions.create(
                 model=THROTTLED_MODEL, messages=[{"role": "user", "content": "x"}]
@@ -193,6 +255,7 @@ def main():
     check_grounded()
     check_models()
     check_embeddings()
+    check_tools()
     check_errors()
     check_langchain()
     if failures:

@@ -144,6 +144,8 @@ async fn stream_answer(registry: &Registry, question: Question) -> Result<Respon
                 Ok(Delta::Text(text)) => yield Ok(event("delta", &json!({ "text": text }))),
                 Ok(Delta::Usage(u)) => usage = u,
                 Ok(Delta::Finish(reason)) => finish = reason,
+                // `/generate` offers no tools, so no model calls one.
+                Ok(Delta::ToolCall { .. }) => {}
                 Err(error) => {
                     let error = ApiError::from(error);
                     tracing::warn!(%error, "stream failed mid-answer");

@@ -14,7 +14,7 @@ pub async fn root() -> Json<Value> {
         "message": "Welcome to LLM Inference API",
         "service": "ragway",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz"],
+        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz", "/ui", "/v1/chat/completions", "/v1/models", "/v1/embeddings"],
     }))
 }
 

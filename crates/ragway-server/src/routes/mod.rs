@@ -4,6 +4,7 @@ mod generate;
 mod meta;
 mod search;
 mod stores;
+mod ui;
 mod v1;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub fn app(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(meta::root))
         .route("/healthz", get(meta::healthz))
+        .route("/ui", get(ui::playground))
         .route("/models", get(meta::models))
         .route("/generate", post(generate::generate))
         .route("/search", post(search::search))

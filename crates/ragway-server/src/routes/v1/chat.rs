@@ -2,7 +2,8 @@
 //! `chat.completion` objects, streamed ones as `chat.completion.chunk` events ending in
 //! `data: [DONE]`. The extra fields `vector_search_type` and `top_k` ground the last user
 //! message in retrieved passages, returned in an extra `sources` field (or on the first chunk),
-//! which clients that do not know it ignore.
+//! which clients that do not know it ignore. Tools pass through to OpenAI and Bedrock models
+//! and their calls come back in OpenAI's shape, streamed or whole.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use futures::future::try_join_all;
 use ragway_core::config::NO_RETRIEVAL;
-use ragway_core::{ChatRequest, Delta, FinishReason, Message, Role, Usage};
+use ragway_core::{
+    ChatRequest, Delta, FinishReason, Message, Role, Tool, ToolCall, ToolChoice, Usage,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,6 +66,8 @@ pub struct CompletionRequest {
     top_k: Option<usize>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -88,32 +93,45 @@ fn message(i: usize, value: Value) -> Result<Message, OpenAiError> {
         Some("system" | "developer") => Role::System,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some("tool") => {
-            return Err(bad(
-                format!("{at}.role"),
-                "tool messages are not supported: ragway does not pass tools through yet",
-            ));
-        }
+        Some("tool") => Role::Tool,
         Some(other) => {
             return Err(bad(
                 format!("{at}.role"),
                 format!(
-                    "unknown role \"{other}\"; expected one of system, developer, user, assistant"
+                    "unknown role \"{other}\"; expected one of system, developer, user, \
+                     assistant, tool"
                 ),
             ));
         }
         None => return Err(bad(format!("{at}.role"), format!("{at}.role is required"))),
     };
-    if fields
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .is_some_and(|calls| !calls.is_empty())
-    {
-        return Err(bad(
-            format!("{at}.tool_calls"),
-            "tool calls are not supported: ragway does not pass tools through yet",
-        ));
-    }
+    let tool_calls = match fields.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) if role == Role::Assistant => calls
+            .iter()
+            .enumerate()
+            .map(|(j, call)| tool_call(&format!("{at}.tool_calls.{j}"), call))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(bad(
+                format!("{at}.tool_calls"),
+                "tool_calls must be an array, on assistant messages only",
+            ));
+        }
+    };
+    let tool_call_id = if role == Role::Tool {
+        match fields.get("tool_call_id").and_then(Value::as_str) {
+            Some(id) => Some(id.to_owned()),
+            None => {
+                return Err(bad(
+                    format!("{at}.tool_call_id"),
+                    "a tool message needs the tool_call_id it answers",
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let content = match fields.get("content") {
         None | Some(Value::Null) if role == Role::Assistant => String::new(),
         None | Some(Value::Null) => {
@@ -160,7 +178,108 @@ fn message(i: usize, value: Value) -> Result<Message, OpenAiError> {
             ));
         }
     };
-    Ok(Message { role, content })
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+/// One `{"id", "type": "function", "function": {"name", "arguments"}}` of an assistant message.
+fn tool_call(at: &str, call: &Value) -> Result<ToolCall, OpenAiError> {
+    let text = |key: &str| call.pointer(key).and_then(Value::as_str).map(str::to_owned);
+    let (Some(id), Some(name)) = (text("/id"), text("/function/name")) else {
+        return Err(bad(at, "a tool call needs an id and a function name"));
+    };
+    Ok(ToolCall {
+        id,
+        name,
+        arguments: text("/function/arguments").unwrap_or_default(),
+    })
+}
+
+/// `tools`: functions only, each with a name and a JSON Schema of its parameters.
+fn tools(tools: Option<Vec<Value>>) -> Result<Vec<Tool>, OpenAiError> {
+    tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let at = format!("tools.{i}");
+            match tool.get("type").and_then(Value::as_str) {
+                Some("function") => {}
+                other => {
+                    return Err(bad(
+                        format!("{at}.type"),
+                        format!(
+                            "only function tools are supported, not {}",
+                            other
+                                .map_or("a tool without a type".to_owned(), |t| format!("\"{t}\""))
+                        ),
+                    ));
+                }
+            }
+            let Some(name) = tool.pointer("/function/name").and_then(Value::as_str) else {
+                return Err(bad(
+                    format!("{at}.function.name"),
+                    "a function tool needs a name",
+                ));
+            };
+            Ok(Tool {
+                name: name.to_owned(),
+                description: tool
+                    .pointer("/function/description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                parameters: tool
+                    .pointer("/function/parameters")
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "type": "object", "properties": {} })),
+            })
+        })
+        .collect()
+}
+
+/// `tool_choice`: `auto`, `none`, `required` or one named function among `tools`.
+fn tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>, OpenAiError> {
+    let choice = match choice {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(bad(
+                    "tool_choice",
+                    format!(
+                        "tool_choice must be auto, none, required or a function, not \"{other}\""
+                    ),
+                ));
+            }
+        },
+        Some(named) => match named.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Named(name.to_owned()),
+            None => {
+                return Err(bad(
+                    "tool_choice",
+                    "a named tool_choice is {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                ));
+            }
+        },
+    };
+    if choice != ToolChoice::None && tools.is_empty() {
+        return Err(bad("tool_choice", "tool_choice needs tools"));
+    }
+    if let ToolChoice::Named(name) = &choice
+        && !tools.iter().any(|t| &t.name == name)
+    {
+        return Err(bad(
+            "tool_choice",
+            format!("tool_choice names \"{name}\", which is not among the tools"),
+        ));
+    }
+    Ok(Some(choice))
 }
 
 fn stop_sequences(stop: Option<Value>) -> Result<Vec<String>, OpenAiError> {
@@ -202,16 +321,8 @@ struct Checked {
 }
 
 fn check(request: CompletionRequest, registry: &Registry) -> Result<Checked, OpenAiError> {
-    if request
-        .tools
-        .as_ref()
-        .is_some_and(|tools| !tools.is_empty())
-    {
-        return Err(bad(
-            "tools",
-            "tool calling is not supported: ragway does not pass tools through yet",
-        ));
-    }
+    let tools = tools(request.tools)?;
+    let tool_choice = tool_choice(request.tool_choice, &tools)?;
     if request.messages.is_empty() {
         return Err(bad(
             "messages",
@@ -287,6 +398,8 @@ fn check(request: CompletionRequest, registry: &Registry) -> Result<Checked, Ope
                 // Negative seeds are valid for OpenAI; keep their bits.
                 seed: request.seed.map(|s| s as u64),
                 user: request.user,
+                tools,
+                tool_choice,
             },
         },
         choices,
@@ -329,9 +442,27 @@ pub async fn completions(
             // The prompt is the same for every choice; the answers each cost their own.
             usage.input_tokens = answer.usage.input_tokens;
             usage.output_tokens += answer.usage.output_tokens;
+            let mut message =
+                json!({ "role": "assistant", "content": answer.text, "refusal": null });
+            if !answer.tool_calls.is_empty() {
+                message["tool_calls"] = answer
+                    .tool_calls
+                    .iter()
+                    .map(|call| {
+                        json!({
+                            "id": call.id,
+                            "type": "function",
+                            "function": { "name": call.name, "arguments": call.arguments },
+                        })
+                    })
+                    .collect();
+                if answer.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+            }
             json!({
                 "index": index,
-                "message": { "role": "assistant", "content": answer.text, "refusal": null },
+                "message": message,
                 "logprobs": null,
                 "finish_reason": answer.finish_reason.as_str(),
             })
@@ -391,6 +522,17 @@ async fn stream(registry: &Registry, checked: Checked) -> Result<Response, OpenA
             match delta {
                 Ok(Delta::Text(text)) => {
                     yield Ok(data(&chunk(choice(json!({ "content": text }), None))));
+                }
+                Ok(Delta::ToolCall { index, id, name, arguments }) => {
+                    let mut call = json!({ "index": index, "function": { "arguments": arguments } });
+                    if let Some(id) = id {
+                        call["id"] = json!(id);
+                        call["type"] = json!("function");
+                    }
+                    if let Some(name) = name {
+                        call["function"]["name"] = json!(name);
+                    }
+                    yield Ok(data(&chunk(choice(json!({ "tool_calls": [call] }), None))));
                 }
                 Ok(Delta::Usage(u)) => usage = u,
                 Ok(Delta::Finish(reason)) => finish = reason,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Streaming: time to first byte and the gaps between events, through ragway's streaming
+# routes vs the upstream fake directly, with STREAMS concurrent streams held open. The fake
+# paces its chunks (--chunk-delay-ms) like a model writing, so an event that ragway held back
+# would show as a burst: gaps near zero followed by long ones.
+#
+#   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS]     (defaults: 500 10 20)
+#   BIN_DIR=path bench/streaming.sh …                           (prebuilt ragway, ragway-fakes, stream_load)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR; load=$BIN_DIR/examples/stream_load
+else
+  cargo build --release --quiet -p ragway -p ragway-testkit
+  cargo build --release --quiet -p ragway-testkit --example stream_load
+  bin=${CARGO_TARGET_DIR:-target}/release; load=$bin/examples/stream_load
+fi
+out=bench/out/streaming; mkdir -p "$out"
+ulimit -n 65536 2>/dev/null || true
+
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+pids=(); trap cleanup EXIT
+"$bin/ragway-fakes" --chunk-delay-ms "$delay" > "$out/fakes.json" 2>/dev/null & pids+=($!)
+for _ in $(seq 50); do [ -s "$out/fakes.json" ] && break; sleep 0.1; done
+upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$out/fakes.json")
+cat > "$out/streaming.toml" <<TOML
+[[llm]]
+name = "fast"
+type = "openai"
+model = "gpt-4o"
+base_url = "$upstream/v1"
+TOML
+RUST_LOG=warn "$bin/ragway" serve --config "$out/streaming.toml" --bind 127.0.0.1:0 > "$out/ragway.out" & pids+=($!)
+for _ in $(seq 100); do grep -q listening "$out/ragway.out" 2>/dev/null && break; sleep 0.1; done
+gateway=$(sed -n 's/^ragway listening on //p' "$out/ragway.out")
+
+direct='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
+v1='{"model":"fast","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
+generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}'
+
+"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams 50 --seconds 2 > /dev/null
+echo "streaming — $(nproc) cores, $streams concurrent streams for ${seconds}s, upstream chunk every ${delay} ms"
+"$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds "$seconds" > "$out/direct.json"
+"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds "$seconds" > "$out/v1.json"
+"$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds "$seconds" > "$out/generate.json"
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+runs = [(name, json.load(open(f"{out}/{file}.json"))) for name, file in
+        [("upstream direct", "direct"), ("ragway /v1/chat/completions", "v1"), ("ragway /generate", "generate")]]
+print(f"{'path':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
+for name, r in runs:
+    t, g = r["ttfb_ms"], r["gap_ms"]
+    print(f"{name:<30} {r['requests']:>8} {r['errors']:>7}  {t['p50']:>9.2f} / {t['p99']:>8.2f}  "
+          f"{g['p50']:>7.2f} / {g['p99']:>7.2f} / {g['max']:>7.2f}")
+base = runs[0][1]["ttfb_ms"]
+for name, r in runs[1:]:
+    print(f"added TTFB through {name}: p50 {r['ttfb_ms']['p50'] - base['p50']:+.2f} ms, "
+          f"p99 {r['ttfb_ms']['p99'] - base['p99']:+.2f} ms")
+PY
