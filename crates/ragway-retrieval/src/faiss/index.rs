@@ -2,22 +2,21 @@
 //! concurrent search, building ragway's own (`IndexIDMap2` over a flat or HNSW index), and
 //! reading vectors back out.
 //!
-//! Flat indexes (ID-mapped or not) and bare IVF-flat indexes are searched through the faiss
-//! crate's thread-safe (`&self`) search, so concurrent searches never wait for each other. The
-//! crate has no such search for HNSW or an ID-mapped IVF (its generic index type searches through
-//! `&mut`), so those are held as a small pool of copies, one per core: searches run in parallel
-//! up to the number of cores and queue beyond, which costs nothing on CPU-bound work.
+//! Every index is held once and searched from many threads at once: flat indexes (ID-mapped or
+//! not) and bare IVF-flat ones through the faiss crate's thread-safe (`&self`) search; HNSW
+//! and ID-mapped IVF, for which the crate only offers a `&mut` search, through FAISS's C API,
+//! which takes the index by `const` pointer (see [`search_const`]). So concurrent searches
+//! never wait for each other and the index is in memory once, whatever the number of cores.
 
 use std::fs::File;
 use std::io::Read;
+use std::os::raw::c_int;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ::faiss::index::autotune::ParameterSpace;
 use ::faiss::index::flat::FlatIndexImpl;
 use ::faiss::index::ivf_flat::IVFFlatIndexImpl;
-use ::faiss::index::{IndexImpl, SearchResult, TryClone};
+use ::faiss::index::{IndexImpl, SearchResult};
 use ::faiss::{ConcurrentIndex, IdMap, Idx, Index, MetricType};
 use ragway_core::config::{IndexKind, Metric};
 
@@ -66,14 +65,11 @@ enum Searcher {
     Flat(FlatIndexImpl),
     IdFlat(IdMap<FlatIndexImpl>),
     Ivf(IVFFlatIndexImpl),
-    Pool(Pool),
+    Shared(Shared),
 }
 
-/// Copies of an index whose search needs `&mut`, one per core.
-struct Pool {
-    copies: Vec<Mutex<IndexImpl>>,
-    next: AtomicUsize,
-}
+/// An index searched through FAISS's C API (HNSW, ID-mapped IVF, anything else FAISS reads).
+struct Shared(IndexImpl);
 
 /// One search hit: the label (id or position) and FAISS's distance (inner product, or squared
 /// L2 distance).
@@ -122,12 +118,12 @@ impl SearchIndex {
                 .and_then(|m| m.try_cast_inner_index::<FlatIndexImpl>())
                 .map(Searcher::IdFlat)
                 .ok(),
-            _ => Some(Searcher::Pool(Pool::new(index, &info, options)?)),
+            _ => Some(Searcher::Shared(Shared::new(index, &info, options)?)),
         };
         // A failed cast consumes the index: load it again and search it the generic way.
         let searcher = match searcher {
             Some(searcher) => searcher,
-            None => Searcher::Pool(Pool::new(reload()?, &info, options)?),
+            None => Searcher::Shared(Shared::new(reload()?, &info, options)?),
         };
         Ok(Self { info, searcher })
     }
@@ -169,7 +165,7 @@ impl SearchIndex {
             Searcher::Flat(index) => ConcurrentIndex::search(index, queries, k),
             Searcher::IdFlat(index) => ConcurrentIndex::search(index, queries, k),
             Searcher::Ivf(index) => ConcurrentIndex::search(index, queries, k),
-            Searcher::Pool(pool) => Index::search(&mut *pool.take(), queries, k),
+            Searcher::Shared(shared) => return shared.search(queries, nq, k),
         }
         .map_err(|e| Error::faiss("search", e))?;
         Ok(hits(result, nq, k))
@@ -192,42 +188,78 @@ fn hits(result: SearchResult, nq: usize, k: usize) -> Vec<Vec<Hit>> {
         .collect()
 }
 
-impl Pool {
+impl Shared {
     fn new(index: IndexImpl, info: &IndexInfo, options: OpenOptions) -> Result<Self> {
         if let (IndexType::Hnsw, Some(ef)) = (&info.index_type, options.ef_search) {
             set_ef_search(&index, ef)?;
         }
-        let wanted = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
-        let mut copies = Vec::with_capacity(wanted);
-        for _ in 1..wanted {
-            copies.push(Mutex::new(
-                index
-                    .try_clone()
-                    .map_err(|e| Error::faiss("copying the index", e))?,
-            ));
-        }
-        copies.push(Mutex::new(index));
-        Ok(Self {
-            copies,
-            next: AtomicUsize::new(0),
-        })
+        Ok(Self(index))
     }
 
-    /// The first free copy (so a lone searcher keeps one copy warm in the CPU caches), else
-    /// waits for one, taking turns.
-    fn take(&self) -> MutexGuard<'_, IndexImpl> {
-        for copy in &self.copies {
-            if let Ok(guard) = copy.try_lock() {
-                return guard;
-            }
+    fn search(&self, queries: &[f32], nq: usize, k: usize) -> Result<Vec<Vec<Hit>>> {
+        let mut distances = vec![0.0_f32; nq * k];
+        let mut labels = vec![-1_i64; nq * k];
+        let code = search_const(&self.0, queries, nq, k, &mut distances, &mut labels);
+        if code != 0 {
+            return Err(Error::Faiss {
+                message: format!("search failed (FAISS error code {code})"),
+            });
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.copies.len();
-        self.copies[turn]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        Ok(labels
+            .chunks(k)
+            .zip(distances.chunks(k))
+            .map(|(labels, distances)| {
+                labels
+                    .iter()
+                    .zip(distances)
+                    // FAISS pads with -1 when fewer than k vectors qualify.
+                    .filter(|(label, _)| **label >= 0)
+                    .map(|(label, distance)| Hit {
+                        label: *label,
+                        distance: *distance,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// `faiss::Index::search` through the C API, with the index shared (`&`), not exclusive.
+///
+/// This is the one `unsafe` block of ragway. The faiss crate asks `&mut` for these index types
+/// only because its generic wrapper does; in FAISS itself `Index::search` is a `const` member,
+/// and FAISS documents concurrent searches of one CPU index as thread-safe (HNSW and IVF keep
+/// their visited sets and heaps per call). Without this, each searching thread would need its
+/// own copy of the index in memory.
+#[allow(unsafe_code)]
+fn search_const(
+    index: &IndexImpl,
+    queries: &[f32],
+    nq: usize,
+    k: usize,
+    distances: &mut [f32],
+    labels: &mut [i64],
+) -> c_int {
+    assert!(
+        queries.len() == nq * index.d() as usize
+            && distances.len() == nq * k
+            && labels.len() == nq * k,
+        "search buffers do not match nq = {nq}, k = {k}"
+    );
+    let (nq, k) = (nq as i64, k as i64);
+    // SAFETY: `index` is a live FAISS index for the whole call (borrowed); `queries` holds
+    // nq * d floats and the two outputs nq * k entries each, as checked above, and nothing
+    // else writes them meanwhile (`&mut`). The C function takes the index as `const` and
+    // FAISS's CPU search is safe to run from several threads at once.
+    unsafe {
+        faiss_sys::faiss_Index_search(
+            index.inner_ptr(),
+            nq,
+            queries.as_ptr(),
+            k,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
     }
 }
 
@@ -531,5 +563,50 @@ mod tests {
         );
         std::fs::write(&path, vec![7u8; 200]).unwrap();
         assert!(SearchIndex::open(&path, OpenOptions::default()).is_err());
+    }
+
+    #[test]
+    fn one_hnsw_index_answers_many_threads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (n, d) = (2000, 16);
+        let data = vectors(n, d);
+        let labels: Vec<i64> = (0..n as i64).map(|i| 7 + i * 2).collect();
+        let mut index = new_store_index(d, Metric::InnerProduct, IndexKind::Hnsw, 16).unwrap();
+        add(&mut index, &data, &labels).unwrap();
+        let path = dir.path().join("hnsw.faiss");
+        write(&index, &path).unwrap();
+        let index = SearchIndex::open(
+            &path,
+            OpenOptions {
+                ef_search: Some(64),
+            },
+        )
+        .unwrap();
+        assert!(matches!(index.searcher, Searcher::Shared(_)));
+        let sequential: Vec<Vec<Hit>> = data
+            .chunks(d)
+            .take(200)
+            .map(|q| index.search(q, 5).unwrap())
+            .collect();
+        assert!(
+            sequential
+                .iter()
+                .all(|hits| hits.len() == 5 && hits.iter().all(|h| labels.contains(&h.label)))
+        );
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        data.chunks(d)
+                            .take(200)
+                            .map(|q| index.search(q, 5).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for worker in workers {
+                assert_eq!(worker.join().unwrap(), sequential);
+            }
+        });
     }
 }
