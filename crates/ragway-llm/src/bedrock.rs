@@ -138,10 +138,7 @@ impl BedrockChat {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if messages.is_empty() {
-            return Err(ProviderError::Unsupported {
-                provider: self.provider.clone(),
-                message: "the conversation has no user message".into(),
-            });
+            return Err(self.unsupported("the conversation has no user message"));
         }
         Ok((system_blocks, messages))
     }

@@ -262,6 +262,21 @@ impl ChatModel for OpenAiChat {
     }
 }
 
+/// Tool calls in Chat Completions' shape (`[{"id", "type": "function", "function": {...}}]`),
+/// as an assistant message carries them both to OpenAI and in ragway's own `/v1` answers.
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|call| {
+            json!({
+                "id": call.id,
+                "type": "function",
+                "function": { "name": call.name, "arguments": call.arguments },
+            })
+        })
+        .collect()
+}
+
 /// One message in Chat Completions' shape, tool calls and tool results included.
 fn wire_message(message: &Message) -> Value {
     let role = match message.role {
@@ -272,18 +287,7 @@ fn wire_message(message: &Message) -> Value {
     };
     let mut wire = json!({ "role": role, "content": message.content });
     if !message.tool_calls.is_empty() {
-        let calls: Vec<Value> = message
-            .tool_calls
-            .iter()
-            .map(|call| {
-                json!({
-                    "id": call.id,
-                    "type": "function",
-                    "function": { "name": call.name, "arguments": call.arguments },
-                })
-            })
-            .collect();
-        wire["tool_calls"] = Value::Array(calls);
+        wire["tool_calls"] = tool_calls_json(&message.tool_calls);
         if message.content.is_empty() {
             wire["content"] = Value::Null;
         }

@@ -17,6 +17,7 @@ use ragway_core::config::NO_RETRIEVAL;
 use ragway_core::{
     ChatRequest, Delta, FinishReason, Message, Role, Tool, ToolCall, ToolChoice, Usage,
 };
+use ragway_llm::openai::tool_calls_json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -445,17 +446,7 @@ pub async fn completions(
             let mut message =
                 json!({ "role": "assistant", "content": answer.text, "refusal": null });
             if !answer.tool_calls.is_empty() {
-                message["tool_calls"] = answer
-                    .tool_calls
-                    .iter()
-                    .map(|call| {
-                        json!({
-                            "id": call.id,
-                            "type": "function",
-                            "function": { "name": call.name, "arguments": call.arguments },
-                        })
-                    })
-                    .collect();
+                message["tool_calls"] = tool_calls_json(&answer.tool_calls);
                 if answer.text.is_empty() {
                     message["content"] = Value::Null;
                 }
