@@ -46,15 +46,38 @@ pub(crate) fn write_layer(layer: &LayerSpec, blobs: &Path) -> Result<WrittenLaye
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    let result = write_tar_gz(layer, &entries, &temp);
+    if result.is_err() {
+        // Best effort: a half-written layer is of no use to anyone.
+        let _ = std::fs::remove_file(&temp);
+    }
+    let (digest, diff_id, size) = result?;
+    let path = blobs.join(digest.trim_start_matches("sha256:"));
+    std::fs::rename(&temp, &path)
+        .map_err(|e| ImageError::io("cannot move the layer to", &path, e))?;
+    Ok(WrittenLayer {
+        digest,
+        diff_id,
+        size,
+        path,
+    })
+}
+
+/// Writes the entries as a gzipped tar at `temp`; returns the blob digest, diff_id and size.
+fn write_tar_gz(
+    layer: &LayerSpec,
+    entries: &BTreeMap<Vec<&str>, Entry<'_>>,
+    temp: &Path,
+) -> Result<(String, String, u64)> {
     let file =
-        File::create(&temp).map_err(|e| ImageError::io("cannot create layer file", &temp, e))?;
+        File::create(temp).map_err(|e| ImageError::io("cannot create layer file", temp, e))?;
 
     let compressed = HashingWriter::new(BufWriter::new(file));
     // GzBuilder writes mtime 0 and no file name unless asked to.
     let gzip = GzBuilder::new().write(compressed, Compression::new(GZIP_LEVEL));
     let mut tar = tar::Builder::new(HashingWriter::new(gzip));
 
-    for (components, entry) in &entries {
+    for (components, entry) in entries {
         let path = components.join("/");
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
@@ -69,7 +92,7 @@ pub(crate) fn write_layer(layer: &LayerSpec, blobs: &Path) -> Result<WrittenLaye
                     .map_err(|e| {
                         ImageError::io(
                             format!("layer {}: cannot write folder /{path} to", layer.name),
-                            &temp,
+                            temp,
                             e,
                         )
                     })?;
@@ -91,30 +114,20 @@ pub(crate) fn write_layer(layer: &LayerSpec, blobs: &Path) -> Result<WrittenLaye
                         image_file.source.display(),
                         image_file.target
                     );
-                    ImageError::io(action, &temp, e)
+                    ImageError::io(action, temp, e)
                 })?;
             }
         }
     }
 
-    let finish = |e| ImageError::io(format!("layer {}: cannot finish", layer.name), &temp, e);
+    let finish = |e| ImageError::io(format!("layer {}: cannot finish", layer.name), temp, e);
     let uncompressed = tar.into_inner().map_err(finish)?;
     let (gzip, diff_id, _) = uncompressed.finish();
     let compressed = gzip.finish().map_err(finish)?;
     let (buffered, digest, size) = compressed.finish();
     let file = buffered.into_inner().map_err(|e| finish(e.into_error()))?;
     file.sync_all().map_err(finish)?;
-    drop(file);
-
-    let path = blobs.join(digest.trim_start_matches("sha256:"));
-    std::fs::rename(&temp, &path)
-        .map_err(|e| ImageError::io("cannot move the layer to", &path, e))?;
-    Ok(WrittenLayer {
-        digest,
-        diff_id,
-        size,
-        path,
-    })
+    Ok((digest, diff_id, size))
 }
 
 /// The layer's entries by path components: sorted, each parent folder before its children.
@@ -336,6 +349,20 @@ mod tests {
             plan(&dir_and_file),
             Err(ImageError::TargetConflict { .. })
         ));
+    }
+
+    #[test]
+    fn a_source_that_changes_size_while_read_is_an_error() {
+        let copy = |bytes: &[u8], remaining| {
+            let reader = ExactReader {
+                inner: io::Cursor::new(bytes.to_vec()),
+                remaining,
+            };
+            io::copy(&mut { reader }, &mut io::sink())
+        };
+        assert_eq!(copy(b"abc", 3).unwrap(), 3);
+        assert!(copy(b"abc", 5).unwrap_err().to_string().contains("shrank"));
+        assert!(copy(b"abc", 2).unwrap_err().to_string().contains("grew"));
     }
 
     #[test]
