@@ -26,6 +26,9 @@ pub struct Config {
     pub embedder: Vec<EmbedderConfig>,
     #[serde(default)]
     pub vector_store: Vec<VectorStoreConfig>,
+    /// How `ragway deploy` runs this configuration on AWS; `serve` ignores it.
+    #[serde(default)]
+    pub deploy: crate::deploy::DeployConfig,
 }
 
 /// `[server]`: where to listen and how prompts are assembled.
@@ -602,6 +605,7 @@ impl Config {
     }
 
     fn validate(&self, issues: &mut Vec<ConfigIssue>) {
+        self.deploy.validate(issues);
         let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
 
         if self.server.default_top_k == 0 {
@@ -880,10 +884,16 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
                     issues,
                 )
             }
+            "deploy" => {
+                if let Some(deploy) = parse_entry(value, "deploy", issues) {
+                    config.deploy = deploy;
+                }
+            }
             other => issues.push(ConfigIssue {
                 path: other.to_owned(),
-                message: "unknown section; expected one of server, llm, embedder, vector_store"
-                    .into(),
+                message:
+                    "unknown section; expected one of server, llm, embedder, vector_store, deploy"
+                        .into(),
             }),
         }
     }

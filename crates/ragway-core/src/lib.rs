@@ -2,6 +2,7 @@
 //! configuration and prompt assembly. Every other crate builds on these.
 
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod prompt;
 pub mod secret;

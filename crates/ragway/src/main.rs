@@ -2,6 +2,7 @@
 //! and check a configuration.
 
 mod ask;
+mod deploy;
 mod ingest;
 
 use std::io::Write;
@@ -50,6 +51,9 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// List the configured models and stores.
     Models,
+    /// Run this configuration on AWS: image in ECR (reused when registered), IAM roles, ECS
+    /// Fargate service behind a load balancer. Idempotent; `--dry-run` shows the plan.
+    Deploy(deploy::DeployArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -134,6 +138,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => {
             let config = load(cli.config.as_deref())?;
             ingest::ingest(&config, args).await
+        }
+        Command::Deploy(args) => {
+            let config = load(cli.config.as_deref())?;
+            // The image carries the config file; the built-in default is written out for it.
+            let default_file;
+            let config_path = match cli.config.as_deref() {
+                Some(path) => path.to_path_buf(),
+                None => {
+                    default_file = tempfile::NamedTempFile::new()?;
+                    std::fs::write(default_file.path(), OFFLINE_DEFAULT)?;
+                    default_file.path().to_path_buf()
+                }
+            };
+            deploy::run(&config, &config_path, args).await
         }
         Command::Ask(args) => {
             let config = load(cli.config.as_deref())?;

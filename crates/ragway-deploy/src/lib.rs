@@ -1,0 +1,475 @@
+//! `ragway deploy`: one idempotent command that runs a ragway configuration on AWS.
+//!
+//! In order: the ECR repository (created if missing); the image, by a tag that hashes its
+//! inputs — if ECR already has that tag, it is reused and nothing is built or pushed, else it
+//! is assembled without a Docker daemon (`ragway-image`) and pushed; the IAM roles; the log
+//! group; the network (default VPC unless given), security groups and the ALB; the ECS cluster,
+//! a task definition (a new revision only when something changed) and the service; then a wait
+//! until the new deployment is primary and healthy. Every step is recorded in a [`Plan`];
+//! `--dry-run` makes the same decisions with read-only calls and prints them.
+//!
+//! Every resource is named after the deployment name `N`: repository, cluster, service,
+//! task family and load balancer `N`; roles `N-execution` and `N-task`; security groups
+//! `N-alb` and `N-tasks`; log group `/ecs/N`.
+
+pub mod ecr;
+pub mod ecs;
+pub mod error;
+pub mod iam;
+pub mod image;
+pub mod network;
+pub mod plan;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::ProvideCredentials as _;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use ragway_core::config::Config;
+use ragway_core::deploy::fargate_size;
+
+pub use error::DeployError;
+pub use plan::{Action, Plan, Step};
+
+/// The tag deploy puts on what it creates, with the deployment name as its value.
+pub const TAG_KEY: &str = "ragway:deployment";
+
+/// What to deploy and how; the CLI fills it from its flags.
+#[derive(Clone, Debug)]
+pub struct DeployOptions {
+    pub config: Config,
+    /// The config file, copied into the image.
+    pub config_path: PathBuf,
+    /// The deployment name: every resource's name starts with it.
+    pub name: String,
+    pub region: Option<String>,
+    pub cpu: Option<u32>,
+    pub memory: Option<u32>,
+    pub desired_count: Option<u32>,
+    /// Push to this registry (`host:port`, `http://host:port` for plain HTTP) instead of ECR's
+    /// own endpoint; ECR still records the manifest.
+    pub registry: Option<String>,
+    /// Build and push even when ECR has the tag.
+    pub rebuild: bool,
+    pub dry_run: bool,
+    /// The ragway binary to put in the image (the running one by default).
+    pub binary: PathBuf,
+    /// The image tag; a hash of the image's inputs when absent.
+    pub tag: Option<String>,
+    /// How long to wait for the service to become stable.
+    pub wait: Duration,
+    /// How often to look while waiting.
+    pub poll: Duration,
+    /// Print each step as it happens.
+    pub verbose: bool,
+}
+
+/// What a deploy did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// `http://` + the load balancer's DNS name.
+    pub url: String,
+    /// The image the task definition runs, by digest.
+    pub image: String,
+    /// Blobs pushed and skipped, when an image was pushed.
+    pub push: Option<ragway_image::PushReport>,
+}
+
+/// Checks a deployment name: it becomes part of ECR, IAM, ELB and ECS names, whose rules are
+/// narrowest for load balancers (32 characters, letters, digits and hyphens).
+pub fn check_name(name: &str) -> Result<(), DeployError> {
+    let valid = !name.is_empty()
+        && name.len() <= 24
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(DeployError::Invalid(format!(
+            "deployment name \"{name}\": use 1 to 24 lowercase letters, digits and single \
+             hyphens, starting with a letter (it prefixes ECR, IAM, ECS and load balancer names)"
+        )))
+    }
+}
+
+/// The AWS clients deploy uses, all from one configuration (standard credential chain,
+/// `AWS_ENDPOINT_URL` honoured).
+pub struct Clients {
+    pub region: String,
+    pub ecr: aws_sdk_ecr::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Clients {
+    /// Loads the AWS configuration and checks that a region and credentials exist before any
+    /// call is made.
+    pub async fn load(region: Option<String>) -> Result<Self, DeployError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region));
+        }
+        let config: SdkConfig = loader.load().await;
+        config.region().ok_or_else(|| {
+            DeployError::Setup(
+                "no AWS region: pass --region, set deploy.region in the config, or set AWS_REGION"
+                    .into(),
+            )
+        })?;
+        let provider = config.credentials_provider().ok_or_else(|| {
+            DeployError::Setup("no AWS credentials provider is configured".into())
+        })?;
+        provider.provide_credentials().await.map_err(|e| {
+            DeployError::Setup(format!(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+                 AWS_PROFILE, or run where a role is available ({e})"
+            ))
+        })?;
+        Self::new(&config)
+    }
+
+    /// Clients from an SDK configuration that has a region.
+    pub fn new(config: &SdkConfig) -> Result<Self, DeployError> {
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| DeployError::Setup("no AWS region".into()))?;
+        Ok(Self {
+            region,
+            ecr: aws_sdk_ecr::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+        })
+    }
+}
+
+/// Names of everything a deployment makes.
+pub struct Names {
+    pub base: String,
+    pub execution_role: String,
+    pub task_role: String,
+    pub alb_group: String,
+    pub task_group: String,
+    pub log_group: String,
+}
+
+impl Names {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            execution_role: format!("{base}-execution"),
+            task_role: format!("{base}-task"),
+            alb_group: format!("{base}-alb"),
+            task_group: format!("{base}-tasks"),
+            log_group: format!("/ecs/{base}"),
+        }
+    }
+}
+
+/// Deploys (or, with `dry_run`, plans) `options`. Rerunning after a failure picks up where it
+/// stopped: every step first looks at what exists.
+pub async fn deploy(options: &DeployOptions) -> Result<Outcome, DeployError> {
+    check_name(&options.name)?;
+    let mut settings = options.config.deploy.clone();
+    if let Some(cpu) = options.cpu {
+        settings.cpu = cpu;
+    }
+    if let Some(memory) = options.memory {
+        settings.memory = memory;
+    }
+    if let Some(count) = options.desired_count {
+        settings.desired_count = count;
+    }
+    fargate_size(settings.cpu, settings.memory)
+        .map_err(|why| DeployError::Invalid(format!("--cpu/--memory: {why}")))?;
+    let image_spec = image::spec(
+        &options.config,
+        &options.config_path,
+        &options.binary,
+        settings.port,
+    )?;
+
+    let clients = Clients::load(options.region.clone().or_else(|| settings.region.clone())).await?;
+    let names = Names::new(&options.name);
+    let mut plan = Plan::new(options.dry_run, options.verbose);
+
+    // The image.
+    let (ecr_host, user, password) = ecr::push_credentials(&clients.ecr).await?;
+    let account = ecr_host.split('.').next().unwrap_or_default().to_owned();
+    let repository = ecr::ensure_repository(
+        &clients.ecr,
+        &names.base,
+        settings.tag_immutability,
+        &mut plan,
+    )
+    .await?;
+    let tag = match &options.tag {
+        Some(tag) => tag.clone(),
+        None => image::content_tag(&image_spec)?,
+    };
+    let registered = ecr::image_digest(&clients.ecr, &repository, &tag).await?;
+    let mut push = None;
+    let digest = match registered {
+        Some(digest) if !options.rebuild => {
+            plan.record(
+                "image",
+                format!("{}:{tag}", names.base),
+                Action::Reuse,
+                format!("already registered, {digest}"),
+            );
+            digest
+        }
+        _ if options.dry_run => {
+            plan.record(
+                "image",
+                format!("{}:{tag}", names.base),
+                Action::Create,
+                "build and push",
+            );
+            "sha256:<new>".to_owned()
+        }
+        _ => {
+            let work = tempfile::tempdir()
+                .map_err(|e| DeployError::Image(format!("cannot make a work folder: {e}")))?;
+            let built = ragway_image::build(&image_spec, work.path())
+                .map_err(|e| DeployError::Image(e.to_string()))?;
+            let target = match &options.registry {
+                Some(registry) => {
+                    let insecure = registry.starts_with("http://");
+                    ragway_image::Target {
+                        registry: registry
+                            .trim_start_matches("http://")
+                            .trim_start_matches("https://")
+                            .trim_end_matches('/')
+                            .to_owned(),
+                        repository: names.base.clone(),
+                        tag: tag.clone(),
+                        auth: None,
+                        insecure,
+                    }
+                }
+                None => ragway_image::Target {
+                    registry: ecr_host.clone(),
+                    repository: names.base.clone(),
+                    tag: tag.clone(),
+                    auth: Some((user.clone(), password.clone())),
+                    insecure: false,
+                },
+            };
+            let report = ragway_image::push(&built, &target)
+                .await
+                .map_err(|e| DeployError::Image(e.to_string()))?;
+            if options.registry.is_some() {
+                ecr::register_manifest(
+                    &clients.ecr,
+                    &repository,
+                    &tag,
+                    &built.manifest,
+                    ragway_image::MANIFEST_MEDIA_TYPE,
+                    &report.digest,
+                )
+                .await?;
+            }
+            plan.record(
+                "image",
+                format!("{}:{tag}", names.base),
+                Action::Create,
+                format!(
+                    "{} pushed ({} bytes), {} already there, {}",
+                    report.blobs_pushed, report.bytes_pushed, report.blobs_skipped, report.digest
+                ),
+            );
+            let digest = report.digest.clone();
+            push = Some(report);
+            digest
+        }
+    };
+    let image_ref = format!("{}@{digest}", repository.uri);
+
+    // Who the task is.
+    let execution_policy = iam::secrets_policy(
+        &settings
+            .secrets
+            .values()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let execution_role_arn = iam::ensure_role(
+        &clients.iam,
+        &iam::RoleSpec {
+            name: &names.execution_role,
+            managed: &[iam::EXECUTION_MANAGED_POLICY],
+            inline: execution_policy,
+        },
+        &names.base,
+        &mut plan,
+    )
+    .await?;
+    let task_policy = iam::task_policy(&options.config, &clients.region, &account)?;
+    let task_role_arn = iam::ensure_role(
+        &clients.iam,
+        &iam::RoleSpec {
+            name: &names.task_role,
+            managed: &[],
+            inline: task_policy,
+        },
+        &names.base,
+        &mut plan,
+    )
+    .await?;
+    ecs::ensure_log_group(
+        &clients.logs,
+        &names.log_group,
+        settings.log_retention_days,
+        &mut plan,
+    )
+    .await?;
+
+    // Where it runs and how traffic reaches it.
+    let network = network::network(&clients.ec2, &settings).await?;
+    let alb_group = network::ensure_security_group(
+        &clients.ec2,
+        &names.alb_group,
+        &network.vpc_id,
+        network::LISTENER_PORT,
+        "0.0.0.0/0",
+        &mut plan,
+    )
+    .await?;
+    let task_group = network::ensure_security_group(
+        &clients.ec2,
+        &names.task_group,
+        &network.vpc_id,
+        i32::from(settings.port),
+        &alb_group,
+        &mut plan,
+    )
+    .await?;
+    let balancer = network::ensure_load_balancer(
+        &clients.elb,
+        &names.base,
+        &network,
+        &alb_group,
+        settings.port,
+        &mut plan,
+    )
+    .await?;
+
+    // The service.
+    ecs::ensure_cluster(&clients.ecs, &names.base, &mut plan).await?;
+    let current = ecs::current_service(&clients.ecs, &names.base, &names.base).await?;
+    let task_spec = ecs::TaskSpec {
+        family: &names.base,
+        image: &image_ref,
+        region: &clients.region,
+        log_group: &names.log_group,
+        execution_role_arn: &execution_role_arn,
+        task_role_arn: &task_role_arn,
+        deploy: &settings,
+    };
+    let task_definition = ecs::ensure_task_definition(
+        &clients.ecs,
+        &task_spec,
+        current.as_ref().and_then(|s| s.task_definition.as_deref()),
+        &mut plan,
+    )
+    .await?;
+    let service_spec = ecs::ServiceSpec {
+        cluster: &names.base,
+        name: &names.base,
+        task_definition: &task_definition,
+        desired_count: settings.desired_count,
+        subnets: &network.subnets,
+        task_group: &task_group,
+        target_group_arn: &balancer.target_group_arn,
+        port: settings.port,
+    };
+    ecs::ensure_service(&clients.ecs, &service_spec, current.as_ref(), &mut plan).await?;
+    if !options.dry_run {
+        ecs::wait_until_stable(
+            &clients.ecs,
+            &names.base,
+            &names.base,
+            &task_definition,
+            options.wait,
+            options.poll,
+        )
+        .await?;
+    }
+    Ok(Outcome {
+        plan,
+        url: format!("http://{}", balancer.dns_name),
+        image: image_ref,
+        push,
+    })
+}
+
+/// Removes what deploy made for `name`: the service and cluster, the load balancer and target
+/// group, the security groups, the roles and the log group. The ECR repository and its images
+/// stay unless `purge_images`.
+pub async fn destroy(
+    name: &str,
+    region: Option<String>,
+    purge_images: bool,
+    dry_run: bool,
+    verbose: bool,
+) -> Result<Plan, DeployError> {
+    check_name(name)?;
+    let clients = Clients::load(region).await?;
+    let names = Names::new(name);
+    let mut plan = Plan::new(dry_run, verbose);
+    ecs::delete_service(&clients.ecs, &names.base, &names.base, &mut plan).await?;
+    network::delete_load_balancer(&clients.elb, &names.base, &mut plan).await?;
+    let vpc = network::network(&clients.ec2, &ragway_core::deploy::DeployConfig::default()).await;
+    if let Ok(vpc) = vpc {
+        // Tasks' network interfaces take a moment to go after the service; their group first.
+        network::delete_security_group(&clients.ec2, &names.task_group, &vpc.vpc_id, &mut plan)
+            .await?;
+        network::delete_security_group(&clients.ec2, &names.alb_group, &vpc.vpc_id, &mut plan)
+            .await?;
+    }
+    iam::delete_role(&clients.iam, &names.task_role, &mut plan).await?;
+    iam::delete_role(&clients.iam, &names.execution_role, &mut plan).await?;
+    ecs::delete_log_group(&clients.logs, &names.log_group, &mut plan).await?;
+    if purge_images {
+        ecr::delete_repository(&clients.ecr, &names.base, &mut plan).await?;
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_names_fit_every_service() {
+        for good in ["demo", "rag-prod-1", "a"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Demo",
+            "1demo",
+            "demo-",
+            "de--mo",
+            "demo_1",
+            "a-very-long-deployment-name",
+        ] {
+            let error = check_name(bad).unwrap_err().to_string();
+            assert!(error.contains("lowercase letters"), "{bad}: {error}");
+        }
+    }
+}
