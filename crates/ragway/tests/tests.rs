@@ -8,5 +8,6 @@ mod e2e;
 mod errors;
 mod offline;
 mod openai_api;
+mod shutdown;
 mod stores;
 mod support;
