@@ -45,6 +45,19 @@ pub struct ServerConfig {
     pub max_top_k: usize,
     #[serde(default)]
     pub prompt: PromptConfig,
+    /// After SIGTERM or Ctrl-C, how long requests in flight (streams included) may run
+    /// before they are cut. Below ECS's default 30 s `stopTimeout`, so ragway exits on its own
+    /// before the container is killed.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: f64,
+}
+
+impl ServerConfig {
+    /// [`Self::shutdown_grace_secs`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.shutdown_grace_secs)
+            .unwrap_or(Duration::from_secs_f64(default_shutdown_grace_secs()))
+    }
 }
 
 impl Default for ServerConfig {
@@ -54,6 +67,7 @@ impl Default for ServerConfig {
             default_top_k: default_top_k(),
             max_top_k: default_max_top_k(),
             prompt: PromptConfig::default(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
         }
     }
 }
@@ -470,6 +484,12 @@ fn default_top_k() -> usize {
 fn default_max_top_k() -> usize {
     100
 }
+fn default_shutdown_grace_secs() -> f64 {
+    25.0
+}
+
+/// Longest grace period accepted; ECS itself stops waiting after at most 120 s.
+const MAX_SHUTDOWN_GRACE_SECS: f64 = 3600.0;
 fn default_answer_reserve() -> u32 {
     512
 }
@@ -617,6 +637,16 @@ impl Config {
                 format!(
                     "must be at least default_top_k ({})",
                     self.server.default_top_k
+                ),
+            );
+        }
+        let grace = self.server.shutdown_grace_secs;
+        if !(grace.is_finite() && (0.0..=MAX_SHUTDOWN_GRACE_SECS).contains(&grace)) {
+            issue(
+                "server.shutdown_grace_secs".into(),
+                format!(
+                    "must be between 0 and {MAX_SHUTDOWN_GRACE_SECS} seconds, got {grace} \
+                     (keep it below the container's stop timeout: 30 s on ECS by default)"
                 ),
             );
         }
@@ -1109,6 +1139,24 @@ mod tests {
             "{text}"
         );
         assert_eq!(found.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn the_shutdown_grace_period_defaults_below_ecs_stop_timeout_and_is_checked() {
+        let config = Config::parse("", "test.toml").unwrap();
+        assert_eq!(config.server.shutdown_grace_secs, 25.0);
+        assert_eq!(config.server.shutdown_grace(), Duration::from_secs(25));
+        let config = Config::parse("[server]\nshutdown_grace_secs = 0.5", "test.toml").unwrap();
+        assert_eq!(config.server.shutdown_grace(), Duration::from_millis(500));
+        for bad in ["-1", "nan", "inf", "7200"] {
+            let text = issues(&format!("[server]\nshutdown_grace_secs = {bad}")).join("\n");
+            assert!(
+                text.contains("server.shutdown_grace_secs: must be between 0 and 3600 seconds"),
+                "{bad}: {text}"
+            );
+        }
+        let text = issues("[server]\nshutdown_grace_secs = \"soon\"").join("\n");
+        assert!(text.contains("server.shutdown_grace_secs:"), "{text}");
     }
 
     #[test]

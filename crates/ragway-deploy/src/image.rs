@@ -92,15 +92,18 @@ pub fn spec(
     Ok(ImageSpec {
         layers,
         entrypoint: vec![BINARY.into()],
-        cmd: vec!["serve".into(), "--bind".into(), format!("0.0.0.0:{port}")],
+        cmd: vec!["serve".into()],
         env: vec![
             format!("RAGWAY_CONFIG={CONFIG}"),
+            // Read by both `serve` and `healthcheck`, so they agree on the port.
+            format!("RAGWAY_BIND=0.0.0.0:{port}"),
             // OpenBLAS and llama.cpp threads sleep when idle instead of spinning.
             "OMP_WAIT_POLICY=PASSIVE".into(),
             "RUST_LOG=info".into(),
         ],
         working_dir: APP_DIR.into(),
-        user: "65532:65532".into(),
+        // The same unprivileged user as the Dockerfile.
+        user: "10001:10001".into(),
         exposed_ports: vec![port],
         labels: [
             (

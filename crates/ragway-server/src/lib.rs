@@ -1,27 +1,35 @@
 //! ragway's HTTP server: the registry built from config, the pipeline that answers, the
-//! routes, and the single mapping from errors to HTTP.
+//! routes, the single mapping from errors to HTTP, and graceful shutdown.
 
 pub mod error;
 pub mod json;
 pub mod pipeline;
 pub mod registry;
 mod routes;
+pub mod shutdown;
 
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
 
 pub use error::ApiError;
 pub use registry::{Registry, StartupError};
 pub use routes::app;
+pub use shutdown::{InFlight, Readiness, Shutdown};
 
-/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests end.
+/// Serves the API on `listener` until `signal` completes; then stops accepting connections,
+/// makes `/readyz` answer 503, and lets the requests in flight (streams included) finish for
+/// up to `grace`. Returns whether they all finished; those still running when the grace
+/// period ends are cut when the caller's runtime shuts down.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    signal: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<Shutdown> {
     // Streamed answers are many small writes; without TCP_NODELAY each one after the first
     // waits for the client's delayed ACK (up to 40 ms), which bunches tokens together.
     let listener = listener.tap_io(|tcp| {
@@ -29,10 +37,43 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {error}");
         }
     });
-    axum::serve(
+    let readiness = Readiness::new();
+    let in_flight = InFlight::new();
+    let router = app(registry, readiness.clone()).layer(axum::middleware::from_fn_with_state(
+        in_flight.clone(),
+        shutdown::track,
+    ));
+    let (signalled, on_signal) = tokio::sync::oneshot::channel();
+    let draining = readiness.clone();
+    let server = axum::serve(
         listener,
-        app(registry).into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(async move {
+        signal.await;
+        draining.start_draining();
+        // The receiver lives as long as `serve` polls the server.
+        let _ = signalled.send(());
+    })
+    .into_future();
+    tokio::pin!(server);
+
+    // axum waits for every connection without limit once signalled; the grace period is
+    // applied here, starting when the signal arrives.
+    tokio::select! {
+        result = &mut server => return result.map(|()| Shutdown::Drained),
+        _ = on_signal => {}
+    }
+    tracing::info!(
+        in_flight = in_flight.count(),
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: no longer accepting connections; /readyz now answers 503; \
+         waiting for the requests in flight"
+    );
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.map(|()| Shutdown::Drained),
+        Err(_) => Ok(Shutdown::GraceExpired {
+            cut: in_flight.count(),
+        }),
+    }
 }

@@ -1,8 +1,9 @@
 //! The `ragway` command: serve the API, ask one question from the terminal, list models,
-//! and check a configuration.
+//! check a configuration, and probe a running server's readiness.
 
 mod ask;
 mod deploy;
+mod healthcheck;
 mod ingest;
 
 use std::io::Write;
@@ -10,11 +11,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ragway_core::config::Config;
-use ragway_server::Registry;
+use ragway_server::{Registry, Shutdown};
 
 #[derive(Parser)]
 #[command(name = "ragway", version, about = "A retrieval-augmented LLM gateway")]
@@ -42,7 +44,7 @@ enum Command {
     /// Serve the HTTP API.
     Serve {
         /// Address to listen on, overriding `[server] bind` (port 0 picks a free port).
-        #[arg(long)]
+        #[arg(long, env = "RAGWAY_BIND")]
         bind: Option<SocketAddr>,
     },
     /// Ask one question and print the answer as it streams, then its sources.
@@ -59,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Ask a running server whether it is ready (`GET /readyz`); exits 0 if it is, 1 if not.
+    /// Made for a container's HEALTHCHECK, where there is no curl.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -80,13 +85,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Requests cut at the end of a shutdown grace period may still hold blocking work (a
+    // local model mid-token); do not wait for it past the grace period already given.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 fn init_logging(format: LogFormat) {
@@ -131,10 +140,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Scripts and tests read the address from this line (useful with port 0).
             println!("ragway listening on http://{address}");
             std::io::stdout().flush()?;
-            ragway_server::serve(listener, registry, shutdown_signal()).await?;
-            tracing::info!("stopped");
+            let grace = config.server.shutdown_grace();
+            match ragway_server::serve(listener, registry, shutdown_signal(), grace).await? {
+                Shutdown::Drained => tracing::info!("stopped: every request in flight finished"),
+                // Exit 0 all the same: the stop was asked for, and an orchestrator reads a
+                // non-zero code as a crash (ECS would report the task as failed).
+                Shutdown::GraceExpired { cut } => tracing::warn!(
+                    cut,
+                    grace_secs = grace.as_secs_f64(),
+                    "stopped: the shutdown grace period ran out; cut {cut} request(s) still in flight"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => healthcheck::run(args, cli.config.as_deref()).await,
         Command::Ingest(args) => {
             let config = load(cli.config.as_deref())?;
             ingest::ingest(&config, args).await
@@ -165,7 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 const OFFLINE_DEFAULT: &str = include_str!("../../../examples/offline.toml");
 
 /// Loads the configuration the user named, or the built-in offline default.
-fn load(path: Option<&std::path::Path>) -> Result<Config> {
+pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config> {
     match path {
         Some(path) => Ok(Config::load(path)?),
         None => {
@@ -220,5 +239,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown signal received");
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use crate::support::{config, test_env};
 
 fn ragway(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ragway"))
+    Command::new(crate::support::ragway_bin())
         .args(args)
         .envs(test_env())
         .env_remove("RAGWAY_CONFIG")

@@ -108,7 +108,8 @@ fn registry() -> (Guard, String) {
 fn stripped_binary(dir: &Path) -> PathBuf {
     let out = dir.join("ragway");
     let status = Command::new("objcopy")
-        .args(["--strip-debug", env!("CARGO_BIN_EXE_ragway")])
+        .arg("--strip-debug")
+        .arg(crate::support::ragway_bin())
         .arg(&out)
         .status()
         .unwrap();
@@ -128,7 +129,7 @@ fn ragway(moto: &str, args: &[&str]) -> Run {
 
 /// `ragway ARGS` against moto, without the environment variables named in `unset`.
 fn ragway_without(moto: &str, args: &[&str], unset: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ragway"));
+    let mut command = Command::new(crate::support::ragway_bin());
     command
         .args(args)
         .env_remove("RAGWAY_CONFIG")

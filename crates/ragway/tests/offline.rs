@@ -22,7 +22,7 @@ async fn offline_server(dir: &tempfile::TempDir) -> Server {
     let config = offline_config(&dir.path().join("faiss"));
     let path = dir.path().join("offline.toml");
     std::fs::write(&path, &config).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ragway"))
+    let out = tokio::process::Command::new(crate::support::ragway_bin())
         .arg("ingest")
         .arg("--config")
         .arg(&path)

@@ -117,7 +117,7 @@ fn ingest_reads_a_folder_and_skips_it_when_unchanged() {
     std::fs::write(&path, config(dir.path(), "http://127.0.0.1:9")).unwrap();
     let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/corpus");
     let ingest = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ragway"))
+        std::process::Command::new(crate::support::ragway_bin())
             .args([
                 "ingest",
                 "--config",
@@ -148,7 +148,7 @@ fn ingest_reads_a_folder_and_skips_it_when_unchanged() {
         String::from_utf8_lossy(&second.stdout)
     );
 
-    let kendra = std::process::Command::new(env!("CARGO_BIN_EXE_ragway"))
+    let kendra = std::process::Command::new(crate::support::ragway_bin())
         .args([
             "ingest",
             "--config",

@@ -10,6 +10,14 @@ use tokio::process::{Child, Command};
 pub const OPENAI_KEY: &str = "sk-test-ragway-secret-123";
 pub const KENDRA_INDEX: &str = "0123abcd-kendra-index";
 
+/// The `ragway` binary under test: cargo's, unless `RAGWAY_TEST_BIN` names another. Cargo
+/// copies every worktree's build to the same `target/debug/ragway` when worktrees share one
+/// `CARGO_TARGET_DIR`, so a run there can point this at its own `target/debug/deps/ragway-HASH`.
+pub fn ragway_bin() -> std::path::PathBuf {
+    std::env::var_os("RAGWAY_TEST_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_ragway").into(), Into::into)
+}
+
 /// The environment every server under test gets: fake AWS credentials (the fakes do not check
 /// signatures), no instance-metadata lookups, and the secrets the configs refer to.
 pub fn test_env() -> Vec<(&'static str, String)> {
@@ -27,7 +35,7 @@ pub fn test_env() -> Vec<(&'static str, String)> {
 /// A running `ragway serve`, killed when dropped.
 pub struct Server {
     pub url: String,
-    _child: Child,
+    child: Child,
     _dir: tempfile::TempDir,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -37,7 +45,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ragway.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ragway"))
+        let mut child = Command::new(ragway_bin())
             .args(["serve", "--bind", "127.0.0.1:0", "--config"])
             .arg(&path)
             .envs(test_env())
@@ -67,9 +75,35 @@ impl Server {
             .to_owned();
         Server {
             url,
-            _child: child,
+            child,
             _dir: dir,
             stderr,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// Sends SIGTERM, as `docker stop` and ECS do (through kill(1): the tests use no unsafe).
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the server has already exited");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!(
+                "the server did not exit within {within:?}; its log:\n{}",
+                self.logs()
+            ),
         }
     }
 

@@ -5,9 +5,11 @@
 
 mod cli;
 mod deploy;
+mod dockerfile;
 mod e2e;
 mod errors;
 mod offline;
 mod openai_api;
+mod shutdown;
 mod stores;
 mod support;

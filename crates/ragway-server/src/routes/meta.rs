@@ -1,12 +1,15 @@
-//! Routes that describe the service: the welcome message, liveness and the model list.
+//! Routes that describe the service: the welcome message, liveness, readiness and the model
+//! list.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::registry::Registry;
+use crate::shutdown::Readiness;
 
 /// `GET /`: the seed's welcome message, plus where to go next.
 pub async fn root() -> Json<Value> {
@@ -14,13 +17,45 @@ pub async fn root() -> Json<Value> {
         "message": "Welcome to LLM Inference API",
         "service": "ragway",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz", "/ui", "/v1/chat/completions", "/v1/models", "/v1/embeddings"],
+        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz", "/readyz", "/ui", "/v1/chat/completions", "/v1/models", "/v1/embeddings"],
     }))
 }
 
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct ReadyState {
+    pub registry: Arc<Registry>,
+    pub readiness: Readiness,
+}
+
+/// `GET /readyz`: 200 while the server takes new requests (every component was built at
+/// start-up, or it would not be serving), 503 from the moment shutdown begins, so that a load
+/// balancer stops sending work while the requests in flight finish.
+pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>) {
+    if !state.readiness.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "shutting_down",
+                "detail": "ragway is shutting down: it finishes the requests in flight and takes no new ones",
+            })),
+        );
+    }
+    let registry = &state.registry;
+    (
+        StatusCode::OK,
+        Json(json!({
+            "status": "ready",
+            "llm_models": registry.llm_names(),
+            "vector_dbs": registry.store_names(),
+            "embedders": registry.embedder_names(),
+        })),
+    )
 }
 
 /// `GET /models`: the names requests may use.

@@ -13,9 +13,16 @@ use axum::Router;
 use axum::routing::{delete, get, post};
 
 use crate::registry::Registry;
+use crate::shutdown::Readiness;
 
-/// The whole API over a built registry.
-pub fn app(registry: Arc<Registry>) -> Router {
+/// The whole API over a built registry; `/readyz` reports `readiness`.
+pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
+    let ready = Router::new()
+        .route("/readyz", get(meta::readyz))
+        .with_state(meta::ReadyState {
+            registry: registry.clone(),
+            readiness,
+        });
     Router::new()
         .route("/", get(meta::root))
         .route("/healthz", get(meta::healthz))
@@ -28,4 +35,5 @@ pub fn app(registry: Arc<Registry>) -> Router {
         .route("/stores/{name}/documents/{*id}", delete(stores::delete))
         .nest("/v1", v1::router())
         .with_state(registry)
+        .merge(ready)
 }
