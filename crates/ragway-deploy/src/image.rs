@@ -16,6 +16,8 @@ use crate::error::DeployError;
 pub const APP_DIR: &str = "/app";
 pub const BINARY: &str = "/usr/local/bin/ragway";
 pub const CONFIG: &str = "/app/ragway.toml";
+/// The certificate authorities HTTPS clients trust (Debian's path, which rustls looks at).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The image for `config`: layers ordered from least to most often changed, so registries
 /// keep the big ones (libraries, models) when only the config or the binary moves.
@@ -25,12 +27,21 @@ pub fn spec(
     binary: &Path,
     port: u16,
 ) -> Result<ImageSpec, DeployError> {
-    let libraries = ragway_image::shared_libraries(binary).map_err(|e| {
+    let mut libraries = ragway_image::shared_libraries(binary).map_err(|e| {
         DeployError::Image(format!(
             "cannot list the libraries {} needs: {e}",
             binary.display()
         ))
     })?;
+    // HTTPS to OpenAI and AWS checks certificates against the system's roots; an empty base
+    // has none, so the build machine's bundle goes in.
+    if Path::new(CA_BUNDLE).is_file() {
+        libraries.push(ImageFile {
+            source: CA_BUNDLE.into(),
+            target: CA_BUNDLE.into(),
+            mode: 0o644,
+        });
+    }
     let mut models = Vec::new();
     let mut stores = Vec::new();
     for llm in &config.llm {
@@ -100,6 +111,7 @@ pub fn spec(
             // OpenBLAS and llama.cpp threads sleep when idle instead of spinning.
             "OMP_WAIT_POLICY=PASSIVE".into(),
             "RUST_LOG=info".into(),
+            format!("SSL_CERT_FILE={CA_BUNDLE}"),
         ],
         working_dir: APP_DIR.into(),
         // The same unprivileged user as the Dockerfile.
@@ -214,4 +226,63 @@ pub fn content_tag(spec: &ImageSpec) -> Result<String, DeployError> {
     let digest = hasher.finalize();
     let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     Ok(format!("{}-{short}", env!("CARGO_PKG_VERSION")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_holds_the_binary_its_libraries_the_models_and_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.gguf");
+        std::fs::write(&model, b"gguf").unwrap();
+        let config_path = dir.path().join("ragway.toml");
+        let text = format!(
+            "[[llm]]\nname = 'local'\ntype = 'local'\npath = '{}'\n",
+            model.display()
+        );
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Config::parse(&text, "t").unwrap();
+        let spec = spec(&config, &config_path, Path::new("/bin/ls"), 8000).unwrap();
+        let targets: Vec<&str> = spec
+            .layers
+            .iter()
+            .flat_map(|l| l.files.iter().map(|f| f.target.as_str()))
+            .collect();
+        assert!(targets.contains(&BINARY) && targets.contains(&CONFIG));
+        assert!(targets.contains(&model.display().to_string().as_str()));
+        assert!(targets.iter().any(|t| t.contains("libc.so")), "{targets:?}");
+        if Path::new(CA_BUNDLE).is_file() {
+            assert!(targets.contains(&CA_BUNDLE));
+        }
+        assert!(spec.env.contains(&"RAGWAY_BIND=0.0.0.0:8000".to_owned()));
+
+        // The tag follows the content.
+        let tag = content_tag(&spec).unwrap();
+        assert_eq!(tag, content_tag(&spec).unwrap());
+        std::fs::write(&model, b"gguf2").unwrap();
+        assert_ne!(tag, content_tag(&spec).unwrap());
+    }
+
+    #[test]
+    fn a_missing_model_is_named_with_the_fix() {
+        let config = Config::parse(
+            "[[llm]]\nname = 'local'\ntype = 'local'\npath = '/nonexistent/m.gguf'\n",
+            "t",
+        )
+        .unwrap();
+        let error = spec(
+            &config,
+            Path::new("/etc/hostname"),
+            Path::new("/bin/ls"),
+            8000,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("llm \"local\" path") && error.contains("/nonexistent/m.gguf"),
+            "{error}"
+        );
+    }
 }
