@@ -12,6 +12,7 @@
 //! task family and load balancer `N`; roles `N-execution` and `N-task`; security groups
 //! `N-alb` and `N-tasks`; log group `/ecs/N`.
 
+pub mod docker;
 pub mod ecr;
 pub mod ecs;
 pub mod error;
@@ -36,6 +37,17 @@ pub use plan::{Action, Plan, Step};
 /// The tag deploy puts on what it creates, with the deployment name as its value.
 pub const TAG_KEY: &str = "ragway:deployment";
 
+/// How the image is made when it is not registered yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    /// Docker when its daemon answers, else the daemonless OCI assembly.
+    Auto,
+    /// `docker build` of the Dockerfile in `context`, then `docker push`.
+    Docker,
+    /// The image assembled from the binary, its libraries, the models and the config.
+    Oci,
+}
+
 /// What to deploy and how; the CLI fills it from its flags.
 #[derive(Clone, Debug)]
 pub struct DeployOptions {
@@ -58,6 +70,9 @@ pub struct DeployOptions {
     pub binary: PathBuf,
     /// The image tag; a hash of the image's inputs when absent.
     pub tag: Option<String>,
+    pub builder: Builder,
+    /// The folder holding the Dockerfile (the Docker path only).
+    pub context: PathBuf,
     /// How long to wait for the service to become stable.
     pub wait: Duration,
     /// How often to look while waiting.
@@ -241,6 +256,23 @@ pub async fn deploy(options: &DeployOptions) -> Result<Outcome, DeployError> {
             );
             "sha256:<new>".to_owned()
         }
+        _ if use_docker(options.builder).await => {
+            // The Docker path: the registry holds the image; ECR's own registry records it
+            // by itself (with --registry, the mirror alone has it).
+            let (host, auth) = match &options.registry {
+                Some(registry) => (registry_host(registry), None),
+                None => (ecr_host.clone(), Some((user.as_str(), password.as_str()))),
+            };
+            let reference = format!("{host}/{}:{tag}", names.base);
+            let digest = docker::build_and_push(&options.context, &reference, &host, auth).await?;
+            plan.record(
+                "image",
+                format!("{}:{tag}", names.base),
+                Action::Create,
+                format!("docker build and push, {digest}"),
+            );
+            digest
+        }
         _ => {
             let work = tempfile::tempdir()
                 .map_err(|e| DeployError::Image(format!("cannot make a work folder: {e}")))?;
@@ -250,11 +282,7 @@ pub async fn deploy(options: &DeployOptions) -> Result<Outcome, DeployError> {
                 Some(registry) => {
                     let insecure = registry.starts_with("http://");
                     ragway_image::Target {
-                        registry: registry
-                            .trim_start_matches("http://")
-                            .trim_start_matches("https://")
-                            .trim_end_matches('/')
-                            .to_owned(),
+                        registry: registry_host(registry),
                         repository: names.base.clone(),
                         tag: tag.clone(),
                         auth: None,
@@ -415,6 +443,24 @@ pub async fn deploy(options: &DeployOptions) -> Result<Outcome, DeployError> {
         image: image_ref,
         push,
     })
+}
+
+/// Whether this run builds with Docker.
+async fn use_docker(builder: Builder) -> bool {
+    match builder {
+        Builder::Docker => true,
+        Builder::Oci => false,
+        Builder::Auto => docker::daemon_answers().await,
+    }
+}
+
+/// `host:port` of a `--registry` value given with or without a scheme.
+fn registry_host(registry: &str) -> String {
+    registry
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// Removes what deploy made for `name`: the service and cluster, the load balancer and target

@@ -40,6 +40,14 @@ pub struct DeployArgs {
     /// registered image.
     #[arg(long)]
     tag: Option<String>,
+    /// How to make the image: `docker` (build the Dockerfile in --context and push), `oci`
+    /// (assemble it from the binary, its libraries, the models and the config; no daemon), or
+    /// `auto`: docker when its daemon answers.
+    #[arg(long, value_enum, default_value_t = BuilderArg::Auto)]
+    builder: BuilderArg,
+    /// The folder with the Dockerfile, for --builder docker.
+    #[arg(long, default_value = ".")]
+    context: PathBuf,
     /// Build and push the image even if ECR already has its tag.
     #[arg(long)]
     rebuild: bool,
@@ -58,6 +66,13 @@ pub struct DeployArgs {
     /// Milliseconds between looks at the service while waiting.
     #[arg(long, default_value_t = 5000, hide = true)]
     poll_ms: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BuilderArg {
+    Auto,
+    Docker,
+    Oci,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +139,12 @@ pub async fn run(config: &Config, config_path: &Path, args: DeployArgs) -> Resul
         dry_run: true,
         binary,
         tag: args.tag,
+        builder: match args.builder {
+            BuilderArg::Auto => ragway_deploy::Builder::Auto,
+            BuilderArg::Docker => ragway_deploy::Builder::Docker,
+            BuilderArg::Oci => ragway_deploy::Builder::Oci,
+        },
+        context: args.context,
         wait: Duration::from_secs(args.wait_secs),
         poll: Duration::from_millis(args.poll_ms.max(10)),
         verbose: false,

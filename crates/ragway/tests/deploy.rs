@@ -245,6 +245,56 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         ragway(&moto_url, &refs)
     };
 
+    // A dry run from nothing plans every resource and creates none.
+    let plan = run(&["--dry-run"]);
+    assert!(plan.ok, "dry run failed:\n{}\n{}", plan.stdout, plan.stderr);
+    for kind in [
+        "ecr repository",
+        "image",
+        "iam role",
+        "log group",
+        "security group",
+        "load balancer",
+        "target group",
+        "listener",
+        "ecs cluster",
+        "task definition",
+        "ecs service",
+    ] {
+        assert!(
+            plan.stdout
+                .lines()
+                .any(|l| l.contains("would create") && l.contains(kind)),
+            "no {kind} in the plan:\n{}",
+            plan.stdout
+        );
+    }
+    let aws = clients(&moto_url).await;
+    assert!(
+        aws.ecr
+            .describe_repositories()
+            .repository_names("demo")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        aws.iam
+            .get_role()
+            .role_name("demo-task")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        aws.elb
+            .describe_load_balancers()
+            .names("demo")
+            .send()
+            .await
+            .is_err()
+    );
+
     // From nothing.
     let first = run(&[]);
     assert!(
@@ -257,7 +307,6 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         "{}",
         first.stdout
     );
-    let aws = clients(&moto_url).await;
 
     // ECR: the repository, scanning on push, and the image by its tag.
     let repo = aws
@@ -681,4 +730,123 @@ fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A `docker` stand-in whose daemon "answers": it records each call (and what login read on
+/// stdin) and answers `push` with a digest, as the real client prints it.
+const FAKE_DOCKER: &str = r#"#!/bin/sh
+log="$(dirname "$0")/calls.log"
+echo "$*" >> "$log"
+case "$1" in
+  info) echo "27.0.0" ;;
+  login) read -r password; echo "password $password" >> "$log"; echo "Login Succeeded" ;;
+  build) echo "built" ;;
+  push) echo "The push refers to repository [$2]"; echo "0.1.0: digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 size: 1234" ;;
+  *) echo "unexpected docker $*" >&2; exit 1 ;;
+esac
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_docker_daemon_the_image_is_built_and_pushed_by_docker() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_moto, moto_url) = moto(1);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("docker"), FAKE_DOCKER).unwrap();
+    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let context = dir.path().join("src");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let config_path = dir.path().join("ragway.toml");
+    std::fs::write(
+        &config_path,
+        "[[llm]]\nname = 'gpt'\ntype = 'openai'\nmodel = 'm'\n",
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let output = Command::new(crate::support::ragway_bin())
+        .args([
+            "deploy",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--name",
+            "viadocker",
+        ])
+        .args([
+            "--context",
+            context.to_str().unwrap(),
+            "--yes",
+            "--poll-ms",
+            "50",
+            "--wait-secs",
+            "60",
+        ])
+        .env_remove("RAGWAY_CONFIG")
+        .env("PATH", path)
+        .env("AWS_ENDPOINT_URL", &moto_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("docker build and push"), "{stdout}");
+
+    // Built for linux/amd64 from the context, logged in to ECR with its token, pushed.
+    let calls = std::fs::read_to_string(bin.join("calls.log")).unwrap();
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines[0], "info --format {{.ServerVersion}}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "build --platform linux/amd64 -t {host}/viadocker:0.1.0-"
+        )) && lines[1].ends_with(context.to_str().unwrap()),
+        "{calls}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("login --username AWS --password-stdin {host}")
+    );
+    assert_eq!(lines[3], "password 123456789012-auth-token");
+    assert!(
+        lines[4].starts_with(&format!("push {host}/viadocker:0.1.0-")),
+        "{calls}"
+    );
+
+    // The task definition runs what docker pushed, by digest.
+    let aws = clients(&moto_url).await;
+    let services = aws
+        .ecs
+        .describe_services()
+        .cluster("viadocker")
+        .services("viadocker")
+        .send()
+        .await
+        .unwrap();
+    let definition = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(services.services()[0].task_definition().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        definition
+            .task_definition()
+            .unwrap()
+            .container_definitions()[0]
+            .image(),
+        Some(format!("{host}/viadocker@sha256:{}", "1".repeat(64)).as_str())
+    );
 }
