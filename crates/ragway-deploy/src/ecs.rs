@@ -423,9 +423,58 @@ pub async fn ensure_service(
     Ok(true)
 }
 
-/// Waits until the service is stable, then checks what the stability waiter alone would miss:
-/// the service still runs the task definition just made (ECS's circuit breaker puts the old
-/// one back when it rolls back) and no deployment of it FAILED.
+/// Where a deployment stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    Stable,
+    Waiting,
+    Failed(String),
+}
+
+/// Judges one look at the service: stable only when a single, completed deployment runs the
+/// task definition just made with every task up. ECS's circuit breaker, when it rolls back,
+/// marks the deployment FAILED and puts the old task definition back on the service; either
+/// is a failure here (the stability waiter alone reports success after a rollback).
+pub fn judge(service: &aws_sdk_ecs::types::Service, task_definition: &str) -> Progress {
+    let deployments = service.deployments();
+    let failed = deployments.iter().find(|d| {
+        d.rollout_state == Some(DeploymentRolloutState::Failed)
+            && (d.status.as_deref() == Some("PRIMARY")
+                || d.task_definition.as_deref() == Some(task_definition))
+    });
+    if let Some(failed) = failed {
+        return Progress::Failed(format!(
+            "ECS marked the deployment of {task_definition} FAILED ({}); the circuit breaker \
+             rolls the service back to the previous task definition — see the task logs in \
+             CloudWatch",
+            failed
+                .rollout_state_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        ));
+    }
+    if service.task_definition.as_deref() != Some(task_definition) {
+        return Progress::Failed(format!(
+            "the service runs {}, not {task_definition}: ECS rolled the deployment back, or \
+             another deploy replaced it",
+            service.task_definition.as_deref().unwrap_or("nothing")
+        ));
+    }
+    let primary_done = deployments.iter().any(|d| {
+        d.status.as_deref() == Some("PRIMARY")
+            && matches!(
+                d.rollout_state,
+                None | Some(DeploymentRolloutState::Completed)
+            )
+    });
+    if deployments.len() == 1 && primary_done && service.running_count == service.desired_count {
+        Progress::Stable
+    } else {
+        Progress::Waiting
+    }
+}
+
+/// Looks at the service every `poll` until [`judge`] says stable or failed, or `timeout`.
 pub async fn wait_until_stable(
     ecs: &Ecs,
     cluster: &str,
@@ -441,42 +490,10 @@ pub async fn wait_until_stable(
             .ok_or_else(|| {
                 DeployError::Rollout(format!("service {service} disappeared while deploying"))
             })?;
-        let deployments = current.deployments();
-        let failed = deployments.iter().find(|d| {
-            d.rollout_state == Some(DeploymentRolloutState::Failed)
-                && (d.status.as_deref() == Some("PRIMARY")
-                    || d.task_definition.as_deref() == Some(task_definition))
-        });
-        if let Some(failed) = failed {
-            return Err(DeployError::Rollout(format!(
-                "ECS marked the deployment of {task_definition} FAILED ({}); the circuit \
-                 breaker rolls the service back to the previous task definition — see the \
-                 task logs in CloudWatch",
-                failed
-                    .rollout_state_reason
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            )));
-        }
-        if current.task_definition.as_deref() != Some(task_definition) {
-            return Err(DeployError::Rollout(format!(
-                "the service runs {}, not {task_definition}: ECS rolled the deployment back, or \
-                 another deploy replaced it",
-                current.task_definition.as_deref().unwrap_or("nothing")
-            )));
-        }
-        let primary_done = deployments.iter().any(|d| {
-            d.status.as_deref() == Some("PRIMARY")
-                && matches!(
-                    d.rollout_state,
-                    None | Some(DeploymentRolloutState::Completed)
-                )
-        });
-        let stable = deployments.len() == 1
-            && primary_done
-            && current.running_count == current.desired_count;
-        if stable {
-            return Ok(());
+        match judge(&current, task_definition) {
+            Progress::Stable => return Ok(()),
+            Progress::Failed(why) => return Err(DeployError::Rollout(why)),
+            Progress::Waiting => {}
         }
         if started.elapsed() >= timeout {
             return Err(DeployError::Rollout(format!(
@@ -485,7 +502,7 @@ pub async fn wait_until_stable(
                 timeout.as_secs(),
                 current.running_count,
                 current.desired_count,
-                deployments.len()
+                current.deployments().len()
             )));
         }
         tokio::time::sleep(poll).await;
@@ -600,5 +617,74 @@ mod tests {
         assert_ne!(base, spec("repo@sha256:a", more_memory).fingerprint());
         // The service's task count is not part of the task definition.
         assert_eq!(base, spec("repo@sha256:a", changed).fingerprint());
+    }
+
+    fn service(
+        task_definition: &str,
+        running: i32,
+        deployments: &[(&str, &str, DeploymentRolloutState)],
+    ) -> aws_sdk_ecs::types::Service {
+        let mut builder = aws_sdk_ecs::types::Service::builder()
+            .task_definition(task_definition)
+            .desired_count(2)
+            .running_count(running);
+        for (status, definition, state) in deployments {
+            builder = builder.deployments(
+                aws_sdk_ecs::types::Deployment::builder()
+                    .status(*status)
+                    .task_definition(*definition)
+                    .rollout_state(state.clone())
+                    .rollout_state_reason("tasks failed to start")
+                    .build(),
+            );
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn a_rollout_is_judged_by_what_runs_not_only_by_stability() {
+        use DeploymentRolloutState::{Completed, Failed, InProgress};
+        let new = "arn:td/demo:2";
+        let old = "arn:td/demo:1";
+        // Done: one completed deployment of the new definition, every task up.
+        assert_eq!(
+            judge(&service(new, 2, &[("PRIMARY", new, Completed)]), new),
+            Progress::Stable
+        );
+        // Still rolling: two deployments, or tasks missing.
+        assert_eq!(
+            judge(
+                &service(
+                    new,
+                    2,
+                    &[("PRIMARY", new, InProgress), ("ACTIVE", old, Completed)]
+                ),
+                new
+            ),
+            Progress::Waiting
+        );
+        assert_eq!(
+            judge(&service(new, 1, &[("PRIMARY", new, Completed)]), new),
+            Progress::Waiting
+        );
+        // The circuit breaker failed the new deployment …
+        let failed = judge(
+            &service(
+                new,
+                2,
+                &[("PRIMARY", new, Failed), ("ACTIVE", old, Completed)],
+            ),
+            new,
+        );
+        assert!(
+            matches!(&failed, Progress::Failed(why) if why.contains("tasks failed to start")),
+            "{failed:?}"
+        );
+        // … and once rolled back the service is stable again, on the old definition: a failure.
+        let rolled_back = judge(&service(old, 2, &[("PRIMARY", old, Completed)]), new);
+        assert!(
+            matches!(&rolled_back, Progress::Failed(why) if why.contains("rolled the deployment back")),
+            "{rolled_back:?}"
+        );
     }
 }

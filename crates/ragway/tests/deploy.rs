@@ -510,8 +510,29 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
     );
     assert_eq!(revisions(&aws, "demo").await, 1);
 
+    // --rebuild with nothing changed builds and pushes again (every blob is already there)
+    // and still deploys the same digest: no new revision.
+    let rebuilt = run(&["--rebuild"]);
+    assert!(
+        rebuilt.ok,
+        "rebuild failed:\n{}\n{}",
+        rebuilt.stdout, rebuilt.stderr
+    );
+    assert!(
+        rebuilt.stdout.contains("0 pushed") && rebuilt.stdout.contains(&digest),
+        "{}",
+        rebuilt.stdout
+    );
+    assert_eq!(revisions(&aws, "demo").await, 1);
+
     // A dry run of a changed config changes nothing.
-    std::fs::write(&config_path, config("LOG_FORMAT = \"json\"")).unwrap();
+    // The changed config: another environment variable, and a Bedrock embedder the task role
+    // must now be allowed to call.
+    std::fs::write(
+        &config_path,
+        config("LOG_FORMAT = \"json\"\n[[embedder]]\nname = \"titan\"\ntype = \"bedrock\"\n"),
+    )
+    .unwrap();
     let dry = run(&["--dry-run"]);
     assert!(dry.ok, "dry run failed:\n{}\n{}", dry.stdout, dry.stderr);
     assert!(
@@ -529,6 +550,27 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         third.stdout, third.stderr
     );
     assert_eq!(revisions(&aws, "demo").await, 2);
+    assert!(
+        third
+            .stdout
+            .contains("updated       iam role           demo-task  (inline policy)"),
+        "{}",
+        third.stdout
+    );
+    let task = aws
+        .iam
+        .get_role_policy()
+        .role_name("demo-task")
+        .policy_name("ragway")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        percent_decode(task.policy_document())
+            .contains("foundation-model/amazon.titan-embed-text-v2:0"),
+        "{}",
+        task.policy_document()
+    );
     // The config layer and the image config are new; the libraries and the binary are not.
     assert!(
         third.stdout.contains("2 pushed") && third.stdout.contains("2 already there"),
@@ -723,6 +765,38 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
         !unattended.ok && unattended.stderr.contains("pass --yes"),
         "{}",
         unattended.stderr
+    );
+
+    // destroy --purge-images removes the repository too.
+    let purged = run(
+        &moto_url,
+        [
+            "deploy",
+            "destroy",
+            "--name",
+            "demo",
+            "--purge-images",
+            "--yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        &[],
+    );
+    assert!(purged.ok, "{}\n{}", purged.stdout, purged.stderr);
+    assert!(
+        purged.stdout.contains("deleted       ecr repository"),
+        "{}",
+        purged.stdout
+    );
+    let aws = clients(&moto_url).await;
+    assert!(
+        aws.ecr
+            .describe_repositories()
+            .repository_names("demo")
+            .send()
+            .await
+            .is_err()
     );
 }
 
