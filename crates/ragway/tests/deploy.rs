@@ -924,3 +924,164 @@ async fn with_a_docker_daemon_the_image_is_built_and_pushed_by_docker() {
         Some(format!("{host}/viadocker@sha256:{}", "1".repeat(64)).as_str())
     );
 }
+
+/// A loopback proxy in front of moto that goes down — refusing new connections and cutting
+/// open ones — when it sees a request containing `trigger`, as if AWS became unreachable in
+/// the middle of a deploy. It fires once; `restore` brings the proxy back.
+struct FlakyProxy {
+    url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl FlakyProxy {
+    async fn start(upstream: &str, trigger: &'static [u8]) -> FlakyProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cutter) = (down.clone(), cut.clone());
+        let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let (flag, cutter, upstream) = (flag.clone(), cutter.clone(), upstream.clone());
+                let fired = fired.clone();
+                let mut cut_seen = cutter.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let read = client_read.read(&mut buffer).await.unwrap_or(0);
+                            let chunk = &buffer[..read];
+                            if read == 0 {
+                                return;
+                            }
+                            // The trigger fires once: the connection that carries it is cut
+                            // and the proxy stays down until restored.
+                            if chunk.windows(trigger.len()).any(|w| w == trigger)
+                                && fired
+                                    .compare_exchange(
+                                        false,
+                                        true,
+                                        Ordering::SeqCst,
+                                        Ordering::SeqCst,
+                                    )
+                                    .is_ok()
+                            {
+                                flag.store(true, Ordering::SeqCst);
+                                cutter.send_modify(|generation| *generation += 1);
+                                return;
+                            }
+                            if server_write.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let back = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        () = up => {}
+                        _ = back => {}
+                        _ = cut_seen.changed() => {}
+                    }
+                });
+            }
+        });
+        FlakyProxy { url, down, cut }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_going_away_mid_deploy_is_a_clear_error_and_the_rerun_finishes() {
+    let (_moto, moto_url) = moto(1);
+    let (_registry, registry) = registry();
+    // AWS "goes away" when deploy asks IAM to create the first role: after the repository was
+    // made and the image pushed.
+    let proxy = FlakyProxy::start(&moto_url, b"Action=CreateRole").await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = stripped_binary(dir.path());
+    let config_path = dir.path().join("ragway.toml");
+    std::fs::write(
+        &config_path,
+        "[[llm]]\nname = 'gpt'\ntype = 'openai'\nmodel = 'm'\n",
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "deploy",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--name",
+        "flaky",
+        "--registry",
+        &format!("http://{registry}"),
+        "--binary",
+        binary.to_str().unwrap(),
+        "--builder",
+        "oci",
+        "--yes",
+        "--poll-ms",
+        "50",
+        "--wait-secs",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = |url: String, args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ragway(&url, &refs)
+        })
+    };
+
+    let broken = run(proxy.url.clone(), args.clone()).await.unwrap();
+    assert!(!broken.ok, "{}", broken.stdout);
+    assert!(
+        broken.stderr.contains("iam") && broken.stderr.contains("cannot reach AWS"),
+        "{}",
+        broken.stderr
+    );
+    assert!(
+        broken.stdout.contains("created       image"),
+        "{}",
+        broken.stdout
+    );
+
+    proxy.restore();
+    let rerun = run(proxy.url.clone(), args).await.unwrap();
+    assert!(
+        rerun.ok,
+        "rerun failed:\n{}\n{}",
+        rerun.stdout, rerun.stderr
+    );
+    assert!(
+        rerun.stdout.contains("reused        ecr repository"),
+        "{}",
+        rerun.stdout
+    );
+    assert!(
+        rerun.stdout.contains("already registered"),
+        "{}",
+        rerun.stdout
+    );
+    assert!(
+        rerun.stdout.contains("created       ecs service"),
+        "{}",
+        rerun.stdout
+    );
+}
