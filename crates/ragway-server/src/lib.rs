@@ -5,6 +5,7 @@ pub mod error;
 pub mod json;
 pub mod pipeline;
 pub mod registry;
+pub mod request_id;
 mod routes;
 pub mod shutdown;
 

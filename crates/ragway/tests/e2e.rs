@@ -295,3 +295,48 @@ async fn kendra_applies_the_configured_filter_and_minimum_confidence() {
         "en"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_is_logged_with_its_id_and_never_with_the_prompt() {
+    let stack = Stack::start().await;
+    let prompt = "A secret-ish question about zebra migrations";
+    let response = crate::support::client()
+        .post(format!("{}/generate", stack.server.url))
+        .header("x-request-id", "client-trace-42")
+        .json(&json!({"prompt": prompt, "llm_name": "gpt-4o", "vector_search_type": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "client-trace-42");
+    // Without one, ragway makes one and says which.
+    let response = crate::support::client()
+        .get(format!("{}/models", stack.server.url))
+        .send()
+        .await
+        .unwrap();
+    let made = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made.len(), 36, "{made}");
+
+    // The log line is written as the answer goes out; give it a moment to reach the pipe.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = stack.server.logs();
+        if logs.contains(&made) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        logs.contains("client-trace-42") && logs.contains("/generate"),
+        "{logs}"
+    );
+    assert!(logs.contains(&made), "{logs}");
+    assert!(
+        !logs.contains("zebra"),
+        "the prompt reached the logs: {logs}"
+    );
+}

@@ -23,7 +23,7 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
             registry: registry.clone(),
             readiness,
         });
-    Router::new()
+    let router = Router::new()
         .route("/", get(meta::root))
         .route("/healthz", get(meta::healthz))
         .route("/ui", get(ui::playground))
@@ -35,5 +35,6 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/stores/{name}/documents/{*id}", delete(stores::delete))
         .nest("/v1", v1::router())
         .with_state(registry)
-        .merge(ready)
+        .merge(ready);
+    crate::request_id::layer(router)
 }

@@ -1,0 +1,90 @@
+//! Every request gets an id: the client's `x-request-id` when it sends one (so a caller can
+//! follow its own id through ragway's logs), a fresh UUID otherwise. The id is on the
+//! request's log span — with the method, the path, the status and the latency, never the
+//! prompt — and echoed back in the response's `x-request-id`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Request, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+/// The header that carries the id both ways.
+pub const HEADER: &str = "x-request-id";
+
+/// Wraps `router` so that every request has an id, logged and echoed.
+pub fn layer(router: Router) -> Router {
+    let header = HeaderName::from_static(HEADER);
+    // Layers run outside in: the id is set first, then the span sees it, and the response
+    // gets it last.
+    router
+        .layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get(HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %id,
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response<_>, latency: Duration, _span: &Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1e3,
+                        "answered"
+                    );
+                }),
+        )
+        .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn answer(id: Option<&str>) -> Option<String> {
+        let app = layer(Router::new().route("/", get(|| async { "ok" })));
+        let mut request = Request::builder().uri("/");
+        if let Some(id) = id {
+            request = request.header(HEADER, id);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response
+            .headers()
+            .get(HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_clients_id_is_echoed() {
+        assert_eq!(
+            answer(Some("trace-123")).await.as_deref(),
+            Some("trace-123")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_id_is_made_and_echoed() {
+        let first = answer(None).await.unwrap();
+        let second = answer(None).await.unwrap();
+        assert_eq!(first.len(), 36, "a UUID: {first}");
+        assert_ne!(first, second);
+    }
+}
