@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod request_id;

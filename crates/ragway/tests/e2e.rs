@@ -340,3 +340,55 @@ async fn every_request_is_logged_with_its_id_and_never_with_the_prompt() {
         "the prompt reached the logs: {logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_by_route_pattern_and_status() {
+    let stack = Stack::start().await;
+    let (status, _, _) = stack
+        .server
+        .post(
+            "/generate",
+            &json!({"prompt": "hi", "llm_name": "gpt-4o", "vector_search_type": "none"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = stack
+        .server
+        .post("/generate", &json!({"prompt": "hi", "llm_name": "nope"}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = stack.server.get("/stores").await;
+    assert_eq!(status, 200);
+
+    let response = crate::support::client()
+        .get(format!("{}/metrics", stack.server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let has = |needle: &str| text.lines().any(|line| line.starts_with(needle));
+    assert!(
+        has(r#"ragway_requests_total{route="/generate",method="POST",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"ragway_requests_total{route="/generate",method="POST",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"ragway_requests_total{route="/stores",method="GET",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"ragway_request_duration_seconds_bucket{route="/generate",le="+Inf"} 2"#),
+        "{text}"
+    );
+    assert!(has("ragway_requests_in_flight 0"), "{text}");
+}

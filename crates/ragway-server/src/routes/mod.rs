@@ -35,6 +35,10 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/stores/{name}/documents/{*id}", delete(stores::delete))
         .nest("/v1", v1::router())
         .with_state(registry)
-        .merge(ready);
+        .merge(ready)
+        // Timed per route: `route_layer` runs after routing, so the route pattern is known.
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route("/metrics", get(crate::metrics::render));
+    crate::metrics::install();
     crate::request_id::layer(router)
 }
