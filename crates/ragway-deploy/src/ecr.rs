@@ -18,6 +18,26 @@ pub struct Repository {
     pub exists: bool,
 }
 
+/// The repository named `name`, if there is one.
+async fn find_repository(
+    ecr: &Client,
+    name: &str,
+) -> Result<Option<aws_sdk_ecr::types::Repository>, DeployError> {
+    match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(output) => Ok(output.repositories.unwrap_or_default().into_iter().next()),
+        Err(error) if code(&error) == Some("RepositoryNotFoundException") => Ok(None),
+        Err(error) => Err(DeployError::aws(
+            format!("ecr DescribeRepositories {name}"),
+            error,
+        )),
+    }
+}
+
 /// Makes sure the repository exists with the wanted settings.
 pub async fn ensure_repository(
     ecr: &Client,
@@ -30,21 +50,7 @@ pub async fn ensure_repository(
     } else {
         ImageTagMutability::Mutable
     };
-    let found = match ecr
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await
-    {
-        Ok(output) => output.repositories.unwrap_or_default().into_iter().next(),
-        Err(error) if code(&error) == Some("RepositoryNotFoundException") => None,
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("ecr DescribeRepositories {name}"),
-                error,
-            ));
-        }
-    };
+    let found = find_repository(ecr, name).await?;
     if let Some(repository) = found {
         let uri = repository.repository_uri.clone().unwrap_or_default();
         let scan = repository
@@ -233,22 +239,7 @@ pub async fn delete_repository(
     name: &str,
     plan: &mut Plan,
 ) -> Result<(), DeployError> {
-    let exists = match ecr
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await
-    {
-        Ok(_) => true,
-        Err(error) if code(&error) == Some("RepositoryNotFoundException") => false,
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("ecr DescribeRepositories {name}"),
-                error,
-            ));
-        }
-    };
-    if !exists {
+    if find_repository(ecr, name).await?.is_none() {
         plan.record("ecr repository", name, Action::Absent, "");
         return Ok(());
     }

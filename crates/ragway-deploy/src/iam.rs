@@ -138,6 +138,15 @@ pub struct RoleSpec<'a> {
     pub inline: Option<Value>,
 }
 
+/// The ARN of the role named `name`, if there is one.
+async fn role_arn(iam: &Client, name: &str) -> Result<Option<String>, DeployError> {
+    match iam.get_role().role_name(name).send().await {
+        Ok(output) => Ok(output.role.map(|r| r.arn)),
+        Err(error) if code(&error) == Some("NoSuchEntity") => Ok(None),
+        Err(error) => Err(DeployError::aws(format!("iam GetRole {name}"), error)),
+    }
+}
+
 /// Makes the role match `spec`; returns its ARN (a placeholder in a dry run before it exists).
 pub async fn ensure_role(
     iam: &Client,
@@ -146,11 +155,7 @@ pub async fn ensure_role(
     plan: &mut Plan,
 ) -> Result<String, DeployError> {
     let name = spec.name;
-    let found = match iam.get_role().role_name(name).send().await {
-        Ok(output) => output.role.map(|r| r.arn),
-        Err(error) if code(&error) == Some("NoSuchEntity") => None,
-        Err(error) => return Err(DeployError::aws(format!("iam GetRole {name}"), error)),
-    };
+    let found = role_arn(iam, name).await?;
     let mut changes = Vec::new();
     let arn = match found {
         Some(arn) => arn,
@@ -275,13 +280,9 @@ fn tag(deployment: &str) -> Result<aws_sdk_iam::types::Tag, DeployError> {
 
 /// Removes a role deploy made: its policies first, as IAM requires.
 pub async fn delete_role(iam: &Client, name: &str, plan: &mut Plan) -> Result<(), DeployError> {
-    match iam.get_role().role_name(name).send().await {
-        Ok(_) => {}
-        Err(error) if code(&error) == Some("NoSuchEntity") => {
-            plan.record("iam role", name, Action::Absent, "");
-            return Ok(());
-        }
-        Err(error) => return Err(DeployError::aws(format!("iam GetRole {name}"), error)),
+    if role_arn(iam, name).await?.is_none() {
+        plan.record("iam role", name, Action::Absent, "");
+        return Ok(());
     }
     if !plan.dry_run {
         let inline = iam

@@ -463,12 +463,13 @@ fn registry_host(registry: &str) -> String {
         .to_owned()
 }
 
-/// Removes what deploy made for `name`: the service and cluster, the load balancer and target
-/// group, the security groups, the roles and the log group. The ECR repository and its images
-/// stay unless `purge_images`.
+/// Removes what deploy made for `name` with `deploy` (for its VPC): the service and cluster,
+/// the load balancer and target group, the security groups, the roles and the log group. The
+/// ECR repository and its images stay unless `purge_images`.
 pub async fn destroy(
     name: &str,
     region: Option<String>,
+    deploy: &ragway_core::deploy::DeployConfig,
     purge_images: bool,
     dry_run: bool,
     verbose: bool,
@@ -479,14 +480,11 @@ pub async fn destroy(
     let mut plan = Plan::new(dry_run, verbose);
     ecs::delete_service(&clients.ecs, &names.base, &names.base, &mut plan).await?;
     network::delete_load_balancer(&clients.elb, &names.base, &mut plan).await?;
-    let vpc = network::network(&clients.ec2, &ragway_core::deploy::DeployConfig::default()).await;
-    if let Ok(vpc) = vpc {
-        // Tasks' network interfaces take a moment to go after the service; their group first.
-        network::delete_security_group(&clients.ec2, &names.task_group, &vpc.vpc_id, &mut plan)
-            .await?;
-        network::delete_security_group(&clients.ec2, &names.alb_group, &vpc.vpc_id, &mut plan)
-            .await?;
-    }
+    // The groups live in the config's VPC (the default one unless it names another); the
+    // tasks' group goes first, as it refers to the load balancer's.
+    let vpc_id = network::vpc_id(&clients.ec2, deploy).await?;
+    network::delete_security_group(&clients.ec2, &names.task_group, &vpc_id, &mut plan).await?;
+    network::delete_security_group(&clients.ec2, &names.alb_group, &vpc_id, &mut plan).await?;
     iam::delete_role(&clients.iam, &names.task_role, &mut plan).await?;
     iam::delete_role(&clients.iam, &names.execution_role, &mut plan).await?;
     ecs::delete_log_group(&clients.logs, &names.log_group, &mut plan).await?;

@@ -27,30 +27,33 @@ pub struct Network {
     pub subnets: Vec<String>,
 }
 
+/// The config's VPC, or the account's default VPC.
+pub async fn vpc_id(ec2: &Ec2, deploy: &DeployConfig) -> Result<String, DeployError> {
+    if let Some(id) = &deploy.vpc_id {
+        return Ok(id.clone());
+    }
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(Filter::builder().name("isDefault").values("true").build())
+        .send()
+        .await
+        .map_err(|e| DeployError::aws("ec2 DescribeVpcs (default VPC)", e))?;
+    vpcs.vpcs
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|v| v.vpc_id)
+        .ok_or_else(|| {
+            DeployError::Invalid(
+                "this account and region have no default VPC: set deploy.vpc_id and \
+                 deploy.subnets in the config"
+                    .into(),
+            )
+        })
+}
+
 /// The config's VPC and subnets, or the default VPC and all its subnets.
 pub async fn network(ec2: &Ec2, deploy: &DeployConfig) -> Result<Network, DeployError> {
-    let vpc_id = match &deploy.vpc_id {
-        Some(id) => id.clone(),
-        None => {
-            let vpcs = ec2
-                .describe_vpcs()
-                .filters(Filter::builder().name("isDefault").values("true").build())
-                .send()
-                .await
-                .map_err(|e| DeployError::aws("ec2 DescribeVpcs (default VPC)", e))?;
-            vpcs.vpcs
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|v| v.vpc_id)
-                .ok_or_else(|| {
-                    DeployError::Invalid(
-                        "this account and region have no default VPC: set deploy.vpc_id and \
-                         deploy.subnets in the config"
-                            .into(),
-                    )
-                })?
-        }
-    };
+    let vpc_id = vpc_id(ec2, deploy).await?;
     let subnets = if deploy.subnets.is_empty() {
         let output = ec2
             .describe_subnets()
@@ -89,18 +92,7 @@ pub async fn ensure_security_group(
     source: &str,
     plan: &mut Plan,
 ) -> Result<String, DeployError> {
-    let output = ec2
-        .describe_security_groups()
-        .filters(Filter::builder().name("group-name").values(name).build())
-        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-        .send()
-        .await
-        .map_err(|e| DeployError::aws(format!("ec2 DescribeSecurityGroups {name}"), e))?;
-    let existing = output
-        .security_groups
-        .unwrap_or_default()
-        .into_iter()
-        .next();
+    let existing = security_groups(ec2, name, vpc_id).await?.into_iter().next();
     let (id, created) = match existing {
         Some(group) => {
             let allowed = group.ip_permissions().iter().any(|p| {
@@ -193,16 +185,7 @@ pub async fn ensure_load_balancer(
     plan: &mut Plan,
 ) -> Result<LoadBalancer, DeployError> {
     // The load balancer.
-    let found = match elb.describe_load_balancers().names(name).send().await {
-        Ok(output) => output.load_balancers.unwrap_or_default().into_iter().next(),
-        Err(error) if code(&error) == Some("LoadBalancerNotFound") => None,
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("elbv2 DescribeLoadBalancers {name}"),
-                error,
-            ));
-        }
-    };
+    let found = load_balancers(elb, name).await?.into_iter().next();
     let (arn, dns_name) = match found {
         Some(lb) => {
             plan.record(
@@ -249,16 +232,7 @@ pub async fn ensure_load_balancer(
     };
 
     // The target group.
-    let found = match elb.describe_target_groups().names(name).send().await {
-        Ok(output) => output.target_groups.unwrap_or_default().into_iter().next(),
-        Err(error) if code(&error) == Some("TargetGroupNotFound") => None,
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("elbv2 DescribeTargetGroups {name}"),
-                error,
-            ));
-        }
-    };
+    let found = target_groups(elb, name).await?.into_iter().next();
     let (target_group_arn, created) = match found {
         Some(group) => (group.target_group_arn.unwrap_or_default(), false),
         None if plan.dry_run => {
@@ -440,75 +414,95 @@ pub async fn delete_load_balancer(
     name: &str,
     plan: &mut Plan,
 ) -> Result<(), DeployError> {
-    match elb.describe_load_balancers().names(name).send().await {
-        Ok(output) => {
-            for lb in output.load_balancers.unwrap_or_default() {
-                let arn = lb.load_balancer_arn.unwrap_or_default();
-                if !plan.dry_run {
-                    let listeners = elb
-                        .describe_listeners()
-                        .load_balancer_arn(&arn)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            DeployError::aws(format!("elbv2 DescribeListeners {name}"), e)
-                        })?;
-                    for listener in listeners.listeners.unwrap_or_default() {
-                        elb.delete_listener()
-                            .listener_arn(listener.listener_arn.unwrap_or_default())
-                            .send()
-                            .await
-                            .map_err(|e| {
-                                DeployError::aws(format!("elbv2 DeleteListener {name}"), e)
-                            })?;
-                    }
-                    elb.delete_load_balancer()
-                        .load_balancer_arn(&arn)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            DeployError::aws(format!("elbv2 DeleteLoadBalancer {name}"), e)
-                        })?;
-                }
-                plan.record("load balancer", name, Action::Delete, "and its listeners");
-            }
-        }
-        Err(error) if code(&error) == Some("LoadBalancerNotFound") => {
-            plan.record("load balancer", name, Action::Absent, "");
-        }
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("elbv2 DescribeLoadBalancers {name}"),
-                error,
-            ));
-        }
+    let balancers = load_balancers(elb, name).await?;
+    if balancers.is_empty() {
+        plan.record("load balancer", name, Action::Absent, "");
     }
-    match elb.describe_target_groups().names(name).send().await {
-        Ok(output) => {
-            for group in output.target_groups.unwrap_or_default() {
-                if !plan.dry_run {
-                    elb.delete_target_group()
-                        .target_group_arn(group.target_group_arn.unwrap_or_default())
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            DeployError::aws(format!("elbv2 DeleteTargetGroup {name}"), e)
-                        })?;
-                }
-                plan.record("target group", name, Action::Delete, "");
+    for lb in balancers {
+        let arn = lb.load_balancer_arn.unwrap_or_default();
+        if !plan.dry_run {
+            let listeners = elb
+                .describe_listeners()
+                .load_balancer_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| DeployError::aws(format!("elbv2 DescribeListeners {name}"), e))?;
+            for listener in listeners.listeners.unwrap_or_default() {
+                elb.delete_listener()
+                    .listener_arn(listener.listener_arn.unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| DeployError::aws(format!("elbv2 DeleteListener {name}"), e))?;
             }
+            elb.delete_load_balancer()
+                .load_balancer_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| DeployError::aws(format!("elbv2 DeleteLoadBalancer {name}"), e))?;
         }
-        Err(error) if code(&error) == Some("TargetGroupNotFound") => {
-            plan.record("target group", name, Action::Absent, "");
+        plan.record("load balancer", name, Action::Delete, "and its listeners");
+    }
+    let groups = target_groups(elb, name).await?;
+    if groups.is_empty() {
+        plan.record("target group", name, Action::Absent, "");
+    }
+    for group in groups {
+        if !plan.dry_run {
+            elb.delete_target_group()
+                .target_group_arn(group.target_group_arn.unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| DeployError::aws(format!("elbv2 DeleteTargetGroup {name}"), e))?;
         }
-        Err(error) => {
-            return Err(DeployError::aws(
-                format!("elbv2 DescribeTargetGroups {name}"),
-                error,
-            ));
-        }
+        plan.record("target group", name, Action::Delete, "");
     }
     Ok(())
+}
+
+/// The security groups named `name` in the VPC.
+async fn security_groups(
+    ec2: &Ec2,
+    name: &str,
+    vpc_id: &str,
+) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, DeployError> {
+    let output = ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("group-name").values(name).build())
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await
+        .map_err(|e| DeployError::aws(format!("ec2 DescribeSecurityGroups {name}"), e))?;
+    Ok(output.security_groups.unwrap_or_default())
+}
+
+/// The load balancers named `name` (none or one).
+async fn load_balancers(
+    elb: &Elb,
+    name: &str,
+) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, DeployError> {
+    match elb.describe_load_balancers().names(name).send().await {
+        Ok(output) => Ok(output.load_balancers.unwrap_or_default()),
+        Err(error) if code(&error) == Some("LoadBalancerNotFound") => Ok(Vec::new()),
+        Err(error) => Err(DeployError::aws(
+            format!("elbv2 DescribeLoadBalancers {name}"),
+            error,
+        )),
+    }
+}
+
+/// The target groups named `name` (none or one).
+async fn target_groups(
+    elb: &Elb,
+    name: &str,
+) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::TargetGroup>, DeployError> {
+    match elb.describe_target_groups().names(name).send().await {
+        Ok(output) => Ok(output.target_groups.unwrap_or_default()),
+        Err(error) if code(&error) == Some("TargetGroupNotFound") => Ok(Vec::new()),
+        Err(error) => Err(DeployError::aws(
+            format!("elbv2 DescribeTargetGroups {name}"),
+            error,
+        )),
+    }
 }
 
 /// Removes a security group deploy made, if it is there.
@@ -518,14 +512,7 @@ pub async fn delete_security_group(
     vpc_id: &str,
     plan: &mut Plan,
 ) -> Result<(), DeployError> {
-    let output = ec2
-        .describe_security_groups()
-        .filters(Filter::builder().name("group-name").values(name).build())
-        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-        .send()
-        .await
-        .map_err(|e| DeployError::aws(format!("ec2 DescribeSecurityGroups {name}"), e))?;
-    let groups = output.security_groups.unwrap_or_default();
+    let groups = security_groups(ec2, name, vpc_id).await?;
     if groups.is_empty() {
         plan.record("security group", name, Action::Absent, "");
     }

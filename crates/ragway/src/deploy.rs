@@ -105,11 +105,20 @@ pub async fn run(config: &Config, config_path: &Path, args: DeployArgs) -> Resul
     {
         let region = region.or_else(|| config.deploy.region.clone());
         if !dry_run && !yes {
-            let plan =
-                ragway_deploy::destroy(&name, region.clone(), purge_images, true, false).await?;
+            let plan = ragway_deploy::destroy(
+                &name,
+                region.clone(),
+                &config.deploy,
+                purge_images,
+                true,
+                false,
+            )
+            .await?;
             confirm(&plan, &format!("Remove deployment {name}?"))?;
         }
-        let plan = ragway_deploy::destroy(&name, region, purge_images, dry_run, true).await?;
+        let plan =
+            ragway_deploy::destroy(&name, region, &config.deploy, purge_images, dry_run, true)
+                .await?;
         println!(
             "{} resource(s) {}",
             plan.changes(),

@@ -674,14 +674,13 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
     let with = |extra: &[&str]| -> Vec<String> {
         base.iter().chain(extra).map(|s| s.to_string()).collect()
     };
-    let refs = |args: &[String]| -> Vec<String> { args.to_vec() };
     let run = |moto: &str, args: Vec<String>, unset: &[&str]| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ragway_without(moto, &args, unset)
     };
 
     // A name ECR, IAM and ELB would refuse is refused before any call.
-    let bad = run(&moto_url, refs(&with(&["--name", "Bad_Name"])), &[]);
+    let bad = run(&moto_url, with(&["--name", "Bad_Name"]), &[]);
     assert!(
         !bad.ok && bad.stderr.contains("lowercase letters"),
         "{}",
