@@ -50,6 +50,15 @@ pub struct ServerConfig {
     /// before the container is killed.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: f64,
+    /// Serve `/metrics` on this address only (an internal port) instead of the API's.
+    #[serde(default)]
+    pub metrics_bind: Option<SocketAddr>,
+    /// API keys; the API is open without them.
+    #[serde(default)]
+    pub auth: crate::access::AuthConfig,
+    /// Request sizes, time limits and concurrency.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl ServerConfig {
@@ -68,6 +77,9 @@ impl Default for ServerConfig {
             max_top_k: default_max_top_k(),
             prompt: PromptConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            metrics_bind: None,
+            auth: crate::access::AuthConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -598,6 +610,9 @@ impl Config {
                 missing.push(ConfigIssue { path, message });
             }
         };
+        for (i, key) in self.server.auth.keys.iter().enumerate() {
+            check(format!("server.auth.keys[{i}].key"), key.key.as_ref());
+        }
         for (i, llm) in self.llm.iter().enumerate() {
             if let LlmConfig::Openai(c) = llm {
                 check(format!("llm[{i}].api_key"), c.api_key.as_ref());
@@ -626,6 +641,19 @@ impl Config {
 
     fn validate(&self, issues: &mut Vec<ConfigIssue>) {
         self.deploy.validate(issues);
+        self.server.limits.validate(issues);
+        let models: Vec<&str> = self
+            .llm
+            .iter()
+            .map(LlmConfig::name)
+            .chain(self.embedder.iter().map(EmbedderConfig::name))
+            .collect();
+        let stores: Vec<&str> = self
+            .vector_store
+            .iter()
+            .map(VectorStoreConfig::name)
+            .collect();
+        self.server.auth.validate(&models, &stores, issues);
         let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
 
         if self.server.default_top_k == 0 {
@@ -1047,6 +1075,68 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.issues.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn api_keys_and_limits_are_checked_with_their_paths() {
+        let found = issues(
+            r#"
+[server.auth]
+requests_per_minute = 0
+
+[[server.auth.keys]]
+name = "a"
+key = "env::KEY_A"
+sha256 = "abc"
+
+[[server.auth.keys]]
+name = "a"
+sha256 = "not-hex"
+models = ["gpt", "nope"]
+stores = ["kendra"]
+tokens_per_minute = 0
+
+[[server.auth.keys]]
+name = "c"
+
+[server.limits]
+max_body_bytes = 10
+max_in_flight = 0
+request_timeout_secs = -1.0
+
+[[llm]]
+name = "gpt"
+type = "openai"
+model = "gpt-4o"
+"#,
+        );
+        let expected = [
+            "server.limits.max_body_bytes: must be at least 1024, got 10",
+            "server.limits.max_in_flight: must be at least 1",
+            "server.limits.request_timeout_secs: must be more than 0",
+            "server.auth.requests_per_minute: must be at least 1",
+            "server.auth.keys[0]: give either `key` or `sha256`, not both",
+            "server.auth.keys[1].name: \"a\" is used by another key",
+            "server.auth.keys[1].sha256: must be 64 hex digits",
+            "server.auth.keys[1].models[1]: no model named \"nope\"; known: gpt",
+            "server.auth.keys[1].stores[0]: no store named \"kendra\"",
+            "server.auth.keys[1].tokens_per_minute: must be at least 1",
+            "server.auth.keys[2]: give the key as `key = \"env::NAME\"`",
+        ];
+        for wanted in expected {
+            assert!(
+                found.iter().any(|issue| issue.starts_with(wanted)),
+                "missing {wanted:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        // A key written in the file instead of a reference is refused without echoing it.
+        let found = issues("[[server.auth.keys]]\nname = \"x\"\nkey = \"rk-live-123\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("env::") && !found[0].contains("rk-live-123"),
+            "{found:?}"
+        );
     }
 
     #[test]

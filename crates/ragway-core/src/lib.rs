@@ -1,9 +1,11 @@
 //! Shared vocabulary of ragway: chat and retrieval types, the component traits, errors,
 //! configuration and prompt assembly. Every other crate builds on these.
 
+pub mod access;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod limits;
 pub mod prompt;
 pub mod secret;
 pub mod traits;

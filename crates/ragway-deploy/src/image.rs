@@ -69,6 +69,14 @@ pub fn spec(
             }
         }
     }
+    let mut config_files = vec![ImageFile {
+        source: config_path.to_path_buf(),
+        target: CONFIG.into(),
+        mode: 0o644,
+    }];
+    if let Some(keys) = &config.server.auth.keys_file {
+        config_files.push(app_file(keys, 0o644, "server.auth.keys_file")?);
+    }
     let mut layers = vec![
         LayerSpec {
             name: "libraries".into(),
@@ -92,11 +100,7 @@ pub fn spec(
         },
         LayerSpec {
             name: "config".into(),
-            files: vec![ImageFile {
-                source: config_path.to_path_buf(),
-                target: CONFIG.into(),
-                mode: 0o644,
-            }],
+            files: config_files,
         },
     ];
     layers.retain(|layer| !layer.files.is_empty());

@@ -79,6 +79,54 @@ pub struct DeployOptions {
     pub poll: Duration,
     /// Print each step as it happens.
     pub verbose: bool,
+    /// Run the service without API keys (something else must decide who may call it).
+    pub insecure_no_auth: bool,
+}
+
+/// The service faces the internet through its load balancer, so it needs API keys, and the
+/// task must be able to read them: every `env::` key must come from `[deploy] secrets` (a key
+/// in the plain environment would be visible in the task definition). Without keys, only
+/// `--insecure-no-auth` lets it run, and the task is told so.
+fn check_access(
+    config: &Config,
+    settings: &mut ragway_core::deploy::DeployConfig,
+    insecure_no_auth: bool,
+) -> Result<(), DeployError> {
+    let auth = &config.server.auth;
+    if !auth.is_enabled() {
+        if !insecure_no_auth {
+            return Err(DeployError::Invalid(
+                "the service would answer anyone who reaches its load balancer: configure API \
+                 keys in [server.auth] (as `env::` references listed in [deploy] secrets, as \
+                 sha256 hashes, or a keys_file), or pass --insecure-no-auth if something in \
+                 front of it decides who may call it"
+                    .into(),
+            ));
+        }
+        settings
+            .environment
+            .insert("RAGWAY_INSECURE_NO_AUTH".into(), "true".into());
+        return Ok(());
+    }
+    let missing: Vec<String> = auth
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, key)| {
+            let var = key.key.as_ref()?.var();
+            (!settings.secrets.contains_key(var)).then(|| {
+                format!(
+                    "server.auth.keys[{i}].key reads {var}, which the task would not have: add \
+                     `{var} = \"<ARN of the secret>\"` to [deploy.secrets]"
+                )
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Invalid(missing.join("; ")))
+    }
 }
 
 /// What a deploy did.
@@ -210,6 +258,7 @@ pub async fn deploy(options: &DeployOptions) -> Result<Outcome, DeployError> {
     }
     fargate_size(settings.cpu, settings.memory)
         .map_err(|why| DeployError::Invalid(format!("--cpu/--memory: {why}")))?;
+    check_access(&options.config, &mut settings, options.insecure_no_auth)?;
     let image_spec = image::spec(
         &options.config,
         &options.config_path,
@@ -497,6 +546,44 @@ pub async fn destroy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test").unwrap()
+    }
+
+    #[test]
+    fn a_service_without_keys_needs_insecure_no_auth_and_is_told_so() {
+        let open = config("");
+        let mut settings = open.deploy.clone();
+        let refused = check_access(&open, &mut settings, false)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--insecure-no-auth"), "{refused}");
+        check_access(&open, &mut settings, true).unwrap();
+        assert_eq!(settings.environment["RAGWAY_INSECURE_NO_AUTH"], "true");
+    }
+
+    #[test]
+    fn env_keys_must_come_from_deploy_secrets() {
+        let keyed = config(
+            "[[server.auth.keys]]\nname = \"app\"\nkey = \"env::APP_KEY\"\n\
+             [[server.auth.keys]]\nname = \"ops\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        );
+        let mut settings = keyed.deploy.clone();
+        let refused = check_access(&keyed, &mut settings, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("server.auth.keys[0].key reads APP_KEY")
+                && refused.contains("[deploy.secrets]"),
+            "{refused}"
+        );
+        settings
+            .secrets
+            .insert("APP_KEY".into(), "arn:aws:secretsmanager:::secret:k".into());
+        check_access(&keyed, &mut settings, false).unwrap();
+        assert!(!settings.environment.contains_key("RAGWAY_INSECURE_NO_AUTH"));
+    }
 
     #[test]
     fn deployment_names_fit_every_service() {

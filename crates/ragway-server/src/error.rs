@@ -54,6 +54,35 @@ pub enum ApiError {
     #[error("Unknown request URL: {method} {path}")]
     UnknownRoute { method: String, path: String },
 
+    /// No API key, or one ragway does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+
+    /// The API key may not use this model or store.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// The API key is over its requests- or tokens-per-minute limit.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+
+    /// The body is larger than `[server.limits] max_body_bytes`.
+    #[error(
+        "request body is larger than the limit of {limit} bytes (server.limits.max_body_bytes)"
+    )]
+    PayloadTooLarge { limit: usize },
+
+    /// ragway is serving as many requests as `[server.limits] max_in_flight` allows.
+    #[error("ragway is serving its limit of {limit} requests at once; retry shortly")]
+    Overloaded { limit: usize },
+
+    /// The request ran past `[server.limits] request_timeout_secs`.
+    #[error("the request took longer than the limit of {}s (server.limits.request_timeout_secs)", .after.as_secs_f64())]
+    TimedOut { after: Duration },
+
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -81,6 +110,19 @@ impl FieldError {
 /// When a throttled provider gives no hint, clients are asked to wait this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a client turned away at the concurrency limit is asked to wait.
+const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// `error` in the shape of the route at `path`: OpenAI's under `/v1`, FastAPI's elsewhere.
+/// For errors raised before a handler runs (auth, limits).
+pub fn in_route_shape(path: &str, error: ApiError) -> Response {
+    if path == "/v1" || path.starts_with("/v1/") {
+        OpenAiError(error).into_response()
+    } else {
+        error.into_response()
+    }
+}
+
 impl ApiError {
     /// The status and, for throttling, how long the client should wait.
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
@@ -94,6 +136,14 @@ impl ApiError {
             | Self::UnknownEmbedder { .. }
             | Self::UnknownRoute { .. } => (StatusCode::NOT_FOUND, None),
             Self::ReadOnlyStore { .. } => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            Self::RateLimited { retry_after, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
+            }
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY)),
+            Self::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
             Self::Provider(error) => match error {
                 ProviderError::Upstream { .. }
                 | ProviderError::Unreachable { .. }
@@ -140,6 +190,11 @@ fn respond(
         tracing::warn!(%error, status = status.as_u16(), "request failed upstream");
     }
     let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let Some(wait) = retry_after {
         let seconds = wait.as_secs().max(1);
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
@@ -204,6 +259,36 @@ impl OpenAiError {
             ApiError::UnknownRoute { .. } => {
                 (StatusCode::NOT_FOUND, invalid, None, Some("unknown_url"))
             }
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                invalid,
+                None,
+                Some("invalid_api_key"),
+            ),
+            ApiError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                None,
+                Some("not_allowed_for_key"),
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                invalid,
+                None,
+                Some("request_too_large"),
+            ),
+            ApiError::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                None,
+                Some("overloaded"),
+            ),
+            ApiError::TimedOut { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                None,
+                Some("request_timeout"),
+            ),
             other => {
                 let (status, _) = other.status();
                 let (kind, code) = match status.as_u16() {

@@ -3,10 +3,31 @@
 //! OpenAI's shape on the `/v1` routes.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError, OpenAiError};
+use crate::limits::BodyLimit;
+
+/// Reads the whole body; one past the configured limit is a 413 that names the limit.
+async fn read<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, BodyError> {
+    let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0);
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| match limit {
+            Some(limit) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                BodyError::TooLarge(ApiError::PayloadTooLarge { limit })
+            }
+            _ => BodyError::Other(rejection),
+        })
+}
+
+enum BodyError {
+    TooLarge(ApiError),
+    Other(BytesRejection),
+}
 
 /// A JSON body of type `T`; rejections become `ApiError::Validation`.
 pub struct Body<T>(pub T);
@@ -16,9 +37,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let bytes = read(request, state).await.map_err(|error| match error {
+            BodyError::TooLarge(error) => error.into_response(),
+            BodyError::Other(rejection) => rejection.into_response(),
+        })?;
         parse(&bytes).map(Body).map_err(IntoResponse::into_response)
     }
 }
@@ -31,9 +53,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiBody<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let bytes = read(request, state).await.map_err(|error| match error {
+            BodyError::TooLarge(error) => OpenAiError(error).into_response(),
+            BodyError::Other(rejection) => rejection.into_response(),
+        })?;
         parse(&bytes)
             .map(OpenAiBody)
             .map_err(|error| OpenAiError(error).into_response())

@@ -1,10 +1,13 @@
 //! ragway's HTTP server: the registry built from config, the pipeline that answers, the
 //! routes, the single mapping from errors to HTTP, and graceful shutdown.
 
+pub mod auth;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod registry;
 pub mod request_id;
 mod routes;
@@ -21,6 +24,12 @@ pub use error::ApiError;
 pub use registry::{Registry, StartupError};
 pub use routes::app;
 pub use shutdown::{InFlight, Readiness, Shutdown};
+
+/// Serves only `GET /metrics` on `listener` (`[server] metrics_bind`), until the process ends.
+pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    metrics::install();
+    axum::serve(listener, metrics::router()).await
+}
 
 /// Serves the API on `listener` until `signal` completes; then stops accepting connections,
 /// makes `/readyz` answer 503, and lets the requests in flight (streams included) finish for

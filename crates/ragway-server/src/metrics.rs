@@ -57,6 +57,12 @@ pub async fn render() -> Response {
     }
 }
 
+/// A router serving only `GET /metrics`: merged into the API, or served on
+/// `[server] metrics_bind` alone.
+pub fn router() -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(render))
+}
+
 /// Middleware: counts and times every request by route pattern and status.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request

@@ -10,6 +10,7 @@ use ragway_core::config::{
 };
 use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
+use crate::auth::Auth;
 use crate::error::ApiError;
 
 /// A built chat model with what the server needs to know about it.
@@ -32,6 +33,8 @@ pub struct Store {
 /// Every component, by name. Shared read-only behind an `Arc`.
 pub struct Registry {
     pub server: ServerConfig,
+    /// The API keys and what each may do.
+    pub auth: Arc<Auth>,
     llms: BTreeMap<String, Llm>,
     stores: BTreeMap<String, Store>,
     embedders: BTreeMap<String, Arc<dyn Embedder>>,
@@ -76,6 +79,10 @@ impl Registry {
         };
         let mut http = HttpClients::default();
         let mut errors = Vec::new();
+        let auth = Auth::build(&config.server.auth).unwrap_or_else(|failed| {
+            errors.extend(failed);
+            Auth::open()
+        });
 
         let mut llms = BTreeMap::new();
         for llm in &config.llm {
@@ -171,6 +178,7 @@ impl Registry {
         }
         Ok(Self {
             server: config.server.clone(),
+            auth: Arc::new(auth),
             llms,
             stores,
             embedders,
@@ -180,6 +188,8 @@ impl Registry {
     /// A registry from components built elsewhere (tests, embedding ragway in another program).
     pub fn from_parts(server: ServerConfig, llms: Vec<Llm>, stores: Vec<Store>) -> Self {
         Self {
+            // Keys that cannot be read lock the API rather than open it.
+            auth: Arc::new(Auth::build(&server.auth).unwrap_or_else(|_| Auth::closed())),
             server,
             llms: llms.into_iter().map(|l| (l.name.clone(), l)).collect(),
             stores: stores.into_iter().map(|s| (s.name.clone(), s)).collect(),

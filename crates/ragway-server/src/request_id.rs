@@ -34,6 +34,8 @@ pub fn layer(router: Router) -> Router {
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id = %id,
+                        // The API key's holder, filled in once the key is checked.
+                        key = tracing::field::Empty,
                     )
                 })
                 .on_request(())

@@ -51,6 +51,10 @@ pub struct DeployArgs {
     /// Build and push the image even if ECR already has its tag.
     #[arg(long)]
     rebuild: bool,
+    /// Deploy a configuration without API keys: the service answers anyone who reaches its
+    /// load balancer. Only when something in front of it decides who may call it.
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// Print what would be created, updated or reused, changing nothing.
     #[arg(long)]
     dry_run: bool,
@@ -145,6 +149,7 @@ pub async fn run(config: &Config, config_path: &Path, args: DeployArgs) -> Resul
         desired_count: args.desired_count,
         registry: args.registry,
         rebuild: args.rebuild,
+        insecure_no_auth: args.insecure_no_auth,
         dry_run: true,
         binary,
         tag: args.tag,

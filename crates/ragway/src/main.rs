@@ -46,6 +46,11 @@ enum Command {
         /// Address to listen on, overriding `[server] bind` (port 0 picks a free port).
         #[arg(long, env = "RAGWAY_BIND")]
         bind: Option<SocketAddr>,
+        /// Serve on an address other than loopback with no API key configured. Only for when
+        /// something in front of ragway (a private network, an authenticating proxy) decides
+        /// who may call it.
+        #[arg(long, env = "RAGWAY_INSECURE_NO_AUTH")]
+        insecure_no_auth: bool,
     },
     /// Ask one question and print the answer as it streams, then its sources.
     Ask(ask::AskArgs),
@@ -128,14 +133,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { bind } => {
+        Command::Serve {
+            bind,
+            insecure_no_auth,
+        } => {
             let config = load(cli.config.as_deref())?;
-            let registry = Arc::new(Registry::build(&config).await?);
             let bind = bind.unwrap_or(config.server.bind);
+            check_exposure(bind, &config, insecure_no_auth)?;
+            let registry = Arc::new(Registry::build(&config).await?);
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;
             let address = listener.local_addr()?;
+            if let Some(metrics_bind) = config.server.metrics_bind {
+                let listener = tokio::net::TcpListener::bind(metrics_bind)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {metrics_bind} (server.metrics_bind)")
+                    })?;
+                println!(
+                    "ragway metrics on http://{}/metrics",
+                    listener.local_addr()?
+                );
+                std::io::stdout().flush()?;
+                tokio::spawn(async move {
+                    if let Err(error) = ragway_server::serve_metrics(listener).await {
+                        tracing::error!("the metrics listener stopped: {error}");
+                    }
+                });
+            }
             tracing::info!(%address, llms = ?registry.llm_names(), stores = ?registry.store_names(), "serving");
             // Scripts and tests read the address from this line (useful with port 0).
             println!("ragway listening on http://{address}");
@@ -178,6 +204,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ask::ask(&registry, args).await
         }
     }
+}
+
+/// Refuses to serve an address other than loopback without API keys, unless told to.
+fn check_exposure(bind: SocketAddr, config: &Config, insecure_no_auth: bool) -> Result<()> {
+    if bind.ip().is_loopback() || config.server.auth.is_enabled() {
+        return Ok(());
+    }
+    if insecure_no_auth {
+        tracing::warn!(
+            %bind,
+            "serving without API keys on an address other than loopback (--insecure-no-auth): \
+             anyone who can reach it can use every model and store"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve on {bind} without API keys: anyone who can reach this address could \
+         use every model and store. Configure keys in [server.auth] (see the README), serve on \
+         127.0.0.1, or pass --insecure-no-auth (RAGWAY_INSECURE_NO_AUTH=true) when something in \
+         front of ragway decides who may call it"
+    )
 }
 
 /// The configuration used when none is given: local model, local embedder, FAISS under ./data.

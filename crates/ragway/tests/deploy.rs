@@ -165,10 +165,15 @@ async fn clients(moto: &str) -> Clients {
 }
 
 const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:openai-key";
+const KEY_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ragway-api-key";
 
 fn config(extra_env: &str) -> String {
     format!(
         r#"
+[[server.auth.keys]]
+name = "app"
+key = "env::RAGWAY_API_KEY"
+
 [[llm]]
 name = "gpt"
 type = "openai"
@@ -189,6 +194,7 @@ log_retention_days = 7
 
 [deploy.secrets]
 OPENAI_API_KEY = "{SECRET_ARN}"
+RAGWAY_API_KEY = "{KEY_ARN}"
 
 [deploy.environment]
 RUST_LOG = "info"
@@ -846,6 +852,7 @@ async fn with_a_docker_daemon_the_image_is_built_and_pushed_by_docker() {
             config_path.to_str().unwrap(),
             "--name",
             "viadocker",
+            "--insecure-no-auth",
         ])
         .args([
             "--context",
@@ -1026,6 +1033,7 @@ async fn aws_going_away_mid_deploy_is_a_clear_error_and_the_rerun_finishes() {
         config_path.to_str().unwrap(),
         "--name",
         "flaky",
+        "--insecure-no-auth",
         "--registry",
         &format!("http://{registry}"),
         "--binary",

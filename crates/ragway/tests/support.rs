@@ -28,6 +28,8 @@ pub fn test_env() -> Vec<(&'static str, String)> {
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("TEST_OPENAI_KEY", OPENAI_KEY.into()),
         ("KENDRA_INDEX_ID", KENDRA_INDEX.into()),
+        // The key `[server.auth]` configs refer to (guard_rails.rs).
+        ("RAGWAY_TEST_API_KEY", "rk-test-team-a-0c81".into()),
         ("RUST_LOG", "info".into()),
     ]
 }

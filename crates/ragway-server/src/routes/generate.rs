@@ -5,18 +5,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
-use ragway_core::config::NO_RETRIEVAL;
+use ragway_core::config::{NO_RETRIEVAL, ServerConfig};
 use ragway_core::{Delta, FinishReason, Usage};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
+use crate::limits::bound_stream;
 use crate::pipeline::Question;
 use crate::registry::Registry;
 
@@ -39,13 +41,26 @@ fn no_retrieval() -> String {
 }
 
 /// Values in range, reported all at once.
-fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, bool), ApiError> {
+fn validate(request: GenerateRequest, server: &ServerConfig) -> Result<(Question, bool), ApiError> {
+    let limits = &server.limits;
     let mut errors = Vec::new();
     if request.prompt.trim().is_empty() {
         errors.push(FieldError::new(
             &["body", "prompt"],
             "String should have at least 1 character",
             "string_too_short",
+        ));
+    }
+    errors.extend(check_length(
+        &["body", "prompt"],
+        &request.prompt,
+        limits.max_prompt_chars,
+    ));
+    if let Some(system) = &request.system {
+        errors.extend(check_length(
+            &["body", "system"],
+            system,
+            limits.max_prompt_chars,
         ));
     }
     if request.llm_name.trim().is_empty() {
@@ -55,14 +70,8 @@ fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, boo
             "string_too_short",
         ));
     }
-    errors.extend(check_top_k(request.top_k, max_top_k));
-    if request.max_tokens == Some(0) {
-        errors.push(FieldError::new(
-            &["body", "max_tokens"],
-            "Input should be greater than or equal to 1",
-            "greater_than_equal",
-        ));
-    }
+    errors.extend(check_top_k(request.top_k, server.max_top_k));
+    errors.extend(check_max_tokens(request.max_tokens, limits.max_tokens));
     if let Some(t) = request.temperature
         && !(0.0..=2.0).contains(&t)
     {
@@ -90,6 +99,35 @@ fn validate(request: GenerateRequest, max_top_k: usize) -> Result<(Question, boo
     ))
 }
 
+/// A 422 entry if `text` is longer than `[server.limits] max_prompt_chars`.
+pub fn check_length(loc: &[&str], text: &str, max: usize) -> Option<FieldError> {
+    // Bytes bound characters from above: most texts are settled without counting.
+    (text.len() > max && text.chars().count() > max).then(|| {
+        FieldError::new(
+            loc,
+            format!("String should have at most {max} characters (server.limits.max_prompt_chars)"),
+            "string_too_long",
+        )
+    })
+}
+
+/// A 422 entry unless `max_tokens` is between 1 and `[server.limits] max_tokens`.
+pub fn check_max_tokens(max_tokens: Option<u32>, ceiling: u32) -> Option<FieldError> {
+    match max_tokens {
+        Some(0) => Some(FieldError::new(
+            &["body", "max_tokens"],
+            "Input should be greater than or equal to 1",
+            "greater_than_equal",
+        )),
+        Some(n) if n > ceiling => Some(FieldError::new(
+            &["body", "max_tokens"],
+            format!("Input should be less than or equal to {ceiling} (server.limits.max_tokens)"),
+            "less_than_equal",
+        )),
+        _ => None,
+    }
+}
+
 pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
     match top_k {
         Some(0) => Some(FieldError::new(
@@ -108,13 +146,17 @@ pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
 
 pub async fn generate(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     Body(request): Body<GenerateRequest>,
 ) -> Result<Response, ApiError> {
-    let (question, stream) = validate(request, registry.server.max_top_k)?;
+    let (question, stream) = validate(request, &registry.server)?;
+    caller.check_model(&question.llm_name)?;
+    caller.check_store(&question.vector_search_type)?;
     if stream {
-        return stream_answer(&registry, question).await;
+        return stream_answer(&registry, question, caller).await;
     }
     let answer = registry.answer(&question).await?;
+    caller.spend(&answer.usage);
     Ok(Json(json!({
         "response": answer.text,
         "llm_name": question.llm_name,
@@ -130,10 +172,18 @@ pub async fn generate(
 /// Server-sent events: `sources`, then `delta` events as the model writes, then `done` with
 /// usage and timings — or `error` if the provider fails mid-answer. Failures before the first
 /// byte are ordinary error responses. Dropping the connection drops the upstream request.
-async fn stream_answer(registry: &Registry, question: Question) -> Result<Response, ApiError> {
+async fn stream_answer(
+    registry: &Registry,
+    question: Question,
+    caller: Arc<Caller>,
+) -> Result<Response, ApiError> {
     let prepared = registry.prepare(&question).await?;
     let generation_started = Instant::now();
-    let mut deltas = prepared.model.stream(prepared.request.clone()).await?;
+    let mut deltas = bound_stream(
+        prepared.model.stream(prepared.request.clone()).await?,
+        &registry.server.limits,
+        prepared.started,
+    );
     let sources = json!({ "sources": prepared.sources });
     let events = async_stream::stream! {
         yield Ok::<_, Infallible>(event("sources", &sources));
@@ -142,7 +192,10 @@ async fn stream_answer(registry: &Registry, question: Question) -> Result<Respon
         while let Some(delta) = deltas.next().await {
             match delta {
                 Ok(Delta::Text(text)) => yield Ok(event("delta", &json!({ "text": text }))),
-                Ok(Delta::Usage(u)) => usage = u,
+                Ok(Delta::Usage(u)) => {
+                    caller.spend(&u);
+                    usage = u;
+                }
                 Ok(Delta::Finish(reason)) => finish = reason,
                 // `/generate` offers no tools, so no model calls one.
                 Ok(Delta::ToolCall { .. }) => {}

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
 
@@ -58,10 +59,20 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
     )
 }
 
-/// `GET /models`: the names requests may use.
-pub async fn models(State(registry): State<Arc<Registry>>) -> Json<Value> {
-    Json(json!({
-        "llm_models": registry.llm_names(),
-        "vector_dbs": registry.store_names(),
-    }))
+/// `GET /models`: the names the caller's requests may use.
+pub async fn models(
+    State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Json<Value> {
+    let llms: Vec<String> = registry
+        .llm_names()
+        .into_iter()
+        .filter(|name| caller.may_use_model(name))
+        .collect();
+    let stores: Vec<String> = registry
+        .store_names()
+        .into_iter()
+        .filter(|name| caller.may_use_store(name))
+        .collect();
+    Json(json!({ "llm_models": llms, "vector_dbs": stores }))
 }

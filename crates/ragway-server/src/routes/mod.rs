@@ -10,23 +10,22 @@ mod v1;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
+use crate::{auth, limits};
 
-/// The whole API over a built registry; `/readyz` reports `readiness`.
+/// The whole API over a built registry; `/readyz` reports `readiness`. `/metrics` is part of
+/// it unless `[server] metrics_bind` puts it on its own address.
 pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
-    let ready = Router::new()
-        .route("/readyz", get(meta::readyz))
-        .with_state(meta::ReadyState {
-            registry: registry.clone(),
-            readiness,
-        });
-    let router = Router::new()
-        .route("/", get(meta::root))
-        .route("/healthz", get(meta::healthz))
-        .route("/ui", get(ui::playground))
+    let server = &registry.server;
+    // Everything that does work needs a key (when keys are configured), counts against the
+    // key's limits, takes one of the in-flight slots and is bounded in time and size. Layers
+    // added later run first: the key is checked before a slot is taken.
+    let api = Router::new()
         .route("/models", get(meta::models))
         .route("/generate", post(generate::generate))
         .route("/search", post(search::search))
@@ -34,11 +33,33 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/stores/{name}/documents", post(stores::add))
         .route("/stores/{name}/documents/{*id}", delete(stores::delete))
         .nest("/v1", v1::router())
-        .with_state(registry)
+        .with_state(registry.clone())
+        .route_layer(from_fn_with_state(
+            limits::Admission::new(&server.limits),
+            limits::admit,
+        ))
+        .route_layer(from_fn_with_state(
+            registry.auth.clone(),
+            auth::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(server.limits.max_body_bytes));
+    let ready = Router::new()
+        .route("/readyz", get(meta::readyz))
+        .with_state(meta::ReadyState {
+            registry: registry.clone(),
+            readiness,
+        });
+    let mut router = Router::new()
+        .route("/", get(meta::root))
+        .route("/healthz", get(meta::healthz))
+        .route("/ui", get(ui::playground))
         .merge(ready)
+        .merge(api)
         // Timed per route: `route_layer` runs after routing, so the route pattern is known.
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
-        .route("/metrics", get(crate::metrics::render));
+        .route_layer(axum::middleware::from_fn(crate::metrics::track));
+    if server.metrics_bind.is_none() {
+        router = router.merge(crate::metrics::router());
+    }
     crate::metrics::install();
     crate::request_id::layer(router)
 }

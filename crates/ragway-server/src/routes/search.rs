@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use ragway_core::Filter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::pipeline::millis;
@@ -23,6 +24,7 @@ pub struct SearchRequest {
 
 pub async fn search(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     Body(request): Body<SearchRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = Vec::new();
@@ -33,12 +35,18 @@ pub async fn search(
             "string_too_short",
         ));
     }
+    errors.extend(super::generate::check_length(
+        &["body", "query"],
+        &request.query,
+        registry.server.limits.max_prompt_chars,
+    ));
     if let Some(error) = super::generate::check_top_k(request.top_k, registry.server.max_top_k) {
         errors.push(error);
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    caller.check_store(&request.vector_search_type)?;
     let started = Instant::now();
     let passages = match registry.store(&request.vector_search_type)? {
         Some(store) => {

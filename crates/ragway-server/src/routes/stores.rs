@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use ragway_core::{Document, DocumentStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::registry::Registry;
 
-/// `GET /stores`: every store, and the size of the writable ones.
-pub async fn list(State(registry): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {
+/// `GET /stores`: every store the caller may use, and the size of the writable ones.
+pub async fn list(
+    State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Result<Json<Value>, ApiError> {
     let mut stores = Vec::new();
-    for store in registry.stores() {
+    for store in registry.stores().filter(|s| caller.may_use_store(&s.name)) {
         let mut entry = json!({ "name": store.name, "type": store.kind, "writable": store.documents.is_some() });
         if let Some(documents) = &store.documents {
             let stats = documents.stats().await?;
@@ -40,9 +44,11 @@ const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
 /// `POST /stores/{name}/documents`: add or replace documents by id.
 pub async fn add(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(name): Path<String>,
     Body(request): Body<AddDocuments>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.check_store(&name)?;
     let store = writable(&registry, &name)?;
     let mut errors = Vec::new();
     if request.documents.is_empty() {
@@ -87,8 +93,10 @@ pub async fn add(
 /// slashes (ids of ingested files are their relative paths).
 pub async fn delete(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.check_store(&name)?;
     let store = writable(&registry, &name)?;
     if store.delete(&id).await? {
         Ok(Json(json!({ "deleted": id })))

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +23,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::now;
+use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
+use crate::limits::bound_stream;
 use crate::pipeline::Conversation;
 use crate::registry::Registry;
 use crate::routes::generate::check_top_k;
@@ -336,14 +339,37 @@ fn check(request: CompletionRequest, registry: &Registry) -> Result<Checked, Ope
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
+    let limits = &registry.server.limits;
+    let prompt_chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    if prompt_chars > limits.max_prompt_chars {
+        return Err(bad(
+            "messages",
+            format!(
+                "the messages hold {prompt_chars} characters, more than the limit of {} \
+                 (server.limits.max_prompt_chars)",
+                limits.max_prompt_chars
+            ),
+        ));
+    }
     let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    let param = if request.max_completion_tokens.is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
     if max_tokens == Some(0) {
-        let param = if request.max_completion_tokens.is_some() {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
         return Err(bad(param, format!("{param} must be at least 1")));
+    }
+    if let Some(n) = max_tokens
+        && n > limits.max_tokens
+    {
+        return Err(bad(
+            param,
+            format!(
+                "{param} must be at most {} (server.limits.max_tokens), got {n}",
+                limits.max_tokens
+            ),
+        ));
     }
     if let Some(t) = request.temperature
         && !(0.0..=2.0).contains(&t)
@@ -423,11 +449,14 @@ fn usage_json(usage: Usage) -> Value {
 
 pub async fn completions(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     OpenAiBody(request): OpenAiBody<CompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     let checked = check(request, &registry)?;
+    caller.check_model(&checked.conversation.llm_name)?;
+    caller.check_store(&checked.conversation.vector_search_type)?;
     if checked.stream {
-        return stream(&registry, checked).await;
+        return stream(&registry, checked, caller).await;
     }
     let model_name = checked.conversation.llm_name.clone();
     let prepared = registry.prepare_conversation(checked.conversation).await?;
@@ -459,6 +488,7 @@ pub async fn completions(
             })
         })
         .collect();
+    caller.spend(&usage);
     let mut body = json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -479,10 +509,18 @@ pub async fn completions(
 /// before the first byte is an ordinary error response; one midway is an `{"error": ...}`
 /// event that ends the stream (the SDKs raise it). Dropping the connection drops the upstream
 /// request.
-async fn stream(registry: &Registry, checked: Checked) -> Result<Response, OpenAiError> {
+async fn stream(
+    registry: &Registry,
+    checked: Checked,
+    caller: Arc<Caller>,
+) -> Result<Response, OpenAiError> {
     let model_name = checked.conversation.llm_name.clone();
     let prepared = registry.prepare_conversation(checked.conversation).await?;
-    let mut deltas = prepared.model.stream(prepared.request.clone()).await?;
+    let mut deltas = bound_stream(
+        prepared.model.stream(prepared.request.clone()).await?,
+        &registry.server.limits,
+        prepared.started,
+    );
     let id = completion_id();
     let created = now();
     let include_usage = checked.include_usage;
@@ -525,7 +563,10 @@ async fn stream(registry: &Registry, checked: Checked) -> Result<Response, OpenA
                     }
                     yield Ok(data(&chunk(choice(json!({ "tool_calls": [call] }), None))));
                 }
-                Ok(Delta::Usage(u)) => usage = u,
+                Ok(Delta::Usage(u)) => {
+                    caller.spend(&u);
+                    usage = u;
+                }
                 Ok(Delta::Finish(reason)) => finish = reason,
                 Err(error) => {
                     let error = OpenAiError::from(error);

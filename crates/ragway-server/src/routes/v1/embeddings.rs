@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -10,6 +11,7 @@ use ragway_core::prompt::approx_tokens;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
 use crate::registry::Registry;
@@ -79,6 +81,7 @@ fn texts(input: Value) -> Result<Vec<String>, OpenAiError> {
 
 pub async fn embeddings(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     OpenAiBody(request): OpenAiBody<EmbeddingsRequest>,
 ) -> Result<Response, OpenAiError> {
     let base64 = match request.encoding_format.as_deref() {
@@ -109,9 +112,26 @@ pub async fn embeddings(
             ),
         ));
     }
+    caller.check_model(&request.model)?;
     let texts = texts(request.input)?;
+    let max_chars = registry.server.limits.max_prompt_chars;
+    if let Some(i) = texts
+        .iter()
+        .position(|t| t.len() > max_chars && t.chars().count() > max_chars)
+    {
+        return Err(bad(
+            &format!("input.{i}"),
+            format!(
+                "an input may hold at most {max_chars} characters (server.limits.max_prompt_chars)"
+            ),
+        ));
+    }
     let tokens: usize = texts.iter().map(|t| approx_tokens(t)).sum();
     let vectors = embedder.embed(&texts).await?;
+    caller.spend(&ragway_core::Usage {
+        input_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        output_tokens: 0,
+    });
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()

@@ -7,13 +7,14 @@ mod embeddings;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::registry::Registry;
 
@@ -34,8 +35,8 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The model objects: chat models first, then embedding models.
-fn model_objects(registry: &Registry) -> Vec<Value> {
+/// The model objects the caller may use: chat models first, then embedding models.
+fn model_objects(registry: &Registry, caller: &Caller) -> Vec<Value> {
     let chat = registry
         .llms()
         .map(|llm| (llm.name.clone(), format!("ragway:{}", llm.kind)));
@@ -44,6 +45,7 @@ fn model_objects(registry: &Registry) -> Vec<Value> {
         .into_iter()
         .map(|name| (name, "ragway:embedder".to_owned()));
     chat.chain(embedders)
+        .filter(|(id, _)| caller.may_use_model(id))
         .map(|(id, owned_by)| {
             json!({ "id": id, "object": "model", "created": 0, "owned_by": owned_by })
         })
@@ -51,16 +53,21 @@ fn model_objects(registry: &Registry) -> Vec<Value> {
 }
 
 /// `GET /v1/models`.
-async fn models(State(registry): State<Arc<Registry>>) -> Response {
-    axum::Json(json!({ "object": "list", "data": model_objects(&registry) })).into_response()
+async fn models(
+    State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Response {
+    axum::Json(json!({ "object": "list", "data": model_objects(&registry, &caller) }))
+        .into_response()
 }
 
 /// `GET /v1/models/{id}`.
 async fn model(
     State(registry): State<Arc<Registry>>,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, OpenAiError> {
-    model_objects(&registry)
+    model_objects(&registry, &caller)
         .into_iter()
         .find(|m| m["id"] == id.as_str())
         .map(|m| axum::Json(m).into_response())
