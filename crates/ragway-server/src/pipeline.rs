@@ -2,13 +2,10 @@
 //! assemble the prompt within the model's context window, and generate (whole or streamed)
 //! through the model's retries and fallbacks.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use ragway_core::prompt::{PromptInput, assemble, augment};
-use ragway_core::{
-    ChatModel, ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage,
-};
+use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -59,7 +56,6 @@ pub struct Answer {
 pub struct Prepared {
     /// The model the request names (its fallbacks may answer instead).
     pub llm_name: String,
-    pub model: Arc<dyn ChatModel>,
     pub request: ChatRequest,
     pub sources: Vec<Passage>,
     pub started: Instant,
@@ -109,7 +105,6 @@ impl Registry {
         );
         Ok(Prepared {
             llm_name: llm.name.clone(),
-            model: llm.model.clone(),
             request: ChatRequest {
                 messages: prompt.messages,
                 max_tokens: question.max_tokens,
@@ -160,7 +155,6 @@ impl Registry {
         request.messages = prompt.messages;
         Ok(Prepared {
             llm_name: llm.name.clone(),
-            model: llm.model.clone(),
             request,
             sources: prompt.passages,
             started,

@@ -192,7 +192,15 @@ impl Registry {
                     };
                     return Ok((value, answered));
                 }
-                Err(error) if !error.is_provider_fault() => return Err(error.into()),
+                // The request's own fault: no other model will do better.
+                Err(error) if !error.is_provider_fault() && position == 0 => {
+                    return Err(error.into());
+                }
+                // A fallback refusing the request (its context window is smaller, it lacks a
+                // feature) does not hide why the model asked for failed.
+                Err(error) if !error.is_provider_fault() => {
+                    last_error.get_or_insert(error);
+                }
                 Err(error) => last_error = Some(error),
             }
         }
@@ -332,6 +340,130 @@ mod tests {
             assert_eq!(health.failed(Instant::now()), AfterFailure::StillAvailable);
         }
         assert_eq!(health.cooling_for(Instant::now()), None);
+    }
+
+    /// A model that fails with the queued errors, then answers with its name.
+    struct Scripted {
+        name: &'static str,
+        failures: Mutex<Vec<ProviderError>>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ChatModel for Scripted {
+        async fn generate(
+            &self,
+            _: ragway_core::ChatRequest,
+        ) -> Result<ragway_core::ChatResponse, ProviderError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.failures.lock().unwrap().pop();
+            match next {
+                Some(error) => Err(error),
+                None => Ok(ragway_core::ChatResponse {
+                    text: self.name.into(),
+                    tool_calls: Vec::new(),
+                    usage: Default::default(),
+                    finish_reason: ragway_core::FinishReason::Stop,
+                }),
+            }
+        }
+
+        async fn stream(&self, _: ragway_core::ChatRequest) -> Result<DeltaStream, ProviderError> {
+            Err(ProviderError::unreachable(self.name, "not streamed here"))
+        }
+    }
+
+    fn model(name: &'static str, mut failures: Vec<ProviderError>) -> Arc<Scripted> {
+        failures.reverse();
+        Arc::new(Scripted {
+            name,
+            failures: Mutex::new(failures),
+            calls: Default::default(),
+        })
+    }
+
+    fn llm(name: &str, model: Arc<Scripted>, fallbacks: &[&str], after_failures: u32) -> Llm {
+        Llm {
+            name: name.into(),
+            kind: "openai",
+            context_window: 1000,
+            model,
+            retry: policy(1, 2),
+            fallbacks: fallbacks.iter().map(|f| (*f).to_owned()).collect(),
+            health: Health::new(CooldownPolicy {
+                after_failures,
+                secs: 60.0,
+            }),
+        }
+    }
+
+    fn server_error() -> ProviderError {
+        ProviderError::upstream("p", Some(500), "boom")
+    }
+
+    fn bad_request() -> ProviderError {
+        ProviderError::upstream("p", Some(400), "too long")
+    }
+
+    async fn ask(registry: &Registry, name: &str) -> Result<(String, Answered), ApiError> {
+        registry
+            .call_with_fallbacks(name, |model| async move {
+                model.generate(Default::default()).await.map(|r| r.text)
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn retries_then_fallbacks_then_cooldowns() {
+        let main = model("main", (0..12).map(|_| server_error()).collect());
+        let refuses = model("refuses", (0..9).map(|_| bad_request()).collect());
+        let backup = model("backup", vec![]);
+        let registry = Registry::from_parts(
+            Default::default(),
+            vec![
+                llm("main", main.clone(), &["refuses", "backup"], 10),
+                llm("refuses", refuses.clone(), &[], 0),
+                llm("backup", backup.clone(), &[], 0),
+                llm("alone", model("alone", vec![bad_request()]), &["backup"], 0),
+            ],
+            vec![],
+        );
+        let calls = |m: &Scripted| m.calls.load(std::sync::atomic::Ordering::SeqCst);
+
+        let (text, answered) = ask(&registry, "main").await.unwrap();
+        assert_eq!(text, "backup");
+        assert_eq!(answered.fallback_from.as_deref(), Some("main"));
+        assert_eq!((calls(&main), calls(&refuses), calls(&backup)), (5, 1, 1));
+
+        // The asked-for model's own 400 goes to the client; no fallback is tried.
+        let error = ask(&registry, "alone").await.unwrap_err();
+        assert_eq!(error.status().0.as_u16(), 502, "{error}");
+        assert_eq!(calls(&backup), 1);
+
+        // Five more failures make ten in a row: main cools down, then is skipped without a call.
+        let (text, _) = ask(&registry, "main").await.unwrap();
+        assert_eq!((text.as_str(), calls(&main)), ("backup", 10));
+        let (text, _) = ask(&registry, "main").await.unwrap();
+        assert_eq!((text.as_str(), calls(&main)), ("backup", 10));
+
+        // With no fallback, a cooling model is a 503 that names it.
+        let only_main = Registry::from_parts(
+            Default::default(),
+            vec![llm("main", model("main", vec![server_error()]), &[], 1)],
+            vec![],
+        );
+        assert_eq!(
+            ask(&only_main, "main")
+                .await
+                .unwrap_err()
+                .status()
+                .0
+                .as_u16(),
+            502
+        );
+        let error = ask(&only_main, "main").await.unwrap_err();
+        assert_eq!(error.status().0.as_u16(), 503, "{error}");
+        assert!(error.to_string().contains("\"main\""), "{error}");
     }
 
     #[tokio::test]
