@@ -308,7 +308,13 @@ impl ChatModel for BedrockChat {
             // Content block index -> tool call number, in the order the calls started.
             let mut tool_blocks: Vec<i32> = Vec::new();
             loop {
-                match events.recv().await {
+                // The SDK's operation timeout ends with the response headers; after them, each
+                // event must come within `timeout_secs`, so a stalled stream cannot hang.
+                let Ok(next) = tokio::time::timeout(timeout, events.recv()).await else {
+                    yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
+                    return;
+                };
+                match next {
                     Ok(Some(ConverseStreamOutput::ContentBlockStart(event))) => {
                         if let Some(ContentBlockStart::ToolUse(start)) = event.start {
                             tool_blocks.push(event.content_block_index);

@@ -414,12 +414,26 @@ async fn bedrock_throttling_and_model_not_ready_are_retried_in_stream_exceptions
     assert_eq!(events.last().unwrap().0, "done", "{events:?}");
     assert_eq!(faults.bedrock.requests().len(), 10);
 
+    // A stream that stalls after its headers ends within the model's timeout (2 s), unretried.
+    faults
+        .bedrock
+        .push(Scripted::StreamDelay(Duration::from_secs(6)));
+    let started = Instant::now();
+    let (status, events) = faults.stream("claude").await;
+    assert_eq!(status, 504, "{events:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(faults.bedrock.requests().len(), 11);
+
     faults.bedrock.push(Scripted::Garbage);
     let (status, _, body) = faults.generate("claude").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(
         faults.bedrock.requests().len(),
-        11,
+        12,
         "garbage is not retried"
     );
     faults.assert_no_panic();
