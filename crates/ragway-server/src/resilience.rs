@@ -153,8 +153,10 @@ pub async fn first_words(mut stream: DeltaStream) -> Result<DeltaStream, Provide
 
 impl Registry {
     /// Calls `call` with the model named `requested`, retrying what is worth retrying, then
-    /// with each of its fallbacks in order, skipping models in cooldown. A failure that is the
-    /// request's fault (a 400, an unsupported request) is returned at once.
+    /// with each of its fallbacks in order, skipping models in cooldown. When the model asked
+    /// for fails through the request's own fault (a 400, an unsupported request), that failure
+    /// is returned at once. Otherwise the last failure is returned, or a 503 naming the models
+    /// when every one of them was cooling down.
     pub async fn call_with_fallbacks<T, F, Fut>(
         &self,
         requested: &str,
