@@ -146,6 +146,41 @@ impl LlmConfig {
         }
     }
 
+    /// Other models to try, in order, when this one fails for a reason of its own.
+    pub fn fallbacks(&self) -> &[String] {
+        match self {
+            Self::Openai(c) => &c.fallbacks,
+            Self::Bedrock(c) => &c.fallbacks,
+            Self::Local(c) => &c.fallbacks,
+        }
+    }
+
+    /// How often ragway calls this model for one request; Bedrock's older `max_attempts`
+    /// stands in for `retry.attempts`.
+    pub fn retry(&self) -> RetryPolicy {
+        match self {
+            Self::Openai(c) => c.retry.clone().unwrap_or_default(),
+            Self::Bedrock(c) => match (&c.retry, c.max_attempts) {
+                (Some(retry), _) => retry.clone(),
+                (None, Some(attempts)) => RetryPolicy {
+                    attempts,
+                    ..RetryPolicy::default()
+                },
+                (None, None) => RetryPolicy::default(),
+            },
+            Self::Local(c) => c.retry.clone().unwrap_or_default(),
+        }
+    }
+
+    /// When this model is set aside after failing repeatedly.
+    pub fn cooldown(&self) -> CooldownPolicy {
+        match self {
+            Self::Openai(c) => c.cooldown.clone(),
+            Self::Bedrock(c) => c.cooldown.clone(),
+            Self::Local(c) => c.cooldown.clone(),
+        }
+    }
+
     fn parse_kind(
         kind: &str,
         body: toml::Value,
@@ -158,6 +193,62 @@ impl LlmConfig {
             "local" => parse_entry(body, at, issues).map(Self::Local),
             _ => return None,
         })
+    }
+}
+
+/// `retry = { attempts, initial_backoff_ms, max_backoff_ms }` of an `[[llm]]`: calls of one
+/// model per request for failures worth retrying (throttling, 5xx, connection errors), the
+/// first call included, with exponentially growing, fully jittered pauses between them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Calls in all, the first included; 1 turns retries off.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// Upper bound of the first pause; each later one doubles it.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Longest pause, also the cap on a provider's `Retry-After`.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: default_retry_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+/// `cooldown = { after_failures, secs }` of an `[[llm]]`: after this many failed calls in a
+/// row (retries included; only failures that are the provider's fault count), the model is
+/// skipped for `secs`, then tried again.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CooldownPolicy {
+    /// Failed calls in a row that start a cooldown; 0 never cools the model down.
+    #[serde(default = "default_cooldown_failures")]
+    pub after_failures: u32,
+    #[serde(default = "default_cooldown_secs")]
+    pub secs: f64,
+}
+
+impl Default for CooldownPolicy {
+    fn default() -> Self {
+        Self {
+            after_failures: default_cooldown_failures(),
+            secs: default_cooldown_secs(),
+        }
+    }
+}
+
+impl CooldownPolicy {
+    /// [`Self::secs`] as a duration.
+    pub fn duration(&self) -> Duration {
+        secs(self.secs)
     }
 }
 
@@ -179,6 +270,13 @@ pub struct OpenAiLlmConfig {
     /// `temperature`; detected from the model id unless set here.
     #[serde(default)]
     pub reasoning: Option<bool>,
+    /// `[[llm]]` names tried in order when this model fails for a reason of its own.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub cooldown: CooldownPolicy,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
@@ -204,9 +302,17 @@ pub struct BedrockLlmConfig {
     /// (Titan and Mistral Instruct do not).
     #[serde(default)]
     pub system_prompt: Option<bool>,
-    /// Attempts per call, the first included, for throttling and transient errors.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
+    /// The older spelling of `retry.attempts`, kept working; ragway makes every retry itself
+    /// (the AWS SDK's own retries are off), so one setting covers all providers.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// `[[llm]]` names tried in order when this model fails for a reason of its own.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub cooldown: CooldownPolicy,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
@@ -236,6 +342,13 @@ pub struct LocalLlmConfig {
     /// Requests generated at once; more wait their turn.
     #[serde(default = "default_local_parallel")]
     pub parallel: u32,
+    /// `[[llm]]` names tried in order when this model fails for a reason of its own.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub cooldown: CooldownPolicy,
 }
 
 /// `[[embedder]]`: turns text into vectors for a vector store.
@@ -557,6 +670,21 @@ fn default_bedrock_embed_concurrency() -> usize {
 fn default_max_attempts() -> u32 {
     3
 }
+fn default_retry_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    5_000
+}
+fn default_cooldown_failures() -> u32 {
+    5
+}
+fn default_cooldown_secs() -> f64 {
+    30.0
+}
 fn default_connect_timeout() -> f64 {
     10.0
 }
@@ -688,11 +816,13 @@ impl Config {
             }
         }
 
+        let llm_names: Vec<&str> = self.llm.iter().map(LlmConfig::name).collect();
         for (i, llm) in self.llm.iter().enumerate() {
             let at = format!("llm[{i}]");
             if llm.context_window() == 0 {
                 issue(format!("{at}.context_window"), "must be at least 1".into());
             }
+            check_resilience(&at, llm, &llm_names, &mut issue);
             match llm {
                 LlmConfig::Openai(c) => {
                     check_url(&format!("{at}.base_url"), &c.base_url, &mut issue);
@@ -702,8 +832,14 @@ impl Config {
                     if let Some(url) = &c.endpoint_url {
                         check_url(&format!("{at}.endpoint_url"), url, &mut issue);
                     }
-                    if c.max_attempts == 0 {
-                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
+                    // A zero max_attempts is checked with the retry policy it stands for.
+                    if c.max_attempts.is_some() && c.retry.is_some() {
+                        issue(
+                            format!("{at}.max_attempts"),
+                            "give either max_attempts or retry.attempts (its newer spelling), \
+                             not both"
+                                .into(),
+                        );
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
@@ -820,6 +956,54 @@ impl Config {
                 }
             }
         }
+    }
+}
+
+/// Fallbacks name other configured models, once each; retry and cooldown values are sane.
+fn check_resilience(
+    at: &str,
+    llm: &LlmConfig,
+    llm_names: &[&str],
+    issue: &mut impl FnMut(String, String),
+) {
+    let mut seen = Vec::new();
+    for (j, fallback) in llm.fallbacks().iter().enumerate() {
+        let path = format!("{at}.fallbacks[{j}]");
+        if fallback == llm.name() {
+            issue(path, format!("\"{fallback}\" is this model itself"));
+        } else if !llm_names.contains(&fallback.as_str()) {
+            issue(
+                path,
+                format!("no llm named \"{fallback}\"; known: {}", known(llm_names)),
+            );
+        } else if seen.contains(&fallback) {
+            issue(path, format!("\"{fallback}\" is listed twice"));
+        }
+        seen.push(fallback);
+    }
+    let retry = llm.retry();
+    if retry.attempts == 0 {
+        let field = match llm {
+            LlmConfig::Bedrock(c) if c.retry.is_none() => "max_attempts",
+            _ => "retry.attempts",
+        };
+        issue(format!("{at}.{field}"), "must be at least 1".into());
+    }
+    if retry.max_backoff_ms < retry.initial_backoff_ms {
+        issue(
+            format!("{at}.retry.max_backoff_ms"),
+            format!(
+                "must be at least initial_backoff_ms ({})",
+                retry.initial_backoff_ms
+            ),
+        );
+    }
+    let cooldown = llm.cooldown().secs;
+    if !(cooldown.is_finite() && cooldown > 0.0 && cooldown <= 86_400.0) {
+        issue(
+            format!("{at}.cooldown.secs"),
+            format!("must be between 0 and 86400 seconds, got {cooldown}"),
+        );
     }
 }
 
@@ -1398,6 +1582,98 @@ model = "gpt-4o"
             found
                 .iter()
                 .any(|i| i.starts_with("llm: must be a list of tables")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn retries_fallbacks_and_cooldowns_have_defaults_and_are_checked() {
+        let config = Config::parse(
+            r#"
+            [[llm]]
+            name = "a"
+            type = "openai"
+            model = "m"
+            fallbacks = ["b", "c"]
+            retry = { attempts = 5, max_backoff_ms = 1000 }
+            cooldown = { after_failures = 2, secs = 1.5 }
+            [[llm]]
+            name = "b"
+            type = "bedrock"
+            model_id = "m"
+            max_attempts = 1
+            [[llm]]
+            name = "c"
+            type = "local"
+            path = "m.gguf"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        let [a, b, c] = &config.llm[..] else {
+            panic!("three models expected");
+        };
+        assert_eq!(a.fallbacks(), ["b", "c"]);
+        assert_eq!(
+            a.retry(),
+            RetryPolicy {
+                attempts: 5,
+                initial_backoff_ms: 200,
+                max_backoff_ms: 1000
+            }
+        );
+        assert_eq!(a.cooldown().duration(), Duration::from_millis(1500));
+        assert_eq!(
+            b.retry().attempts,
+            1,
+            "max_attempts stands for retry.attempts"
+        );
+        assert_eq!(c.retry(), RetryPolicy::default());
+        assert_eq!(c.cooldown(), CooldownPolicy::default());
+        assert!(c.fallbacks().is_empty());
+
+        let found = issues(
+            r#"
+            [[llm]]
+            name = "a"
+            type = "openai"
+            model = "m"
+            fallbacks = ["a", "nope", "b", "b"]
+            retry = { attempts = 0, initial_backoff_ms = 10, max_backoff_ms = 5 }
+            cooldown = { secs = -1 }
+            [[llm]]
+            name = "b"
+            type = "bedrock"
+            model_id = "m"
+            max_attempts = 2
+            retry = { attempts = 2 }
+            [[llm]]
+            name = "c"
+            type = "bedrock"
+            model_id = "m"
+            max_attempts = 0
+            "#,
+        );
+        assert_eq!(
+            found,
+            [
+                "llm[0].fallbacks[0]: \"a\" is this model itself",
+                "llm[0].fallbacks[1]: no llm named \"nope\"; known: a, b, c",
+                "llm[0].fallbacks[3]: \"b\" is listed twice",
+                "llm[0].retry.attempts: must be at least 1",
+                "llm[0].retry.max_backoff_ms: must be at least initial_backoff_ms (10)",
+                "llm[0].cooldown.secs: must be between 0 and 86400 seconds, got -1",
+                "llm[1].max_attempts: give either max_attempts or retry.attempts (its newer \
+                 spelling), not both",
+                "llm[2].max_attempts: must be at least 1",
+            ]
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")),
+            "{found:#?}"
+        );
+        let found =
+            issues("[[llm]]\nname = 'd'\ntype = 'local'\npath = 'm'\nretry = { tries = 2 }");
+        assert!(
+            found[0].starts_with("llm[0].retry.tries: unknown field"),
             "{found:?}"
         );
     }

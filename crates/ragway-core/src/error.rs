@@ -68,6 +68,88 @@ impl ProviderError {
     }
 }
 
+/// How ragway treats a failure: retry the same model, fall back to another, or give up.
+///
+/// | variant                         | kind               | retried | falls back |
+/// |---------------------------------|--------------------|---------|------------|
+/// | `Throttled`, `Upstream` 429     | `throttled`        | yes     | yes        |
+/// | `Upstream` 5xx or no status     | `upstream_5xx`     | yes     | yes        |
+/// | `Unreachable` (refused, reset)  | `unreachable`      | yes     | yes        |
+/// | `Timeout`                       | `timeout`          | no      | yes        |
+/// | `InvalidResponse`               | `invalid_response` | no      | yes        |
+/// | `Internal`                      | `internal`         | no      | yes        |
+/// | `Upstream` 401 403 404 408 424  | `upstream_4xx`     | no      | yes        |
+/// | `Upstream` other 4xx            | `upstream_4xx`     | no      | no         |
+/// | `Unsupported`                   | `unsupported`      | no      | no         |
+///
+/// An error with no status is one reported inside a stream after HTTP 200 (Bedrock's
+/// `modelStreamErrorException`, an OpenAI `error` chunk): the provider failed mid-answer.
+/// A timeout is not retried because its time budget is spent; another model may still answer.
+/// 401/403/404 mean ragway's key, permissions or model id are wrong for that provider, and 424
+/// is Bedrock's "the model failed": not the client's doing, so another model is worth trying.
+/// Other 4xx and `Unsupported` say the request itself is wrong, which no other model fixes.
+impl ProviderError {
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Throttled { .. } => "throttled",
+            Self::Upstream { status, .. } => match status {
+                Some(429) => "throttled",
+                Some(400..=499) => "upstream_4xx",
+                _ => "upstream_5xx",
+            },
+            Self::Unreachable { .. } => "unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::Internal { .. } => "internal",
+            Self::Unsupported { .. } => "unsupported",
+        }
+    }
+
+    /// Whether the same call may succeed if made again shortly.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Throttled { .. } | Self::Unreachable { .. } => true,
+            Self::Upstream { status, .. } => match status {
+                None | Some(429) => true,
+                Some(code) => *code >= 500,
+            },
+            Self::Timeout { .. }
+            | Self::InvalidResponse { .. }
+            | Self::Internal { .. }
+            | Self::Unsupported { .. } => false,
+        }
+    }
+
+    /// Whether the failure is the provider's (or ragway's setup of it) rather than the
+    /// request's: such failures move on to a fallback model and count towards a cooldown.
+    pub fn is_provider_fault(&self) -> bool {
+        match self {
+            Self::Upstream {
+                status: Some(status),
+                ..
+            } if (400..500).contains(status) => {
+                matches!(status, 401 | 403 | 404 | 408 | 424 | 429)
+            }
+            Self::Upstream { .. }
+            | Self::Throttled { .. }
+            | Self::Unreachable { .. }
+            | Self::Timeout { .. }
+            | Self::InvalidResponse { .. }
+            | Self::Internal { .. } => true,
+            Self::Unsupported { .. } => false,
+        }
+    }
+
+    /// How long the provider asked to wait before trying again, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 /// One thing wrong with a configuration, located by its path (`llm[1].model_id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -117,4 +199,72 @@ pub struct BuildError {
     /// The config path of the component, e.g. `llm[0] ("gpt-4o")`.
     pub component: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: Option<u16>) -> ProviderError {
+        ProviderError::upstream("p", status, "m")
+    }
+
+    #[test]
+    fn failures_are_classified_for_retries_and_fallbacks() {
+        let throttled = ProviderError::Throttled {
+            provider: "p".into(),
+            message: "m".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        let timeout = ProviderError::Timeout {
+            provider: "p".into(),
+            after: Duration::from_secs(1),
+        };
+        let unsupported = ProviderError::Unsupported {
+            provider: "p".into(),
+            message: "m".into(),
+        };
+        let internal = ProviderError::Internal {
+            provider: "p".into(),
+            message: "m".into(),
+        };
+        // (error, kind, retryable, provider's fault)
+        let cases = [
+            (throttled, "throttled", true, true),
+            (upstream(Some(429)), "throttled", true, true),
+            (upstream(Some(500)), "upstream_5xx", true, true),
+            (upstream(Some(503)), "upstream_5xx", true, true),
+            (upstream(None), "upstream_5xx", true, true),
+            (
+                ProviderError::unreachable("p", "reset"),
+                "unreachable",
+                true,
+                true,
+            ),
+            (timeout, "timeout", false, true),
+            (
+                ProviderError::invalid_response("p", "x"),
+                "invalid_response",
+                false,
+                true,
+            ),
+            (internal, "internal", false, true),
+            (upstream(Some(401)), "upstream_4xx", false, true),
+            (upstream(Some(404)), "upstream_4xx", false, true),
+            (upstream(Some(424)), "upstream_4xx", false, true),
+            (upstream(Some(400)), "upstream_4xx", false, false),
+            (upstream(Some(422)), "upstream_4xx", false, false),
+            (unsupported, "unsupported", false, false),
+        ];
+        for (error, kind, retryable, fault) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.is_retryable(), retryable, "{error}");
+            assert_eq!(error.is_provider_fault(), fault, "{error}");
+            // Everything worth retrying is worth a fallback too.
+            assert!(
+                !error.is_retryable() || error.is_provider_fault(),
+                "{error}"
+            );
+        }
+    }
 }

@@ -44,7 +44,9 @@ impl BedrockChat {
         let settings = ClientSettings {
             region: config.region.clone(),
             endpoint_url: config.endpoint_url.clone(),
-            max_attempts: config.max_attempts,
+            // ragway retries (and falls back) itself, with the model's `retry` policy; SDK
+            // retries underneath would multiply the attempts and hide them from the metrics.
+            max_attempts: 1,
             connect_timeout: secs(config.connect_timeout_secs),
             timeout,
         };
@@ -306,7 +308,13 @@ impl ChatModel for BedrockChat {
             // Content block index -> tool call number, in the order the calls started.
             let mut tool_blocks: Vec<i32> = Vec::new();
             loop {
-                match events.recv().await {
+                // The SDK's operation timeout ends with the response headers; after them, each
+                // event must come within `timeout_secs`, so a stalled stream cannot hang.
+                let Ok(next) = tokio::time::timeout(timeout, events.recv()).await else {
+                    yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
+                    return;
+                };
+                match next {
                     Ok(Some(ConverseStreamOutput::ContentBlockStart(event))) => {
                         if let Some(ContentBlockStart::ToolUse(start)) = event.start {
                             tool_blocks.push(event.content_block_index);
@@ -390,15 +398,23 @@ fn stream_error(
         "{kind} in the stream: {}",
         service.message().unwrap_or("no message")
     );
-    if service.is_throttling_exception() {
-        ProviderError::Throttled {
-            provider: provider.to_owned(),
-            message,
-            retry_after: None,
+    // The statuses AWS gives these exceptions outside a stream, so that they are classified
+    // alike; a model stream error has none, which counts as the provider failing mid-answer
+    // (AWS: "retry your request").
+    let status = match service {
+        ConverseStreamOutputError::ThrottlingException(_) => {
+            return ProviderError::Throttled {
+                provider: provider.to_owned(),
+                message,
+                retry_after: None,
+            };
         }
-    } else {
-        ProviderError::upstream(provider, None, message)
-    }
+        ConverseStreamOutputError::ServiceUnavailableException(_) => Some(503),
+        ConverseStreamOutputError::InternalServerException(_) => Some(500),
+        ConverseStreamOutputError::ValidationException(_) => Some(400),
+        _ => None,
+    };
+    ProviderError::upstream(provider, status, message)
 }
 
 /// Titan text models and the Mistral Instruct models reject a system prompt in Converse.

@@ -83,8 +83,37 @@ pub enum ApiError {
     #[error("the request took longer than the limit of {}s (server.limits.request_timeout_secs)", .after.as_secs_f64())]
     TimedOut { after: Duration },
 
+    /// Every model that could answer is set aside after failing repeatedly.
+    #[error("{}", cooling_message(.models))]
+    CoolingDown {
+        /// Each model with the time left in its cooldown.
+        models: Vec<(String, Duration)>,
+    },
+
     #[error(transparent)]
     Provider(#[from] ProviderError),
+}
+
+fn cooling_message(models: &[(String, Duration)]) -> String {
+    let listed: Vec<String> = models
+        .iter()
+        .map(|(name, left)| format!("\"{name}\" ({}s left)", left.as_secs_f64().ceil()))
+        .collect();
+    format!(
+        "Every model that could answer is cooling down after repeated upstream failures: {}. \
+         Try again in {}s.",
+        listed.join(", "),
+        earliest_end(models).as_secs().max(1)
+    )
+}
+
+/// When the first of these cooldowns ends.
+fn earliest_end(models: &[(String, Duration)]) -> Duration {
+    let earliest = models.iter().map(|(_, left)| *left).min();
+    // Rounded up to whole seconds, so a client that waits as told finds a model ready.
+    earliest.map_or(DEFAULT_RETRY_AFTER, |left| {
+        Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    })
 }
 
 /// One validation problem in FastAPI's (pydantic's) shape.
@@ -144,6 +173,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, None),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY)),
             Self::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+            Self::CoolingDown { models } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(earliest_end(models)))
+            }
             Self::Provider(error) => match error {
                 ProviderError::Upstream { .. }
                 | ProviderError::Unreachable { .. }
@@ -295,6 +327,7 @@ impl OpenAiError {
                     429 => ("rate_limit_error", Some("rate_limit_exceeded")),
                     504 => ("timeout_error", Some("upstream_timeout")),
                     502 => ("api_error", Some("upstream_error")),
+                    503 => ("api_error", Some("model_cooling_down")),
                     400..=499 => (invalid, None),
                     _ => ("api_error", None),
                 };

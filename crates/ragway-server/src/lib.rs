@@ -1,5 +1,5 @@
-//! ragway's HTTP server: the registry built from config, the pipeline that answers, the
-//! routes, the single mapping from errors to HTTP, and graceful shutdown.
+//! ragway's HTTP server: the registry built from config, the pipeline that answers (with
+//! retries, fallbacks and cooldowns), the routes, the single mapping from errors to HTTP, and graceful shutdown.
 
 pub mod auth;
 pub mod error;
@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod rate_limit;
 pub mod registry;
 pub mod request_id;
+pub mod resilience;
 mod routes;
 pub mod shutdown;
 

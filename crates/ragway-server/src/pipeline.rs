@@ -1,15 +1,16 @@
 //! The retrieval-augmented answer: resolve the named model and store, retrieve passages,
-//! assemble the prompt within the model's context window, and generate (whole or streamed).
+//! assemble the prompt within the model's context window, and generate (whole or streamed)
+//! through the model's retries and fallbacks.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use ragway_core::prompt::{PromptInput, assemble, augment};
-use ragway_core::{ChatModel, ChatRequest, Filter, FinishReason, Passage, Role, Usage};
+use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage};
 use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::registry::Registry;
+use crate::resilience::{Answered, first_words};
 
 /// A question as a route or the CLI received it, already validated for shape.
 #[derive(Clone, Debug)]
@@ -48,11 +49,13 @@ pub struct Answer {
     pub usage: Usage,
     pub finish_reason: FinishReason,
     pub timings: Timings,
+    pub answered: Answered,
 }
 
 /// Everything decided before generation starts.
 pub struct Prepared {
-    pub model: Arc<dyn ChatModel>,
+    /// The model the request names (its fallbacks may answer instead).
+    pub llm_name: String,
     pub request: ChatRequest,
     pub sources: Vec<Passage>,
     pub started: Instant,
@@ -101,7 +104,7 @@ impl Registry {
             },
         );
         Ok(Prepared {
-            model: llm.model.clone(),
+            llm_name: llm.name.clone(),
             request: ChatRequest {
                 messages: prompt.messages,
                 max_tokens: question.max_tokens,
@@ -151,7 +154,7 @@ impl Registry {
         );
         request.messages = prompt.messages;
         Ok(Prepared {
-            model: llm.model.clone(),
+            llm_name: llm.name.clone(),
             request,
             sources: prompt.passages,
             started,
@@ -163,13 +166,30 @@ impl Registry {
     pub async fn answer(&self, question: &Question) -> Result<Answer, ApiError> {
         let prepared = self.prepare(question).await?;
         let generation_started = Instant::now();
-        let response = prepared.model.generate(prepared.request.clone()).await?;
+        let (response, answered) = self
+            .call_with_fallbacks(&prepared.llm_name, |model| {
+                let request = prepared.request.clone();
+                async move { model.generate(request).await }
+            })
+            .await?;
         Ok(Answer {
             text: response.text,
             usage: response.usage,
             finish_reason: response.finish_reason,
             timings: prepared.timings(generation_started),
             sources: prepared.sources,
+            answered,
         })
+    }
+
+    /// Starts a streamed answer. A model that fails before its first words is retried or
+    /// replaced by a fallback like a whole answer; once words flowed, a failure ends the
+    /// stream (the client has them already), never a retry.
+    pub async fn stream(&self, prepared: &Prepared) -> Result<(DeltaStream, Answered), ApiError> {
+        self.call_with_fallbacks(&prepared.llm_name, |model| {
+            let request = prepared.request.clone();
+            async move { first_words(model.stream(request).await?).await }
+        })
+        .await
     }
 }

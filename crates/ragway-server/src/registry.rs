@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragway_core::config::{
-    Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, ServerConfig, VectorStoreConfig, secs,
+    Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, RetryPolicy, ServerConfig, VectorStoreConfig,
+    secs,
 };
 use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::resilience::Health;
 
 /// A built chat model with what the server needs to know about it.
 pub struct Llm {
@@ -19,6 +21,12 @@ pub struct Llm {
     pub kind: &'static str,
     pub context_window: u32,
     pub model: Arc<dyn ChatModel>,
+    /// Calls per request for failures worth retrying.
+    pub retry: RetryPolicy,
+    /// Models tried in order when this one fails for a reason of its own.
+    pub fallbacks: Vec<String>,
+    /// Recent failures, and whether the model is set aside for now.
+    pub health: Health,
 }
 
 /// A built store.
@@ -115,6 +123,9 @@ impl Registry {
                             kind: llm.kind(),
                             context_window: llm.context_window(),
                             model,
+                            retry: llm.retry(),
+                            fallbacks: llm.fallbacks().to_vec(),
+                            health: Health::new(llm.cooldown()),
                         },
                     );
                 }

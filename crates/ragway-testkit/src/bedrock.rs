@@ -125,6 +125,11 @@ async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
     if let Some(response) = scripted_error(&call) {
         return response;
     }
+    if let Some(response) =
+        server::scripted_fault(&call, "application/json", b"{\"output\": {\"message\": 42")
+    {
+        return response;
+    }
     if let Some(response) = scripted_tool_call(&call, false) {
         return response;
     }
@@ -146,6 +151,14 @@ async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
 
 async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
     if let Some(response) = scripted_error(&call) {
+        return response;
+    }
+    // Not an event-stream frame: its prelude announces more bytes than follow.
+    if let Some(response) = server::scripted_fault(
+        &call,
+        "application/vnd.amazon.eventstream",
+        b"\x00\x00\x10\x00garbage, not a frame",
+    ) {
         return response;
     }
     if let Some(response) = scripted_tool_call(&call, true) {

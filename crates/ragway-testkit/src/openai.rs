@@ -195,6 +195,19 @@ async fn chat_completions(call: Call) -> Response {
         return openai_error(server::status(*status), kind, message);
     }
     let streaming = request.stream.unwrap_or(false);
+    let garbage: &'static [u8] = if streaming {
+        b"data: {\"choices\": [{\"delta\": \n\n"
+    } else {
+        b"{\"id\": \"chatcmpl-garbage\", \"choices\": <html>oops"
+    };
+    let content_type = if streaming {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    if let Some(response) = server::scripted_fault(&call, content_type, garbage) {
+        return response;
+    }
     if let Some(Scripted::ToolCall { name, arguments }) = &call.script {
         if request.tools.is_empty() {
             return invalid_request("a tool call was scripted but the request offers no tools");

@@ -146,6 +146,11 @@ pub enum Scripted {
     /// Answer with a call of this tool (arguments as JSON text) instead of text; the request
     /// must offer tools, or the fake refuses it as the real service would not call one.
     ToolCall { name: String, arguments: String },
+    /// Read the request, then close the connection without answering (a reset connection).
+    Reset,
+    /// Answer 200 with a body that is not what the service sends (broken JSON, or a broken
+    /// event stream).
+    Garbage,
 }
 
 pub(crate) type Shared = Arc<FakeState>;
@@ -329,6 +334,32 @@ impl Drop for StreamGuard {
     }
 }
 
+/// The answer to a scripted [`Scripted::Reset`] or [`Scripted::Garbage`], if one was scripted:
+/// a body that fails before hyper has written anything, so the connection closes with no
+/// response at all, or `garbage` with status 200.
+pub(crate) fn scripted_fault(
+    call: &Call,
+    content_type: &'static str,
+    garbage: &'static [u8],
+) -> Option<Response> {
+    match &call.script {
+        Some(Scripted::Reset) => {
+            let fail = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("scripted connection reset"))
+            });
+            Some(axum::body::Body::from_stream(fail).into_response())
+        }
+        Some(Scripted::Garbage) => {
+            let mut response = (StatusCode::OK, garbage).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            Some(response)
+        }
+        _ => None,
+    }
+}
+
 /// The HTTP status of a scripted error; an out-of-range status becomes 500.
 pub(crate) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -419,6 +450,8 @@ enum ScriptCommand {
         name: String,
         arguments: String,
     },
+    Reset,
+    Garbage,
 }
 
 impl From<ScriptCommand> for Scripted {
@@ -447,6 +480,8 @@ impl From<ScriptCommand> for Scripted {
             },
             ScriptCommand::StreamDelay { ms } => Scripted::StreamDelay(Duration::from_millis(ms)),
             ScriptCommand::ToolCall { name, arguments } => Scripted::ToolCall { name, arguments },
+            ScriptCommand::Reset => Scripted::Reset,
+            ScriptCommand::Garbage => Scripted::Garbage,
         }
     }
 }
@@ -520,6 +555,8 @@ mod tests {
             parse(r#"{"kind":"delay","ms":250}"#),
             Scripted::Delay(Duration::from_millis(250))
         );
+        assert_eq!(parse(r#"{"kind":"reset"}"#), Scripted::Reset);
+        assert_eq!(parse(r#"{"kind":"garbage"}"#), Scripted::Garbage);
         assert!(serde_json::from_str::<ScriptCommand>(r#"{"kind":"delay","ms":1,"x":2}"#).is_err());
         assert!(serde_json::from_str::<ScriptCommand>(r#"{"kind":"nope"}"#).is_err());
     }

@@ -58,7 +58,10 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
     };
     let prepared = registry.prepare(&question).await?;
     let started = Instant::now();
-    let mut stream = prepared.model.stream(prepared.request.clone()).await?;
+    let (mut stream, answered) = registry.stream(&prepared).await?;
+    if let Some(asked) = &answered.fallback_from {
+        eprintln!("({asked} failed; {} answers)", answered.model);
+    }
     let mut stdout = std::io::stdout();
     let mut usage = None;
     while let Some(delta) = stream.next().await {

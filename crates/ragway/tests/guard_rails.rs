@@ -476,8 +476,12 @@ async fn past_the_in_flight_limit_is_503_at_once_and_slow_requests_time_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_that_goes_quiet_ends_with_an_error_event() {
-    let (openai, server, _dir) = start(TIGHT).await;
-    openai.push(Scripted::StreamDelay(Duration::from_secs(5)));
+    // The answer starts (ragway waits for the first words before it answers, so that a
+    // failure before them can still fall back), then the model goes quiet for longer than the
+    // idle limit.
+    let (openai, server, _dir) =
+        start(&TIGHT.replace("request_timeout_secs = 2", "request_timeout_secs = 60")).await;
+    openai.push(Scripted::StreamDelay(Duration::from_secs(3)));
     let started = Instant::now();
     let response = client()
         .post(format!("{}/generate", server.url))
@@ -495,6 +499,10 @@ async fn a_stream_that_goes_quiet_ends_with_an_error_event() {
     );
     let (name, data) = events.last().unwrap();
     assert_eq!(name, "error", "{events:?}");
+    assert!(
+        events.iter().any(|(name, _)| name == "delta"),
+        "the first words came through: {events:?}"
+    );
     assert_eq!(data["status"], 504, "{data}");
     assert!(
         data["detail"]

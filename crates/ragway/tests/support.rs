@@ -226,6 +226,8 @@ type = "openai"
 model = "gpt-4o"
 base_url = "{openai}/v1"
 api_key = "env::TEST_OPENAI_KEY"
+# One call each, so every scripted failure reaches the client; faults.rs tests the retries.
+retry = {{ attempts = 1 }}
 
 [[llm]]
 name = "slow"

@@ -8,6 +8,7 @@ mod deploy;
 mod dockerfile;
 mod e2e;
 mod errors;
+mod faults;
 mod guard_rails;
 mod offline;
 mod openai_api;

@@ -1,5 +1,7 @@
 //! `POST /generate`: the seed's one call — a prompt, a model name and a store name in, the
 //! answer with its sources, usage and timings out; server-sent events when `stream` is true.
+//! `llm_name` and the `x-ragway-model` header name the model that answered; after a fallback,
+//! `fallback_from` names the one asked for.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::json::Body;
 use crate::limits::bound_stream;
 use crate::pipeline::Question;
 use crate::registry::Registry;
+use crate::resilience::Answered;
 
 #[derive(Deserialize)]
 pub struct GenerateRequest {
@@ -157,21 +160,30 @@ pub async fn generate(
     }
     let answer = registry.answer(&question).await?;
     caller.spend(&answer.usage);
-    Ok(Json(json!({
+    let mut body = json!({
         "response": answer.text,
-        "llm_name": question.llm_name,
+        "llm_name": answer.answered.model,
         "vector_search_type": question.vector_search_type,
         "sources": answer.sources,
         "usage": answer.usage,
         "finish_reason": answer.finish_reason.as_str(),
         "timings_ms": answer.timings,
-    }))
-    .into_response())
+    });
+    name_fallback(&mut body, &answer.answered);
+    Ok(answer.answered.name_in(Json(body).into_response()))
+}
+
+/// `fallback_from`: the model asked for, when a fallback answered (`llm_name` names it).
+fn name_fallback(body: &mut serde_json::Value, answered: &Answered) {
+    if let Some(from) = &answered.fallback_from {
+        body["fallback_from"] = json!(from);
+    }
 }
 
 /// Server-sent events: `sources`, then `delta` events as the model writes, then `done` with
-/// usage and timings — or `error` if the provider fails mid-answer. Failures before the first
-/// byte are ordinary error responses. Dropping the connection drops the upstream request.
+/// usage, timings and the model that answered — or `error` if the provider fails mid-answer.
+/// Failures before the first words are retried and fall back like whole answers; if none
+/// succeeds they are ordinary error responses. Dropping the connection drops the upstream request.
 async fn stream_answer(
     registry: &Registry,
     question: Question,
@@ -179,11 +191,9 @@ async fn stream_answer(
 ) -> Result<Response, ApiError> {
     let prepared = registry.prepare(&question).await?;
     let generation_started = Instant::now();
-    let mut deltas = bound_stream(
-        prepared.model.stream(prepared.request.clone()).await?,
-        &registry.server.limits,
-        prepared.started,
-    );
+    let (deltas, answered) = registry.stream(&prepared).await?;
+    let mut deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    let headers_for = answered.clone();
     let sources = json!({ "sources": prepared.sources });
     let events = async_stream::stream! {
         yield Ok::<_, Infallible>(event("sources", &sources));
@@ -207,17 +217,21 @@ async fn stream_answer(
                 }
             }
         }
-        yield Ok(event("done", &json!({
-            "llm_name": question.llm_name,
+        let mut done = json!({
+            "llm_name": answered.model,
             "vector_search_type": question.vector_search_type,
             "usage": usage,
             "finish_reason": finish.as_str(),
             "timings_ms": prepared.timings(generation_started),
-        })));
+        });
+        name_fallback(&mut done, &answered);
+        yield Ok(event("done", &done));
     };
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(headers_for.name_in(
+        Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    ))
 }
 
 fn event(name: &str, data: &serde_json::Value) -> Event {

@@ -458,12 +458,19 @@ pub async fn completions(
     if checked.stream {
         return stream(&registry, checked, caller).await;
     }
-    let model_name = checked.conversation.llm_name.clone();
     let prepared = registry.prepare_conversation(checked.conversation).await?;
-    let answers = try_join_all(
-        (0..checked.choices).map(|_| prepared.model.generate(prepared.request.clone())),
-    )
-    .await?;
+    // All choices come from one model: a failed choice retries (or falls back) them all.
+    let (answers, answered) = registry
+        .call_with_fallbacks(&prepared.llm_name, |model| {
+            let calls: Vec<_> = (0..checked.choices)
+                .map(|_| {
+                    let (model, request) = (model.clone(), prepared.request.clone());
+                    async move { model.generate(request).await }
+                })
+                .collect();
+            try_join_all(calls)
+        })
+        .await?;
     let mut usage = Usage::default();
     let choices: Vec<Value> = answers
         .into_iter()
@@ -493,7 +500,7 @@ pub async fn completions(
         "id": completion_id(),
         "object": "chat.completion",
         "created": now(),
-        "model": model_name,
+        "model": answered.model,
         "choices": choices,
         "usage": usage_json(usage),
         "system_fingerprint": null,
@@ -501,7 +508,7 @@ pub async fn completions(
     if checked.grounded {
         body["sources"] = json!(prepared.sources);
     }
-    Ok(axum::Json(body).into_response())
+    Ok(answered.name_in(axum::Json(body).into_response()))
 }
 
 /// `chat.completion.chunk` events: the role (and the sources) first, then the text as the
@@ -514,13 +521,10 @@ async fn stream(
     checked: Checked,
     caller: Arc<Caller>,
 ) -> Result<Response, OpenAiError> {
-    let model_name = checked.conversation.llm_name.clone();
     let prepared = registry.prepare_conversation(checked.conversation).await?;
-    let mut deltas = bound_stream(
-        prepared.model.stream(prepared.request.clone()).await?,
-        &registry.server.limits,
-        prepared.started,
-    );
+    let (deltas, answered) = registry.stream(&prepared).await?;
+    let mut deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    let model_name = answered.model.clone();
     let id = completion_id();
     let created = now();
     let include_usage = checked.include_usage;
@@ -584,9 +588,11 @@ async fn stream(
         }
         yield Ok(Event::default().data("[DONE]"));
     };
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(answered.name_in(
+        Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    ))
 }
 
 fn data(value: &Value) -> Event {
