@@ -1,9 +1,11 @@
 //! ragway's HTTP server: the registry built from config, the pipeline that answers, the
-//! routes, the single mapping from errors to HTTP, and graceful shutdown.
+//! routes, the single mapping from errors to HTTP, their OpenAPI document, and graceful
+//! shutdown.
 
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod registry;
 pub mod request_id;

@@ -1,8 +1,8 @@
 //! The OpenAI-compatible API under `/v1`: chat completions (with optional retrieval), the model
 //! list and embeddings. Errors use OpenAI's shape so the official SDKs raise the right classes.
 
-mod chat;
-mod embeddings;
+pub(crate) mod chat;
+pub(crate) mod embeddings;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, OpenAiError};
+use crate::openapi::responses::OpenAiAccess;
+use crate::openapi::schemas::{ModelList, ModelObject, OpenAiErrorBody};
 use crate::registry::Registry;
 
 /// The `/v1` routes, to be nested under `/v1`.
@@ -51,12 +53,32 @@ fn model_objects(registry: &Registry) -> Vec<Value> {
 }
 
 /// `GET /v1/models`.
-async fn models(State(registry): State<Arc<Registry>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "Every chat model, then every embedding model", body = ModelList),
+        OpenAiAccess,
+    ),
+)]
+pub async fn models(State(registry): State<Arc<Registry>>) -> Response {
     axum::Json(json!({ "object": "list", "data": model_objects(&registry) })).into_response()
 }
 
 /// `GET /v1/models/{id}`.
-async fn model(
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "A model's name")),
+    responses(
+        (status = 200, description = "The model", body = ModelObject),
+        (status = 404, description = "No model of that name (`code: model_not_found`)", body = OpenAiErrorBody),
+        OpenAiAccess,
+    ),
+)]
+pub async fn model(
     State(registry): State<Arc<Registry>>,
     Path(id): Path<String>,
 ) -> Result<Response, OpenAiError> {
