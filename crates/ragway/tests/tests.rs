@@ -10,6 +10,7 @@ mod e2e;
 mod errors;
 mod offline;
 mod openai_api;
+mod openapi;
 mod shutdown;
 mod stores;
 mod support;
