@@ -82,6 +82,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .arg(format!("{}/openapi.json", server.url))
         .args(["--checks", CHECKS])
         .args(["--max-examples", "25", "--seed", "20261125"])
+        // Not the coverage phase: schemathesis 4.32.5 itself fails in it on the chat body
+        // (a hypothesis FlakyFailure inside its own generator, not an answer of ragway's).
+        .args(["--phases", "examples,fuzzing,stateful"])
         .args([
             "--max-time",
             "90",

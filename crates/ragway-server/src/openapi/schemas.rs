@@ -112,6 +112,31 @@ pub struct GenerateResponse {
     pub timings_ms: Timings,
 }
 
+/// One server-sent event of a streamed `/generate`: its name and its JSON data.
+#[derive(Serialize, ToSchema)]
+pub struct GenerateEvent {
+    pub event: GenerateEventName,
+    /// JSON: `GenerateSourcesEvent`, `GenerateDeltaEvent`, `GenerateDoneEvent` or
+    /// `GenerateErrorEvent`, by `event`.
+    pub data: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GenerateEventName {
+    Sources,
+    Delta,
+    Done,
+    Error,
+}
+
+/// One server-sent event of a streamed `/v1/chat/completions`: a `ChatCompletionChunk` as JSON,
+/// an `{"error": ...}` object, or `[DONE]`.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletionEvent {
+    pub data: String,
+}
+
 /// Data of the `sources` event of a streamed `/generate` (always the first event).
 #[derive(Serialize, ToSchema)]
 pub struct GenerateSourcesEvent {

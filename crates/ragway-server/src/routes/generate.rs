@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
-use crate::openapi::schemas::{ErrorMessage, GenerateResponse};
+use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
 use crate::pipeline::Question;
 use crate::registry::Registry;
 
@@ -136,7 +136,7 @@ pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
             (`GenerateDoneEvent`), or `error` (`GenerateErrorEvent`) if the model fails midway.",
             content(
                 (GenerateResponse = "application/json"),
-                (String = "text/event-stream"),
+                (GenerateEvent = "text/event-stream"),
             )),
         (status = 400, description = "Unknown `llm_name` or `vector_search_type` (the message lists the valid names), or a request the model cannot serve", body = ErrorMessage),
         BadBody,

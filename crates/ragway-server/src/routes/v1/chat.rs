@@ -27,7 +27,8 @@ use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{
-    ChatCompletion, ChatMessage, ChatTool, ChatToolChoice, OpenAiErrorBody, Stop,
+    ChatCompletion, ChatCompletionEvent, ChatMessage, ChatTool, ChatToolChoice, OpenAiErrorBody,
+    Stop,
 };
 use crate::pipeline::Conversation;
 use crate::registry::Registry;
@@ -458,7 +459,7 @@ fn usage_json(usage: Usage) -> Value {
             the stream.",
             content(
                 (ChatCompletion = "application/json"),
-                (String = "text/event-stream"),
+                (ChatCompletionEvent = "text/event-stream"),
             )),
         (status = 404, description = "No chat model of that name (`code: model_not_found`)", body = OpenAiErrorBody),
         OpenAiBadBody,
