@@ -96,6 +96,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .args(["--generation-database", "none", "--no-color"])
         .arg("--report-dir")
         .arg(reports.path())
+        // Its cache (.schemathesis/) goes there too, not into the source tree.
+        .current_dir(reports.path())
         // When the server requires an API key, pass it here, e.g.
         // .args(["-H", &format!("Authorization: Bearer {API_KEY}")])
         .env("SCHEMATHESIS_HOOKS", tests.join("schemathesis_hooks.py"))
