@@ -1,6 +1,7 @@
 //! Plain data exchanged between the server, the chat models and the retrievers.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Who wrote a chat message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +117,7 @@ impl ChatRequest {
 }
 
 /// Token counts as the provider reported them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     pub input_tokens: u32,
     pub output_tokens: u32,
@@ -173,7 +174,7 @@ pub enum Delta {
 }
 
 /// A retrieved piece of a document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Passage {
     pub id: String,
     pub text: String,
@@ -183,6 +184,7 @@ pub struct Passage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -190,7 +192,7 @@ pub struct Passage {
 pub type Filter = serde_json::Map<String, serde_json::Value>;
 
 /// A document handed to a writable store: whole text, split into chunks by the store.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Document {
     /// Stable identity; adding a document with an existing id replaces it.
     pub id: String,
@@ -200,11 +202,12 @@ pub struct Document {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What one `add` did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct IngestReport {
     /// New documents.
     pub added: usize,
@@ -217,7 +220,7 @@ pub struct IngestReport {
 }
 
 /// The size of a store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StoreStats {
     pub documents: usize,
     pub chunks: usize,

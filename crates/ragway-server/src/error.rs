@@ -117,11 +117,12 @@ fn earliest_end(models: &[(String, Duration)]) -> Duration {
 }
 
 /// One validation problem in FastAPI's (pydantic's) shape.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where: `["body", "prompt"]`.
     pub loc: Vec<String>,
     pub msg: String,
+    /// `missing`, `json_invalid`, `type_error`, `string_too_short`, `greater_than_equal`, ...
     #[serde(rename = "type")]
     pub kind: String,
 }

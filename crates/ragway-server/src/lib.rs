@@ -1,11 +1,13 @@
 //! ragway's HTTP server: the registry built from config, the pipeline that answers (with
-//! retries, fallbacks and cooldowns), the routes, the single mapping from errors to HTTP, and graceful shutdown.
+//! retries, fallbacks and cooldowns), the routes behind API keys and limits, the single mapping
+//! from errors to HTTP, their OpenAPI document, and graceful shutdown.
 
 pub mod auth;
 pub mod error;
 pub mod json;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod registry;

@@ -39,6 +39,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 503, description = "The metrics recorder could not be installed", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn render() -> Response {
     match install() {
         Some(handle) => (

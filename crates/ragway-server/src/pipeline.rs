@@ -34,7 +34,7 @@ pub struct Conversation {
 }
 
 /// Milliseconds spent in each stage.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub retrieval: f64,
     pub generation: f64,

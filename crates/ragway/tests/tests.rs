@@ -12,6 +12,7 @@ mod faults;
 mod guard_rails;
 mod offline;
 mod openai_api;
+mod openapi;
 mod shutdown;
 mod stores;
 mod support;

@@ -16,25 +16,42 @@ use ragway_core::config::{NO_RETRIEVAL, ServerConfig};
 use ragway_core::{Delta, FinishReason, Usage};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::limits::bound_stream;
+use crate::openapi::responses::{Access, BadBody, Upstream};
+use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
 use crate::pipeline::Question;
 use crate::registry::Registry;
 use crate::resilience::Answered;
 
-#[derive(Deserialize)]
+/// A question: the prompt, the model to ask and the store to ground it in. Other fields are
+/// ignored.
+#[derive(Deserialize, ToSchema)]
 pub struct GenerateRequest {
+    /// Not blank.
     prompt: String,
+    /// One of `GET /models`' `llm_models`.
     llm_name: String,
+    /// One of `GET /models`' `vector_dbs`, or "none" (the default) to skip retrieval.
     #[serde(default = "no_retrieval")]
+    #[schema(default = "none")]
     vector_search_type: String,
+    /// Passages to retrieve: at least 1, at most the server's `max_top_k`.
+    #[schema(minimum = 1)]
     top_k: Option<usize>,
+    /// At least 1.
+    #[schema(minimum = 1)]
     max_tokens: Option<u32>,
+    /// Between 0 and 2.
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f32>,
+    /// A system prompt, before the retrieved context.
     system: Option<String>,
+    /// Answer as server-sent events.
     #[serde(default)]
     stream: bool,
 }
@@ -147,6 +164,27 @@ pub fn check_top_k(top_k: Option<usize>, max: usize) -> Option<FieldError> {
     }
 }
 
+/// `POST /generate`.
+#[utoipa::path(
+    post,
+    path = "/generate",
+    tag = "generate",
+    request_body = GenerateRequest,
+    responses(
+        (status = 200, description = "The answer. With `stream: true`, server-sent events instead: \
+            one `sources` event (`GenerateSourcesEvent`), `delta` events with the text as the model \
+            writes it (`GenerateDeltaEvent`), then `done` with usage and timings \
+            (`GenerateDoneEvent`), or `error` (`GenerateErrorEvent`) if the model fails midway.",
+            content(
+                (GenerateResponse = "application/json"),
+                (GenerateEvent = "text/event-stream"),
+            )),
+        (status = 400, description = "Unknown `llm_name` or `vector_search_type` (the message lists the valid names), or a request the model cannot serve", body = ErrorMessage),
+        BadBody,
+        Upstream,
+        Access,
+    ),
+)]
 pub async fn generate(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

@@ -9,20 +9,24 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::openapi::responses::Access;
+use crate::openapi::schemas::{Health, ModelNames, Ready, ShuttingDown, Welcome};
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
 
 /// `GET /`: the seed's welcome message, plus where to go next.
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, description = "The welcome message", body = Welcome)))]
 pub async fn root() -> Json<Value> {
     Json(json!({
         "message": "Welcome to LLM Inference API",
         "service": "ragway",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz", "/readyz", "/ui", "/v1/chat/completions", "/v1/models", "/v1/embeddings"],
+        "endpoints": ["/generate", "/models", "/search", "/stores", "/healthz", "/readyz", "/ui", "/docs", "/openapi.json", "/v1/chat/completions", "/v1/models", "/v1/embeddings"],
     }))
 }
 
 /// `GET /healthz`: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -37,6 +41,15 @@ pub struct ReadyState {
 /// `GET /readyz`: 200 while the server takes new requests (every component was built at
 /// start-up, or it would not be serving), 503 from the moment shutdown begins, so that a load
 /// balancer stops sending work while the requests in flight finish.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Taking requests", body = Ready),
+        (status = 503, description = "Shutting down: finishing the requests in flight", body = ShuttingDown),
+    ),
+)]
 pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>) {
     if !state.readiness.is_ready() {
         return (
@@ -60,6 +73,12 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
 }
 
 /// `GET /models`: the names the caller's requests may use.
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "generate",
+    responses((status = 200, description = "Model and store names", body = ModelNames), Access),
+)]
 pub async fn models(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

@@ -1,11 +1,13 @@
 //! The HTTP routes and the router that serves them.
 
-mod generate;
-mod meta;
-mod search;
-mod stores;
-mod ui;
-mod v1;
+// Visible to the crate so that `crate::openapi` can list the handlers' `#[utoipa::path]`s.
+pub(crate) mod docs;
+pub(crate) mod generate;
+pub(crate) mod meta;
+pub(crate) mod search;
+pub(crate) mod stores;
+pub(crate) mod ui;
+pub(crate) mod v1;
 
 use std::sync::Arc;
 
@@ -53,6 +55,9 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/", get(meta::root))
         .route("/healthz", get(meta::healthz))
         .route("/ui", get(ui::playground))
+        .route("/openapi.json", get(docs::openapi_json))
+        .route("/docs", get(docs::swagger_ui))
+        .route("/docs/{asset}", get(docs::asset))
         .merge(ready)
         .merge(api)
         // Timed per route: `route_layer` runs after routing, so the route pattern is known.

@@ -8,20 +8,42 @@ use axum::{Extension, Json};
 use ragway_core::Filter;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
+use crate::openapi::responses::{Access, BadBody, Upstream};
+use crate::openapi::schemas::{ErrorMessage, SearchResults};
 use crate::pipeline::millis;
 use crate::registry::Registry;
 
-#[derive(Deserialize)]
+/// A query for one store. Other fields are ignored.
+#[derive(Deserialize, ToSchema)]
 pub struct SearchRequest {
+    /// Not blank.
     query: String,
+    /// One of `GET /models`' `vector_dbs`, or "none" (no passages).
     vector_search_type: String,
+    /// Passages to return: at least 1, at most the server's `max_top_k`.
+    #[schema(minimum = 1)]
     top_k: Option<usize>,
 }
 
+/// `POST /search`.
+#[utoipa::path(
+    post,
+    path = "/search",
+    tag = "generate",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The passages, best first", body = SearchResults),
+        (status = 400, description = "Unknown `vector_search_type` (the message lists the valid names)", body = ErrorMessage),
+        BadBody,
+        Upstream,
+        Access,
+    ),
+)]
 pub async fn search(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

@@ -5,16 +5,29 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use ragway_core::{Document, DocumentStore};
+use ragway_core::{Document, DocumentStore, IngestReport};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
+use crate::openapi::responses::{Access, BadBody, Upstream};
+use crate::openapi::schemas::{Deleted, ErrorMessage, StoreList};
 use crate::registry::Registry;
 
 /// `GET /stores`: every store the caller may use, and the size of the writable ones.
+#[utoipa::path(
+    get,
+    path = "/stores",
+    tag = "stores",
+    responses(
+        (status = 200, description = "Every store", body = StoreList),
+        Upstream,
+        Access,
+    ),
+)]
 pub async fn list(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,
@@ -33,8 +46,11 @@ pub async fn list(
     Ok(Json(json!({ "stores": stores })))
 }
 
-#[derive(Deserialize)]
+/// Documents to add, or to replace by id. Other fields are ignored.
+#[derive(Deserialize, ToSchema)]
 pub struct AddDocuments {
+    /// From 1 to 1000 documents, each with a non-blank id and text.
+    #[schema(min_items = 1, max_items = 1000)]
     documents: Vec<Document>,
 }
 
@@ -42,6 +58,21 @@ pub struct AddDocuments {
 const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
 
 /// `POST /stores/{name}/documents`: add or replace documents by id.
+#[utoipa::path(
+    post,
+    path = "/stores/{name}/documents",
+    tag = "stores",
+    params(("name" = String, Path, description = "A writable store")),
+    request_body = AddDocuments,
+    responses(
+        (status = 200, description = "What the store did", body = IngestReport),
+        (status = 404, description = "No store of that name", body = ErrorMessage),
+        (status = 405, description = "The store is read-only (Kendra)", body = ErrorMessage),
+        BadBody,
+        Upstream,
+        Access,
+    ),
+)]
 pub async fn add(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,
@@ -91,6 +122,22 @@ pub async fn add(
 
 /// `DELETE /stores/{name}/documents/{id}`: remove a document and its chunks. The id may hold
 /// slashes (ids of ingested files are their relative paths).
+#[utoipa::path(
+    delete,
+    path = "/stores/{name}/documents/{id}",
+    tag = "stores",
+    params(
+        ("name" = String, Path, description = "A writable store"),
+        ("id" = String, Path, description = "The document's id; it may hold slashes"),
+    ),
+    responses(
+        (status = 200, description = "The document and its chunks are gone", body = Deleted),
+        (status = 404, description = "No store of that name, or no document of that id in it", body = ErrorMessage),
+        (status = 405, description = "The store is read-only (Kendra)", body = ErrorMessage),
+        Upstream,
+        Access,
+    ),
+)]
 pub async fn delete(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

@@ -10,6 +10,13 @@ const PAGE: &str = include_str!("../../assets/playground.html");
 const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
                       connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 
+/// `GET /ui`.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "docs",
+    responses((status = 200, description = "The playground page", body = String, content_type = "text/html")),
+)]
 pub async fn playground() -> impl IntoResponse {
     (
         [

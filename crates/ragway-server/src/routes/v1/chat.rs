@@ -21,12 +21,18 @@ use ragway_core::{
 use ragway_llm::openai::tool_calls_json;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::now;
 use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
 use crate::limits::bound_stream;
+use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
+use crate::openapi::schemas::{
+    ChatCompletion, ChatCompletionEvent, ChatMessage, ChatTool, ChatToolChoice, OpenAiErrorBody,
+    Stop,
+};
 use crate::pipeline::Conversation;
 use crate::registry::Registry;
 use crate::routes::generate::check_top_k;
@@ -38,21 +44,35 @@ const MAX_STOP: usize = 4;
 
 /// The request; fields OpenAI has that ragway does not use are ignored, as OpenAI ignores
 /// fields it does not know.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CompletionRequest {
+    /// A chat model's name (`GET /v1/models`).
     model: String,
+    /// At least one message.
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1)]
     messages: Vec<Value>,
+    /// At least 1 (`max_completion_tokens` wins when both are given).
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_tokens: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_completion_tokens: Option<u32>,
+    /// Between 0 and 2.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f32>,
+    /// Between 0 and 1.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     top_p: Option<f32>,
+    /// Up to four non-empty stop sequences.
     #[serde(default)]
+    #[schema(value_type = Option<Stop>)]
     stop: Option<Value>,
+    /// Choices, 1 to 10; more than 1 only without `stream` and not for local models.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
     n: Option<u32>,
     #[serde(default)]
     user: Option<String>,
@@ -65,17 +85,22 @@ pub struct CompletionRequest {
     /// ragway's extension: a store to ground the answer in.
     #[serde(default)]
     vector_search_type: Option<String>,
-    /// ragway's extension: passages to retrieve.
+    /// ragway's extension: passages to retrieve, at least 1, at most the server's `max_top_k`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     top_k: Option<usize>,
+    /// Functions the model may call (OpenAI and Bedrock models).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<ChatTool>>)]
     tools: Option<Vec<Value>>,
+    /// Needs `tools`, except for "none".
     #[serde(default)]
+    #[schema(value_type = Option<ChatToolChoice>)]
     tool_choice: Option<Value>,
 }
 
-#[derive(Default, Deserialize)]
-struct StreamOptions {
+#[derive(Default, Deserialize, ToSchema)]
+pub struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
@@ -447,6 +472,27 @@ fn usage_json(usage: Usage) -> Value {
     })
 }
 
+/// `POST /v1/chat/completions`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "A `chat.completion`. With `stream: true`, server-sent events \
+            instead: `chat.completion.chunk` objects (`ChatCompletionChunk`) as `data:` lines, \
+            ending in `data: [DONE]`; a failure midway is an `{\"error\": ...}` event that ends \
+            the stream.",
+            content(
+                (ChatCompletion = "application/json"),
+                (ChatCompletionEvent = "text/event-stream"),
+            )),
+        (status = 404, description = "No chat model of that name (`code: model_not_found`)", body = OpenAiErrorBody),
+        OpenAiBadBody,
+        OpenAiUpstream,
+        OpenAiAccess,
+    ),
+)]
 pub async fn completions(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

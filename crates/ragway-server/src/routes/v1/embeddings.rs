@@ -10,21 +10,31 @@ use base64::Engine as _;
 use ragway_core::prompt::approx_tokens;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
+use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
+use crate::openapi::schemas::{EmbeddingInput, EmbeddingList, EncodingFormat, OpenAiErrorBody};
 use crate::registry::Registry;
 
 /// Texts embedded in one request at most (OpenAI's own limit).
 const MAX_INPUTS: usize = 2048;
 
-#[derive(Deserialize)]
+/// Texts to embed. Other fields are ignored.
+#[derive(Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
+    /// An embedding model's name (`GET /v1/models`, `owned_by: ragway:embedder`).
     model: String,
+    /// Non-blank texts, at most 2048.
+    #[schema(value_type = EmbeddingInput)]
     input: Value,
+    /// "float" (the default) or "base64".
     #[serde(default)]
+    #[schema(value_type = Option<EncodingFormat>)]
     encoding_format: Option<String>,
+    /// Must equal the model's dimension if given.
     #[serde(default)]
     dimensions: Option<usize>,
 }
@@ -79,6 +89,20 @@ fn texts(input: Value) -> Result<Vec<String>, OpenAiError> {
     Ok(texts)
 }
 
+/// `POST /v1/embeddings`.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "One vector per input, in order", body = EmbeddingList),
+        (status = 404, description = "No embedding model of that name (`code: model_not_found`)", body = OpenAiErrorBody),
+        OpenAiBadBody,
+        OpenAiUpstream,
+        OpenAiAccess,
+    ),
+)]
 pub async fn embeddings(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,

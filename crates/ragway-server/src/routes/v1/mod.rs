@@ -1,8 +1,8 @@
 //! The OpenAI-compatible API under `/v1`: chat completions (with optional retrieval), the model
 //! list and embeddings. Errors use OpenAI's shape so the official SDKs raise the right classes.
 
-mod chat;
-mod embeddings;
+pub(crate) mod chat;
+pub(crate) mod embeddings;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
+use crate::openapi::responses::OpenAiAccess;
+use crate::openapi::schemas::{ModelList, ModelObject, OpenAiErrorBody};
 use crate::registry::Registry;
 
 /// The `/v1` routes, to be nested under `/v1`.
@@ -53,7 +55,16 @@ fn model_objects(registry: &Registry, caller: &Caller) -> Vec<Value> {
 }
 
 /// `GET /v1/models`.
-async fn models(
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "Every chat model, then every embedding model", body = ModelList),
+        OpenAiAccess,
+    ),
+)]
+pub async fn models(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Response {
@@ -62,7 +73,18 @@ async fn models(
 }
 
 /// `GET /v1/models/{id}`.
-async fn model(
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "A model's name")),
+    responses(
+        (status = 200, description = "The model", body = ModelObject),
+        (status = 404, description = "No model of that name (`code: model_not_found`)", body = OpenAiErrorBody),
+        OpenAiAccess,
+    ),
+)]
+pub async fn model(
     State(registry): State<Arc<Registry>>,
     Extension(caller): Extension<Arc<Caller>>,
     Path(id): Path<String>,
