@@ -10,6 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: from a cached health check to a long local generation.
@@ -69,7 +70,7 @@ pub async fn render() -> Response {
 /// A router serving only `GET /metrics`: merged into the API, or served on
 /// `[server] metrics_bind` alone.
 pub fn router() -> axum::Router {
-    axum::Router::new().route("/metrics", axum::routing::get(render))
+    axum::Router::new().route("/metrics", get(render))
 }
 
 /// Middleware: counts and times every request by route pattern and status.

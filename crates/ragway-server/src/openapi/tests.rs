@@ -97,6 +97,7 @@ fn every_route_the_router_serves_is_documented_and_nothing_else() {
 
     let mut served = registered(include_str!("../routes/mod.rs"), "");
     served.extend(registered(include_str!("../routes/v1/mod.rs"), "/v1"));
+    served.extend(registered(include_str!("../metrics.rs"), ""));
     assert_eq!(served, listed(), "the routers' .route(...) calls vs ROUTES");
 }
 
