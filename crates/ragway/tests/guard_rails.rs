@@ -157,6 +157,38 @@ async fn every_route_that_does_work_needs_a_key_and_keys_never_reach_the_logs() 
             }
         }
     }
+    // The same for every operation the OpenAPI document says needs a key, so that a route
+    // added later cannot slip outside the key check unnoticed; and the open ones stay open.
+    let (status, _, document) = call(&server, "GET", "/openapi.json", None, &Key::None).await;
+    assert_eq!(status, 200);
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{name}", "faiss")
+            .replace("{id}", "doc-1")
+            .replace("{asset}", "swagger-ui.css");
+        for (method, operation) in item.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let needs_key = !operation["security"].as_array().unwrap().is_empty();
+            let body = (method == "POST").then(|| json!({}));
+            let (status, _, answer) =
+                call(&server, &method, &concrete, body.as_ref(), &Key::None).await;
+            if needs_key {
+                assert_eq!(status, 401, "{method} {path}: {answer}");
+                checked += 1;
+            } else {
+                assert_ne!(
+                    status, 401,
+                    "{method} {path} is documented as open: {answer}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        protected.len(),
+        "every protected route above is in the document"
+    );
     assert!(
         openai.requests().is_empty(),
         "nothing refused went upstream"
