@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+mod held_body;
 pub mod json;
 pub mod limits;
 pub mod metrics;

@@ -4,19 +4,16 @@
 //! the body extractors (`json.rs`) as a 413 in the route's shape; prompt and `max_tokens`
 //! ceilings are checked with the rest of each body's validation.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt as _;
 use ragway_core::limits::LimitsConfig;
 use ragway_core::{DeltaStream, ProviderError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, in_route_shape};
 
@@ -64,12 +61,7 @@ pub async fn admit(
         );
     };
     match tokio::time::timeout(admission.timeout, next.run(request)).await {
-        Ok(response) => response.map(|body| {
-            Body::new(Slotted {
-                inner: body,
-                _permit: permit,
-            })
-        }),
+        Ok(response) => response.map(|body| crate::held_body::hold(body, permit)),
         Err(_) => {
             tracing::warn!(
                 timeout_secs = admission.timeout.as_secs_f64(),
@@ -82,32 +74,6 @@ pub async fn admit(
                 },
             )
         }
-    }
-}
-
-/// A response body that holds its request's slot.
-struct Slotted {
-    inner: Body,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl HttpBody for Slotted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -2,12 +2,9 @@
 //! (streams included, until their last byte), and the grace period after which what is still
 //! in flight is cut.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -75,38 +72,7 @@ pub(crate) async fn track(
 ) -> Response {
     let guard = in_flight.enter();
     let response = next.run(request).await;
-    response.map(|body| {
-        Body::new(TrackedBody {
-            inner: body,
-            _guard: guard,
-        })
-    })
-}
-
-/// A response body that holds its request's [`InFlightGuard`] until hyper drops it.
-struct TrackedBody {
-    inner: Body,
-    _guard: InFlightGuard,
-}
-
-impl HttpBody for TrackedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    response.map(|body| crate::held_body::hold(body, guard))
 }
 
 /// How serving ended after the shutdown signal.

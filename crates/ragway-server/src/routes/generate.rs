@@ -119,10 +119,15 @@ fn validate(request: GenerateRequest, server: &ServerConfig) -> Result<(Question
     ))
 }
 
+/// Whether `text` has more than `max` characters.
+pub fn too_long(text: &str, max: usize) -> bool {
+    // Bytes bound characters from above: most texts are settled without counting.
+    text.len() > max && text.chars().count() > max
+}
+
 /// A 422 entry if `text` is longer than `[server.limits] max_prompt_chars`.
 pub fn check_length(loc: &[&str], text: &str, max: usize) -> Option<FieldError> {
-    // Bytes bound characters from above: most texts are settled without counting.
-    (text.len() > max && text.chars().count() > max).then(|| {
+    too_long(text, max).then(|| {
         FieldError::new(
             loc,
             format!("String should have at most {max} characters (server.limits.max_prompt_chars)"),

@@ -141,7 +141,7 @@ pub async fn embeddings(
     let max_chars = registry.server.limits.max_prompt_chars;
     if let Some(i) = texts
         .iter()
-        .position(|t| t.len() > max_chars && t.chars().count() > max_chars)
+        .position(|t| crate::routes::generate::too_long(t, max_chars))
     {
         return Err(bad(
             &format!("input.{i}"),
