@@ -9,7 +9,8 @@ use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role,
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::registry::Registry;
+use crate::metrics;
+use crate::registry::{Registry, Store};
 use crate::resilience::{Answered, first_words};
 
 /// A question as a route or the CLI received it, already validated for shape.
@@ -82,12 +83,10 @@ impl Registry {
         let started = Instant::now();
         let llm = self.llm(&question.llm_name)?;
         let store = self.store(&question.vector_search_type)?;
+        metrics::label(&llm.name, &question.vector_search_type);
         let passages = match store {
             Some(store) => {
-                let top_k = question.top_k.unwrap_or(self.server.default_top_k);
-                store
-                    .retriever
-                    .search(&question.prompt, top_k, &Filter::new())
+                self.retrieve(store, &question.prompt, question.top_k)
                     .await?
             }
             None => Vec::new(),
@@ -126,6 +125,7 @@ impl Registry {
         let started = Instant::now();
         let llm = self.llm(&conversation.llm_name)?;
         let store = self.store(&conversation.vector_search_type)?;
+        metrics::label(&llm.name, &conversation.vector_search_type);
         let mut request = conversation.request;
         let passages = match store {
             Some(store) => {
@@ -136,10 +136,7 @@ impl Registry {
                         message: "retrieval needs a user message to search with".into(),
                     });
                 };
-                let top_k = conversation.top_k.unwrap_or(self.server.default_top_k);
-                store
-                    .retriever
-                    .search(&question.content, top_k, &Filter::new())
+                self.retrieve(store, &question.content, conversation.top_k)
                     .await?
             }
             None => Vec::new(),
@@ -162,6 +159,20 @@ impl Registry {
         })
     }
 
+    /// The `top_k` passages (the server's default when `None`) of `store` for `query`, timed.
+    pub async fn retrieve(
+        &self,
+        store: &Store,
+        query: &str,
+        top_k: Option<usize>,
+    ) -> Result<Vec<Passage>, ApiError> {
+        let started = Instant::now();
+        let top_k = top_k.unwrap_or(self.server.default_top_k);
+        let passages = store.retriever.search(query, top_k, &Filter::new()).await;
+        metrics::retrieved(&store.name, started.elapsed());
+        Ok(passages?)
+    }
+
     /// Answers in one piece.
     pub async fn answer(&self, question: &Question) -> Result<Answer, ApiError> {
         let prepared = self.prepare(question).await?;
@@ -172,6 +183,11 @@ impl Registry {
                 async move { model.generate(request).await }
             })
             .await?;
+        metrics::generated(
+            &answered.model,
+            generation_started.elapsed(),
+            &response.usage,
+        );
         Ok(Answer {
             text: response.text,
             usage: response.usage,
@@ -185,11 +201,19 @@ impl Registry {
     /// Starts a streamed answer. A model that fails before its first words is retried or
     /// replaced by a fallback like a whole answer; once words flowed, a failure ends the
     /// stream (the client has them already), never a retry.
+    ///
+    /// Records the time to the first words (from the first call, retries and fallbacks
+    /// included: what the client waited), and the stream's usage and length when it ends.
     pub async fn stream(&self, prepared: &Prepared) -> Result<(DeltaStream, Answered), ApiError> {
-        self.call_with_fallbacks(&prepared.llm_name, |model| {
-            let request = prepared.request.clone();
-            async move { first_words(model.stream(request).await?).await }
-        })
-        .await
+        let called = Instant::now();
+        let (stream, answered) = self
+            .call_with_fallbacks(&prepared.llm_name, |model| {
+                let request = prepared.request.clone();
+                async move { first_words(model.stream(request).await?).await }
+            })
+            .await?;
+        metrics::first_token(&answered.model, called.elapsed());
+        let stream = metrics::observe_stream(stream, answered.model.clone(), called);
+        Ok((stream, answered))
     }
 }

@@ -342,16 +342,30 @@ async fn every_request_is_logged_with_its_id_and_never_with_the_prompt() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn metrics_count_requests_by_route_pattern_and_status() {
+async fn metrics_count_requests_by_route_model_store_and_status() {
     let stack = Stack::start().await;
     let (status, _, _) = stack
         .server
         .post(
             "/generate",
-            &json!({"prompt": "hi", "llm_name": "gpt-4o", "vector_search_type": "none"}),
+            &json!({"prompt": "hi", "llm_name": "gpt-4o", "vector_search_type": "kendra"}),
         )
         .await;
     assert_eq!(status, 200);
+    let (status, events) = stack
+        .server
+        .post_sse(
+            "/generate",
+            &json!({"prompt": "hi", "llm_name": "claude-3-opus", "stream": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let done = &events.last().unwrap().1;
+    let (input, output) = (
+        &done["usage"]["input_tokens"],
+        &done["usage"]["output_tokens"],
+    );
+    assert!(output.as_u64().unwrap() > 0, "{done}");
     let (status, _, _) = stack
         .server
         .post("/generate", &json!({"prompt": "hi", "llm_name": "nope"}))
@@ -374,21 +388,28 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
     );
     let text = response.text().await.unwrap();
     let has = |needle: &str| text.lines().any(|line| line.starts_with(needle));
+    for line in [
+        // By route pattern, status, and the configured model and store the request named; an
+        // unknown name is never a label.
+        r#"ragway_requests_total{route="/generate",method="POST",status="200",model="gpt-4o",store="kendra"} 1"#,
+        r#"ragway_requests_total{route="/generate",method="POST",status="200",model="claude-3-opus",store="none"} 1"#,
+        r#"ragway_requests_total{route="/generate",method="POST",status="400",model="",store=""} 1"#,
+        r#"ragway_requests_total{route="/stores",method="GET",status="200",model="",store=""} 1"#,
+        r#"ragway_request_duration_seconds_bucket{route="/generate",le="+Inf"} 3"#,
+        r#"ragway_retrieval_duration_seconds_count{store="kendra"} 1"#,
+        // Time to first words for the stream only; generation time for both answers.
+        r#"ragway_time_to_first_token_seconds_count{model="claude-3-opus"} 1"#,
+        r#"ragway_generation_duration_seconds_count{model="claude-3-opus"} 1"#,
+        r#"ragway_generation_duration_seconds_count{model="gpt-4o"} 1"#,
+        &format!(r#"ragway_tokens_total{{model="claude-3-opus",type="input"}} {input}"#),
+        &format!(r#"ragway_tokens_total{{model="claude-3-opus",type="output"}} {output}"#),
+        "ragway_requests_in_flight 0",
+    ] {
+        assert!(has(line), "no line {line} in:\n{text}");
+    }
+    assert!(!text.contains("nope"), "{text}");
     assert!(
-        has(r#"ragway_requests_total{route="/generate",method="POST",status="200"} 1"#),
+        !has("ragway_time_to_first_token_seconds_count{model=\"gpt-4o\"}"),
         "{text}"
     );
-    assert!(
-        has(r#"ragway_requests_total{route="/generate",method="POST",status="400"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"ragway_requests_total{route="/stores",method="GET",status="200"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"ragway_request_duration_seconds_bucket{route="/generate",le="+Inf"} 2"#),
-        "{text}"
-    );
-    assert!(has("ragway_requests_in_flight 0"), "{text}");
 }

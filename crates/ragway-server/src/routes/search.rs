@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use ragway_core::Filter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -72,10 +71,9 @@ pub async fn search(
     let started = Instant::now();
     let passages = match registry.store(&request.vector_search_type)? {
         Some(store) => {
-            let top_k = request.top_k.unwrap_or(registry.server.default_top_k);
-            store
-                .retriever
-                .search(&request.query, top_k, &Filter::new())
+            crate::metrics::label("", &store.name);
+            registry
+                .retrieve(store, &request.query, request.top_k)
                 .await?
         }
         None => Vec::new(),

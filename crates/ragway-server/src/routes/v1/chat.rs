@@ -505,6 +505,7 @@ pub async fn completions(
         return stream(&registry, checked, caller).await;
     }
     let prepared = registry.prepare_conversation(checked.conversation).await?;
+    let generation_started = std::time::Instant::now();
     // All choices come from one model: a failed choice retries (or falls back) them all.
     let (answers, answered) = registry
         .call_with_fallbacks(&prepared.llm_name, |model| {
@@ -541,6 +542,7 @@ pub async fn completions(
             })
         })
         .collect();
+    crate::metrics::generated(&answered.model, generation_started.elapsed(), &usage);
     caller.spend(&usage);
     let mut body = json!({
         "id": completion_id(),

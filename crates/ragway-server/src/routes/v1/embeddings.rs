@@ -137,6 +137,7 @@ pub async fn embeddings(
         ));
     }
     caller.check_model(&request.model)?;
+    crate::metrics::label(&request.model, "");
     let texts = texts(request.input)?;
     let max_chars = registry.server.limits.max_prompt_chars;
     if let Some(i) = texts
@@ -152,10 +153,12 @@ pub async fn embeddings(
     }
     let tokens: usize = texts.iter().map(|t| approx_tokens(t)).sum();
     let vectors = embedder.embed(&texts).await?;
-    caller.spend(&ragway_core::Usage {
+    let usage = ragway_core::Usage {
         input_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
         output_tokens: 0,
-    });
+    };
+    crate::metrics::tokens(&request.model, &usage);
+    caller.spend(&usage);
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
