@@ -2,6 +2,10 @@
 //! credential chain, per-component overrides (region, endpoint, retries, timeouts), one
 //! mapping from SDK errors to `ProviderError`, and JSON <-> smithy `Document` conversion.
 
+mod credentials;
+
+pub use credentials::CredentialsCheck;
+
 use std::error::Error as StdError;
 use std::time::Duration;
 

@@ -20,6 +20,13 @@ pub trait ChatModel: Send + Sync {
 
     /// Answers as a stream of deltas. Dropping the stream cancels the upstream request.
     async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError>;
+
+    /// Whether the model can answer now; the error says why not. `/readyz` asks every
+    /// component; the check is quick and costs no tokens. Components whose state cannot change
+    /// after start-up (an API key read from the environment) keep this default.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A search backend that returns the passages most relevant to a query.
@@ -31,6 +38,11 @@ pub trait Retriever: Send + Sync {
         top_k: usize,
         filter: &Filter,
     ) -> Result<Vec<Passage>, ProviderError>;
+
+    /// Whether searches can be served now (see [`ChatModel::ready`]).
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Turns texts into vectors, one per text, all of `dimension()` floats.
@@ -38,6 +50,11 @@ pub trait Retriever: Send + Sync {
 pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+
+    /// Whether texts can be embedded now (see [`ChatModel::ready`]).
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A store that documents can be added to and removed from (FAISS; not Kendra). Every call is

@@ -17,7 +17,8 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_types::event_stream::RawMessage;
 use aws_types::SdkConfig;
 use ragway_aws::{
-    ClientSettings, client_config, document_from_json, json_from_document, map_sdk_error,
+    ClientSettings, CredentialsCheck, client_config, document_from_json, json_from_document,
+    map_sdk_error,
 };
 use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::{
@@ -36,6 +37,7 @@ pub struct BedrockChat {
     system_prompt: bool,
     timeout: Duration,
     provider: String,
+    credentials: CredentialsCheck,
 }
 
 impl BedrockChat {
@@ -62,6 +64,7 @@ impl BedrockChat {
                 .unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
             timeout,
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
+            credentials: CredentialsCheck::new(&sdk),
         })
     }
 
@@ -364,6 +367,11 @@ impl ChatModel for BedrockChat {
                 }
             }
         }))
+    }
+
+    /// Bedrock answers once its credentials resolve.
+    async fn ready(&self) -> Result<(), String> {
+        self.credentials.check().await
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::SystemTime;
@@ -78,6 +78,24 @@ struct Stats {
     generated_tokens: AtomicU64,
     /// Requests whose client went away before the answer was complete.
     cancelled: AtomicU64,
+    /// Generation threads running (each owns a slot); fewer than `parallel` means some died.
+    running_threads: AtomicUsize,
+}
+
+/// Counts its generation thread as running for as long as it lives, unwinding included.
+struct Running(Arc<Stats>);
+
+impl Running {
+    fn start(stats: &Arc<Stats>) -> Self {
+        stats.running_threads.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(stats))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running_threads.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One request handed to a generation thread.
@@ -301,6 +319,19 @@ impl ChatModel for LocalChat {
             }
         }))
     }
+
+    /// The model is loaded once at start-up; it answers while its generation threads run.
+    async fn ready(&self) -> Result<(), String> {
+        let running = self.stats.running_threads.load(Ordering::SeqCst);
+        if running < self.parallel {
+            return Err(format!(
+                "{} of its {} generation threads stopped",
+                self.parallel - running,
+                self.parallel
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The llama.cpp backend, initialised once per process (llama.cpp refuses a second init) and
@@ -469,6 +500,7 @@ fn start_slot(settings: SlotSettings) -> Result<u32, String> {
                 }
             };
             let n_batch = context.n_batch() as usize;
+            let _running = Running::start(&stats);
             let _ = ready.send(Ok(context.n_ctx()));
             let mut slot = Slot {
                 model: &model,

@@ -9,7 +9,7 @@ use aws_sdk_kendra::types::{
     ScoreConfidence as KendraConfidence,
 };
 use aws_types::SdkConfig;
-use ragway_aws::{ClientSettings, client_config, map_sdk_error};
+use ragway_aws::{ClientSettings, CredentialsCheck, client_config, map_sdk_error};
 use ragway_core::config::{KendraStoreConfig, ScoreConfidence, secs};
 use ragway_core::{BuildError, Filter, Passage, ProviderError, Retriever};
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ pub struct KendraRetriever {
     min_confidence: Option<ScoreConfidence>,
     timeout: Duration,
     provider: String,
+    credentials: CredentialsCheck,
 }
 
 impl KendraRetriever {
@@ -54,6 +55,7 @@ impl KendraRetriever {
             min_confidence: config.min_score_confidence,
             timeout,
             provider: format!("{PROVIDER_TYPE} store \"{}\"", config.name),
+            credentials: CredentialsCheck::new(&sdk),
         })
     }
 }
@@ -92,6 +94,11 @@ impl Retriever for KendraRetriever {
             })
             .take(top_k)
             .collect())
+    }
+
+    /// Kendra answers once its credentials resolve.
+    async fn ready(&self) -> Result<(), String> {
+        self.credentials.check().await
     }
 }
 

@@ -53,6 +53,50 @@ pub struct Registry {
 #[error("{} component{} could not be built:{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
 pub struct StartupError(pub Vec<BuildError>);
 
+/// How long `/readyz` waits for one component's answer.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One component's answer to "can you serve now?".
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ComponentCheck {
+    /// `llm`, `embedder` or `vector_store`.
+    pub component: &'static str,
+    pub name: String,
+    /// `ok` or `failing`.
+    pub status: &'static str,
+    /// Why it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ComponentCheck {
+    pub fn is_ok(&self) -> bool {
+        self.detail.is_none()
+    }
+}
+
+/// Runs one check within [`READY_CHECK_TIMEOUT`].
+async fn check_one(
+    component: &'static str,
+    name: &str,
+    check: impl Future<Output = Result<(), String>>,
+) -> ComponentCheck {
+    let detail = match tokio::time::timeout(READY_CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(detail)) => Some(detail),
+        Err(_) => Some(format!(
+            "did not answer within {} s",
+            READY_CHECK_TIMEOUT.as_secs()
+        )),
+    };
+    ComponentCheck {
+        component,
+        name: name.to_owned(),
+        status: if detail.is_none() { "ok" } else { "failing" },
+        detail,
+    }
+}
+
 /// Connect timeout of the HTTP client handed to components that make no HTTP calls.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -206,6 +250,32 @@ impl Registry {
             stores: stores.into_iter().map(|s| (s.name.clone(), s)).collect(),
             embedders: BTreeMap::new(),
         }
+    }
+
+    /// Asks every component, all at once, whether it can serve now (`/readyz`): the local
+    /// model's generation threads run, FAISS indexes match their documents, AWS credentials
+    /// resolve. Each answer is bounded in time.
+    pub async fn check_components(&self) -> Vec<ComponentCheck> {
+        let llms = self
+            .llms
+            .values()
+            .map(|llm| check_one("llm", &llm.name, llm.model.ready()));
+        let embedders = self
+            .embedders
+            .iter()
+            .map(|(name, embedder)| check_one("embedder", name, embedder.ready()));
+        let stores = self
+            .stores
+            .values()
+            .map(|store| check_one("vector_store", &store.name, store.retriever.ready()));
+        let (mut checks, embedders, stores) = futures::join!(
+            futures::future::join_all(llms),
+            futures::future::join_all(embedders),
+            futures::future::join_all(stores),
+        );
+        checks.extend(embedders);
+        checks.extend(stores);
+        checks
     }
 
     /// The chat model a request names, or a 400 that lists the valid names.

@@ -46,6 +46,21 @@ async fn offline_server(dir: &tempfile::TempDir) -> Server {
 async fn the_local_model_answers_over_the_ingested_sample_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let server = offline_server(&dir).await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let checks = ready["checks"].as_array().unwrap();
+    for (component, name) in [
+        ("llm", "smollm2"),
+        ("embedder", "minilm"),
+        ("vector_store", "faiss"),
+    ] {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["component"] == component && c["name"] == name && c["status"] == "ok"),
+            "{ready}"
+        );
+    }
     let (status, _, body) = server
         .post(
             "/generate",

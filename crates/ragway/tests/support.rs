@@ -44,14 +44,22 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &str) -> Server {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// Starts with `adjust` applied to the command after the test environment (to change it).
+    pub async fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ragway.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(ragway_bin())
+        let mut command = Command::new(ragway_bin());
+        command
             .args(["serve", "--bind", "127.0.0.1:0", "--config"])
             .arg(&path)
             .envs(test_env())
-            .env_remove("RAGWAY_CONFIG")
+            .env_remove("RAGWAY_CONFIG");
+        adjust(&mut command);
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

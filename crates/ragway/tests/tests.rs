@@ -13,6 +13,7 @@ mod guard_rails;
 mod offline;
 mod openai_api;
 mod openapi;
+mod readiness;
 mod shutdown;
 mod stores;
 mod support;

@@ -8,7 +8,7 @@ use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_types::SdkConfig;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
-use ragway_aws::{ClientSettings, client_config, map_sdk_error};
+use ragway_aws::{ClientSettings, CredentialsCheck, client_config, map_sdk_error};
 use ragway_core::config::{BedrockEmbedderConfig, secs};
 use ragway_core::{BuildError, Embedder, ProviderError};
 use serde::Deserialize;
@@ -25,6 +25,7 @@ pub struct BedrockEmbedder {
     concurrency: usize,
     timeout: Duration,
     provider: String,
+    credentials: CredentialsCheck,
 }
 
 impl BedrockEmbedder {
@@ -49,6 +50,7 @@ impl BedrockEmbedder {
             concurrency: config.concurrency.max(1),
             timeout,
             provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
+            credentials: CredentialsCheck::new(&sdk),
         })
     }
 
@@ -98,6 +100,11 @@ impl Embedder for BedrockEmbedder {
             .buffered(self.concurrency)
             .try_collect()
             .await
+    }
+
+    /// Bedrock answers once its credentials resolve.
+    async fn ready(&self) -> Result<(), String> {
+        self.credentials.check().await
     }
 }
 

@@ -368,6 +368,22 @@ impl FaissStore {
         self.inner.check()
     }
 
+    /// Whether searches can be served: the document store reads, and the loaded index holds
+    /// one vector per chunk of its version. A newer version committed by another process
+    /// (`ragway ingest` beside `ragway serve`) is fine: the next search loads it. A committed
+    /// version older than the loaded one means the store's files changed under ragway.
+    pub async fn ready(&self) -> std::result::Result<(), String> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let loaded = inner.snapshot().generation;
+            let check = inner.check()?;
+            Ok((loaded, check))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|(loaded, check)| readiness(loaded, &check))
+    }
+
     /// Imports an index that another tool built (LangChain's `index.faiss`, or any flat,
     /// HNSW or IVF-flat index) with its documents, without re-embedding.
     ///
@@ -397,6 +413,28 @@ impl Retriever for FaissStore {
             .await
             .map_err(|e| e.into_provider(&self.inner.provider))
     }
+
+    async fn ready(&self) -> Result<(), String> {
+        FaissStore::ready(self).await
+    }
+}
+
+/// The verdict of [`FaissStore::ready`] on what it found.
+fn readiness(loaded: u64, check: &StoreCheck) -> std::result::Result<(), String> {
+    if check.generation < loaded {
+        return Err(format!(
+            "the store's files went back from version {loaded} to version {}: they were \
+             replaced or deleted while ragway served them",
+            check.generation
+        ));
+    }
+    if check.generation == loaded && !check.is_consistent() {
+        return Err(format!(
+            "the loaded index holds {} vectors but the store has {} chunks",
+            check.index_vectors, check.chunks
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -507,5 +545,38 @@ fn normalized(vector: &[f32]) -> Vec<f32> {
         vector.iter().map(|x| x / norm).collect()
     } else {
         vector.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(generation: u64, index_vectors: u64, chunks: usize) -> StoreCheck {
+        StoreCheck {
+            generation,
+            index_vectors,
+            chunks,
+            documents: 1,
+        }
+    }
+
+    #[test]
+    fn a_store_is_ready_when_its_index_matches_its_rows() {
+        assert_eq!(readiness(0, &StoreCheck::default()), Ok(()));
+        assert_eq!(readiness(3, &found(3, 10, 10)), Ok(()));
+        // Another process committed version 4; the next search loads it.
+        assert_eq!(readiness(3, &found(4, 10, 12)), Ok(()));
+    }
+
+    #[test]
+    fn a_store_whose_files_changed_under_it_is_not_ready() {
+        let error = readiness(3, &found(3, 10, 9)).unwrap_err();
+        assert!(
+            error.contains("10 vectors but the store has 9 chunks"),
+            "{error}"
+        );
+        let error = readiness(3, &found(0, 10, 0)).unwrap_err();
+        assert!(error.contains("from version 3 to version 0"), "{error}");
     }
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::error::FieldError;
 use crate::pipeline::Timings;
+use crate::registry::ComponentCheck;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -75,14 +76,19 @@ pub struct Ready {
     pub llm_models: Vec<String>,
     pub vector_dbs: Vec<String>,
     pub embedders: Vec<String>,
+    /// Every component's answer.
+    pub checks: Vec<ComponentCheck>,
 }
 
-/// `GET /readyz` once shutdown has begun.
+/// `GET /readyz` when ragway should get no traffic.
 #[derive(Serialize, ToSchema)]
-pub struct ShuttingDown {
-    /// Always "shutting_down".
+pub struct NotReady {
+    /// "shutting_down" or "not_ready".
     pub status: String,
+    /// Why: shutdown, or each failing component and what is wrong.
     pub detail: String,
+    /// Every component's answer (not while shutting down).
+    pub checks: Option<Vec<ComponentCheck>>,
 }
 
 /// `GET /models`: the names requests may use.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::openapi::responses::Access;
-use crate::openapi::schemas::{Health, ModelNames, Ready, ShuttingDown, Welcome};
+use crate::openapi::schemas::{Health, ModelNames, NotReady, Ready, Welcome};
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
 
@@ -38,16 +38,18 @@ pub struct ReadyState {
     pub readiness: Readiness,
 }
 
-/// `GET /readyz`: 200 while the server takes new requests (every component was built at
-/// start-up, or it would not be serving), 503 from the moment shutdown begins, so that a load
-/// balancer stops sending work while the requests in flight finish.
+/// `GET /readyz`: 200 while the server takes new requests and every component says it can
+/// serve (the local model's generation threads run, each FAISS index matches its documents,
+/// AWS credentials resolve); 503 naming the failing components otherwise, and from the moment
+/// shutdown begins, so that a load balancer stops sending work while the requests in flight
+/// finish.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "Taking requests", body = Ready),
-        (status = 503, description = "Shutting down: finishing the requests in flight", body = ShuttingDown),
+        (status = 200, description = "Taking requests; every component can serve", body = Ready),
+        (status = 503, description = "Shutting down (finishing the requests in flight), or some component cannot serve (`checks` says which and why)", body = NotReady),
     ),
 )]
 pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>) {
@@ -61,6 +63,25 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
         );
     }
     let registry = &state.registry;
+    let checks = registry.check_components().await;
+    let failing: Vec<String> = checks
+        .iter()
+        .filter_map(|check| {
+            let detail = check.detail.as_ref()?;
+            Some(format!("{} \"{}\": {detail}", check.component, check.name))
+        })
+        .collect();
+    if !failing.is_empty() {
+        tracing::warn!(failing = %failing.join("; "), "not ready");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "detail": failing.join("; "),
+                "checks": checks,
+            })),
+        );
+    }
     (
         StatusCode::OK,
         Json(json!({
@@ -68,6 +89,7 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
             "llm_models": registry.llm_names(),
             "vector_dbs": registry.store_names(),
             "embedders": registry.embedder_names(),
+            "checks": checks,
         })),
     )
 }
