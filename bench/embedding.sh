@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Embedding and ingestion speed on this machine. ragway's local embedder (candle) next to
+# Embedding and ingestion speed on this machine. ragway's local embedder (embedder/bert.rs) next to
 # sentence-transformers on the same all-MiniLM-L6-v2 folder and the same texts: query latency
 # (one question per call) and batch throughput over chunk-sized texts; then `ragway ingest` of
 # the same texts as files, end to end (reading, chunking, embedding, FAISS, SQLite).
@@ -39,8 +39,8 @@ for i, line in enumerate(lines):
     (out / "docs" / f"doc-{i:04}.txt").write_text(line + "\n")
 PY
 
-cargo build "${flag[@]}" --quiet -p ragway-retrieval --example embed_bench
-cargo build "${flag[@]}" --quiet -p ragway
+# --workspace: building one package resolves other features and recompiles large dependencies.
+cargo build "${flag[@]}" --quiet --workspace --bins --examples
 echo "== all-MiniLM-L6-v2, $chunks texts of ~1,000 characters, $(nproc) cores"
 "$dir/examples/embed_bench" --model "$model" --texts "$out/chunks.txt"
 st_python=${ST_PYTHON:-python3}

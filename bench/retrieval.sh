@@ -86,7 +86,7 @@ p99 = search["latencyPercentiles"]["p99"] * 1e3
 embed = float(re.search(r"query p50\s+([\d.]+)", open(embed_file).read()).group(1))
 direct = float(re.search(r"1 query per call\s+p50\s+([\d.]+)", open(direct_file).read()).group(1))
 print(f"POST /search (HTTP, embed, FAISS, rows)  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}")
-print(f"query embedding alone (candle)           p50 {embed:7.2f} ms")
+print(f"query embedding alone (MiniLM)           p50 {embed:7.2f} ms")
 print(f"Python faiss, same HNSW index            p50 {direct:7.2f} ms")
 print(f"ragway's added p50 beyond embedding + FAISS: {p50 - embed - direct:+.2f} ms")
 status = open(f"/proc/{pid}/status").read()

@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pick = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
     println!(
         "{:<28} query p50 {:>7.2} ms  p99 {:>7.2} ms",
-        "ragway (candle)",
+        "ragway",
         millis(pick(0.5)),
         millis(pick(0.99))
     );
@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{:<28} {} chunks (batches of {}) {:>7.1} chunks/s",
-        "ragway (candle)",
+        "ragway",
         texts.len(),
         args.batch,
         texts.len() as f64 / seconds

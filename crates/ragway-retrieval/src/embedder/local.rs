@@ -1,19 +1,20 @@
-//! A sentence-transformers BERT model (all-MiniLM-L6-v2 by default) run in-process with candle
-//! on the CPU: tokenize, BERT forward pass, mean pooling over the attention mask, L2 norm.
+//! A sentence-transformers BERT model (all-MiniLM-L6-v2 by default) run in-process on the CPU:
+//! tokenize, BERT's encoder (`bert.rs`), mean pooling over each text's tokens, L2 norm.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::Config as BertConfig;
 use ragway_core::config::LocalEmbedderConfig;
 use ragway_core::{BuildError, Embedder, ProviderError};
 use tokenizers::{
-    PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
+    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
+
+use super::bert::Encoder;
 
 pub const PROVIDER_TYPE: &str = "local";
 
@@ -31,9 +32,8 @@ pub struct LocalEmbedder {
 
 /// The loaded weights and tokenizer, shared with the blocking threads that run them.
 struct Model {
-    bert: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 impl LocalEmbedder {
@@ -75,8 +75,8 @@ impl LocalEmbedder {
         let mut tokenizer =
             Tokenizer::from_bytes(read_model_file(dir, "tokenizer.json").map_err(fail)?)
                 .map_err(|e| fail(format!("cannot load {}: {e}", tokenizer_path.display())))?;
-        // sentence-transformers truncates at max_seq_length (special tokens included) and pads
-        // each batch to its longest text, whatever tokenizer.json says (MiniLM's: 128, fixed).
+        // sentence-transformers truncates at max_seq_length (special tokens included), whatever
+        // tokenizer.json says (MiniLM's: 128). Nothing is padded: each text is encoded alone.
         let special = tokenizer
             .get_post_processor()
             .map_or(0, |p| p.added_tokens(false));
@@ -93,12 +93,7 @@ impl LocalEmbedder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| fail(format!("cannot set truncation: {e}")))?;
-        let padding = PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_to_multiple_of: None,
-            ..tokenizer.get_padding().cloned().unwrap_or_default()
-        };
-        tokenizer.with_padding(Some(padding));
+        tokenizer.with_padding(None);
 
         let device = Device::Cpu;
         let weights_path = dir.join("model.safetensors");
@@ -106,7 +101,7 @@ impl LocalEmbedder {
         let tensors = candle_core::safetensors::load_buffer(&weights, &device)
             .map_err(|e| fail(format!("cannot read {}: {e}", weights_path.display())))?;
         drop(weights);
-        let bert = BertModel::load(
+        let encoder = Encoder::load(
             VarBuilder::from_tensors(tensors, DType::F32, &device),
             &bert_config,
         )
@@ -118,12 +113,8 @@ impl LocalEmbedder {
         })?;
 
         Ok(Self {
-            model: Arc::new(Model {
-                bert,
-                tokenizer,
-                device,
-            }),
-            dimension: bert_config.hidden_size,
+            dimension: encoder.hidden_size(),
+            model: Arc::new(Model { encoder, tokenizer }),
             batch_size: config.batch_size,
             provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
         })
@@ -157,60 +148,23 @@ impl Embedder for LocalEmbedder {
 }
 
 impl Model {
-    /// Embeds every text, `batch_size` at a time. Like sentence-transformers, texts are batched
-    /// longest first so that each batch pads little; the answer keeps the input order.
+    /// Embeds every text, `batch_size` at a time; a batch's texts go through the encoder
+    /// together, each attending only to its own tokens.
     fn embed_all(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>, String> {
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
-        let mut vectors = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(batch_size) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            for (&i, vector) in chunk.iter().zip(self.embed_batch(batch)?) {
-                vectors[i] = vector;
-            }
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(batch_size) {
+            let encodings = self
+                .tokenizer
+                .encode_batch(batch.iter().map(String::as_str).collect(), true)
+                .map_err(|e| format!("tokenizer: {e}"))?;
+            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+            vectors.extend(
+                self.encoder
+                    .embed(&ids)
+                    .map_err(|e| format!("model: {e}"))?,
+            );
         }
         Ok(vectors)
-    }
-
-    fn embed_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<f32>>, String> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts, true)
-            .map_err(|e| format!("tokenizer: {e}"))?;
-        let rows = encodings.len();
-        let columns = encodings.first().map_or(0, |e| e.len());
-        let mut ids = Vec::with_capacity(rows * columns);
-        let mut mask = Vec::with_capacity(rows * columns);
-        for encoding in &encodings {
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
-        }
-        self.forward(ids, mask, (rows, columns))
-            .map_err(|e| format!("model: {e}"))
-    }
-
-    /// BERT, then mean pooling over the real tokens and L2 normalisation, as
-    /// sentence-transformers' Pooling(mean) and Normalize modules compute them.
-    fn forward(
-        &self,
-        ids: Vec<u32>,
-        mask: Vec<u32>,
-        shape: (usize, usize),
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let ids = Tensor::from_vec(ids, shape, &self.device)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12f32, f32::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
 }
 
