@@ -1,7 +1,8 @@
 //! Every request gets an id: the client's `x-request-id` when it sends one (so a caller can
 //! follow its own id through ragway's logs), a fresh UUID otherwise. The id is on the
 //! request's log span — with the method, the path, the status and the latency, never the
-//! prompt — and echoed back in the response's `x-request-id`.
+//! prompt — and echoed back in the response's `x-request-id`. When traces are exported, the
+//! request's trace span is opened here too (`crate::telemetry`).
 
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ tokio::task_local! {
     static CURRENT: String;
 }
 
-/// The id of the request being served, for the spans its handler opens (trace spans carry it
-/// as `request_id`); empty outside a request (the CLI).
+/// The id of the request being served, for the trace spans its handler opens (they carry it
+/// as `request_id`); empty when traces are off or outside a request (the CLI).
 pub fn current() -> String {
     CURRENT.try_with(Clone::clone).unwrap_or_default()
 }
@@ -29,6 +30,9 @@ pub fn current() -> String {
 /// Middleware: makes the request's id available to [`current`] while it is handled, inside
 /// the request's trace span when traces are exported.
 async fn scope(request: AxumRequest, next: Next) -> axum::response::Response {
+    if !crate::telemetry::exporting() {
+        return next.run(request).await;
+    }
     let id = request
         .headers()
         .get(HEADER)

@@ -59,10 +59,9 @@ pub fn init(format: LogFormat, tracing: Option<&TracingConfig>) -> Telemetry {
     .with_filter(filter);
 
     let enabled = tracing.filter(|config| config.is_enabled(|name| std::env::var(name).ok()));
-    let exporter = enabled.map(|config| (config, provider(config)));
-    let (provider, failure) = match exporter {
-        Some((_, Ok(provider))) => (Some(provider), None),
-        Some((_, Err(error))) => (None, Some(error)),
+    let (provider, failure) = match enabled.map(provider) {
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };
     let traces = provider.as_ref().map(|provider| {
@@ -81,17 +80,39 @@ pub fn init(format: LogFormat, tracing: Option<&TracingConfig>) -> Telemetry {
     if let Some(error) = failure {
         tracing::warn!("traces are off: cannot set up the OTLP exporter: {error}");
     }
-    if provider.is_some() {
+    if let (Some(_), Some(config)) = (&provider, enabled) {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         ragway_server::telemetry::set_exporting(true);
         tracing::info!(
-            endpoint = %enabled.and_then(TracingConfig::traces_url).unwrap_or_else(|| "from OTEL_EXPORTER_OTLP_* (or the OTLP default)".into()),
+            endpoint = %endpoint(config, |name| std::env::var(name).ok()),
             "exporting traces over OTLP/HTTP"
         );
     }
     Telemetry { provider }
+}
+
+/// Where spans go, resolved as the exporter resolves it, for the log (without any
+/// `user:password@` the URL may hold).
+fn endpoint(config: &TracingConfig, env: impl Fn(&str) -> Option<String>) -> String {
+    let set = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let url = config
+        .traces_url()
+        .or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| {
+            set("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })
+        .unwrap_or_else(|| "http://localhost:4318/v1/traces".to_owned());
+    // Drop a `user:password@` from the authority.
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@') {
+            return format!("{scheme}://{}", &rest[at + 1..]);
+        }
+    }
+    url
 }
 
 /// The tracer provider: OTLP/HTTP protobuf, batched on its own thread; the `OTEL_*`
@@ -164,5 +185,27 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_endpoint_is_the_exporters_without_credentials() {
+        let none = |_: &str| None;
+        let file = TracingConfig {
+            endpoint: Some("http://collector:4318".into()),
+            ..TracingConfig::default()
+        };
+        assert_eq!(endpoint(&file, none), "http://collector:4318/v1/traces");
+        let base = |name: &str| {
+            (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "https://u:p@c:4318/".to_owned())
+        };
+        let from_env = TracingConfig::default();
+        assert_eq!(endpoint(&from_env, base), "https://c:4318/v1/traces");
+        assert_eq!(endpoint(&file, base), "http://collector:4318/v1/traces");
+        assert_eq!(endpoint(&from_env, none), "http://localhost:4318/v1/traces");
     }
 }
