@@ -34,13 +34,26 @@ fuzz_target!(|body: &[u8]| {
     match ragway_server::requests::chat_completion(body, registry) {
         Ok(conversation) => {
             assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
-            assert_eq!(conversation.llm_name, "gpt", "only a configured model is accepted");
+            assert_eq!(
+                conversation.llm_name, "gpt",
+                "only a configured model is accepted"
+            );
             let request = &conversation.request;
             assert!(!request.messages.is_empty(), "no messages passed");
-            let chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
-            assert!(chars <= limits.max_prompt_chars, "{chars} characters passed");
+            let chars: usize = request
+                .messages
+                .iter()
+                .map(|m| m.content.chars().count())
+                .sum();
+            assert!(
+                chars <= limits.max_prompt_chars,
+                "{chars} characters passed"
+            );
             if let Some(max_tokens) = request.max_tokens {
-                assert!((1..=limits.max_tokens).contains(&max_tokens), "max_tokens {max_tokens}");
+                assert!(
+                    (1..=limits.max_tokens).contains(&max_tokens),
+                    "max_tokens {max_tokens}"
+                );
             }
             if let Some(t) = request.temperature {
                 assert!((0.0..=2.0).contains(&t), "temperature {t}");
@@ -50,7 +63,10 @@ fuzz_target!(|body: &[u8]| {
             }
             assert!(request.stop.len() <= 4 && request.stop.iter().all(|s| !s.is_empty()));
             if let Some(top_k) = conversation.top_k {
-                assert!((1..=registry.server.max_top_k).contains(&top_k), "top_k {top_k}");
+                assert!(
+                    (1..=registry.server.max_top_k).contains(&top_k),
+                    "top_k {top_k}"
+                );
             }
             if conversation.vector_search_type != NO_RETRIEVAL {
                 // Stores are resolved later (a 400 naming the valid ones); none exist here.
@@ -59,7 +75,11 @@ fuzz_target!(|body: &[u8]| {
         }
         Err(error) => {
             let status = error.0.status().0.as_u16();
-            assert!(matches!(status, 400 | 404), "status {status} for a bad body: {:?}", error.0);
+            assert!(
+                matches!(status, 400 | 404),
+                "status {status} for a bad body: {:?}",
+                error.0
+            );
             let body = error.body();
             let message = body["error"]["message"].as_str().unwrap_or_default();
             assert!(!message.is_empty(), "an error without a message: {body}");

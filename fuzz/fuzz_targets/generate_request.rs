@@ -18,7 +18,10 @@ fuzz_target!(|body: &[u8]| {
                 "accepted a body that is not JSON"
             );
             assert!(!question.prompt.trim().is_empty(), "a blank prompt passed");
-            assert!(!question.llm_name.trim().is_empty(), "a blank llm_name passed");
+            assert!(
+                !question.llm_name.trim().is_empty(),
+                "a blank llm_name passed"
+            );
             assert!(question.prompt.chars().count() <= limits.max_prompt_chars);
             if let Some(system) = &question.system {
                 assert!(system.chars().count() <= limits.max_prompt_chars);
@@ -27,7 +30,10 @@ fuzz_target!(|body: &[u8]| {
                 assert!((1..=server.max_top_k).contains(&top_k), "top_k {top_k}");
             }
             if let Some(max_tokens) = question.max_tokens {
-                assert!((1..=limits.max_tokens).contains(&max_tokens), "max_tokens {max_tokens}");
+                assert!(
+                    (1..=limits.max_tokens).contains(&max_tokens),
+                    "max_tokens {max_tokens}"
+                );
             }
             if let Some(t) = question.temperature {
                 assert!((0.0..=2.0).contains(&t), "temperature {t}");
@@ -38,8 +44,15 @@ fuzz_target!(|body: &[u8]| {
             assert_eq!(error.status().0.as_u16(), 422);
             assert!(!errors.is_empty(), "a 422 that names no problem");
             for problem in &errors {
-                assert_eq!(problem.loc.first().map(String::as_str), Some("body"), "{problem:?}");
-                assert!(!problem.msg.is_empty() && !problem.kind.is_empty(), "{problem:?}");
+                assert_eq!(
+                    problem.loc.first().map(String::as_str),
+                    Some("body"),
+                    "{problem:?}"
+                );
+                assert!(
+                    !problem.msg.is_empty() && !problem.kind.is_empty(),
+                    "{problem:?}"
+                );
             }
             // The response body is what a client gets: it must render.
             let _ = error.to_string();
