@@ -4,7 +4,8 @@
 # Gemma 3 270M for the configured-chat-template tests) — both steps are idempotent and quick when
 # done — then runs formatting, lints and every test of the workspace: unit tests, end-to-end tests
 # of the real binary over real sockets against wire-level fakes, the boto3 checks of the fakes,
-# FAISS compatibility with Python's faiss, and the local models.
+# FAISS compatibility with Python's faiss, and the local models; then the fuzz targets for a
+# bounded time (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,3 +13,4 @@ scripts/fetch-models.sh --gemma
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/fuzz.sh

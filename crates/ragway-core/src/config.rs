@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Request sizes, time limits and concurrency.
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// OpenTelemetry traces over OTLP/HTTP; off unless configured.
+    #[serde(default)]
+    pub tracing: crate::telemetry::TracingConfig,
 }
 
 impl ServerConfig {
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             metrics_bind: None,
             auth: crate::access::AuthConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            tracing: crate::telemetry::TracingConfig::default(),
         }
     }
 }
@@ -134,6 +138,21 @@ impl LlmConfig {
             Self::Openai(_) => "openai",
             Self::Bedrock(_) => "bedrock",
             Self::Local(_) => "local",
+        }
+    }
+
+    /// The model as its provider knows it: OpenAI's `model`, Bedrock's `model_id`, a local
+    /// GGUF's file name.
+    pub fn model_id(&self) -> String {
+        match self {
+            Self::Openai(c) => c.model.clone(),
+            Self::Bedrock(c) => c.model_id.clone(),
+            Self::Local(c) => c
+                .path
+                .file_name()
+                .unwrap_or(c.path.as_os_str())
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
@@ -770,6 +789,7 @@ impl Config {
     fn validate(&self, issues: &mut Vec<ConfigIssue>) {
         self.deploy.validate(issues);
         self.server.limits.validate(issues);
+        self.server.tracing.validate(issues);
         let models: Vec<&str> = self
             .llm
             .iter()

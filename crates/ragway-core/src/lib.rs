@@ -8,6 +8,7 @@ pub mod error;
 pub mod limits;
 pub mod prompt;
 pub mod secret;
+pub mod telemetry;
 pub mod traits;
 pub mod types;
 

@@ -1,6 +1,6 @@
 //! ragway's HTTP server: the registry built from config, the pipeline that answers (with
 //! retries, fallbacks and cooldowns), the routes behind API keys and limits, the single mapping
-//! from errors to HTTP, their OpenAPI document, and graceful shutdown.
+//! from errors to HTTP, their OpenAPI document, trace spans, and graceful shutdown.
 
 pub mod auth;
 pub mod error;
@@ -16,6 +16,7 @@ pub mod request_id;
 pub mod resilience;
 mod routes;
 pub mod shutdown;
+pub mod telemetry;
 
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
@@ -23,6 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
+
+/// The answer routes' request bodies, read exactly as the routes read them (for the fuzz
+/// targets, and for programs that embed ragway).
+pub mod requests {
+    pub use crate::routes::generate::read_body as generate;
+    pub use crate::routes::v1::chat::read_body as chat_completion;
+}
 
 pub use error::ApiError;
 pub use registry::{Registry, StartupError};

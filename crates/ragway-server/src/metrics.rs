@@ -171,6 +171,8 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    // The request's trace span is named by its route, known only now.
+    crate::telemetry::route(&method, &route);
     let started = Instant::now();
     let in_flight = metrics::gauge!("ragway_requests_in_flight");
     in_flight.increment(1.0);

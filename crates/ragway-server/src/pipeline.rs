@@ -7,11 +7,13 @@ use std::time::Instant;
 use ragway_core::prompt::{PromptInput, assemble, augment};
 use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::metrics;
 use crate::registry::{Registry, Store};
 use crate::resilience::{Answered, first_words};
+use crate::telemetry;
 
 /// A question as a route or the CLI received it, already validated for shape.
 #[derive(Clone, Debug)]
@@ -168,8 +170,14 @@ impl Registry {
     ) -> Result<Vec<Passage>, ApiError> {
         let started = Instant::now();
         let top_k = top_k.unwrap_or(self.server.default_top_k);
-        let passages = store.retriever.search(query, top_k, &Filter::new()).await;
+        let span = telemetry::retrieval(store, top_k);
+        let passages = store
+            .retriever
+            .search(query, top_k, &Filter::new())
+            .instrument(span.clone())
+            .await;
         metrics::retrieved(&store.name, started.elapsed());
+        telemetry::retrieved(&span, &passages);
         Ok(passages?)
     }
 
@@ -177,12 +185,17 @@ impl Registry {
     pub async fn answer(&self, question: &Question) -> Result<Answer, ApiError> {
         let prepared = self.prepare(question).await?;
         let generation_started = Instant::now();
+        let span = self.chat_span(&prepared);
         let (response, answered) = self
             .call_with_fallbacks(&prepared.llm_name, |model| {
                 let request = prepared.request.clone();
                 async move { model.generate(request).await }
             })
-            .await?;
+            .instrument(span.clone())
+            .await
+            .inspect_err(|error| telemetry::failed(&span, error))?;
+        telemetry::answered(&span, self, &answered);
+        telemetry::usage(&span, &response.usage);
         metrics::generated(
             &answered.model,
             generation_started.elapsed(),
@@ -206,14 +219,29 @@ impl Registry {
     /// included: what the client waited), and the stream's usage and length when it ends.
     pub async fn stream(&self, prepared: &Prepared) -> Result<(DeltaStream, Answered), ApiError> {
         let called = Instant::now();
+        let span = self.chat_span(prepared);
         let (stream, answered) = self
             .call_with_fallbacks(&prepared.llm_name, |model| {
                 let request = prepared.request.clone();
                 async move { first_words(model.stream(request).await?).await }
             })
-            .await?;
+            .instrument(span.clone())
+            .await
+            .inspect_err(|error| telemetry::failed(&span, error))?;
         metrics::first_token(&answered.model, called.elapsed());
+        telemetry::answered(&span, self, &answered);
         let stream = metrics::observe_stream(stream, answered.model.clone(), called);
+        // The span lasts as long as the stream and records its usage.
+        let stream = telemetry::observe_stream(stream, span);
         Ok((stream, answered))
+    }
+
+    /// The trace span of the model call that answers `prepared` (nothing unless traces are
+    /// exported).
+    pub fn chat_span(&self, prepared: &Prepared) -> tracing::Span {
+        match self.llm(&prepared.llm_name) {
+            Ok(llm) => telemetry::chat(llm, &prepared.request),
+            Err(_) => tracing::Span::none(),
+        }
     }
 }

@@ -19,6 +19,8 @@ use crate::resilience::Health;
 pub struct Llm {
     pub name: String,
     pub kind: &'static str,
+    /// The model as its provider knows it (`gpt-4o`, a Bedrock model id, a GGUF file name).
+    pub model_id: String,
     pub context_window: u32,
     pub model: Arc<dyn ChatModel>,
     /// Calls per request for failures worth retrying.
@@ -165,6 +167,7 @@ impl Registry {
                         Llm {
                             name: llm.name().to_owned(),
                             kind: llm.kind(),
+                            model_id: llm.model_id(),
                             context_window: llm.context_window(),
                             model,
                             retry: llm.retry(),

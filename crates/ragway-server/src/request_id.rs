@@ -1,18 +1,52 @@
 //! Every request gets an id: the client's `x-request-id` when it sends one (so a caller can
 //! follow its own id through ragway's logs), a fresh UUID otherwise. The id is on the
 //! request's log span — with the method, the path, the status and the latency, never the
-//! prompt — and echoed back in the response's `x-request-id`.
+//! prompt — and echoed back in the response's `x-request-id`. When traces are exported, the
+//! request's trace span is opened here too (`crate::telemetry`).
 
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request as AxumRequest;
 use axum::http::{HeaderName, Request, Response};
+use axum::middleware::Next;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 
 /// The header that carries the id both ways.
 pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being served, for the trace spans its handler opens (they carry it
+/// as `request_id`); empty when traces are off or outside a request (the CLI).
+pub fn current() -> String {
+    CURRENT.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Middleware: makes the request's id available to [`current`] while it is handled, inside
+/// the request's trace span when traces are exported.
+async fn scope(request: AxumRequest, next: Next) -> axum::response::Response {
+    if !crate::telemetry::exporting() {
+        return next.run(request).await;
+    }
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let span = crate::telemetry::server(request.method(), request.headers(), &id);
+    let response = CURRENT
+        .scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
+    crate::telemetry::responded(&span, response.status());
+    response
+}
 
 /// Wraps `router` so that every request has an id, logged and echoed.
 pub fn layer(router: Router) -> Router {
@@ -20,6 +54,7 @@ pub fn layer(router: Router) -> Router {
     // Layers run outside in: the id is set first, then the span sees it, and the response
     // gets it last.
     router
+        .layer(axum::middleware::from_fn(scope))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(
             TraceLayer::new_for_http()

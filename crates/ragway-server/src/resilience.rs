@@ -388,6 +388,7 @@ mod tests {
         Llm {
             name: name.into(),
             kind: "openai",
+            model_id: name.into(),
             context_window: 1000,
             model,
             retry: policy(1, 2),

@@ -1,4 +1,5 @@
-//! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks talk to.
+//! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks
+//! talk to, and a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives.
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
 //! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
@@ -7,6 +8,7 @@
 pub mod bedrock;
 pub mod kendra;
 pub mod openai;
+pub mod otlp;
 mod reply;
 mod server;
 

@@ -5,6 +5,7 @@ mod ask;
 mod deploy;
 mod healthcheck;
 mod ingest;
+mod telemetry;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -79,7 +80,12 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Before the async runtime: the trace exporter's HTTP client and thread are its own.
+    let tracing = match &cli.command {
+        Command::Serve { .. } => Some(tracing_config(cli.config.as_deref())),
+        _ => None,
+    };
+    let telemetry = telemetry::init(cli.log_format, tracing.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,19 +106,19 @@ fn main() -> ExitCode {
     // Requests cut at the end of a shutdown grace period may still hold blocking work (a
     // local model mid-token); do not wait for it past the grace period already given.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Exports the spans still waiting in the batch.
+    drop(telemetry);
     code
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// `[server.tracing]` of the configuration `serve` is about to load; a configuration that
+/// does not load is reported by `serve` itself, with traces left to the `OTEL_*` variables.
+fn tracing_config(path: Option<&std::path::Path>) -> ragway_core::telemetry::TracingConfig {
+    let config = match path {
+        Some(path) => Config::load(path),
+        None => Config::parse(OFFLINE_DEFAULT, "the built-in offline default"),
+    };
+    config.map(|c| c.server.tracing).unwrap_or_default()
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {

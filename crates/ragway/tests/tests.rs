@@ -17,3 +17,4 @@ mod readiness;
 mod shutdown;
 mod stores;
 mod support;
+mod traces;

@@ -60,6 +60,12 @@ fn no_retrieval() -> String {
     NO_RETRIEVAL.to_owned()
 }
 
+/// The body of `POST /generate` as the route reads it: JSON, with the place of any error, then
+/// every value checked against the server's limits. The question, and whether to stream it.
+pub fn read_body(body: &[u8], server: &ServerConfig) -> Result<(Question, bool), ApiError> {
+    validate(crate::json::parse(body)?, server)
+}
+
 /// Values in range, reported all at once.
 fn validate(request: GenerateRequest, server: &ServerConfig) -> Result<(Question, bool), ApiError> {
     let limits = &server.limits;

@@ -21,6 +21,7 @@ use ragway_core::{
 use ragway_llm::openai::tool_calls_json;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use super::now;
@@ -339,6 +340,14 @@ fn stop_sequences(stop: Option<Value>) -> Result<Vec<String>, OpenAiError> {
     Ok(stop)
 }
 
+/// The body of `POST /v1/chat/completions` as the route reads it: JSON, then every field
+/// checked (messages, tools, limits, the model's name and what it allows). The conversation
+/// to answer.
+pub fn read_body(body: &[u8], registry: &Registry) -> Result<Conversation, OpenAiError> {
+    let request = crate::json::parse(body).map_err(OpenAiError)?;
+    check(request, registry).map(|checked| checked.conversation)
+}
+
 /// A checked request: what to ask, how many choices, how to stream.
 struct Checked {
     conversation: Conversation,
@@ -506,6 +515,7 @@ pub async fn completions(
     }
     let prepared = registry.prepare_conversation(checked.conversation).await?;
     let generation_started = std::time::Instant::now();
+    let span = registry.chat_span(&prepared);
     // All choices come from one model: a failed choice retries (or falls back) them all.
     let (answers, answered) = registry
         .call_with_fallbacks(&prepared.llm_name, |model| {
@@ -517,7 +527,10 @@ pub async fn completions(
                 .collect();
             try_join_all(calls)
         })
-        .await?;
+        .instrument(span.clone())
+        .await
+        .inspect_err(|error| crate::telemetry::failed(&span, error))?;
+    crate::telemetry::answered(&span, &registry, &answered);
     let mut usage = Usage::default();
     let choices: Vec<Value> = answers
         .into_iter()
@@ -543,6 +556,7 @@ pub async fn completions(
         })
         .collect();
     crate::metrics::generated(&answered.model, generation_started.elapsed(), &usage);
+    crate::telemetry::usage(&span, &usage);
     caller.spend(&usage);
     let mut body = json!({
         "id": completion_id(),

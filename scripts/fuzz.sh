@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs ragway's fuzz targets (fuzz/) for a bounded time each: the request bodies of /generate
+# and /v1/chat/completions as the routes read them, and the configuration loader with its
+# validation. A panic, a failed assertion, a hang (-timeout) or runaway memory fails the script;
+# the input that did it is left under fuzz/artifacts/<target>/ (replay it with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run -s none <target> <file>`).
+#
+# Stable Rust: cargo-fuzz passes a few unstable flags, which RUSTC_BOOTSTRAP=1 allows. No
+# sanitizer: the code under test is safe Rust (the workspace denies unsafe code), so
+# AddressSanitizer would find nothing Rust's own checks miss; coverage-guided fuzzing with
+# debug assertions is what finds panics, and the run stays fast.
+#
+# Time: FUZZ_SECONDS (60) per target, about 3 minutes for the three, plus the build. The build
+# goes to $CARGO_TARGET_DIR/fuzz (or FUZZ_TARGET_DIR) and the corpora to
+# ~/.cache/ragway/fuzz-corpus (or FUZZ_CORPUS_DIR), so that a cached machine rebuilds only
+# what changed and each run starts from the inputs earlier runs found. The first build compiles
+# ragway-server's dependencies (llama.cpp and FAISS among them) once more, for the fuzzer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${FUZZ_SECONDS:-60}
+read -r -a targets <<< "${FUZZ_TARGETS:-generate_request chat_request config}"
+corpora=${FUZZ_CORPUS_DIR:-$HOME/.cache/ragway/fuzz-corpus}
+fuzz_target_dir=${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/fuzz}
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz from crates.io"
+  # Its own build directory, not the workspace's.
+  env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked
+fi
+
+export RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR=$fuzz_target_dir
+cargo fuzz build --sanitizer none
+
+for target in "${targets[@]}"; do
+  corpus=$corpora/$target
+  mkdir -p "$corpus"
+  seeds=(fuzz/seeds/"$target"/*)
+  # Every example configuration is a seed of the config target.
+  [ "$target" = config ] && seeds=(examples/*.toml)
+  cp -n "${seeds[@]}" "$corpus"/ 2>/dev/null || true
+  echo "fuzzing $target for ${seconds}s (corpus: $corpus)"
+  cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+done
+echo "fuzzing found nothing in ${#targets[@]} targets"
