@@ -19,7 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-read -r -a targets <<< "${FUZZ_TARGETS:-generate_request chat_request config}"
+# The request targets need the `requests` feature (ragway-server and all it links); CI runs the
+# config target, whose build is small: FUZZ_TARGETS="config generate_request chat_request" runs
+# all three.
+read -r -a targets <<< "${FUZZ_TARGETS:-config}"
+features=()
+for target in "${targets[@]}"; do
+  if [ "$target" != config ]; then features=(--features requests); fi
+done
 corpora=${FUZZ_CORPUS_DIR:-$HOME/.cache/ragway/fuzz-corpus}
 fuzz_target_dir=${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/fuzz}
 
@@ -31,7 +38,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=$fuzz_target_dir
-cargo fuzz build --sanitizer none
+cargo fuzz build --sanitizer none "${features[@]}"
 
 for target in "${targets[@]}"; do
   corpus=$corpora/$target
@@ -41,7 +48,7 @@ for target in "${targets[@]}"; do
   [ "$target" = config ] && seeds=(examples/*.toml)
   cp -n "${seeds[@]}" "$corpus"/ 2>/dev/null || true
   echo "fuzzing $target for ${seconds}s (corpus: $corpus)"
-  cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+  cargo fuzz run --sanitizer none "${features[@]}" "$target" "$corpus" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
 echo "fuzzing found nothing in ${#targets[@]} targets"
