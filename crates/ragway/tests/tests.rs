@@ -10,6 +10,7 @@ mod e2e;
 mod errors;
 mod faults;
 mod guard_rails;
+mod load;
 mod offline;
 mod openai_api;
 mod openapi;
