@@ -278,3 +278,18 @@ async fn no_input_makes_it_panic_or_fail_upstream() {
     let (status, _) = stack.server.get("/healthz").await;
     assert_eq!(status, 200, "the server survived");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_urls_are_404_in_the_detail_shape() {
+    let stack = Stack::start().await;
+    let (status, body) = stack.server.get("/nowhere/at-all").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        detail_text(&body),
+        "Unknown request URL: GET /nowhere/at-all"
+    );
+    let (status, _, body) = stack.server.post("/generat", &ask("gpt-4o", "none")).await;
+    assert_eq!(status, 404);
+    assert!(detail_text(&body).contains("POST /generat"), "{body}");
+    assert!(stack.openai.requests().is_empty());
+}

@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
+use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
 use crate::{auth, limits};
@@ -65,6 +67,16 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
     if server.metrics_bind.is_none() {
         router = router.merge(crate::metrics::router());
     }
+    // Any other URL: a 404 in the seed routes' `{"detail": ...}` shape naming what was asked
+    // for (`/v1/...` has its own, in OpenAI's shape).
+    let router = router.fallback(unknown_route);
     crate::metrics::install();
     crate::request_id::layer(router)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::UnknownRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
