@@ -13,20 +13,15 @@
 # Time: FUZZ_SECONDS (60) per target, about 3 minutes for the three, plus the build. The build
 # goes to $CARGO_TARGET_DIR/fuzz (or FUZZ_TARGET_DIR) and the corpora to
 # ~/.cache/ragway/fuzz-corpus (or FUZZ_CORPUS_DIR), so that a cached machine rebuilds only
-# what changed and each run starts from the inputs earlier runs found. The first build compiles
-# ragway-server's dependencies (llama.cpp and FAISS among them) once more, for the fuzzer.
+# what changed and each run starts from the inputs earlier runs found. The targets link only
+# ragway-core and ragway-requests (the routes' request reading without the server), so the
+# first build takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-# The request targets need the `requests` feature (ragway-server and all it links); CI runs the
-# config target, whose build is small: FUZZ_TARGETS="config generate_request chat_request" runs
-# all three.
-read -r -a targets <<< "${FUZZ_TARGETS:-config}"
-features=()
-for target in "${targets[@]}"; do
-  if [ "$target" != config ]; then features=(--features requests); fi
-done
+# FUZZ_TARGETS="config" runs one.
+read -r -a targets <<< "${FUZZ_TARGETS:-config generate_request chat_request}"
 corpora=${FUZZ_CORPUS_DIR:-$HOME/.cache/ragway/fuzz-corpus}
 fuzz_target_dir=${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/fuzz}
 
@@ -38,7 +33,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=$fuzz_target_dir
-cargo fuzz build --sanitizer none "${features[@]}"
+cargo fuzz build --sanitizer none
 
 for target in "${targets[@]}"; do
   corpus=$corpora/$target
@@ -48,7 +43,7 @@ for target in "${targets[@]}"; do
   [ "$target" = config ] && seeds=(examples/*.toml)
   cp -n "${seeds[@]}" "$corpus"/ 2>/dev/null || true
   echo "fuzzing $target for ${seconds}s (corpus: $corpus)"
-  cargo fuzz run --sanitizer none "${features[@]}" "$target" "$corpus" -- \
+  cargo fuzz run --sanitizer none "$target" "$corpus" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
 echo "fuzzing found nothing in ${#targets[@]} targets"

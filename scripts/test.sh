@@ -4,8 +4,8 @@
 # Gemma 3 270M for the configured-chat-template tests) — both steps are idempotent and quick when
 # done — then runs formatting, lints and every test of the workspace: unit tests, end-to-end tests
 # of the real binary over real sockets against wire-level fakes, the boto3 checks of the fakes,
-# FAISS compatibility with Python's faiss, and the local models; then the config fuzz target for
-# a bounded time (scripts/fuzz.sh).
+# FAISS compatibility with Python's faiss, and the local models; then the fuzz targets (request
+# bodies, configuration) for a bounded time each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

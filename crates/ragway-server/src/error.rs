@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ragway_core::ProviderError;
-use serde::Serialize;
+pub use ragway_requests::FieldError;
+use ragway_requests::RequestError;
 use serde_json::json;
 
 /// Everything a request can fail with.
@@ -116,27 +117,6 @@ fn earliest_end(models: &[(String, Duration)]) -> Duration {
     })
 }
 
-/// One validation problem in FastAPI's (pydantic's) shape.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// Where: `["body", "prompt"]`.
-    pub loc: Vec<String>,
-    pub msg: String,
-    /// `missing`, `json_invalid`, `type_error`, `string_too_short`, `greater_than_equal`, ...
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-impl FieldError {
-    pub fn new(loc: &[&str], msg: impl Into<String>, kind: &str) -> Self {
-        Self {
-            loc: loc.iter().map(|s| (*s).to_owned()).collect(),
-            msg: msg.into(),
-            kind: kind.to_owned(),
-        }
-    }
-}
-
 /// When a throttled provider gives no hint, clients are asked to wait this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -242,6 +222,24 @@ fn respond(
 /// (`BadRequestError`, `NotFoundError`, `RateLimitError`, ...).
 #[derive(Debug)]
 pub struct OpenAiError(pub ApiError);
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> Self {
+        match error {
+            RequestError::Invalid(errors) => Self::Validation(errors),
+            RequestError::BadRequest { param, message } => Self::BadRequest {
+                param: Some(param),
+                message,
+            },
+        }
+    }
+}
+
+impl From<RequestError> for OpenAiError {
+    fn from(error: RequestError) -> Self {
+        Self(error.into())
+    }
+}
 
 impl From<ApiError> for OpenAiError {
     fn from(error: ApiError) -> Self {

@@ -25,13 +25,6 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
 
-/// The answer routes' request bodies, read exactly as the routes read them (for the fuzz
-/// targets, and for programs that embed ragway).
-pub mod requests {
-    pub use crate::routes::generate::read_body as generate;
-    pub use crate::routes::v1::chat::read_body as chat_completion;
-}
-
 pub use error::ApiError;
 pub use registry::{Registry, StartupError};
 pub use routes::app;

@@ -15,26 +15,7 @@ use crate::registry::{Registry, Store};
 use crate::resilience::{Answered, first_words};
 use crate::telemetry;
 
-/// A question as a route or the CLI received it, already validated for shape.
-#[derive(Clone, Debug)]
-pub struct Question {
-    pub prompt: String,
-    pub llm_name: String,
-    pub vector_search_type: String,
-    pub top_k: Option<usize>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub system: Option<String>,
-}
-
-/// A whole conversation for a named model, optionally grounded by a named store.
-#[derive(Clone, Debug)]
-pub struct Conversation {
-    pub llm_name: String,
-    pub vector_search_type: String,
-    pub top_k: Option<usize>,
-    pub request: ChatRequest,
-}
+pub use ragway_requests::{Conversation, Question};
 
 /// Milliseconds spent in each stage.
 #[derive(Clone, Copy, Debug, Default, Serialize, utoipa::ToSchema)]

@@ -56,12 +56,12 @@ pub async fn search(
             "string_too_short",
         ));
     }
-    errors.extend(super::generate::check_length(
+    errors.extend(ragway_requests::check_length(
         &["body", "query"],
         &request.query,
         registry.server.limits.max_prompt_chars,
     ));
-    if let Some(error) = super::generate::check_top_k(request.top_k, registry.server.max_top_k) {
+    if let Some(error) = ragway_requests::check_top_k(request.top_k, registry.server.max_top_k) {
         errors.push(error);
     }
     if !errors.is_empty() {

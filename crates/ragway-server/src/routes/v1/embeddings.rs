@@ -142,7 +142,7 @@ pub async fn embeddings(
     let max_chars = registry.server.limits.max_prompt_chars;
     if let Some(i) = texts
         .iter()
-        .position(|t| crate::routes::generate::too_long(t, max_chars))
+        .position(|t| ragway_requests::too_long(t, max_chars))
     {
         return Err(bad(
             &format!("input.{i}"),

@@ -1,0 +1,175 @@
+//! `POST /generate`: a prompt, the model to ask and the store to ground it in.
+
+use ragway_core::config::{NO_RETRIEVAL, ServerConfig};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::error::{FieldError, RequestError};
+use crate::limits::{check_length, check_max_tokens, check_top_k};
+
+/// A question as a route or the CLI received it, already checked.
+#[derive(Clone, Debug)]
+pub struct Question {
+    pub prompt: String,
+    pub llm_name: String,
+    pub vector_search_type: String,
+    pub top_k: Option<usize>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub system: Option<String>,
+}
+
+/// A question: the prompt, the model to ask and the store to ground it in. Other fields are
+/// ignored.
+#[derive(Deserialize, ToSchema)]
+pub struct GenerateRequest {
+    /// Not blank.
+    prompt: String,
+    /// One of `GET /models`' `llm_models`.
+    llm_name: String,
+    /// One of `GET /models`' `vector_dbs`, or "none" (the default) to skip retrieval.
+    #[serde(default = "no_retrieval")]
+    #[schema(default = "none")]
+    vector_search_type: String,
+    /// Passages to retrieve: at least 1, at most the server's `max_top_k`.
+    #[schema(minimum = 1)]
+    top_k: Option<usize>,
+    /// At least 1.
+    #[schema(minimum = 1)]
+    max_tokens: Option<u32>,
+    /// Between 0 and 2.
+    #[schema(minimum = 0.0, maximum = 2.0)]
+    temperature: Option<f32>,
+    /// A system prompt, before the retrieved context.
+    system: Option<String>,
+    /// Answer as server-sent events.
+    #[serde(default)]
+    stream: bool,
+}
+
+fn no_retrieval() -> String {
+    NO_RETRIEVAL.to_owned()
+}
+
+/// The body of `POST /generate` as the route reads it: JSON, with the place of any error, then
+/// every value checked against the server's limits. The question, and whether to stream it.
+pub fn read(body: &[u8], server: &ServerConfig) -> Result<(Question, bool), RequestError> {
+    crate::json::parse::<GenerateRequest>(body)?.check(server)
+}
+
+impl GenerateRequest {
+    /// Values in range, reported all at once. The question, and whether to stream it.
+    pub fn check(self, server: &ServerConfig) -> Result<(Question, bool), RequestError> {
+        let request = self;
+        let limits = &server.limits;
+        let mut errors = Vec::new();
+        if request.prompt.trim().is_empty() {
+            errors.push(FieldError::new(
+                &["body", "prompt"],
+                "String should have at least 1 character",
+                "string_too_short",
+            ));
+        }
+        errors.extend(check_length(
+            &["body", "prompt"],
+            &request.prompt,
+            limits.max_prompt_chars,
+        ));
+        if let Some(system) = &request.system {
+            errors.extend(check_length(
+                &["body", "system"],
+                system,
+                limits.max_prompt_chars,
+            ));
+        }
+        if request.llm_name.trim().is_empty() {
+            errors.push(FieldError::new(
+                &["body", "llm_name"],
+                "String should have at least 1 character",
+                "string_too_short",
+            ));
+        }
+        errors.extend(check_top_k(request.top_k, server.max_top_k));
+        errors.extend(check_max_tokens(request.max_tokens, limits.max_tokens));
+        if let Some(t) = request.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            errors.push(FieldError::new(
+                &["body", "temperature"],
+                "Input should be between 0 and 2",
+                "range",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(RequestError::Invalid(errors));
+        }
+        let stream = request.stream;
+        Ok((
+            Question {
+                prompt: request.prompt,
+                llm_name: request.llm_name,
+                vector_search_type: request.vector_search_type,
+                top_k: request.top_k,
+                max_tokens: request.max_tokens,
+                temperature: request.temperature,
+                system: request.system,
+            },
+            stream,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_question_reads_with_its_defaults() {
+        let (question, stream) = read(
+            br#"{"prompt": "What is a qubit?", "llm_name": "local", "unknown": 1}"#,
+            &ServerConfig::default(),
+        )
+        .expect("a valid question");
+        assert_eq!(question.prompt, "What is a qubit?");
+        assert_eq!(question.vector_search_type, NO_RETRIEVAL);
+        assert_eq!(question.top_k, None);
+        assert!(!stream);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let server = ServerConfig::default();
+        let body = format!(
+            r#"{{"prompt": " ", "llm_name": "", "top_k": {}, "max_tokens": 0, "temperature": 3}}"#,
+            server.max_top_k + 1
+        );
+        let Err(RequestError::Invalid(errors)) = read(body.as_bytes(), &server) else {
+            panic!("an invalid question passed");
+        };
+        let places: Vec<&str> = errors.iter().map(|e| e.loc[1].as_str()).collect();
+        assert_eq!(
+            places,
+            ["prompt", "llm_name", "top_k", "max_tokens", "temperature"]
+        );
+    }
+
+    #[test]
+    fn long_prompts_name_the_limit() {
+        let mut server = ServerConfig::default();
+        server.limits.max_prompt_chars = 3;
+        // Four characters, eight bytes: characters are what counts.
+        let Err(RequestError::Invalid(errors)) =
+            read(r#"{"prompt": "ééé", "llm_name": "m"}"#.as_bytes(), &server)
+                .map(|_| ())
+                .and_then(|()| read(r#"{"prompt": "éééé", "llm_name": "m"}"#.as_bytes(), &server))
+        else {
+            panic!("a prompt over the limit passed");
+        };
+        assert_eq!(errors[0].kind, "string_too_long");
+        assert!(
+            errors[0].msg.contains("max_prompt_chars"),
+            "{}",
+            errors[0].msg
+        );
+    }
+}
