@@ -130,3 +130,42 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         server.logs()
     );
 }
+
+/// Swagger UI in a real browser (Debian's chromium driven by playwright-core from tests/ui):
+/// every operation of the document renders from the vendored assets, nothing is fetched off
+/// the server, and the page's Content-Security-Policy blocks nothing it needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn swagger_ui_renders_every_operation_in_a_browser_under_its_csp() {
+    let (_openai, _kendra, _store, server) = server().await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert!(operations > 10, "{operations} operations");
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs.png");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ui/docs.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .env("RAGWAY_URL", &server.url)
+        .env("OPERATIONS", operations.to_string())
+        .env("SCREENSHOT", &screenshot)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the browser check timed out")
+        .expect("could not run node (scripts/install-deps.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("docs check passed"),
+        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    println!("docs screenshot (CI artifact): {}", screenshot.display());
+}
