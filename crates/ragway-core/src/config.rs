@@ -390,6 +390,29 @@ impl EmbedderConfig {
         }
     }
 
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Openai(_) => "openai",
+            Self::Bedrock(_) => "bedrock",
+            Self::Local(_) => "local",
+        }
+    }
+
+    /// The model as its provider knows it: OpenAI's `model`, Bedrock's `model_id`, a local
+    /// model's folder name.
+    pub fn model_id(&self) -> String {
+        match self {
+            Self::Openai(c) => c.model.clone(),
+            Self::Bedrock(c) => c.model_id.clone(),
+            Self::Local(c) => c
+                .path
+                .file_name()
+                .unwrap_or(c.path.as_os_str())
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+
     fn parse_kind(
         kind: &str,
         body: toml::Value,

@@ -40,6 +40,16 @@ pub struct Store {
     pub documents: Option<Arc<dyn DocumentStore>>,
 }
 
+/// A built embedder.
+pub struct EmbedderModel {
+    pub name: String,
+    pub kind: &'static str,
+    /// The model as its provider knows it (`text-embedding-3-small`, a Bedrock model id, a
+    /// local model's folder name).
+    pub model_id: String,
+    pub embedder: Arc<dyn Embedder>,
+}
+
 /// Every component, by name. Shared read-only behind an `Arc`.
 pub struct Registry {
     pub server: ServerConfig,
@@ -47,7 +57,7 @@ pub struct Registry {
     pub auth: Arc<Auth>,
     llms: BTreeMap<String, Llm>,
     stores: BTreeMap<String, Store>,
-    embedders: BTreeMap<String, Arc<dyn Embedder>>,
+    embedders: BTreeMap<String, EmbedderModel>,
 }
 
 /// Components that could not be built, all of them.
@@ -234,6 +244,20 @@ impl Registry {
         if !errors.is_empty() {
             return Err(StartupError(errors));
         }
+        let embedders = config
+            .embedder
+            .iter()
+            .filter_map(|c| {
+                let embedder = embedders.get(c.name())?.clone();
+                let model = EmbedderModel {
+                    name: c.name().to_owned(),
+                    kind: c.kind(),
+                    model_id: c.model_id(),
+                    embedder,
+                };
+                Some((model.name.clone(), model))
+            })
+            .collect();
         Ok(Self {
             server: config.server.clone(),
             auth: Arc::new(auth),
@@ -266,7 +290,7 @@ impl Registry {
         let embedders = self
             .embedders
             .iter()
-            .map(|(name, embedder)| check_one("embedder", name, embedder.ready()));
+            .map(|(name, model)| check_one("embedder", name, model.embedder.ready()));
         let stores = self
             .stores
             .values()
@@ -311,7 +335,7 @@ impl Registry {
         self.stores.values()
     }
 
-    pub fn embedder(&self, name: &str) -> Option<&Arc<dyn Embedder>> {
+    pub fn embedder(&self, name: &str) -> Option<&EmbedderModel> {
         self.embedders.get(name)
     }
 

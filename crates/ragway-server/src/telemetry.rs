@@ -1,5 +1,5 @@
-//! OpenTelemetry spans of a request: the server span, its retrieval and its model call, the
-//! model call with the GenAI semantic conventions' attributes (`gen_ai.system`,
+//! OpenTelemetry spans of a request: the server span, its retrieval, its model call and its
+//! embeddings call, the model calls with the GenAI semantic conventions' attributes (`gen_ai.system`,
 //! `gen_ai.request.model`, `gen_ai.usage.input_tokens`, ...).
 //!
 //! They are plain `tracing` spans under their own target, [`TARGET`], made only once the binary
@@ -16,7 +16,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::error::ApiError;
-use crate::registry::{Llm, Registry, Store};
+use crate::registry::{EmbedderModel, Llm, Registry, Store};
 use crate::resilience::Answered;
 
 /// The target of every span made for OpenTelemetry; the exporter takes only these.
@@ -165,6 +165,29 @@ pub fn chat(llm: &Llm, request: &ChatRequest) -> Span {
     span
 }
 
+/// The span of an embeddings call (`embeddings text-embedding-3-small`) for `inputs` texts.
+pub fn embeddings(model: &EmbedderModel, inputs: usize, base64: bool) -> Span {
+    if !exporting() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "embeddings",
+        otel.name = format!("embeddings {}", model.model_id),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "embeddings",
+        gen_ai.system = gen_ai_system(model.kind),
+        gen_ai.request.model = %model.model_id,
+        gen_ai.request.encoding_formats = if base64 { "base64" } else { "float" },
+        gen_ai.usage.input_tokens = Empty,
+        ragway.embedder.name = %model.name,
+        ragway.embeddings.inputs = i64::try_from(inputs).unwrap_or(i64::MAX),
+        error.type = Empty,
+        request_id = crate::request_id::current(),
+    )
+}
+
 /// An `f32` from a request as the decimal the client wrote (0.3, not 0.30000001192092896).
 fn decimal(value: f32) -> f64 {
     (f64::from(value) * 1e6).round() / 1e6
@@ -184,7 +207,7 @@ pub fn answered(span: &Span, registry: &Registry, answered: &Answered) {
     }
 }
 
-/// Records the tokens the model reported.
+/// Records the tokens the model reported (an embeddings span has no output tokens).
 pub fn usage(span: &Span, usage: &Usage) {
     span.record("gen_ai.usage.input_tokens", i64::from(usage.input_tokens));
     span.record("gen_ai.usage.output_tokens", i64::from(usage.output_tokens));

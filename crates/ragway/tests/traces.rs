@@ -169,3 +169,64 @@ async fn the_standard_variable_turns_tracing_on_and_a_collector_that_is_down_cos
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embeddings_request_is_traced_with_gen_ai_attributes_and_without_the_texts() {
+    let collector = otlp::start().await.unwrap();
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let config = format!(
+        "[[embedder]]\nname = \"small\"\ntype = \"openai\"\nmodel = \"text-embedding-3-small\"\n\
+         base_url = \"{}/v1\"\ndimensions = 8\n\n[server.tracing]\nendpoint = \"{}\"\n",
+        openai.url(),
+        collector.url()
+    );
+    let server = Server::start_with(&config, quick_batches).await;
+    let response = client()
+        .post(format!("{}/v1/embeddings", server.url))
+        .header("x-request-id", "embed-me-3")
+        .json(&json!({"model": "small", "encoding_format": "base64",
+                      "input": ["a zebra named Quetzalcoatl", "a second text"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+
+    let name = "embeddings text-embedding-3-small";
+    let spans = collector
+        .wait_for(Duration::from_secs(20), |spans| {
+            named(spans, name).is_some() && named(spans, "POST /v1/embeddings").is_some()
+        })
+        .await;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let server_span = named(&spans, "POST /v1/embeddings")
+        .unwrap_or_else(|| panic!("no server span among {names:?}"));
+    let span = named(&spans, name).unwrap_or_else(|| panic!("no {name:?} among {names:?}"));
+    assert_eq!(span.kind, "client");
+    assert_eq!(span.trace_id, server_span.trace_id);
+    assert_eq!(span.parent_span_id, server_span.span_id);
+    assert_eq!(span.str("request_id"), Some("embed-me-3"));
+    assert_eq!(span.str("gen_ai.operation.name"), Some("embeddings"));
+    assert_eq!(span.str("gen_ai.system"), Some("openai"));
+    assert_eq!(
+        span.str("gen_ai.request.model"),
+        Some("text-embedding-3-small")
+    );
+    assert_eq!(span.str("gen_ai.request.encoding_formats"), Some("base64"));
+    assert_eq!(span.str("ragway.embedder.name"), Some("small"));
+    assert_eq!(span.int("ragway.embeddings.inputs"), Some(2));
+    assert_eq!(
+        span.int("gen_ai.usage.input_tokens"),
+        body["usage"]["prompt_tokens"].as_i64()
+    );
+    for span in &spans {
+        let texts: Vec<String> = std::iter::once(span.name.clone())
+            .chain(span.attributes.values().map(otlp::AttributeValue::text))
+            .collect();
+        for text in texts {
+            for secret in ["zebra", "Quetzalcoatl", "second text"] {
+                assert!(!text.contains(secret), "{secret:?} exported in {span:#?}");
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ragway_core::prompt::approx_tokens;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -118,21 +119,21 @@ pub async fn embeddings(
             ));
         }
     };
-    let embedder = registry
+    let model = registry
         .embedder(&request.model)
         .ok_or_else(|| ApiError::UnknownEmbedder {
             name: request.model.clone(),
             known: registry.embedder_names(),
         })?;
     if let Some(asked) = request.dimensions
-        && asked != embedder.dimension()
+        && asked != model.embedder.dimension()
     {
         return Err(bad(
             "dimensions",
             format!(
                 "embedder \"{}\" makes vectors of {} dimensions, not {asked}",
                 request.model,
-                embedder.dimension()
+                model.embedder.dimension()
             ),
         ));
     }
@@ -152,11 +153,19 @@ pub async fn embeddings(
         ));
     }
     let tokens: usize = texts.iter().map(|t| approx_tokens(t)).sum();
-    let vectors = embedder.embed(&texts).await?;
     let usage = ragway_core::Usage {
         input_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
         output_tokens: 0,
     };
+    let span = crate::telemetry::embeddings(model, texts.len(), base64);
+    let vectors = model
+        .embedder
+        .embed(&texts)
+        .instrument(span.clone())
+        .await
+        .map_err(ApiError::from)
+        .inspect_err(|error| crate::telemetry::failed(&span, error))?;
+    crate::telemetry::usage(&span, &usage);
     crate::metrics::tokens(&request.model, &usage);
     caller.spend(&usage);
     let data: Vec<Value> = vectors
