@@ -5,29 +5,14 @@
 //
 // Environment: RAGWAY_URL (the server), OPERATIONS (how many operations the document has),
 // SCREENSHOT (where to save a screenshot), CHROMIUM (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
+import { fail, withPage } from "./browser.mjs";
 
 const url = process.env.RAGWAY_URL;
 const expected = Number(process.env.OPERATIONS);
 const screenshot = process.env.SCREENSHOT ?? "docs.png";
-const fail = (message) => {
-  console.error(`MISMATCH: ${message}`);
-  process.exitCode = 1;
-};
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  const consoleErrors = [];
+await withPage({ width: 1200, height: 900 }, async (page, consoleErrors) => {
   const offServer = [];
-  page.on("console", (message) => message.type() === "error" && consoleErrors.push(message.text()));
-  page.on("pageerror", (error) => consoleErrors.push(String(error)));
-  page.on("response", (response) => {
-    if (response.status() >= 400) consoleErrors.push(`${response.status()} for ${response.url()}`);
-  });
   page.on("request", (request) => {
     if (!request.url().startsWith(url) && !request.url().startsWith("data:")) offServer.push(request.url());
   });
@@ -67,6 +52,4 @@ try {
   console.log(`"${title}": ${operations} operations; POST /generate responses ${responses.join(",")}`);
   console.log(`screenshot: ${screenshot}`);
   if (!process.exitCode) console.log("docs check passed");
-} finally {
-  await browser.close();
-}
+});

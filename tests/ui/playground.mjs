@@ -5,25 +5,12 @@
 // Environment: RAGWAY_URL (the server), LLM and STORE (names to pick), QUESTION, SOURCE_WORD
 // (a word the first source must contain), SCREENSHOT (where to save a screenshot),
 // CHROMIUM (default /usr/bin/chromium).
-import { chromium } from "playwright-core";
+import { fail, withPage } from "./browser.mjs";
 
 const url = process.env.RAGWAY_URL;
 const screenshot = process.env.SCREENSHOT ?? "playground.png";
-const fail = (message) => {
-  console.error(`MISMATCH: ${message}`);
-  process.exitCode = 1;
-};
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  const consoleErrors = [];
-  page.on("console", (message) => message.type() === "error" && consoleErrors.push(message.text()));
-  page.on("pageerror", (error) => consoleErrors.push(String(error)));
-
+await withPage({ width: 1100, height: 900 }, async (page, consoleErrors) => {
   await page.goto(`${url}/ui`);
   await page.waitForSelector(`#llm option[value="${process.env.LLM}"]`, { state: "attached" });
   await page.selectOption("#llm", process.env.LLM);
@@ -67,6 +54,4 @@ try {
   console.log(`sources: ${sources.length}; ${stats}`);
   console.log(`screenshot: ${screenshot}`);
   if (!process.exitCode) console.log("playground check passed");
-} finally {
-  await browser.close();
-}
+});

@@ -147,12 +147,7 @@ impl LlmConfig {
         match self {
             Self::Openai(c) => c.model.clone(),
             Self::Bedrock(c) => c.model_id.clone(),
-            Self::Local(c) => c
-                .path
-                .file_name()
-                .unwrap_or(c.path.as_os_str())
-                .to_string_lossy()
-                .into_owned(),
+            Self::Local(c) => last_component(&c.path),
         }
     }
 
@@ -379,6 +374,14 @@ pub enum EmbedderConfig {
     Local(LocalEmbedderConfig),
 }
 
+/// A path's last component (the whole path if it has none), as a name.
+fn last_component(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
 impl EmbedderConfig {
     pub const KINDS: &'static [&'static str] = &["bedrock", "local", "openai"];
 
@@ -404,12 +407,7 @@ impl EmbedderConfig {
         match self {
             Self::Openai(c) => c.model.clone(),
             Self::Bedrock(c) => c.model_id.clone(),
-            Self::Local(c) => c
-                .path
-                .file_name()
-                .unwrap_or(c.path.as_os_str())
-                .to_string_lossy()
-                .into_owned(),
+            Self::Local(c) => last_component(&c.path),
         }
     }
 

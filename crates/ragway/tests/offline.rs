@@ -134,32 +134,15 @@ async fn the_playground_streams_an_answer_with_its_sources_in_a_browser() {
     );
     assert!(page.text().await.unwrap().contains("ragway playground"));
 
-    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("playground.png");
-    let script = format!("{ROOT}/tests/ui/playground.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("RAGWAY_URL", &server.url)
-        .env("LLM", "smollm2")
-        .env("STORE", "faiss")
-        .env("QUESTION", "What is a qubit?")
-        .env("SOURCE_WORD", "qubit")
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(300), run)
-        .await
-        .expect("the browser check timed out")
-        .expect("could not run node (scripts/install-deps.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("playground check passed"),
-        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
-    assert!(screenshot.is_file());
-    println!(
-        "playground screenshot (CI artifact): {}",
-        screenshot.display()
-    );
+    crate::support::browser_check(
+        "playground",
+        &[
+            ("RAGWAY_URL", server.url.clone()),
+            ("LLM", "smollm2".into()),
+            ("STORE", "faiss".into()),
+            ("QUESTION", "What is a qubit?".into()),
+            ("SOURCE_WORD", "qubit".into()),
+        ],
+    )
+    .await;
 }

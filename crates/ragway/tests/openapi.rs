@@ -147,25 +147,12 @@ async fn swagger_ui_renders_every_operation_in_a_browser_under_its_csp() {
         .sum();
     assert!(operations > 10, "{operations} operations");
 
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs.png");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ui/docs.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(script)
-        .env("RAGWAY_URL", &server.url)
-        .env("OPERATIONS", operations.to_string())
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the browser check timed out")
-        .expect("could not run node (scripts/install-deps.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("docs check passed"),
-        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
-    println!("docs screenshot (CI artifact): {}", screenshot.display());
+    crate::support::browser_check(
+        "docs",
+        &[
+            ("RAGWAY_URL", server.url.clone()),
+            ("OPERATIONS", operations.to_string()),
+        ],
+    )
+    .await;
 }

@@ -184,6 +184,38 @@ impl Server {
     }
 }
 
+/// Runs a browser check of tests/ui (`name`.mjs, in chromium through playwright-core) with
+/// `env`, saving its screenshot as `name`.png under the test target's temporary folder; fails
+/// the test unless the check prints "`name` check passed". Returns what it printed.
+pub async fn browser_check(name: &str, env: &[(&str, String)]) -> String {
+    let script = format!("{}/../../tests/ui/{name}.mjs", env!("CARGO_MANIFEST_DIR"));
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    let run = Command::new("node")
+        .arg(&script)
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .env("SCREENSHOT", &screenshot)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the browser check timed out")
+        .expect("could not run node (scripts/install-deps.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("{name} check passed")),
+        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    println!("{name} screenshot (CI artifact): {}", screenshot.display());
+    stdout
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
