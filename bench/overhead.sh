@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Gateway overhead: a fast fake OpenAI upstream on loopback, called directly and through
-# ragway's POST /generate (vector_search_type "none"), at fixed request rates with oha.
-# Prints p50/p99 of both side by side, the added latency, errors and ragway's resident memory.
+# ragway's POST /generate (vector_search_type "none"), at fixed request rates with oha. Two
+# ragway processes: one open, one with the guard rails on (an API key checked on every request,
+# per-key requests- and tokens-per-minute limiting, the in-flight limit; /metrics records in
+# both). Prints p50/p99 of each side by side, the added latency, errors and resident memory.
 #
 #   bench/overhead.sh [SECONDS_PER_RUN] [RATES...]      (defaults: 15 s, 1000 5000)
 #   BIN_DIR=path bench/overhead.sh …                    (use prebuilt ragway and ragway-fakes)
@@ -35,43 +37,73 @@ type = "openai"
 model = "gpt-4o"
 base_url = "$upstream/v1"
 TOML
-RUST_LOG=warn "$bin/ragway" serve --config "$out/overhead.toml" --bind 127.0.0.1:0 > "$out/ragway.out" & pids+=($!)
-ragway_pid=$!
-for _ in $(seq 100); do grep -q listening "$out/ragway.out" 2>/dev/null && break; sleep 0.1; done
-gateway=$(sed -n 's/^ragway listening on //p' "$out/ragway.out")
+# The guarded one: a key, limits far above the rate so that none is refused, but each
+# request is still counted against them.
+cat > "$out/overhead-guarded.toml" <<TOML
+[server.auth]
+[[server.auth.keys]]
+name = "bench"
+key = "env::RAGWAY_BENCH_KEY"
+requests_per_minute = 100000000
+tokens_per_minute = 100000000000
+
+[[llm]]
+name = "fast"
+type = "openai"
+model = "gpt-4o"
+base_url = "$upstream/v1"
+TOML
+export RAGWAY_BENCH_KEY=rk-bench-7f3a
+start_ragway() { # config log; sets $url and $pid
+  RUST_LOG=warn "$bin/ragway" serve --config "$1" --bind 127.0.0.1:0 > "$2" & pid=$!; pids+=($!)
+  for _ in $(seq 100); do grep -q listening "$2" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/^ragway listening on //p' "$2")
+}
+start_ragway "$out/overhead.toml" "$out/ragway.out"; gateway=$url; ragway_pid=$pid
+start_ragway "$out/overhead-guarded.toml" "$out/ragway-guarded.out"; guarded=$url; guarded_pid=$pid
 
 direct_body='{"model":"gpt-4o","messages":[{"role":"user","content":"Explain quantum computing"}]}'
 gateway_body='{"prompt":"Explain quantum computing","llm_name":"fast","vector_search_type":"none"}'
 
-run() { # url body rate file
+run() { # url body rate file [header]
   oha --no-tui --output-format json -z "${seconds}s" -w -q "$3" -c 64 --latency-correction \
-      -m POST -H 'content-type: application/json' -d "$2" "$1" > "$4"
+      -m POST -H 'content-type: application/json' ${5:+-H "$5"} -d "$2" "$1" > "$4"
 }
-rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$ragway_pid/status"; }
-hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$ragway_pid/status"; }
+auth="authorization: Bearer $RAGWAY_BENCH_KEY"
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/${1:-$ragway_pid}/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/${1:-$ragway_pid}/status"; }
 
-# Warm both paths (connection pools, allocator) before measuring.
-oha --no-tui -z 2s -q 500 -c 16 -m POST -H 'content-type: application/json' -d "$gateway_body" "$gateway/generate" >/dev/null
+# Warm every path (connection pools, allocator) before measuring.
+for target in "$gateway" "$guarded"; do
+  oha --no-tui -z 2s -q 500 -c 16 -m POST -H 'content-type: application/json' -H "$auth" \
+      -d "$gateway_body" "$target/generate" >/dev/null
+done
 
 echo "ragway gateway overhead — $(nproc) cores, ${seconds}s per run, oha -c 64 --latency-correction"
-echo "idle RSS after warm-up: $(rss_mb) MB"
-printf '%-8s | %-24s | %-24s | %-17s | %-8s | %s\n' "rate/s" "direct p50 / p99 (ms)" "ragway p50 / p99 (ms)" "added p50 / p99" "errors" "ragway RSS peak"
+echo "idle RSS after warm-up: $(rss_mb) MB open, $(rss_mb "$guarded_pid") MB guarded"
+printf '%-8s | %-8s | %-20s | %-17s | %-7s | %s\n' "rate/s" "path" "p50 / p99 (ms)" "added p50 / p99" "errors" "RSS peak"
 for rate in "${rates[@]}"; do
   run "$upstream/v1/chat/completions" "$direct_body" "$rate" "$out/direct-$rate.json"
   run "$gateway/generate" "$gateway_body" "$rate" "$out/gateway-$rate.json"
-  python3 - "$out/direct-$rate.json" "$out/gateway-$rate.json" "$rate" "$(hwm_mb)" <<'PY'
+  run "$guarded/generate" "$gateway_body" "$rate" "$out/guarded-$rate.json" "$auth"
+  python3 - "$out" "$rate" "$(hwm_mb)" "$(hwm_mb "$guarded_pid")" <<'PY'
 import json, sys
-direct, gateway = (json.load(open(p)) for p in sys.argv[1:3])
-def figures(r):
+out, rate, rss_open, rss_guarded = sys.argv[1:5]
+def figures(name):
+    r = json.load(open(f"{out}/{name}-{rate}.json"))
     lat = r["latencyPercentiles"]
     codes = r.get("statusCodeDistribution", {})
     ok = sum(v for k, v in codes.items() if k.startswith("2"))
     errors = sum(codes.values()) - ok + sum(r.get("errorDistribution", {}).values())
     return lat["p50"] * 1000, lat["p99"] * 1000, errors, r["summary"]["requestsPerSec"]
-d50, d99, derr, _ = figures(direct)
-g50, g99, gerr, grps = figures(gateway)
-print(f"{sys.argv[3]:<8} | {d50:7.3f} / {d99:7.3f}        | {g50:7.3f} / {g99:7.3f}        | "
-      f"{g50-d50:+6.3f} / {g99-d99:+6.3f} | {derr}/{gerr:<5} | {sys.argv[4]} MB  ({grps:.0f} req/s served)")
+d50, d99, derr, _ = figures("direct")
+print(f"{rate:<8} | {'direct':<8} | {d50:7.3f} / {d99:7.3f}    | {'':<17} | {derr:<7} |")
+for name, label, rss in [("gateway", "ragway", rss_open), ("guarded", "+guards", rss_guarded)]:
+    g50, g99, gerr, grps = figures(name)
+    print(f"{rate:<8} | {label:<8} | {g50:7.3f} / {g99:7.3f}    | {g50-d50:+6.3f} / {g99-d99:+6.3f} | "
+          f"{gerr:<7} | {rss} MB ({grps:.0f} req/s served)")
 PY
 done
-echo "RSS after all runs: $(rss_mb) MB"
+echo "RSS after all runs: $(rss_mb) MB open, $(rss_mb "$guarded_pid") MB guarded"
+# What the guarded server's /metrics counted (every request it answered, by status).
+curl -s "$guarded/metrics" | grep -E '^ragway_requests_total.*route="/generate"' || true
