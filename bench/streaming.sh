@@ -39,7 +39,11 @@ direct='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Ex
 v1='{"model":"fast","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
 generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}'
 
-"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams 50 --seconds 2 > /dev/null
+# Warm every path at full width first: each opens its connections (client to ragway, ragway's
+# pool to the upstream) outside the measured runs.
+"$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds 2 > /dev/null
+"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds 2 > /dev/null
+"$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds 2 > /dev/null
 echo "streaming — $(nproc) cores, $streams concurrent streams for ${seconds}s, upstream chunk every ${delay} ms"
 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds "$seconds" > "$out/direct.json"
 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds "$seconds" > "$out/v1.json"
@@ -49,13 +53,14 @@ import json, sys
 out = sys.argv[1]
 runs = [(name, json.load(open(f"{out}/{file}.json"))) for name, file in
         [("upstream direct", "direct"), ("ragway /v1/chat/completions", "v1"), ("ragway /generate", "generate")]]
-print(f"{'path':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
+print(f"{'path':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  {'TTFT p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
 for name, r in runs:
-    t, g = r["ttfb_ms"], r["gap_ms"]
+    t, f, g = r["ttfb_ms"], r["ttft_ms"], r["gap_ms"]
     print(f"{name:<30} {r['requests']:>8} {r['errors']:>7}  {t['p50']:>9.2f} / {t['p99']:>8.2f}  "
-          f"{g['p50']:>7.2f} / {g['p99']:>7.2f} / {g['max']:>7.2f}")
-base = runs[0][1]["ttfb_ms"]
+          f"{f['p50']:>9.2f} / {f['p99']:>8.2f}  {g['p50']:>7.2f} / {g['p99']:>7.2f} / {g['max']:>7.2f}")
+base, base_text = runs[0][1]["ttfb_ms"], runs[0][1]["ttft_ms"]
 for name, r in runs[1:]:
-    print(f"added TTFB through {name}: p50 {r['ttfb_ms']['p50'] - base['p50']:+.2f} ms, "
-          f"p99 {r['ttfb_ms']['p99'] - base['p99']:+.2f} ms")
+    print(f"through {name}: added TTFB p50 {r['ttfb_ms']['p50'] - base['p50']:+.2f} ms, "
+          f"p99 {r['ttfb_ms']['p99'] - base['p99']:+.2f} ms; added TTFT p50 "
+          f"{r['ttft_ms']['p50'] - base_text['p50']:+.2f} ms, p99 {r['ttft_ms']['p99'] - base_text['p99']:+.2f} ms")
 PY

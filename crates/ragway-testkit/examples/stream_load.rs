@@ -1,10 +1,12 @@
 //! Streaming load for `bench/streaming.sh`: keeps `--streams` server-sent-event requests open
-//! at once for `--seconds`, and reports time to first byte and the gaps between events as they
-//! arrive (so buffering anywhere on the path shows as bursts: near-zero gaps then long ones).
+//! at once for `--seconds`, and reports time to first byte, time to first token (the first
+//! event that carries text: an OpenAI chunk with non-empty `content`, or a `/generate` `delta`
+//! event) and the gaps between events as they arrive (so buffering anywhere on the path shows
+//! as bursts: near-zero gaps then long ones).
 //!
 //! usage: stream_load --url URL --body JSON [--streams 500] [--seconds 10]
 //!
-//! Prints one JSON line: requests, errors, ttfb and gap percentiles in milliseconds.
+//! Prints one JSON line: requests, errors, ttfb, ttft and gap percentiles in milliseconds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +54,18 @@ struct Sample {
     requests: usize,
     errors: usize,
     ttfb: Vec<Duration>,
+    ttft: Vec<Duration>,
     gaps: Vec<Duration>,
+}
+
+/// Whether an SSE piece carries text: `"content":"` followed by anything but the closing quote
+/// (OpenAI's chunks), or a `/generate` `delta` event.
+fn has_text(piece: &[u8]) -> bool {
+    const CONTENT: &[u8] = b"\"content\":\"";
+    piece
+        .windows(CONTENT.len() + 1)
+        .any(|w| w.starts_with(CONTENT) && w[CONTENT.len()] != b'"')
+        || piece.windows(12).any(|w| w == b"event: delta")
 }
 
 /// One stream: time to the first body byte, then the gap before each later event.
@@ -74,6 +87,7 @@ async fn one(client: &reqwest::Client, url: &str, body: &str, sample: &mut Sampl
     };
     let mut bytes = response.bytes_stream();
     let mut last: Option<Instant> = None;
+    let mut texted = false;
     while let Some(piece) = bytes.next().await {
         let Ok(piece) = piece else {
             sample.errors += 1;
@@ -85,6 +99,10 @@ async fn one(client: &reqwest::Client, url: &str, body: &str, sample: &mut Sampl
         match last {
             None => sample.ttfb.push(now - started),
             Some(previous) => sample.gaps.push(now - previous),
+        }
+        if !texted && has_text(&piece) {
+            texted = true;
+            sample.ttft.push(now - started);
         }
         for _ in 1..events {
             sample.gaps.push(Duration::ZERO);
@@ -130,6 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total.requests += sample.requests;
         total.errors += sample.errors;
         total.ttfb.extend(sample.ttfb);
+        total.ttft.extend(sample.ttft);
         total.gaps.extend(sample.gaps);
     }
     let zero_gaps = total.gaps.iter().filter(|g| g.is_zero()).count();
@@ -139,6 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "requests": total.requests,
             "errors": total.errors,
             "ttfb_ms": percentiles(total.ttfb),
+            "ttft_ms": percentiles(total.ttft),
             "gap_ms": percentiles(total.gaps),
             "events_in_one_read": zero_gaps,
         })
