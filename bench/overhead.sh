@@ -25,7 +25,6 @@ out=bench/out; mkdir -p "$out"
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 pids=(); trap cleanup EXIT
 
-# taskset keeps the load generator off ragway's core where the machine allows it.
 "$bin/ragway-fakes" > "$out/fakes.json" 2>/dev/null & pids+=($!)
 for _ in $(seq 50); do [ -s "$out/fakes.json" ] && break; sleep 0.1; done
 upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$out/fakes.json")
@@ -39,20 +38,15 @@ base_url = "$upstream/v1"
 TOML
 # The guarded one: a key, limits far above the rate so that none is refused, but each
 # request is still counted against them.
-cat > "$out/overhead-guarded.toml" <<TOML
-[server.auth]
+{ cat <<TOML
 [[server.auth.keys]]
 name = "bench"
 key = "env::RAGWAY_BENCH_KEY"
 requests_per_minute = 100000000
 tokens_per_minute = 100000000000
 
-[[llm]]
-name = "fast"
-type = "openai"
-model = "gpt-4o"
-base_url = "$upstream/v1"
 TOML
+  cat "$out/overhead.toml"; } > "$out/overhead-guarded.toml"
 export RAGWAY_BENCH_KEY=rk-bench-7f3a
 start_ragway() { # config log; sets $url and $pid
   RUST_LOG=warn "$bin/ragway" serve --config "$1" --bind 127.0.0.1:0 > "$2" & pid=$!; pids+=($!)
