@@ -22,12 +22,8 @@ else
 fi
 out=bench/out; mkdir -p "$out"
 
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-pids=(); trap cleanup EXIT
-
-"$bin/ragway-fakes" > "$out/fakes.json" 2>/dev/null & pids+=($!)
-for _ in $(seq 50); do [ -s "$out/fakes.json" ] && break; sleep 0.1; done
-upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$out/fakes.json")
+pids=(); source bench/lib.sh
+start_fakes "$out"
 
 cat > "$out/overhead.toml" <<TOML
 [[llm]]
@@ -48,11 +44,6 @@ tokens_per_minute = 100000000000
 TOML
   cat "$out/overhead.toml"; } > "$out/overhead-guarded.toml"
 export RAGWAY_BENCH_KEY=rk-bench-7f3a
-start_ragway() { # config log; sets $url and $pid
-  RUST_LOG=warn "$bin/ragway" serve --config "$1" --bind 127.0.0.1:0 > "$2" & pid=$!; pids+=($!)
-  for _ in $(seq 100); do grep -q listening "$2" 2>/dev/null && break; sleep 0.1; done
-  url=$(sed -n 's/^ragway listening on //p' "$2")
-}
 start_ragway "$out/overhead.toml" "$out/ragway.out"; gateway=$url; ragway_pid=$pid
 start_ragway "$out/overhead-guarded.toml" "$out/ragway-guarded.out"; guarded=$url; guarded_pid=$pid
 

@@ -59,14 +59,9 @@ embedder = "minilm"
 index = "hnsw"
 TOML
 query="How does a qubit differ from a classical bit?"
-cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true; }
-trap cleanup EXIT
+pids=(); source bench/lib.sh
 # As scripts/serve.sh runs it: OpenMP threads of FAISS and llama.cpp wait without spinning.
-OMP_WAIT_POLICY=PASSIVE RUST_LOG=error "$bin/ragway" serve --config "$out/serve.toml" --bind 127.0.0.1:0 > "$out/serve.out" &
-server=$!
-for _ in $(seq 300); do grep -q listening "$out/serve.out" 2>/dev/null && break; sleep 0.1; done
-url=$(sed -n 's/^ragway listening on //p' "$out/serve.out")
-[ -n "$url" ] || { echo "ragway serve did not start" >&2; exit 1; }
+OMP_WAIT_POLICY=PASSIVE RUST_LOG=error start_ragway "$out/serve.toml" "$out/serve.out"; server=$pid
 body="{\"query\":\"$query\",\"vector_search_type\":\"bench\",\"top_k\":$k}"
 oha --no-tui -n 20 -c 1 -m POST -H 'content-type: application/json' -d "$body" "$url/search" >/dev/null
 oha --no-tui --output-format json -n 300 -c 1 -m POST -H 'content-type: application/json' \

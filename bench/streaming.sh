@@ -19,11 +19,8 @@ fi
 out=bench/out/streaming; mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
 
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-pids=(); trap cleanup EXIT
-"$bin/ragway-fakes" --chunk-delay-ms "$delay" > "$out/fakes.json" 2>/dev/null & pids+=($!)
-for _ in $(seq 50); do [ -s "$out/fakes.json" ] && break; sleep 0.1; done
-upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$out/fakes.json")
+pids=(); source bench/lib.sh
+start_fakes "$out" --chunk-delay-ms "$delay"
 cat > "$out/streaming.toml" <<TOML
 [[llm]]
 name = "fast"
@@ -31,9 +28,7 @@ type = "openai"
 model = "gpt-4o"
 base_url = "$upstream/v1"
 TOML
-RUST_LOG=warn "$bin/ragway" serve --config "$out/streaming.toml" --bind 127.0.0.1:0 > "$out/ragway.out" & pids+=($!)
-for _ in $(seq 100); do grep -q listening "$out/ragway.out" 2>/dev/null && break; sleep 0.1; done
-gateway=$(sed -n 's/^ragway listening on //p' "$out/ragway.out")
+start_ragway "$out/streaming.toml" "$out/ragway.out"; gateway=$url
 
 direct='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
 v1='{"model":"fast","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'

@@ -1,0 +1,23 @@
+# What the bench scripts share, sourced by them: starting the fakes and ragway on free loopback
+# ports and stopping them when the script ends. Each sets `pids=()` and `bin` first.
+
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start_fakes OUT_DIR [ragway-fakes options...]: the fakes on free ports; sets $upstream to the
+# OpenAI fake's base URL.
+start_fakes() {
+  local dir=$1; shift
+  "$bin/ragway-fakes" "$@" > "$dir/fakes.json" 2>/dev/null & pids+=($!)
+  for _ in $(seq 50); do [ -s "$dir/fakes.json" ] && break; sleep 0.1; done
+  upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$dir/fakes.json")
+}
+
+# start_ragway CONFIG LOG: `ragway serve` on a free port, quiet; sets $url and $pid, and fails
+# the script if it does not start within 30 s.
+start_ragway() {
+  RUST_LOG=${RUST_LOG:-warn} "$bin/ragway" serve --config "$1" --bind 127.0.0.1:0 > "$2" & pid=$!; pids+=($!)
+  for _ in $(seq 300); do grep -q listening "$2" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/^ragway listening on //p' "$2")
+  [ -n "$url" ] || { echo "ragway serve did not start; its log ($2):" >&2; cat "$2" >&2; exit 1; }
+}
