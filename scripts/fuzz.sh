@@ -42,8 +42,16 @@ for target in "${targets[@]}"; do
   # Every example configuration is a seed of the config target.
   [ "$target" = config ] && seeds=(examples/*.toml)
   cp -n "${seeds[@]}" "$corpus"/ 2>/dev/null || true
-  echo "fuzzing $target for ${seconds}s (corpus: $corpus)"
-  cargo fuzz run --sanitizer none "$target" "$corpus" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+  log=$fuzz_target_dir/$target.log
+  echo "fuzzing $target for ${seconds}s (corpus: $corpus; libFuzzer's progress: $log)"
+  if ! cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      > "$log" 2>&1; then
+    grep -A 4 'panicked at' "$log" | head -n 20 || true
+    tail -n 30 "$log"
+    echo "fuzz target $target failed; the input is under fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /'
 done
 echo "fuzzing found nothing in ${#targets[@]} targets"
