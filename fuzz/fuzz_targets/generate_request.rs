@@ -6,14 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ragway_core::config::ServerConfig;
+use ragway_fuzz::is_json;
 use ragway_requests::RequestError;
-
-/// UTF-8 and JSON's grammar (numbers of any size: JSON puts no bound on them, though
-/// `serde_json::Value` refuses those past f64's range).
-fn is_json(body: &[u8]) -> bool {
-    std::str::from_utf8(body)
-        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
-}
 
 fuzz_target!(|body: &[u8]| {
     let server = ServerConfig::default();

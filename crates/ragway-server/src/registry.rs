@@ -213,17 +213,28 @@ impl Registry {
                 });
             match built {
                 Ok(built) => {
-                    embedders.insert(embedder.name().to_owned(), built);
+                    let model = EmbedderModel {
+                        name: embedder.name().to_owned(),
+                        kind: embedder.kind(),
+                        model_id: embedder.model_id(),
+                        embedder: built,
+                    };
+                    embedders.insert(model.name.clone(), model);
                 }
                 Err(error) => errors.push(error),
             }
         }
 
+        // What the stores embed their queries with.
+        let store_embedders = embedders
+            .iter()
+            .map(|(name, model)| (name.clone(), Arc::clone(&model.embedder)))
+            .collect();
         let mut stores = BTreeMap::new();
         for store in &config.vector_store {
             let shared = ragway_retrieval::Shared {
                 aws: aws.as_ref(),
-                embedders: &embedders,
+                embedders: &store_embedders,
             };
             match ragway_retrieval::build(store, &shared) {
                 Ok(built) => {
@@ -244,20 +255,6 @@ impl Registry {
         if !errors.is_empty() {
             return Err(StartupError(errors));
         }
-        let embedders = config
-            .embedder
-            .iter()
-            .filter_map(|c| {
-                let embedder = embedders.get(c.name())?.clone();
-                let model = EmbedderModel {
-                    name: c.name().to_owned(),
-                    kind: c.kind(),
-                    model_id: c.model_id(),
-                    embedder,
-                };
-                Some((model.name.clone(), model))
-            })
-            .collect();
         Ok(Self {
             server: config.server.clone(),
             auth: Arc::new(auth),
