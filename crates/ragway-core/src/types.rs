@@ -160,6 +160,10 @@ pub struct ChatResponse {
 /// arrive once each, in whichever order the provider sends them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delta {
+    /// The model began its answer (OpenAI's first chunk, Bedrock's `messageStart`): nothing to
+    /// show yet, but the stream is live, so ragway answers its own client from here. The local
+    /// model, in the same process, starts with its first words instead.
+    Started,
     Text(String),
     /// A piece of the `index`-th tool call: its id and name come first (once), its arguments
     /// in pieces that concatenate to the JSON text.

@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     first.get_or_insert_with(Instant::now);
                 }
                 Delta::Usage(usage) => generated = usage.output_tokens,
-                Delta::Finish(_) | Delta::ToolCall { .. } => {}
+                Delta::Started | Delta::Finish(_) | Delta::ToolCall { .. } => {}
             }
         }
         let first = first.ok_or("the model answered nothing")?;

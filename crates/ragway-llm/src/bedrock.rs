@@ -318,6 +318,7 @@ impl ChatModel for BedrockChat {
                     return;
                 };
                 match next {
+                    Ok(Some(ConverseStreamOutput::MessageStart(_))) => yield Ok(Delta::Started),
                     Ok(Some(ConverseStreamOutput::ContentBlockStart(event))) => {
                         if let Some(ContentBlockStart::ToolUse(start)) = event.start {
                             tool_blocks.push(event.content_block_index);

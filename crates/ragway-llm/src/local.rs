@@ -224,8 +224,9 @@ impl ChatModel for LocalChat {
                 Delta::Text(piece) => text.push_str(&piece),
                 Delta::Finish(reason) => finish_reason = Some(reason),
                 Delta::Usage(counted) => usage = counted,
-                // The local model never calls tools (requests with tools are refused).
-                Delta::ToolCall { .. } => {}
+                // The local model never calls tools (requests with tools are refused) and
+                // starts with its first words.
+                Delta::Started | Delta::ToolCall { .. } => {}
             }
         }
         let finish_reason = finish_reason.ok_or_else(|| {

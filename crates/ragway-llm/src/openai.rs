@@ -207,6 +207,7 @@ impl ChatModel for OpenAiChat {
         let mut events = response.bytes_stream().eventsource();
         Ok(Box::pin(async_stream::stream! {
             let mut finished = false;
+            let mut started = false;
             while let Some(event) = events.next().await {
                 let event = match event {
                     Ok(event) => event,
@@ -232,6 +233,10 @@ impl ChatModel for OpenAiChat {
                 if let Some(error) = chunk.error {
                     yield Err(ProviderError::upstream(&provider, None, error.message));
                     return;
+                }
+                if !started {
+                    started = true;
+                    yield Ok(Delta::Started);
                 }
                 for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
                     let delta = choice.delta.unwrap_or_default();

@@ -115,9 +115,11 @@ macro_rules! provider_suite {
                 let s = $provider().await;
                 let whole = s.model.generate(request()).await.unwrap();
                 let mut stream = s.model.stream(request()).await.unwrap();
+                assert_eq!(stream.next().await.unwrap().unwrap(), Delta::Started, "the stream opens with its start");
                 let (mut text, mut pieces, mut finish, mut usage) = (String::new(), 0, None, None);
                 while let Some(delta) = stream.next().await {
                     match delta.unwrap() {
+                        Delta::Started => panic!("the stream started twice"),
                         Delta::Text(t) => { text.push_str(&t); pieces += 1; }
                         Delta::Finish(f) => finish = Some(f),
                         Delta::Usage(u) => usage = Some(u),
@@ -208,7 +210,7 @@ macro_rules! provider_suite {
                         }
                         Delta::Finish(f) => finish = Some(f),
                         Delta::Text(t) => assert!(t.is_empty(), "no text: {t}"),
-                        Delta::Usage(_) => {}
+                        Delta::Started | Delta::Usage(_) => {}
                     }
                 }
                 assert!(id.is_some());
@@ -249,8 +251,9 @@ macro_rules! provider_suite {
                 let s = $provider().await;
                 s.fake.push(Scripted::StreamDelay(Duration::from_millis(200)));
                 let mut stream = s.model.stream(request()).await.unwrap();
+                assert_eq!(stream.next().await.unwrap().unwrap(), Delta::Started);
                 let first = stream.next().await.unwrap().unwrap();
-                assert!(matches!(first, Delta::Text(_)));
+                assert!(matches!(first, Delta::Text(_)), "{first:?}");
                 drop(stream);
                 let deadline = std::time::Instant::now() + Duration::from_secs(1);
                 while s.fake.cancelled() == 0 && std::time::Instant::now() < deadline {

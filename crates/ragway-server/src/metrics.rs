@@ -140,16 +140,21 @@ pub fn tokens(model: &str, usage: &Usage) {
         .increment(u64::from(usage.output_tokens));
 }
 
-/// `stream` as it is, recording its usage and, when it ends without an error, the whole
-/// generation time since `called`. A stream dropped midway (the client left) or failed counts
-/// the tokens it reported but no generation time.
+/// `stream` as it is, recording the time to its first words, its usage and, when it ends
+/// without an error, the whole generation time since `called`. A stream dropped midway (the
+/// client left) or failed counts the tokens it reported but no generation time.
 pub fn observe_stream(stream: DeltaStream, model: String, called: Instant) -> DeltaStream {
     let mut stream = stream;
     Box::pin(async_stream::stream! {
         let mut usage = Usage::default();
         let mut failed = false;
+        let mut said_something = false;
         while let Some(item) = stream.next().await {
             match &item {
+                Ok(Delta::Text(_) | Delta::ToolCall { .. }) if !said_something => {
+                    said_something = true;
+                    first_token(&model, called.elapsed());
+                }
                 Ok(Delta::Usage(reported)) => usage = *reported,
                 Err(_) => failed = true,
                 Ok(_) => {}

@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::registry::{Registry, Store};
-use crate::resilience::{Answered, first_words};
+use crate::resilience::{Answered, opened};
 use crate::telemetry;
 
 pub use ragway_requests::{Conversation, Question};
@@ -192,9 +192,10 @@ impl Registry {
         })
     }
 
-    /// Starts a streamed answer. A model that fails before its first words is retried or
-    /// replaced by a fallback like a whole answer; once words flowed, a failure ends the
-    /// stream (the client has them already), never a retry.
+    /// Starts a streamed answer once the model's stream opens (its first event). A model that
+    /// fails before that is retried or replaced by a fallback like a whole answer; once the
+    /// stream is open, a failure ends it (the client has the answer's start already), never a
+    /// retry.
     ///
     /// Records the time to the first words (from the first call, retries and fallbacks
     /// included: what the client waited), and the stream's usage and length when it ends.
@@ -204,12 +205,11 @@ impl Registry {
         let (stream, answered) = self
             .call_with_fallbacks(&prepared.llm_name, |model| {
                 let request = prepared.request.clone();
-                async move { first_words(model.stream(request).await?).await }
+                async move { opened(model.stream(request).await?).await }
             })
             .instrument(span.clone())
             .await
             .inspect_err(|error| telemetry::failed(&span, error))?;
-        metrics::first_token(&answered.model, called.elapsed());
         telemetry::answered(&span, self, &answered);
         let stream = metrics::observe_stream(stream, answered.model.clone(), called);
         // The span lasts as long as the stream and records its usage.

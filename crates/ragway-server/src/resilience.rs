@@ -12,7 +12,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use futures::StreamExt as _;
 use ragway_core::config::{CooldownPolicy, RetryPolicy};
-use ragway_core::{ChatModel, Delta, DeltaStream, ProviderError};
+use ragway_core::{ChatModel, DeltaStream, ProviderError};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
@@ -136,19 +136,14 @@ fn random_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-/// Waits for the first text or tool call of a stream, so that a stream failing before it says
-/// anything can be retried like any other call; what came before is kept and replayed.
-pub async fn first_words(mut stream: DeltaStream) -> Result<DeltaStream, ProviderError> {
-    let mut seen = Vec::new();
-    while let Some(item) = stream.next().await {
-        let delta = item?;
-        let said_something = matches!(delta, Delta::Text(_) | Delta::ToolCall { .. });
-        seen.push(Ok(delta));
-        if said_something {
-            break;
-        }
-    }
-    Ok(Box::pin(futures::stream::iter(seen).chain(stream)))
+/// Waits for a stream's first event: a stream whose first event is a failure (a refusal, a
+/// throttling exception, a cut before anything) is retried like any other call, and the
+/// client still gets an ordinary error status. The event read is kept and replayed. From
+/// here on the answer is the client's: it is not held back until the model's first words,
+/// so ragway's first byte follows the upstream's.
+pub async fn opened(mut stream: DeltaStream) -> Result<DeltaStream, ProviderError> {
+    let first = stream.next().await.transpose()?;
+    Ok(Box::pin(futures::stream::iter(first.map(Ok)).chain(stream)))
 }
 
 impl Registry {
@@ -470,39 +465,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_is_read_up_to_its_first_words_and_replayed_whole() {
-        use ragway_core::{FinishReason, Usage};
+    async fn a_stream_is_opened_by_its_first_event_and_replayed_whole() {
+        use ragway_core::{Delta, FinishReason};
         let items = vec![
-            Ok(Delta::Usage(Usage::default())),
-            Ok(Delta::Text("a".into())),
-            Ok(Delta::Text("b".into())),
+            Ok(Delta::Started),
             Err(ProviderError::unreachable("p", "cut")),
         ];
-        let stream = first_words(Box::pin(futures::stream::iter(items)))
+        let stream = opened(Box::pin(futures::stream::iter(items)))
             .await
             .unwrap();
         let all: Vec<_> = stream.collect().await;
-        assert_eq!(all.len(), 4);
-        assert!(matches!(&all[1], Ok(Delta::Text(t)) if t == "a"));
+        assert_eq!(all.len(), 2);
+        assert!(matches!(&all[0], Ok(Delta::Started)));
         assert!(
-            all[3].is_err(),
-            "an error after the first words stays in the stream"
+            all[1].is_err(),
+            "an error after the stream opened stays in the stream"
         );
 
-        let early = vec![
-            Ok(Delta::Usage(Usage::default())),
+        let refused = vec![
             Err(ProviderError::unreachable("p", "cut")),
+            Ok(Delta::Text("never read".into())),
         ];
-        let error = first_words(Box::pin(futures::stream::iter(early)))
+        let error = opened(Box::pin(futures::stream::iter(refused)))
             .await
             .err()
             .unwrap();
         assert_eq!(error.kind(), "unreachable");
 
         let silent = vec![Ok(Delta::Finish(FinishReason::Stop))];
-        let stream = first_words(Box::pin(futures::stream::iter(silent)))
+        let stream = opened(Box::pin(futures::stream::iter(silent)))
             .await
             .unwrap();
         assert_eq!(stream.collect::<Vec<_>>().await.len(), 1);
+
+        let empty = opened(Box::pin(futures::stream::iter(Vec::new())))
+            .await
+            .unwrap();
+        assert_eq!(empty.collect::<Vec<_>>().await.len(), 0);
     }
 }

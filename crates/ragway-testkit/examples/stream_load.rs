@@ -4,7 +4,12 @@
 //! event) and the gaps between events as they arrive (so buffering anywhere on the path shows
 //! as bursts: near-zero gaps then long ones).
 //!
-//! usage: stream_load --url URL --body JSON [--streams 500] [--seconds 10]
+//! The streams start spread evenly over `--ramp-ms` (default 1000), as independent clients
+//! would, rather than all in the same instant: started together, equally long streams would
+//! also end together and start again together for the whole run, so every stream would open
+//! in a burst of 500 at once. Only streams started after the ramp are counted.
+//!
+//! usage: stream_load --url URL --body JSON [--streams 500] [--seconds 10] [--ramp-ms 1000]
 //!
 //! Prints one JSON line: requests, errors, ttfb, ttft and gap percentiles in milliseconds.
 
@@ -19,6 +24,7 @@ struct Args {
     body: String,
     streams: usize,
     seconds: u64,
+    ramp: Duration,
 }
 
 fn args() -> Result<Args, String> {
@@ -27,6 +33,7 @@ fn args() -> Result<Args, String> {
         body: String::new(),
         streams: 500,
         seconds: 10,
+        ramp: Duration::from_secs(1),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -38,12 +45,17 @@ fn args() -> Result<Args, String> {
             "--body" => args.body = value.clone(),
             "--streams" => args.streams = value.parse().map_err(|_| "--streams: a number")?,
             "--seconds" => args.seconds = value.parse().map_err(|_| "--seconds: a number")?,
+            "--ramp-ms" => {
+                args.ramp =
+                    Duration::from_millis(value.parse().map_err(|_| "--ramp-ms: a number")?);
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
     if args.url.is_empty() || args.body.is_empty() {
         return Err(
-            "usage: stream_load --url URL --body JSON [--streams 500] [--seconds 10]".into(),
+            "usage: stream_load --url URL --body JSON [--streams 500] [--seconds 10] [--ramp-ms 1000]"
+                .into(),
         );
     }
     Ok(args)
@@ -130,14 +142,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pool_max_idle_per_host(args.streams)
         .tcp_nodelay(true)
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let counted_from = start + args.ramp;
+    let deadline = counted_from + Duration::from_secs(args.seconds);
     let mut tasks = Vec::with_capacity(args.streams);
-    for _ in 0..args.streams {
+    for stream in 0..args.streams {
         let (client, args) = (client.clone(), Arc::clone(&args));
+        let offset = args.ramp.mul_f64(stream as f64 / args.streams as f64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + offset).into()).await;
             let mut sample = Sample::default();
             while Instant::now() < deadline {
-                one(&client, &args.url, &args.body, &mut sample).await;
+                if Instant::now() < counted_from {
+                    one(&client, &args.url, &args.body, &mut Sample::default()).await;
+                } else {
+                    one(&client, &args.url, &args.body, &mut sample).await;
+                }
             }
             sample
         }));

@@ -176,7 +176,10 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
             after_chunks,
             kind,
             message,
-        }) => Some((*after_chunks, kind.clone(), message.clone())),
+        }) => Some((Some(*after_chunks), kind.clone(), message.clone())),
+        Some(Scripted::StreamRefused { kind, message }) => {
+            Some((None, kind.clone(), message.clone()))
+        }
         _ => None,
     };
     let chunk_delay = match &call.script {
@@ -191,15 +194,19 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
 
 fn event_stream(
     reply: Reply,
-    exception: Option<(usize, String, String)>,
+    // The exception and after how many text chunks it comes (`None`: before `messageStart`).
+    exception: Option<(Option<usize>, String, String)>,
     chunk_delay: Option<Duration>,
     call: Call,
     mut guard: StreamGuard,
 ) -> Response {
     let body = async_stream::stream! {
-        yield event("messageStart", &json!({ "role": "assistant" }));
+        let refused = exception.as_ref().is_some_and(|(after, _, _)| after.is_none());
+        if !refused {
+            yield event("messageStart", &json!({ "role": "assistant" }));
+        }
         for (sent, piece) in reply.answer.chunks().enumerate() {
-            if exception.as_ref().is_some_and(|(after, _, _)| *after == sent) {
+            if exception.as_ref().is_some_and(|(after, _, _)| after.is_none_or(|after| after == sent)) {
                 break;
             }
             if let Some(delay) = chunk_delay {
@@ -670,5 +677,22 @@ mod tests {
         assert_eq!(header(headers, ":exception-type"), "throttlingException");
         assert_eq!(payload, &json!({ "message": "Too many requests" }));
         assert_eq!(fake.cancelled(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_is_one_exception_frame() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::StreamRefused {
+            kind: "throttlingException".into(),
+            message: "busy".into(),
+        });
+        let response = post(&fake, "converse-stream", &converse_body()).await;
+        assert_eq!(response.status(), 200);
+        let frames = frames(response.bytes().await.unwrap());
+        assert_eq!(frames.len(), 1, "no messageStart: {frames:?}");
+        let (headers, payload) = &frames[0];
+        assert_eq!(header(headers, ":message-type"), "exception");
+        assert_eq!(header(headers, ":exception-type"), "throttlingException");
+        assert_eq!(payload, &json!({ "message": "busy" }));
     }
 }

@@ -178,6 +178,8 @@ struct StreamPlan {
     usage: Option<Usage>,
     /// Cut the connection after this many text chunks.
     cut_after: Option<usize>,
+    /// Send this error event (type, message) in place of the role chunk, and nothing else.
+    refused: Option<(String, String)>,
     chunk_delay: Option<Duration>,
 }
 
@@ -279,6 +281,12 @@ async fn chat_completions(call: Call) -> Response {
             Some(Scripted::StreamException { after_chunks, .. }) => Some(*after_chunks),
             _ => None,
         },
+        refused: match &call.script {
+            Some(Scripted::StreamRefused { kind, message }) => {
+                Some((kind.clone(), message.clone()))
+            }
+            _ => None,
+        },
         chunk_delay: match &call.script {
             Some(Scripted::StreamDelay(delay)) => Some(*delay),
             _ => call.state.chunk_delay,
@@ -368,6 +376,11 @@ fn stream_response(plan: StreamPlan, mut guard: server::StreamGuard) -> Response
                 usage: None,
             })
         };
+        if let Some((kind, message)) = &plan.refused {
+            guard.finish();
+            yield sse(&json!({ "error": { "message": message, "type": kind, "param": null, "code": null } }));
+            return;
+        }
         yield chunk(Delta { role: Some("assistant"), content: Some("") }, None);
         for (sent, piece) in plan.answer.chunks().enumerate() {
             if plan.cut_after == Some(sent) {
@@ -803,6 +816,24 @@ mod tests {
         assert!(received.contains("\"content\":\"fake \""));
         assert!(!received.contains("answer"));
         assert!(!received.contains("[DONE]"));
+        assert_eq!(fake.cancelled(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_is_one_error_event() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::StreamRefused {
+            kind: "server_error".into(),
+            message: "overloaded".into(),
+        });
+        let response = post(&fake, "/v1/chat/completions", &chat_body(true)).await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let events: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(events.len(), 1, "{text}");
+        let error: Value = serde_json::from_str(events[0].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(error["error"]["message"], "overloaded");
+        assert_eq!(error["error"]["type"], "server_error");
         assert_eq!(fake.cancelled(), 0);
     }
 

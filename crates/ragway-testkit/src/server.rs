@@ -141,6 +141,10 @@ pub enum Scripted {
         kind: String,
         message: String,
     },
+    /// Streams only: answer 200, then fail before anything else — a Bedrock exception event in
+    /// place of `messageStart`, or for OpenAI an `{"error": ...}` event in place of the role
+    /// chunk.
+    StreamRefused { kind: String, message: String },
     /// Streams only: wait this long before each text chunk, so a client can hang up mid-stream.
     StreamDelay(Duration),
     /// Answer with a call of this tool (arguments as JSON text) instead of text; the request
@@ -443,6 +447,10 @@ enum ScriptCommand {
         exception: String,
         message: String,
     },
+    StreamRefused {
+        exception: String,
+        message: String,
+    },
     StreamDelay {
         ms: u64,
     },
@@ -475,6 +483,10 @@ impl From<ScriptCommand> for Scripted {
                 message,
             } => Scripted::StreamException {
                 after_chunks,
+                kind: exception,
+                message,
+            },
+            ScriptCommand::StreamRefused { exception, message } => Scripted::StreamRefused {
                 kind: exception,
                 message,
             },
@@ -535,6 +547,15 @@ mod tests {
                 after_chunks: 2,
                 kind: "throttlingException".into(),
                 message: "Too many requests".into()
+            }
+        );
+        assert_eq!(
+            parse(
+                r#"{"kind":"stream_refused","exception":"throttlingException","message":"busy"}"#
+            ),
+            Scripted::StreamRefused {
+                kind: "throttlingException".into(),
+                message: "busy".into()
             }
         );
         assert_eq!(

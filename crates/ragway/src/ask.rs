@@ -72,7 +72,7 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
             }
             Delta::Usage(u) => usage = Some(u),
             // `ask` offers no tools, so no model calls one.
-            Delta::Finish(_) | Delta::ToolCall { .. } => {}
+            Delta::Started | Delta::Finish(_) | Delta::ToolCall { .. } => {}
         }
     }
     writeln!(stdout)?;

@@ -1,6 +1,6 @@
 //! Fault injection through the fakes: throttling storms, 5xx, resets, garbage, slow first
 //! bytes, streams cut midway and Bedrock in-stream exceptions. ragway answers with the right
-//! status, retries only what is worth retrying (never after the first streamed words), falls
+//! status, retries only what is worth retrying (never once a stream has opened), falls
 //! back, cools failing models down, stays within its timeouts and never panics.
 
 use std::time::{Duration, Instant};
@@ -296,7 +296,7 @@ async fn a_slow_first_byte_is_504_within_the_timeout_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stream_is_retried_before_its_first_words_never_after() {
+async fn a_stream_is_retried_until_it_opens_never_after() {
     let faults = Faults::start().await;
     faults.main.push(Scripted::StreamException {
         after_chunks: 2,
@@ -317,7 +317,8 @@ async fn a_stream_is_retried_before_its_first_words_never_after() {
         "no retry after the first words"
     );
 
-    // Cut before any words: retried, and the client never notices.
+    // Cut after the role chunk: the answer had started (the client had its first byte), so the
+    // stream ends with an error, unretried.
     faults.main.push(Scripted::StreamException {
         after_chunks: 0,
         kind: "cut".into(),
@@ -325,9 +326,20 @@ async fn a_stream_is_retried_before_its_first_words_never_after() {
     });
     let (status, events) = faults.stream("gpt").await;
     assert_eq!(status, 200);
+    assert_eq!(names(&events), ["sources", "error"], "{events:?}");
+    assert_eq!(events[1].1["status"], 502);
+    assert_eq!(faults.main.requests().len(), 2);
+
+    // An error event in place of the first chunk: retried, and the client never notices.
+    faults.main.push(Scripted::StreamRefused {
+        kind: "server_error".into(),
+        message: "overloaded".into(),
+    });
+    let (status, events) = faults.stream("gpt").await;
+    assert_eq!(status, 200);
     assert_eq!(events.last().unwrap().0, "done", "{events:?}");
     assert!(!names(&events).contains(&"error"), "{events:?}");
-    assert_eq!(faults.main.requests().len(), 3);
+    assert_eq!(faults.main.requests().len(), 4);
 
     faults.main.push(Scripted::Reset);
     faults.main.push(error(503, "server_error", "overloaded"));
@@ -336,12 +348,24 @@ async fn a_stream_is_retried_before_its_first_words_never_after() {
     let (name, done) = events.last().unwrap();
     assert_eq!(name, "done", "{events:?}");
     assert_eq!(done["llm_name"], "gpt");
-    assert_eq!(faults.main.requests().len(), 6);
+    assert_eq!(faults.main.requests().len(), 7);
+
+    // Refused on every attempt: an ordinary error status, not a 200 that ends in an error.
+    for _ in 0..3 {
+        faults.main.push(Scripted::StreamRefused {
+            kind: "server_error".into(),
+            message: "overloaded".into(),
+        });
+    }
+    let (status, events) = faults.stream("gpt").await;
+    assert_eq!(status, 502, "{events:?}");
+    assert_eq!(faults.main.requests().len(), 10);
     faults.assert_no_panic();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bedrock_throttling_and_model_not_ready_are_retried_in_stream_exceptions_are_not() {
+async fn bedrock_throttling_and_model_not_ready_are_retried_stream_exceptions_only_before_it_opens()
+{
     let faults = Faults::start().await;
     faults
         .bedrock
@@ -403,7 +427,7 @@ async fn bedrock_throttling_and_model_not_ready_are_retried_in_stream_exceptions
         "no retry after the first words"
     );
 
-    // Throttled inside the stream before any text: retried.
+    // Throttled after messageStart, before any text: the answer had started, so unretried.
     faults.bedrock.push(Scripted::StreamException {
         after_chunks: 0,
         kind: "throttlingException".into(),
@@ -411,29 +435,43 @@ async fn bedrock_throttling_and_model_not_ready_are_retried_in_stream_exceptions
     });
     let (status, events) = faults.stream("claude").await;
     assert_eq!(status, 200);
-    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
-    assert_eq!(faults.bedrock.requests().len(), 10);
+    assert_eq!(names(&events), ["sources", "error"], "{events:?}");
+    assert_eq!(events[1].1["status"], 429, "{events:?}");
+    assert_eq!(faults.bedrock.requests().len(), 9);
 
-    // A stream that stalls after its headers ends within the model's timeout (2 s), unretried.
+    // Throttled in place of messageStart: retried, and the client never notices.
+    faults.bedrock.push(Scripted::StreamRefused {
+        kind: "throttlingException".into(),
+        message: "Too many tokens".into(),
+    });
+    let (status, events) = faults.stream("claude").await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
+    assert!(!names(&events).contains(&"error"), "{events:?}");
+    assert_eq!(faults.bedrock.requests().len(), 11);
+
+    // A stream that stalls after messageStart ends within the model's timeout (2 s), unretried.
     faults
         .bedrock
         .push(Scripted::StreamDelay(Duration::from_secs(6)));
     let started = Instant::now();
     let (status, events) = faults.stream("claude").await;
-    assert_eq!(status, 504, "{events:?}");
+    assert_eq!(status, 200, "{events:?}");
+    assert_eq!(names(&events), ["sources", "error"], "{events:?}");
+    assert_eq!(events[1].1["status"], 504, "{events:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(faults.bedrock.requests().len(), 11);
+    assert_eq!(faults.bedrock.requests().len(), 12);
 
     faults.bedrock.push(Scripted::Garbage);
     let (status, _, body) = faults.generate("claude").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(
         faults.bedrock.requests().len(),
-        12,
+        13,
         "garbage is not retried"
     );
     faults.assert_no_panic();

@@ -82,8 +82,8 @@ fn name_fallback(body: &mut serde_json::Value, answered: &Answered) {
 
 /// Server-sent events: `sources`, then `delta` events as the model writes, then `done` with
 /// usage, timings and the model that answered — or `error` if the provider fails mid-answer.
-/// Failures before the first words are retried and fall back like whole answers; if none
-/// succeeds they are ordinary error responses. Dropping the connection drops the upstream request.
+/// The events start when the model's stream opens; failures before that are retried and fall
+/// back like whole answers, and if none succeeds they are ordinary error responses. Dropping the connection drops the upstream request.
 async fn stream_answer(
     registry: &Registry,
     question: Question,
@@ -107,8 +107,9 @@ async fn stream_answer(
                     usage = u;
                 }
                 Ok(Delta::Finish(reason)) => finish = reason,
-                // `/generate` offers no tools, so no model calls one.
-                Ok(Delta::ToolCall { .. }) => {}
+                // `sources` above stands for the start; `/generate` offers no tools, so no
+                // model calls one.
+                Ok(Delta::Started | Delta::ToolCall { .. }) => {}
                 Err(error) => {
                     let error = ApiError::from(error);
                     tracing::warn!(%error, "stream failed mid-answer");

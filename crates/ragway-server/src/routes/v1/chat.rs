@@ -205,6 +205,8 @@ async fn stream(
                     usage = u;
                 }
                 Ok(Delta::Finish(reason)) => finish = reason,
+                // The role chunk above stands for the start.
+                Ok(Delta::Started) => {}
                 Err(error) => {
                     let error = OpenAiError::from(error);
                     tracing::warn!(error = %error.0, "stream failed mid-answer");
