@@ -16,6 +16,7 @@ pub mod request_id;
 pub mod resilience;
 mod routes;
 pub mod shutdown;
+mod sse;
 pub mod telemetry;
 
 use std::future::{Future, IntoFuture as _};

@@ -4,15 +4,18 @@
 //! the body extractors (`json.rs`) as a 413 in the route's shape; prompt and `max_tokens`
 //! ceilings are checked with the rest of each body's validation.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use ragway_core::limits::LimitsConfig;
-use ragway_core::{DeltaStream, ProviderError};
+use ragway_core::{Delta, DeltaStream, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, in_route_shape};
@@ -84,45 +87,75 @@ pub fn bound_stream(deltas: DeltaStream, limits: &LimitsConfig, started: Instant
     let idle = limits.stream_idle_timeout();
     let total = limits.request_timeout();
     let deadline = tokio::time::Instant::from_std(started) + total;
-    let stream = async_stream::stream! {
-        let mut deltas = deltas;
-        loop {
-            let idle_until = tokio::time::Instant::now() + idle;
-            let (until, limit, what) = if idle_until < deadline {
-                (idle_until, idle, "sent nothing for")
-            } else {
-                (deadline, total, "was still streaming after")
-            };
-            match tokio::time::timeout_at(until, deltas.next()).await {
-                Ok(Some(item)) => {
-                    let failed = item.is_err();
-                    yield item;
-                    if failed {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(_) => {
-                    tracing::warn!(limit_secs = limit.as_secs_f64(), "stream {what} its limit");
-                    yield Err(ProviderError::Timeout {
-                        provider: format!(
-                            "the model (server.limits: the stream {what} {}s)",
-                            limit.as_secs_f64()
-                        ),
-                        after: limit,
-                    });
-                    return;
-                }
-            }
+    let last = tokio::time::Instant::now();
+    Box::pin(Bounded {
+        deltas,
+        timer: Box::pin(tokio::time::sleep_until((last + idle).min(deadline))),
+        last,
+        idle,
+        total,
+        deadline,
+        ended: false,
+    })
+}
+
+/// A stream under an idle timeout and a deadline. The timer is not moved at every piece (a
+/// timer-wheel update each time, thousands a second under load): each piece notes its time,
+/// and a timer that fires before the limit is set again from the last piece.
+struct Bounded {
+    deltas: DeltaStream,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    last: tokio::time::Instant,
+    idle: Duration,
+    total: Duration,
+    deadline: tokio::time::Instant,
+    ended: bool,
+}
+
+impl Stream for Bounded {
+    type Item = Result<Delta, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
         }
-    };
-    stream.boxed()
+        if let Poll::Ready(item) = this.deltas.poll_next_unpin(cx) {
+            match item {
+                Some(Ok(_)) => this.last = tokio::time::Instant::now(),
+                // An error ends the stream like its end does.
+                _ => this.ended = true,
+            }
+            return Poll::Ready(item);
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let now = tokio::time::Instant::now();
+            let idle_until = this.last + this.idle;
+            let (limit, what) = if now >= this.deadline {
+                (this.total, "was still streaming after")
+            } else if now >= idle_until {
+                (this.idle, "sent nothing for")
+            } else {
+                this.timer.as_mut().reset(idle_until.min(this.deadline));
+                continue;
+            };
+            this.ended = true;
+            tracing::warn!(limit_secs = limit.as_secs_f64(), "stream {what} its limit");
+            return Poll::Ready(Some(Err(ProviderError::Timeout {
+                provider: format!(
+                    "the model (server.limits: the stream {what} {}s)",
+                    limit.as_secs_f64()
+                ),
+                after: limit,
+            })));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ragway_core::Delta;
 
     fn limits(idle: f64, total: f64) -> LimitsConfig {
         LimitsConfig {
@@ -179,6 +212,16 @@ mod tests {
             matches!(error, Some(ProviderError::Timeout { after, .. }) if after == Duration::from_millis(750)),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_idle_timeout_counts_from_the_last_piece() {
+        // Eight pieces 150 ms apart: 1.2 s in all, each within the 0.25 s idle limit, so the
+        // timer set at the start is moved on every time it fires early.
+        let started = Instant::now();
+        let (texts, error) =
+            collect(bound_stream(slow(&[150; 8]), &limits(0.25, 300.0), started)).await;
+        assert_eq!((texts, error.is_none()), (8, true), "{error:?}");
     }
 
     #[tokio::test]

@@ -3,18 +3,17 @@
 //! `llm_name` and the `x-ragway-model` header name the model that answered; after a fallback,
 //! `fallback_from` names the one asked for.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
 use ragway_core::{Delta, FinishReason, Usage};
 use ragway_requests::Question;
 use ragway_requests::generate::GenerateRequest;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -25,6 +24,7 @@ use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
 use crate::registry::Registry;
 use crate::resilience::Answered;
+use crate::sse;
 
 /// `POST /generate`.
 #[utoipa::path(
@@ -96,12 +96,12 @@ async fn stream_answer(
     let headers_for = answered.clone();
     let sources = json!({ "sources": prepared.sources });
     let events = async_stream::stream! {
-        yield Ok::<_, Infallible>(event("sources", &sources));
+        yield sse::json_event(Some("sources"), &sources);
         let mut usage = Usage::default();
         let mut finish = FinishReason::Stop;
         while let Some(delta) = deltas.next().await {
             match delta {
-                Ok(Delta::Text(text)) => yield Ok(event("delta", &json!({ "text": text }))),
+                Ok(Delta::Text(text)) => yield sse::json_event(Some("delta"), &TextPiece { text: &text }),
                 Ok(Delta::Usage(u)) => {
                     caller.spend(&u);
                     usage = u;
@@ -113,7 +113,7 @@ async fn stream_answer(
                 Err(error) => {
                     let error = ApiError::from(error);
                     tracing::warn!(%error, "stream failed mid-answer");
-                    yield Ok(event("error", &json!({ "status": error.status().0.as_u16(), "detail": error.detail() })));
+                    yield sse::json_event(Some("error"), &json!({ "status": error.status().0.as_u16(), "detail": error.detail() }));
                     return;
                 }
             }
@@ -126,15 +126,13 @@ async fn stream_answer(
             "timings_ms": prepared.timings(generation_started),
         });
         name_fallback(&mut done, &answered);
-        yield Ok(event("done", &done));
+        yield sse::json_event(Some("done"), &done);
     };
-    Ok(headers_for.name_in(
-        Sse::new(events)
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-    ))
+    Ok(headers_for.name_in(sse::response(events)))
 }
 
-fn event(name: &str, data: &serde_json::Value) -> Event {
-    Event::default().event(name).data(data.to_string())
+/// A `delta` event's data.
+#[derive(Serialize)]
+struct TextPiece<'a> {
+    text: &'a str,
 }

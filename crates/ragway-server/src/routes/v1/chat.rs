@@ -5,18 +5,18 @@
 //! which clients that do not know it ignore. Tools pass through to OpenAI and Bedrock models
 //! and their calls come back in OpenAI's shape, streamed or whole.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use futures::future::try_join_all;
-use ragway_core::{Delta, FinishReason, Usage};
+use ragway_core::{Delta, FinishReason, Passage, Usage};
 use ragway_llm::openai::tool_calls_json;
 use ragway_requests::chat::{Checked, CompletionRequest};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
@@ -28,6 +28,7 @@ use crate::limits::bound_stream;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
 use crate::registry::Registry;
+use crate::sse;
 
 fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
@@ -161,33 +162,18 @@ async fn stream(
     let id = completion_id();
     let created = now();
     let include_usage = checked.include_usage;
-    let chunk = move |choices: Value| {
-        let mut chunk = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
-    };
-    let choice = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
-    let mut first = chunk(choice(json!({ "role": "assistant", "content": "" }), None));
-    if checked.grounded {
-        first["sources"] = json!(prepared.sources);
-    }
+    let sources = checked.grounded.then_some(prepared.sources);
     let events = async_stream::stream! {
-        yield Ok::<_, Infallible>(data(&first));
+        let head = ChunkHead { id: &id, created, model: &model_name, include_usage };
+        let role = ChunkDelta { role: Some("assistant"), content: Some(""), ..ChunkDelta::default() };
+        yield head.event(&[ChunkChoice::new(role, None)], None, sources.as_deref());
         let mut usage = Usage::default();
         let mut finish = FinishReason::Stop;
         while let Some(delta) = deltas.next().await {
             match delta {
                 Ok(Delta::Text(text)) => {
-                    yield Ok(data(&chunk(choice(json!({ "content": text }), None))));
+                    let piece = ChunkDelta { content: Some(&text), ..ChunkDelta::default() };
+                    yield head.event(&[ChunkChoice::new(piece, None)], None, None);
                 }
                 Ok(Delta::ToolCall { index, id, name, arguments }) => {
                     let mut call = json!({ "index": index, "function": { "arguments": arguments } });
@@ -198,7 +184,8 @@ async fn stream(
                     if let Some(name) = name {
                         call["function"]["name"] = json!(name);
                     }
-                    yield Ok(data(&chunk(choice(json!({ "tool_calls": [call] }), None))));
+                    let call = ChunkDelta { tool_calls: Some([call]), ..ChunkDelta::default() };
+                    yield head.event(&[ChunkChoice::new(call, None)], None, None);
                 }
                 Ok(Delta::Usage(u)) => {
                     caller.spend(&u);
@@ -210,26 +197,95 @@ async fn stream(
                 Err(error) => {
                     let error = OpenAiError::from(error);
                     tracing::warn!(error = %error.0, "stream failed mid-answer");
-                    yield Ok(data(&error.body()));
+                    yield sse::json_event(None, &error.body());
                     return;
                 }
             }
         }
-        yield Ok(data(&chunk(choice(json!({}), Some(finish.as_str())))));
+        yield head.event(&[ChunkChoice::new(ChunkDelta::default(), Some(finish.as_str()))], None, None);
         if include_usage {
-            let mut last = chunk(json!([]));
-            last["usage"] = usage_json(usage);
-            yield Ok(data(&last));
+            yield head.event(&[], Some(&usage_json(usage)), None);
         }
-        yield Ok(Event::default().data("[DONE]"));
+        yield Event::default().data("[DONE]");
     };
-    Ok(answered.name_in(
-        Sse::new(events)
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-    ))
+    Ok(answered.name_in(sse::response(events)))
 }
 
-fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
+/// What every chunk of one answer repeats.
+struct ChunkHead<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+    include_usage: bool,
+}
+
+impl ChunkHead<'_> {
+    /// The event of one chunk; `usage` only on the last one, when usage was asked for.
+    fn event(
+        &self,
+        choices: &[ChunkChoice<'_>],
+        usage: Option<&Value>,
+        sources: Option<&[Passage]>,
+    ) -> Event {
+        let chunk = Chunk {
+            id: self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model,
+            system_fingerprint: (),
+            choices,
+            // With `include_usage`, every chunk carries `"usage": null` but the last.
+            usage: self.include_usage.then_some(usage),
+            sources,
+        };
+        sse::json_event(None, &chunk)
+    }
+}
+
+/// One `chat.completion.chunk`, written straight into its event (no JSON tree per chunk).
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    /// Always `null`.
+    system_fingerprint: (),
+    choices: &'a [ChunkChoice<'a>],
+    /// Absent, `null`, or the usage (the last chunk, when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<&'a Value>>,
+    /// The passages, on the first chunk of a grounded answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<&'a [Passage]>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: ChunkDelta<'a>,
+    /// Always `null`.
+    logprobs: (),
+    finish_reason: Option<&'a str>,
+}
+
+impl<'a> ChunkChoice<'a> {
+    fn new(delta: ChunkDelta<'a>, finish_reason: Option<&'a str>) -> Self {
+        Self {
+            index: 0,
+            delta,
+            logprobs: (),
+            finish_reason,
+        }
+    }
+}
+
+#[derive(Default, Serialize)]
+struct ChunkDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[Value; 1]>,
 }

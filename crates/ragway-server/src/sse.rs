@@ -1,0 +1,127 @@
+//! Server-sent event responses for the streaming routes: axum's `Sse`, with a keep-alive
+//! comment after 15 s without an event so that proxies keep the connection open. The timer is
+//! not moved at every event (a timer-wheel update each time, tens of thousands a second under
+//! load): each event notes its time, and a timer that fires early is set again from it.
+
+use std::convert::Infallible;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse as _, Response};
+use futures::{Stream, StreamExt as _};
+use serde::Serialize;
+use tokio::time::{Instant, Sleep};
+
+/// How long a stream may go without an event before a keep-alive comment is sent.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// An event carrying `data` as JSON, written straight into the event, named `name` if given.
+pub fn json_event(name: Option<&'static str>, data: &impl Serialize) -> Event {
+    let event = match name {
+        Some(name) => Event::default().event(name),
+        None => Event::default(),
+    };
+    event.json_data(data).unwrap_or_else(|error| {
+        // Only maps with keys that are not text fail to serialize, and no event holds one.
+        tracing::error!(%error, "an event could not be written as JSON");
+        Event::default()
+            .event("error")
+            .data(r#"{"status":500,"detail":"ragway could not write an event"}"#)
+    })
+}
+
+/// `events` as a `text/event-stream` response.
+pub fn response<S>(events: S) -> Response
+where
+    S: Stream<Item = Event> + Send + 'static,
+{
+    Sse::new(KeptAlive::new(events.boxed(), KEEP_ALIVE)).into_response()
+}
+
+/// `events` with a comment (`: ` and a blank line) after every `period` without one.
+struct KeptAlive {
+    events: futures::stream::BoxStream<'static, Event>,
+    timer: Pin<Box<Sleep>>,
+    last: Instant,
+    period: Duration,
+}
+
+impl KeptAlive {
+    fn new(events: futures::stream::BoxStream<'static, Event>, period: Duration) -> Self {
+        let last = Instant::now();
+        Self {
+            events,
+            timer: Box::pin(tokio::time::sleep_until(last + period)),
+            last,
+            period,
+        }
+    }
+}
+
+impl Stream for KeptAlive {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(event) = this.events.poll_next_unpin(cx) {
+            this.last = Instant::now();
+            return Poll::Ready(event.map(Ok));
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            let due = this.last + this.period;
+            if now >= due {
+                this.last = now;
+                this.timer.as_mut().reset(now + this.period);
+                return Poll::Ready(Some(Ok(Event::default().comment(""))));
+            }
+            this.timer.as_mut().reset(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body text of a response, read until it ends or `within` passes.
+    async fn body_text(response: Response, within: Duration) -> String {
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        let _ = tokio::time::timeout(within, async {
+            while let Some(Ok(bytes)) = body.next().await {
+                text.push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        })
+        .await;
+        text
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_gets_keep_alive_comments_and_a_busy_one_none() {
+        // Events 20 ms apart (200 ms in all), then a silence of 500 ms: a 200 ms period sends
+        // comments only in the silence (at 200 and 400 ms into it), because every event moves
+        // the next one on.
+        let events = async_stream::stream! {
+            for n in 0..10 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Event::default().data(n.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            yield Event::default().data("last");
+        };
+        let kept = KeptAlive::new(events.boxed(), Duration::from_millis(200));
+        let response = Sse::new(kept).into_response();
+        let text = body_text(response, Duration::from_secs(5)).await;
+        let pieces: Vec<&str> = text.split_terminator("\n\n").collect();
+        let expected: Vec<String> = (0..10)
+            .map(|n| format!("data: {n}"))
+            .chain([": ".into(), ": ".into(), "data: last".into()])
+            .collect();
+        assert_eq!(pieces, expected, "{text:?}");
+    }
+}
