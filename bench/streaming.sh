@@ -4,11 +4,15 @@
 # paces its chunks (--chunk-delay-ms) like a model writing, so an event that ragway held back
 # would show as a burst: gaps near zero followed by long ones.
 #
-#   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS]     (defaults: 500 10 20)
+# Each answer is WORDS words, one chunk each (50 at 20 ms: a one-second answer, still shorter
+# than most real ones; 5 makes every stream ~0.1 s, which measures request set-up more than
+# streaming: 500 streams are then ~4,500 new requests a second).
+#
+#   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS] [WORDS]    (defaults: 500 10 20 50)
 #   BIN_DIR=path bench/streaming.sh …                           (prebuilt ragway, ragway-fakes, stream_load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}
+streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}; words=${4:-50}
 if [ -n "${BIN_DIR:-}" ]; then
   bin=$BIN_DIR; load=$BIN_DIR/examples/stream_load
 else
@@ -20,7 +24,12 @@ out=bench/out/streaming; mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
 
 pids=(); source bench/lib.sh
-start_fakes "$out" --chunk-delay-ms "$delay"
+# The fake and the load generator run on one thread each: on a small machine they share the
+# cores with ragway, and their own threads waking each other only take CPU from what is measured
+# (both paths are measured with the same tools).
+export TOKIO_WORKER_THREADS=1
+start_fakes "$out" --chunk-delay-ms "$delay" --answer-words "$words"
+unset TOKIO_WORKER_THREADS
 cat > "$out/streaming.toml" <<TOML
 [[llm]]
 name = "fast"
@@ -36,13 +45,13 @@ generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}
 
 # Warm every path at full width first: each opens its connections (client to ragway, ragway's
 # pool to the upstream) outside the measured runs.
-"$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds 2 > /dev/null
-"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds 2 > /dev/null
-"$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds 2 > /dev/null
-echo "streaming — $(nproc) cores, $streams concurrent streams for ${seconds}s, upstream chunk every ${delay} ms"
-"$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds "$seconds" > "$out/direct.json"
-"$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds "$seconds" > "$out/v1.json"
-"$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds "$seconds" > "$out/generate.json"
+TOKIO_WORKER_THREADS=1 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds 2 > /dev/null
+TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds 2 > /dev/null
+TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds 2 > /dev/null
+echo "streaming — $(nproc) cores, $streams concurrent streams for ${seconds}s, answers of $words words, upstream chunk every ${delay} ms"
+TOKIO_WORKER_THREADS=1 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds "$seconds" > "$out/direct.json"
+TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds "$seconds" > "$out/v1.json"
+TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds "$seconds" > "$out/generate.json"
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]

@@ -83,7 +83,7 @@ impl Reply {
         let request: ConverseRequest<'_> = serde_json::from_slice(&call.body)?;
         let text = match &call.script {
             Some(Scripted::Text(text)) => text.clone(),
-            _ => reply::default_text(model_id),
+            _ => reply::default_text(model_id, call.state.answer_words),
         };
         let answer = Answer::new(
             text,

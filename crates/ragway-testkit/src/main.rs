@@ -22,6 +22,10 @@ struct Args {
     /// streams pace like a model writing (0 = send at once).
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Words in the OpenAI and Bedrock fakes' answers when nothing is scripted (default: the
+    /// five of "ragway fake answer from <model>."), so streams last as long as a real model's.
+    #[arg(long)]
+    answer_words: Option<usize>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -34,12 +38,14 @@ async fn main() -> anyhow::Result<()> {
         port: args.openai_port,
         record: false,
         chunk_delay,
+        answer_words: args.answer_words,
     })
     .await?;
     let bedrock = bedrock::start_with_options(FakeOptions {
         port: args.bedrock_port,
         record: true,
         chunk_delay,
+        answer_words: args.answer_words,
     })
     .await?;
     let kendra = kendra::start_with_options(
@@ -47,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             port: args.kendra_port,
             record: true,
             chunk_delay: None,
+            answer_words: None,
         },
         kendra::default_passages(),
     )

@@ -223,7 +223,7 @@ async fn chat_completions(call: Call) -> Response {
 
     let text = match &call.script {
         Some(Scripted::Text(text)) => text.clone(),
-        _ => reply::default_text(&request.model),
+        _ => reply::default_text(&request.model, call.state.answer_words),
     };
     let answer = Answer::new(text, request.max_completion_tokens.or(request.max_tokens));
     let finish_reason = match &call.script {

@@ -1,9 +1,15 @@
 //! The deterministic answers the fakes give: default text, word counts, truncation, chunking
 //! and embedding vectors.
 
-/// The answer when nothing is scripted.
-pub(crate) fn default_text(model: &str) -> String {
-    format!("ragway fake answer from {model}.")
+/// The answer when nothing is scripted: `ragway fake answer from <model>.`, or with
+/// `words` set, that many words (the sentence, then `more` repeated), for streams as long as
+/// a real model's.
+pub(crate) fn default_text(model: &str, words: Option<usize>) -> String {
+    let sentence = format!("ragway fake answer from {model}.");
+    match words {
+        Some(n) if n > 5 => format!("{sentence}{}", " more".repeat(n - 5)),
+        _ => sentence,
+    }
 }
 
 /// Whitespace-separated words: the fakes' token count.
@@ -102,7 +108,7 @@ mod tests {
 
     #[test]
     fn chunks_concatenate_to_the_text() {
-        let answer = Answer::new(default_text("gpt-4o"), None);
+        let answer = Answer::new(default_text("gpt-4o", None), None);
         let chunks: Vec<&str> = answer.chunks().collect();
         assert_eq!(chunks, ["ragway ", "fake ", "answer ", "from ", "gpt-4o."]);
         assert_eq!(chunks.concat(), answer.text);
@@ -110,8 +116,19 @@ mod tests {
     }
 
     #[test]
+    fn a_longer_default_answer_has_the_words_asked_for() {
+        let text = default_text("gpt-4o", Some(50));
+        assert_eq!(words(&text), 50);
+        assert!(
+            text.starts_with("ragway fake answer from gpt-4o. more more"),
+            "{text}"
+        );
+        assert_eq!(default_text("m", Some(3)), default_text("m", None));
+    }
+
+    #[test]
     fn limit_truncates_to_whole_words() {
-        let answer = Answer::new(default_text("m"), Some(2));
+        let answer = Answer::new(default_text("m", None), Some(2));
         assert_eq!(
             answer,
             Answer {

@@ -85,6 +85,9 @@ pub struct FakeOptions {
     /// Pause before each streamed text chunk unless a script says otherwise, so a stream
     /// behaves like a model writing (the streaming benchmark).
     pub chunk_delay: Option<Duration>,
+    /// Words in the answer when nothing is scripted (at least the five of the default
+    /// sentence), so benchmark streams last as long as a real model's.
+    pub answer_words: Option<usize>,
 }
 
 impl Default for FakeOptions {
@@ -93,6 +96,7 @@ impl Default for FakeOptions {
             port: 0,
             record: true,
             chunk_delay: None,
+            answer_words: None,
         }
     }
 }
@@ -165,6 +169,8 @@ pub(crate) struct FakeState {
     record: bool,
     /// Default pause before each streamed chunk.
     pub(crate) chunk_delay: Option<Duration>,
+    /// Words in the default answer.
+    pub(crate) answer_words: Option<usize>,
     requests: Mutex<VecDeque<RecordedRequest>>,
     script: Mutex<VecDeque<Scripted>>,
     cancelled: AtomicUsize,
@@ -176,6 +182,7 @@ impl FakeState {
         Self {
             record: options.record,
             chunk_delay: options.chunk_delay,
+            answer_words: options.answer_words,
             requests: Mutex::new(VecDeque::new()),
             script: Mutex::new(VecDeque::new()),
             cancelled: AtomicUsize::new(0),
