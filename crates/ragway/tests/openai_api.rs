@@ -223,7 +223,22 @@ async fn streamed_completions_are_chunks_ending_in_done() {
     assert!(
         chunks[..chunks.len() - 1]
             .iter()
-            .all(|c| c["usage"].is_null())
+            .all(|c| c.get("usage") == Some(&Value::Null)),
+        "with include_usage every other chunk carries \"usage\": null: {chunks:?}"
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.get("system_fingerprint") == Some(&Value::Null)
+                && c["choices"].as_array().unwrap().iter().all(|choice| {
+                    choice["index"] == 0 && choice.get("logprobs") == Some(&Value::Null)
+                })),
+        "{chunks:?}"
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
+    assert!(
+        chunks[1].get("sources").is_none(),
+        "sources on the first chunk only"
     );
 
     // Without include_usage there is no usage chunk and no usage field.

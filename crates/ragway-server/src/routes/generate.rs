@@ -83,7 +83,8 @@ fn name_fallback(body: &mut serde_json::Value, answered: &Answered) {
 /// Server-sent events: `sources`, then `delta` events as the model writes, then `done` with
 /// usage, timings and the model that answered — or `error` if the provider fails mid-answer.
 /// The events start when the model's stream opens; failures before that are retried and fall
-/// back like whole answers, and if none succeeds they are ordinary error responses. Dropping the connection drops the upstream request.
+/// back like whole answers, and if none succeeds they are ordinary error responses. Dropping
+/// the connection drops the upstream request.
 async fn stream_answer(
     registry: &Registry,
     question: Question,
