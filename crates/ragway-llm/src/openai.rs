@@ -115,24 +115,44 @@ impl OpenAiChat {
         Value::Object(fields)
     }
 
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
-        let mut builder = self.http.post(&self.url).timeout(self.timeout).json(body);
+    /// Sends `body`. A whole answer, body included, must come within the timeout; a stream's
+    /// response must start within it, then each of its events must (see `stream`), however
+    /// long the answer runs.
+    async fn send(&self, body: &Value, stream: bool) -> Result<reqwest::Response, ProviderError> {
+        let mut builder = self.http.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key.expose_secret());
         }
-        let response = builder.send().await.map_err(|e| self.transport_error(e))?;
+        if !stream {
+            return self.response(builder.timeout(self.timeout)).await;
+        }
+        tokio::time::timeout(self.timeout, self.response(builder))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    /// The response to `request` if it succeeded, else the failure it stands for.
+    async fn response(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
         if response.status().is_success() {
             return Ok(response);
         }
         Err(self.status_error(response).await)
     }
 
+    fn timed_out(&self) -> ProviderError {
+        ProviderError::Timeout {
+            provider: self.provider.clone(),
+            after: self.timeout,
+        }
+    }
+
     fn transport_error(&self, error: reqwest::Error) -> ProviderError {
         if error.is_timeout() {
-            return ProviderError::Timeout {
-                provider: self.provider.clone(),
-                after: self.timeout,
-            };
+            return self.timed_out();
         }
         // reqwest's Display names the URL, never headers, so no key can leak through it.
         let message = error_chain(&error);
@@ -166,10 +186,7 @@ impl OpenAiChat {
                 message,
                 retry_after,
             },
-            408 | 504 => ProviderError::Timeout {
-                provider: self.provider.clone(),
-                after: self.timeout,
-            },
+            408 | 504 => self.timed_out(),
             _ => ProviderError::upstream(&self.provider, Some(status), message),
         }
     }
@@ -178,7 +195,7 @@ impl OpenAiChat {
 #[async_trait]
 impl ChatModel for OpenAiChat {
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let response = self.send(&self.body(&request, false)).await?;
+        let response = self.send(&self.body(&request, false), false).await?;
         let completion: Completion = response.json().await.map_err(|e| self.transport_error(e))?;
         let choice = completion.choices.into_iter().next().ok_or_else(|| {
             ProviderError::invalid_response(&self.provider, "no choices in the completion")
@@ -201,20 +218,22 @@ impl ChatModel for OpenAiChat {
     }
 
     async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
-        let response = self.send(&self.body(&request, true)).await?;
+        let response = self.send(&self.body(&request, true), true).await?;
         let provider = self.provider.clone();
         let timeout = self.timeout;
         let mut events = response.bytes_stream().eventsource();
         Ok(Box::pin(async_stream::stream! {
             let mut finished = false;
             let mut started = false;
-            while let Some(event) = events.next().await {
+            loop {
+                // Each event must come within the timeout, so a stalled stream cannot hang.
+                let Ok(next) = tokio::time::timeout(timeout, events.next()).await else {
+                    yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
+                    return;
+                };
+                let Some(event) = next else { break };
                 let event = match event {
                     Ok(event) => event,
-                    Err(eventsource_stream::EventStreamError::Transport(e)) if e.is_timeout() => {
-                        yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
-                        return;
-                    }
                     Err(e) => {
                         yield Err(ProviderError::unreachable(&provider, format!("stream broke off: {e}")));
                         return;

@@ -173,6 +173,33 @@ macro_rules! provider_suite {
             }
 
             #[tokio::test]
+            async fn a_stream_may_outlast_the_timeout_while_its_events_keep_coming() {
+                // Five chunks 400 ms apart: 2 s in all against a 1 s timeout, each within it.
+                let s = $provider().await;
+                s.fake.push(Scripted::StreamDelay(Duration::from_millis(400)));
+                let mut stream = s.model.stream(request()).await.unwrap();
+                let mut text = String::new();
+                while let Some(delta) = stream.next().await {
+                    if let Delta::Text(t) = delta.unwrap() {
+                        text.push_str(&t);
+                    }
+                }
+                assert_eq!(text, format!("ragway fake answer from {}.", s.model_id));
+
+                // A stall longer than the timeout between two events ends the stream.
+                s.fake.push(Scripted::StreamDelay(Duration::from_millis(1_500)));
+                let mut stream = s.model.stream(request()).await.unwrap();
+                let mut error = None;
+                while let Some(delta) = stream.next().await {
+                    if let Err(e) = delta {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                assert!(matches!(error, Some(ProviderError::Timeout { .. })), "{error:?}");
+            }
+
+            #[tokio::test]
             async fn unknown_stop_reasons_are_kept() {
                 let s = $provider().await;
                 s.fake.push(Scripted::StopReason("brand_new_reason".into()));
