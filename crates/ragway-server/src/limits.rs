@@ -4,7 +4,6 @@
 //! the body extractors (`json.rs`) as a 413 in the route's shape; prompt and `max_tokens`
 //! ceilings are checked with the rest of each body's validation.
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -19,6 +18,7 @@ use ragway_core::{Delta, DeltaStream, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, in_route_shape};
+use crate::quiet::{Quiet, QuietTimer};
 
 /// The body size limit, in the request's extensions for the body extractors' 413.
 #[derive(Clone, Copy, Debug)]
@@ -87,28 +87,21 @@ pub fn bound_stream(deltas: DeltaStream, limits: &LimitsConfig, started: Instant
     let idle = limits.stream_idle_timeout();
     let total = limits.request_timeout();
     let deadline = tokio::time::Instant::from_std(started) + total;
-    let last = tokio::time::Instant::now();
     Box::pin(Bounded {
         deltas,
-        timer: Box::pin(tokio::time::sleep_until((last + idle).min(deadline))),
-        last,
+        quiet: QuietTimer::new(idle, Some(deadline)),
         idle,
         total,
-        deadline,
         ended: false,
     })
 }
 
-/// A stream under an idle timeout and a deadline. The timer is not moved at every piece (a
-/// timer-wheel update each time, thousands a second under load): each piece notes its time,
-/// and a timer that fires before the limit is set again from the last piece.
+/// A stream under an idle timeout and a deadline.
 struct Bounded {
     deltas: DeltaStream,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    last: tokio::time::Instant,
+    quiet: QuietTimer,
     idle: Duration,
     total: Duration,
-    deadline: tokio::time::Instant,
     ended: bool,
 }
 
@@ -122,34 +115,25 @@ impl Stream for Bounded {
         }
         if let Poll::Ready(item) = this.deltas.poll_next_unpin(cx) {
             match item {
-                Some(Ok(_)) => this.last = tokio::time::Instant::now(),
+                Some(Ok(_)) => this.quiet.event(),
                 // An error ends the stream like its end does.
                 _ => this.ended = true,
             }
             return Poll::Ready(item);
         }
-        loop {
-            ready!(this.timer.as_mut().poll(cx));
-            let now = tokio::time::Instant::now();
-            let idle_until = this.last + this.idle;
-            let (limit, what) = if now >= this.deadline {
-                (this.total, "was still streaming after")
-            } else if now >= idle_until {
-                (this.idle, "sent nothing for")
-            } else {
-                this.timer.as_mut().reset(idle_until.min(this.deadline));
-                continue;
-            };
-            this.ended = true;
-            tracing::warn!(limit_secs = limit.as_secs_f64(), "stream {what} its limit");
-            return Poll::Ready(Some(Err(ProviderError::Timeout {
-                provider: format!(
-                    "the model (server.limits: the stream {what} {}s)",
-                    limit.as_secs_f64()
-                ),
-                after: limit,
-            })));
-        }
+        let (limit, what) = match ready!(this.quiet.poll_quiet(cx)) {
+            Quiet::PastDeadline => (this.total, "was still streaming after"),
+            Quiet::Idle => (this.idle, "sent nothing for"),
+        };
+        this.ended = true;
+        tracing::warn!(limit_secs = limit.as_secs_f64(), "stream {what} its limit");
+        Poll::Ready(Some(Err(ProviderError::Timeout {
+            provider: format!(
+                "the model (server.limits: the stream {what} {}s)",
+                limit.as_secs_f64()
+            ),
+            after: limit,
+        })))
     }
 }
 

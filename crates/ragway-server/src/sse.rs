@@ -1,10 +1,8 @@
 //! Server-sent event responses for the streaming routes: axum's `Sse`, with a keep-alive
-//! comment after 15 s without an event so that proxies keep the connection open. The timer is
-//! not moved at every event (a timer-wheel update each time, tens of thousands a second under
-//! load): each event notes its time, and a timer that fires early is set again from it.
+//! comment after 15 s without an event so that proxies keep the connection open (timed by a
+//! [`QuietTimer`], which is not moved at every event, unlike axum's own keep-alive).
 
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -13,7 +11,8 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse as _, Response};
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
-use tokio::time::{Instant, Sleep};
+
+use crate::quiet::QuietTimer;
 
 /// How long a stream may go without an event before a keep-alive comment is sent.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -44,19 +43,14 @@ where
 /// `events` with a comment (`: ` and a blank line) after every `period` without one.
 struct KeptAlive {
     events: futures::stream::BoxStream<'static, Event>,
-    timer: Pin<Box<Sleep>>,
-    last: Instant,
-    period: Duration,
+    quiet: QuietTimer,
 }
 
 impl KeptAlive {
     fn new(events: futures::stream::BoxStream<'static, Event>, period: Duration) -> Self {
-        let last = Instant::now();
         Self {
             events,
-            timer: Box::pin(tokio::time::sleep_until(last + period)),
-            last,
-            period,
+            quiet: QuietTimer::new(period, None),
         }
     }
 }
@@ -67,20 +61,13 @@ impl Stream for KeptAlive {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Poll::Ready(event) = this.events.poll_next_unpin(cx) {
-            this.last = Instant::now();
+            this.quiet.event();
             return Poll::Ready(event.map(Ok));
         }
-        loop {
-            ready!(this.timer.as_mut().poll(cx));
-            let now = Instant::now();
-            let due = this.last + this.period;
-            if now >= due {
-                this.last = now;
-                this.timer.as_mut().reset(now + this.period);
-                return Poll::Ready(Some(Ok(Event::default().comment(""))));
-            }
-            this.timer.as_mut().reset(due);
-        }
+        ready!(this.quiet.poll_quiet(cx));
+        // The comment counts as an event: the next one is a period away.
+        this.quiet.event();
+        Poll::Ready(Some(Ok(Event::default().comment(""))))
     }
 }
 
