@@ -8,11 +8,17 @@
 # than most real ones; 5 makes every stream ~0.1 s, which measures request set-up more than
 # streaming: 500 streams are then ~4,500 new requests a second).
 #
-#   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS] [WORDS]    (defaults: 500 10 20 50)
-#   BIN_DIR=path bench/streaming.sh …                           (prebuilt ragway, ragway-fakes, stream_load)
+# A p99 of a few milliseconds moves by half a millisecond from one run to the next on a shared
+# machine, so the three paths are measured in ROUNDS rounds, each in a different order (drift
+# and order effects fall on every path alike), and the figures are the rounds' medians; the
+# added time is taken within each round, against that round's direct run.
+#
+#   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS] [WORDS] [ROUNDS]
+#                                                   (defaults: 500 10 20 50 3; SECONDS per run)
+#   BIN_DIR=path bench/streaming.sh …               (prebuilt ragway, ragway-fakes, stream_load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}; words=${4:-50}
+streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}; words=${4:-50}; rounds=${5:-3}
 if [ -n "${BIN_DIR:-}" ]; then
   bin=$BIN_DIR; load=$BIN_DIR/examples/stream_load
 else
@@ -48,23 +54,41 @@ generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}
 TOKIO_WORKER_THREADS=1 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds 2 > /dev/null
 TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds 2 > /dev/null
 TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds 2 > /dev/null
-echo "streaming — $(nproc) cores, $streams concurrent streams for ${seconds}s, answers of $words words, upstream chunk every ${delay} ms"
-TOKIO_WORKER_THREADS=1 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds "$seconds" > "$out/direct.json"
-TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds "$seconds" > "$out/v1.json"
-TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds "$seconds" > "$out/generate.json"
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-runs = [(name, json.load(open(f"{out}/{file}.json"))) for name, file in
-        [("upstream direct", "direct"), ("ragway /v1/chat/completions", "v1"), ("ragway /generate", "generate")]]
-print(f"{'path':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  {'TTFT p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
-for name, r in runs:
-    t, f, g = r["ttfb_ms"], r["ttft_ms"], r["gap_ms"]
-    print(f"{name:<30} {r['requests']:>8} {r['errors']:>7}  {t['p50']:>9.2f} / {t['p99']:>8.2f}  "
-          f"{f['p50']:>9.2f} / {f['p99']:>8.2f}  {g['p50']:>7.2f} / {g['p99']:>7.2f} / {g['max']:>7.2f}")
-base, base_text = runs[0][1]["ttfb_ms"], runs[0][1]["ttft_ms"]
-for name, r in runs[1:]:
-    print(f"through {name}: added TTFB p50 {r['ttfb_ms']['p50'] - base['p50']:+.2f} ms, "
-          f"p99 {r['ttfb_ms']['p99'] - base['p99']:+.2f} ms; added TTFT p50 "
-          f"{r['ttft_ms']['p50'] - base_text['p50']:+.2f} ms, p99 {r['ttft_ms']['p99'] - base_text['p99']:+.2f} ms")
+echo "streaming — $(nproc) cores, $streams concurrent streams, answers of $words words, upstream chunk every ${delay} ms, $rounds rounds of ${seconds}s per path"
+declare -A urls=([direct]="$upstream/v1/chat/completions" [v1]="$gateway/v1/chat/completions" [generate]="$gateway/generate")
+declare -A bodies=([direct]="$direct" [v1]="$v1" [generate]="$generate")
+order=(direct v1 generate)
+for round in $(seq "$rounds"); do
+  for path in "${order[@]}"; do
+    TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" \
+      --seconds "$seconds" > "$out/$path-$round.json"
+  done
+  order=("${order[@]:1}" "${order[0]}")
+done
+python3 - "$out" "$rounds" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+paths = [("direct", "upstream direct"), ("v1", "ragway /v1/chat/completions"),
+         ("generate", "ragway /generate")]
+runs = {path: [json.load(open(f"{out}/{path}-{r}.json")) for r in range(1, rounds + 1)]
+        for path, _ in paths}
+med = lambda path, metric, q: statistics.median(r[metric][q] for r in runs[path])
+print(f"{'path (median of rounds)':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  "
+      f"{'TTFT p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
+for path, name in paths:
+    requests = sum(r["requests"] for r in runs[path])
+    errors = sum(r["errors"] for r in runs[path])
+    gap_max = max(r["gap_ms"]["max"] for r in runs[path])
+    print(f"{name:<30} {requests:>8} {errors:>7}  {med(path, 'ttfb_ms', 'p50'):>9.2f} / "
+          f"{med(path, 'ttfb_ms', 'p99'):>8.2f}  {med(path, 'ttft_ms', 'p50'):>9.2f} / "
+          f"{med(path, 'ttft_ms', 'p99'):>8.2f}  {med(path, 'gap_ms', 'p50'):>7.2f} / "
+          f"{med(path, 'gap_ms', 'p99'):>7.2f} / {gap_max:>7.2f}")
+for path, name in paths[1:]:
+    def added(metric, q):
+        each = [r[metric][q] - d[metric][q] for r, d in zip(runs[path], runs["direct"])]
+        return statistics.median(each), " ".join(f"{x:+.2f}" for x in each)
+    (t50, _), (t99, t99_rounds) = added("ttfb_ms", "p50"), added("ttfb_ms", "p99")
+    (f50, _), (f99, _) = added("ttft_ms", "p50"), added("ttft_ms", "p99")
+    print(f"through {name}: added TTFB p50 {t50:+.2f} ms, p99 {t99:+.2f} ms (rounds: {t99_rounds}); "
+          f"added TTFT p50 {f50:+.2f} ms, p99 {f99:+.2f} ms")
 PY

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod error;
 pub mod limits;
 pub mod prompt;
+pub mod quiet;
 pub mod secret;
 pub mod telemetry;
 pub mod traits;

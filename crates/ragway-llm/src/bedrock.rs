@@ -21,6 +21,7 @@ use ragway_aws::{
     map_sdk_error,
 };
 use ragway_core::config::{BedrockLlmConfig, secs};
+use ragway_core::quiet::QuietTimer;
 use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
     ProviderError, Role, ToolCall, ToolChoice, Usage,
@@ -307,13 +308,14 @@ impl ChatModel for BedrockChat {
         let provider = self.provider.clone();
         let timeout = self.timeout;
         Ok(Box::pin(async_stream::stream! {
+            let mut quiet = QuietTimer::new(timeout, None);
             let mut finished = false;
             // Content block index -> tool call number, in the order the calls started.
             let mut tool_blocks: Vec<i32> = Vec::new();
             loop {
                 // The SDK's operation timeout ends with the response headers; after them, each
                 // event must come within `timeout_secs`, so a stalled stream cannot hang.
-                let Ok(next) = tokio::time::timeout(timeout, events.recv()).await else {
+                let Ok(next) = quiet.within(events.recv()).await else {
                     yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
                     return;
                 };

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use ragway_core::config::{OpenAiLlmConfig, secs};
+use ragway_core::quiet::QuietTimer;
 use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
     ProviderError, Role, ToolCall, ToolChoice, Usage,
@@ -223,11 +224,12 @@ impl ChatModel for OpenAiChat {
         let timeout = self.timeout;
         let mut events = response.bytes_stream().eventsource();
         Ok(Box::pin(async_stream::stream! {
+            let mut quiet = QuietTimer::new(timeout, None);
             let mut finished = false;
             let mut started = false;
             loop {
                 // Each event must come within the timeout, so a stalled stream cannot hang.
-                let Ok(next) = tokio::time::timeout(timeout, events.next()).await else {
+                let Ok(next) = quiet.within(events.next()).await else {
                     yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
                     return;
                 };

@@ -10,7 +10,6 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod pipeline;
-mod quiet;
 pub mod rate_limit;
 pub mod registry;
 pub mod request_id;

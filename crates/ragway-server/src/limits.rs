@@ -18,7 +18,7 @@ use ragway_core::{Delta, DeltaStream, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, in_route_shape};
-use crate::quiet::{Quiet, QuietTimer};
+use ragway_core::quiet::{Quiet, QuietTimer};
 
 /// The body size limit, in the request's extensions for the body extractors' 413.
 #[derive(Clone, Copy, Debug)]

@@ -12,24 +12,28 @@ use axum::response::{IntoResponse as _, Response};
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 
-use crate::quiet::QuietTimer;
+use ragway_core::quiet::QuietTimer;
 
 /// How long a stream may go without an event before a keep-alive comment is sent.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// An event carrying `data` as JSON, written straight into the event, named `name` if given.
+/// An event carrying `data` as JSON, named `name` if given. The JSON is written whole, then
+/// copied into the event once (axum's `json_data` checks and copies every fragment serde writes).
 pub fn json_event(name: Option<&'static str>, data: &impl Serialize) -> Event {
     let event = match name {
         Some(name) => Event::default().event(name),
         None => Event::default(),
     };
-    event.json_data(data).unwrap_or_else(|error| {
-        // Only maps with keys that are not text fail to serialize, and no event holds one.
-        tracing::error!(%error, "an event could not be written as JSON");
-        Event::default()
-            .event("error")
-            .data(r#"{"status":500,"detail":"ragway could not write an event"}"#)
-    })
+    match serde_json::to_string(data) {
+        Ok(json) => event.data(json),
+        Err(error) => {
+            // Only maps with keys that are not text fail to serialize, and no event holds one.
+            tracing::error!(%error, "an event could not be written as JSON");
+            Event::default()
+                .event("error")
+                .data(r#"{"status":500,"detail":"ragway could not write an event"}"#)
+        }
+    }
 }
 
 /// `events` as a `text/event-stream` response.
