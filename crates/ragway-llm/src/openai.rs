@@ -12,7 +12,8 @@ use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
     ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,9 +22,11 @@ pub const PROVIDER_TYPE: &str = "openai";
 /// A chat model behind an OpenAI-compatible `/chat/completions` endpoint.
 pub struct OpenAiChat {
     http: reqwest::Client,
-    url: String,
+    /// Parsed once: every request clones it.
+    url: reqwest::Url,
     model: String,
-    api_key: Option<SecretString>,
+    /// `Bearer <key>`, made once and marked sensitive (kept out of debug output).
+    authorization: Option<HeaderValue>,
     reasoning: bool,
     timeout: Duration,
     provider: String,
@@ -33,18 +36,37 @@ impl OpenAiChat {
     /// Builds the model over a shared, pooled HTTP client, resolving the key now so that a
     /// missing variable stops start-up instead of the first request.
     pub fn new(config: &OpenAiLlmConfig, http: reqwest::Client) -> Result<Self, BuildError> {
-        let api_key = match &config.api_key {
-            Some(reference) => Some(reference.resolve().map_err(|message| BuildError {
-                component: format!("llm \"{}\" api_key", config.name),
-                message,
-            })?),
+        let failed = |field: &str, message: String| BuildError {
+            component: format!("llm \"{}\" {field}", config.name),
+            message,
+        };
+        let authorization = match &config.api_key {
+            Some(reference) => {
+                let key = reference.resolve().map_err(|m| failed("api_key", m))?;
+                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+                    .map_err(|_| {
+                        failed(
+                            "api_key",
+                            "is not valid in an HTTP header (a line break?)".into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         };
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            failed(
+                "base_url",
+                format!("\"{}\" is not a URL: {e}", config.base_url),
+            )
+        })?;
         Ok(Self {
             http,
-            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            url,
             model: config.model.clone(),
-            api_key,
+            authorization,
             reasoning: config
                 .reasoning
                 .unwrap_or_else(|| is_reasoning_model(&config.model)),
@@ -120,9 +142,9 @@ impl OpenAiChat {
     /// response must start within it, then each of its events must (see `stream`), however
     /// long the answer runs.
     async fn send(&self, body: &Value, stream: bool) -> Result<reqwest::Response, ProviderError> {
-        let mut builder = self.http.post(&self.url).json(body);
-        if let Some(key) = &self.api_key {
-            builder = builder.bearer_auth(key.expose_secret());
+        let mut builder = self.http.post(self.url.clone()).json(body);
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
         }
         if !stream {
             return self.response(builder.timeout(self.timeout)).await;
@@ -448,6 +470,21 @@ mod tests {
         let config: OpenAiLlmConfig =
             toml::from_str(&format!("name = 'x'\nmodel = '{name}'")).unwrap();
         OpenAiChat::new(&config, reqwest::Client::new()).unwrap()
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_a_url_stops_the_build() {
+        let config: OpenAiLlmConfig =
+            toml::from_str("name = 'x'\nmodel = 'm'\nbase_url = 'not a url'").unwrap();
+        let Err(error) = OpenAiChat::new(&config, reqwest::Client::new()) else {
+            panic!("built over a base_url that is not a URL");
+        };
+        assert_eq!(error.component, "llm \"x\" base_url");
+        assert!(
+            error.message.contains("\"not a url\" is not a URL"),
+            "{}",
+            error.message
+        );
     }
 
     fn request() -> ChatRequest {
