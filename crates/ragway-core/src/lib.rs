@@ -1,5 +1,6 @@
 //! Shared vocabulary of ragway: chat and retrieval types, the component traits, errors,
-//! configuration and prompt assembly. Every other crate builds on these.
+//! configuration, prompt assembly, and the quiet-spell timer every stream's timeouts use. Every
+//! other crate builds on these.
 
 pub mod access;
 pub mod config;

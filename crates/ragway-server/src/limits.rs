@@ -14,11 +14,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use futures::{Stream, StreamExt as _};
 use ragway_core::limits::LimitsConfig;
+use ragway_core::quiet::{Quiet, QuietTimer};
 use ragway_core::{Delta, DeltaStream, ProviderError};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, in_route_shape};
-use ragway_core::quiet::{Quiet, QuietTimer};
 
 /// The body size limit, in the request's extensions for the body extractors' 413.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,8 @@ use std::time::Duration;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse as _, Response};
 use futures::{Stream, StreamExt as _};
-use serde::Serialize;
-
 use ragway_core::quiet::QuietTimer;
+use serde::Serialize;
 
 /// How long a stream may go without an event before a keep-alive comment is sent.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
