@@ -51,12 +51,12 @@ generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}
 
 # Warm every path at full width first: each opens its connections (client to ragway, ragway's
 # pool to the upstream) outside the measured runs.
-TOKIO_WORKER_THREADS=1 "$load" --url "$upstream/v1/chat/completions" --body "$direct" --streams "$streams" --seconds 2 > /dev/null
-TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/v1/chat/completions" --body "$v1" --streams "$streams" --seconds 2 > /dev/null
-TOKIO_WORKER_THREADS=1 "$load" --url "$gateway/generate" --body "$generate" --streams "$streams" --seconds 2 > /dev/null
-echo "streaming — $(nproc) cores, $streams concurrent streams, answers of $words words, upstream chunk every ${delay} ms, $rounds rounds of ${seconds}s per path"
 declare -A urls=([direct]="$upstream/v1/chat/completions" [v1]="$gateway/v1/chat/completions" [generate]="$gateway/generate")
 declare -A bodies=([direct]="$direct" [v1]="$v1" [generate]="$generate")
+for path in direct v1 generate; do
+  TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" --seconds 2 > /dev/null
+done
+echo "streaming — $(nproc) cores, $streams concurrent streams, answers of $words words, upstream chunk every ${delay} ms, $rounds rounds of ${seconds}s per path"
 order=(direct v1 generate)
 for round in $(seq "$rounds"); do
   for path in "${order[@]}"; do

@@ -242,7 +242,7 @@ impl ChunkHead<'_> {
     }
 }
 
-/// One `chat.completion.chunk`, written straight into its event (no JSON tree per chunk).
+/// One `chat.completion.chunk`, serialised from borrowed fields (no JSON tree per chunk).
 #[derive(Serialize)]
 struct Chunk<'a> {
     id: &'a str,
