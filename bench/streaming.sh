@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Streaming: time to first byte and the gaps between events, through ragway's streaming
-# routes vs the upstream fake directly, with STREAMS concurrent streams held open. The fake
+# routes vs the upstream fake directly, with STREAMS concurrent streams held open. A bare proxy
+# on ragway's stack (`bare_proxy`: axum in, reqwest out, bytes forwarded untouched) is measured
+# too, as the floor: what any proxy costs on this machine, so that ragway's own share shows. The fake
 # paces its chunks (--chunk-delay-ms) like a model writing, so an event that ragway held back
 # would show as a burst: gaps near zero followed by long ones.
 #
@@ -9,23 +11,24 @@
 # streaming: 500 streams are then ~4,500 new requests a second).
 #
 # A p99 of a few milliseconds moves by half a millisecond from one run to the next on a shared
-# machine, so the three paths are measured in ROUNDS rounds, each in a different order (drift
+# machine, so the four paths are measured in ROUNDS rounds, each in a different order (drift
 # and order effects fall on every path alike), and the figures are the rounds' medians; the
 # added time is taken within each round, against that round's direct run.
 #
 #   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS] [WORDS] [ROUNDS]
 #                                                   (defaults: 500 10 20 50 3; SECONDS per run)
-#   BIN_DIR=path bench/streaming.sh …               (prebuilt ragway, ragway-fakes, stream_load)
+#   BIN_DIR=path bench/streaming.sh …     (prebuilt ragway, ragway-fakes, stream_load, bare_proxy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}; words=${4:-50}; rounds=${5:-3}
 if [ -n "${BIN_DIR:-}" ]; then
-  bin=$BIN_DIR; load=$BIN_DIR/examples/stream_load
+  bin=$BIN_DIR
 else
   cargo build --release --quiet -p ragway -p ragway-testkit
-  cargo build --release --quiet -p ragway-testkit --example stream_load
-  bin=${CARGO_TARGET_DIR:-target}/release; load=$bin/examples/stream_load
+  cargo build --release --quiet -p ragway-testkit --example stream_load --example bare_proxy
+  bin=${CARGO_TARGET_DIR:-target}/release
 fi
+load=$bin/examples/stream_load
 out=bench/out/streaming; mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
 
@@ -44,6 +47,10 @@ model = "gpt-4o"
 base_url = "$upstream/v1"
 TOML
 start_ragway "$out/streaming.toml" "$out/ragway.out"; gateway=$url
+"$bin/examples/bare_proxy" --upstream "$upstream/v1/chat/completions" > "$out/bare.out" & pids+=($!)
+for _ in $(seq 50); do grep -q listening "$out/bare.out" 2>/dev/null && break; sleep 0.1; done
+bare=$(sed -n 's/^bare proxy listening on //p' "$out/bare.out")
+[ -n "$bare" ] || { echo "bare_proxy did not start" >&2; exit 1; }
 
 direct='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
 v1='{"model":"fast","stream":true,"messages":[{"role":"user","content":"Explain quantum computing"}]}'
@@ -51,13 +58,14 @@ generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}
 
 # Warm every path at full width first: each opens its connections (client to ragway, ragway's
 # pool to the upstream) outside the measured runs.
-declare -A urls=([direct]="$upstream/v1/chat/completions" [v1]="$gateway/v1/chat/completions" [generate]="$gateway/generate")
-declare -A bodies=([direct]="$direct" [v1]="$v1" [generate]="$generate")
-for path in direct v1 generate; do
+declare -A urls=([direct]="$upstream/v1/chat/completions" [bare]="$bare/v1/chat/completions"
+                  [v1]="$gateway/v1/chat/completions" [generate]="$gateway/generate")
+declare -A bodies=([direct]="$direct" [bare]="$direct" [v1]="$v1" [generate]="$generate")
+for path in direct bare v1 generate; do
   TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" --seconds 2 > /dev/null
 done
 echo "streaming — $(nproc) cores, $streams concurrent streams, answers of $words words, upstream chunk every ${delay} ms, $rounds rounds of ${seconds}s per path"
-order=(direct v1 generate)
+order=(direct bare v1 generate)
 for round in $(seq "$rounds"); do
   for path in "${order[@]}"; do
     TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" \
@@ -68,8 +76,8 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-paths = [("direct", "upstream direct"), ("v1", "ragway /v1/chat/completions"),
-         ("generate", "ragway /generate")]
+paths = [("direct", "upstream direct"), ("bare", "bare proxy (floor)"),
+         ("v1", "ragway /v1/chat/completions"), ("generate", "ragway /generate")]
 runs = {path: [json.load(open(f"{out}/{path}-{r}.json")) for r in range(1, rounds + 1)]
         for path, _ in paths}
 med = lambda path, metric, q: statistics.median(r[metric][q] for r in runs[path])
@@ -83,12 +91,15 @@ for path, name in paths:
           f"{med(path, 'ttfb_ms', 'p99'):>8.2f}  {med(path, 'ttft_ms', 'p50'):>9.2f} / "
           f"{med(path, 'ttft_ms', 'p99'):>8.2f}  {med(path, 'gap_ms', 'p50'):>7.2f} / "
           f"{med(path, 'gap_ms', 'p99'):>7.2f} / {gap_max:>7.2f}")
+def added(path, base, metric, q):
+    each = [r[metric][q] - b[metric][q] for r, b in zip(runs[path], runs[base])]
+    return statistics.median(each), " ".join(f"{x:+.2f}" for x in each)
 for path, name in paths[1:]:
-    def added(metric, q):
-        each = [r[metric][q] - d[metric][q] for r, d in zip(runs[path], runs["direct"])]
-        return statistics.median(each), " ".join(f"{x:+.2f}" for x in each)
-    (t50, _), (t99, t99_rounds) = added("ttfb_ms", "p50"), added("ttfb_ms", "p99")
-    (f50, _), (f99, _) = added("ttft_ms", "p50"), added("ttft_ms", "p99")
+    (t50, _), (t99, t99_rounds) = added(path, "direct", "ttfb_ms", "p50"), added(path, "direct", "ttfb_ms", "p99")
+    (f50, _), (f99, _) = added(path, "direct", "ttft_ms", "p50"), added(path, "direct", "ttft_ms", "p99")
     print(f"through {name}: added TTFB p50 {t50:+.2f} ms, p99 {t99:+.2f} ms (rounds: {t99_rounds}); "
           f"added TTFT p50 {f50:+.2f} ms, p99 {f99:+.2f} ms")
+for path, name in paths[2:]:
+    (t50, _), (t99, t99_rounds) = added(path, "bare", "ttfb_ms", "p50"), added(path, "bare", "ttfb_ms", "p99")
+    print(f"{name} over the bare proxy: TTFB p50 {t50:+.2f} ms, p99 {t99:+.2f} ms (rounds: {t99_rounds})")
 PY
