@@ -2,9 +2,9 @@
 # Streaming: time to first byte and the gaps between events, through ragway's streaming
 # routes vs the upstream fake directly, with STREAMS concurrent streams held open. A bare proxy
 # on ragway's stack (`bare_proxy`: axum in, reqwest out, bytes forwarded untouched) is measured
-# too, as the floor: what any proxy costs on this machine, so that ragway's own share shows. The fake
-# paces its chunks (--chunk-delay-ms) like a model writing, so an event that ragway held back
-# would show as a burst: gaps near zero followed by long ones.
+# too, as the floor: what one more hop costs on this machine, so that ragway's own share shows.
+# The fake paces its chunks (--chunk-delay-ms) like a model writing, so an event that ragway
+# held back would show as a burst: gaps near zero followed by long ones.
 #
 # Each answer is WORDS words, one chunk each (50 at 20 ms: a one-second answer, still shorter
 # than most real ones; 5 makes every stream ~0.1 s, which measures request set-up more than
@@ -13,7 +13,8 @@
 # A p99 of a few milliseconds moves by half a millisecond from one run to the next on a shared
 # machine, so the four paths are measured in ROUNDS rounds, each in a different order (drift
 # and order effects fall on every path alike), and the figures are the rounds' medians; the
-# added time is taken within each round, against that round's direct run.
+# added time is taken within each round, against that round's direct run (and, for ragway's
+# routes, against its bare proxy run).
 #
 #   bench/streaming.sh [STREAMS] [SECONDS] [CHUNK_DELAY_MS] [WORDS] [ROUNDS]
 #                                                   (defaults: 500 10 20 50 3; SECONDS per run)
