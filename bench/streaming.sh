@@ -38,7 +38,7 @@ pids=(); source bench/lib.sh
 # cores with ragway, and their own threads waking each other only take CPU from what is measured
 # (both paths are measured with the same tools).
 export TOKIO_WORKER_THREADS=1
-start_fakes "$out" --chunk-delay-ms "$delay" --answer-words "$words"
+start_fakes "$out" --chunk-delay-ms "$delay" --answer-words "$words"; fake_pid=${pids[-1]}
 unset TOKIO_WORKER_THREADS
 cat > "$out/streaming.toml" <<TOML
 [[llm]]
@@ -47,8 +47,9 @@ type = "openai"
 model = "gpt-4o"
 base_url = "$upstream/v1"
 TOML
-start_ragway "$out/streaming.toml" "$out/ragway.out"; gateway=$url
+start_ragway "$out/streaming.toml" "$out/ragway.out"; gateway=$url; ragway_pid=$pid
 "$bin/examples/bare_proxy" --upstream "$upstream/v1/chat/completions" > "$out/bare.out" & pids+=($!)
+bare_pid=$!
 for _ in $(seq 50); do grep -q listening "$out/bare.out" 2>/dev/null && break; sleep 0.1; done
 bare=$(sed -n 's/^bare proxy listening on //p' "$out/bare.out")
 [ -n "$bare" ] || { echo "bare_proxy did not start" >&2; exit 1; }
@@ -62,15 +63,23 @@ generate='{"prompt":"Explain quantum computing","llm_name":"fast","stream":true}
 declare -A urls=([direct]="$upstream/v1/chat/completions" [bare]="$bare/v1/chat/completions"
                   [v1]="$gateway/v1/chat/completions" [generate]="$gateway/generate")
 declare -A bodies=([direct]="$direct" [bare]="$direct" [v1]="$v1" [generate]="$generate")
+# The process each path goes through (none for the direct path), whose CPU is measured.
+declare -A via=([direct]="" [bare]="$bare_pid" [v1]="$ragway_pid" [generate]="$ragway_pid")
 for path in direct bare v1 generate; do
   TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" --seconds 2 > /dev/null
 done
 echo "streaming — $(nproc) cores, $streams concurrent streams, answers of $words words, upstream chunk every ${delay} ms, $rounds rounds of ${seconds}s per path"
+# CPU seconds a process has used so far (user and system).
+cpu() { [ -z "$1" ] && { echo 0; return; }; awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 order=(direct bare v1 generate)
 for round in $(seq "$rounds"); do
   for path in "${order[@]}"; do
+    p0=$(cpu "${via[$path]}"); f0=$(cpu "$fake_pid"); t0=$(date +%s.%N)
     TOKIO_WORKER_THREADS=1 "$load" --url "${urls[$path]}" --body "${bodies[$path]}" --streams "$streams" \
       --seconds "$seconds" > "$out/$path-$round.json"
+    # Cores used over the run: the process the path goes through, and the fake.
+    echo "$(cpu "${via[$path]}") $p0 $(cpu "$fake_pid") $f0 $(date +%s.%N) $t0" |
+      awk '{printf "%.3f %.3f\n", ($1 - $2) / ($5 - $6), ($3 - $4) / ($5 - $6)}' > "$out/$path-$round.cpu"
   done
   order=("${order[@]:1}" "${order[0]}")
 done
@@ -82,16 +91,21 @@ paths = [("direct", "upstream direct"), ("bare", "bare proxy (floor)"),
 runs = {path: [json.load(open(f"{out}/{path}-{r}.json")) for r in range(1, rounds + 1)]
         for path, _ in paths}
 med = lambda path, metric, q: statistics.median(r[metric][q] for r in runs[path])
+# Cores used during each run by the proxy the path goes through, and by the fake.
+cores = {path: [tuple(map(float, open(f"{out}/{path}-{r}.cpu").read().split()))
+                for r in range(1, rounds + 1)] for path, _ in paths}
+cores_med = lambda path, i: statistics.median(c[i] for c in cores[path])
 print(f"{'path (median of rounds)':<30} {'streams':>8} {'errors':>7}  {'TTFB p50 / p99 (ms)':>21}  "
-      f"{'TTFT p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}")
+      f"{'TTFT p50 / p99 (ms)':>21}  {'gap p50 / p99 / max (ms)':>26}  {'cores: proxy / fake':>19}")
 for path, name in paths:
     requests = sum(r["requests"] for r in runs[path])
     errors = sum(r["errors"] for r in runs[path])
     gap_max = max(r["gap_ms"]["max"] for r in runs[path])
+    proxy_cores = f"{cores_med(path, 0):.2f}" if path != "direct" else "-"
     print(f"{name:<30} {requests:>8} {errors:>7}  {med(path, 'ttfb_ms', 'p50'):>9.2f} / "
           f"{med(path, 'ttfb_ms', 'p99'):>8.2f}  {med(path, 'ttft_ms', 'p50'):>9.2f} / "
           f"{med(path, 'ttft_ms', 'p99'):>8.2f}  {med(path, 'gap_ms', 'p50'):>7.2f} / "
-          f"{med(path, 'gap_ms', 'p99'):>7.2f} / {gap_max:>7.2f}")
+          f"{med(path, 'gap_ms', 'p99'):>7.2f} / {gap_max:>7.2f}  {proxy_cores:>11} / {cores_med(path, 1):.2f}")
 def added(path, base, metric, q):
     each = [r[metric][q] - b[metric][q] for r, b in zip(runs[path], runs[base])]
     return statistics.median(each), " ".join(f"{x:+.2f}" for x in each)
