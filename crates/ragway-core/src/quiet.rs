@@ -68,16 +68,14 @@ impl QuietTimer {
     }
 
     /// `work`'s output, unless the period passes first, counted from now (the time a caller
-    /// spent elsewhere since the last event is not held against the next one).
+    /// spent elsewhere since the last event is not held against the next one). The wait's start
+    /// is its only note: the next wait notes its own.
     pub async fn within<F: Future>(&mut self, work: F) -> Result<F::Output, Quiet> {
         self.event();
         let mut work = std::pin::pin!(work);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(output) = work.as_mut().poll(cx) {
-                self.event();
-                return Poll::Ready(Ok(output));
-            }
-            self.poll_quiet(cx).map(Err)
+        std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Ok(output)),
+            Poll::Pending => self.poll_quiet(cx).map(Err),
         })
         .await
     }
