@@ -321,15 +321,10 @@ async fn every_request_is_logged_with_its_id_and_never_with_the_prompt() {
         .to_owned();
     assert_eq!(made.len(), 36, "{made}");
 
-    // The log line is written as the answer goes out; give it a moment to reach the pipe.
-    let mut logs = String::new();
-    for _ in 0..50 {
-        logs = stack.server.logs();
-        if logs.contains(&made) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let logs = stack
+        .server
+        .logs_once_they_contain(&made, std::time::Duration::from_secs(5))
+        .await;
     assert!(
         logs.contains("client-trace-42") && logs.contains("/generate"),
         "{logs}"

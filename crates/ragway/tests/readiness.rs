@@ -1,6 +1,8 @@
 //! `/readyz` asks every component whether it can serve: AWS credentials that resolve, a FAISS
 //! index that matches its documents. A failing component makes it 503 and names itself.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::Server;
@@ -101,7 +103,10 @@ async fn readyz_fails_when_a_faiss_store_loses_its_files_under_the_server() {
         "{ready}"
     );
     assert_eq!(check(&ready, "llm", "claude")["status"], "ok", "{ready}");
-    assert!(server.logs().contains("not ready"), "{}", server.logs());
+    let logs = server
+        .logs_once_they_contain("not ready", Duration::from_secs(5))
+        .await;
+    assert!(logs.contains("not ready"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -40,6 +40,8 @@ pub struct Server {
     child: Child,
     _dir: tempfile::TempDir,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The task copying the server's stderr into `stderr`; it ends at the pipe's end.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -68,7 +70,7 @@ impl Server {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = stderr.clone();
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             while let Ok(Some(line)) = err_lines.next_line().await {
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
             }
@@ -88,6 +90,7 @@ impl Server {
             child,
             _dir: dir,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -111,20 +114,41 @@ impl Server {
         assert!(status.success(), "kill -TERM {pid} failed: {status}");
     }
 
-    /// Waits for the process to exit, at most `within`.
+    /// Waits for the process to exit, at most `within`, and for its log to be read to the end.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(within, self.child.wait()).await {
+        let status = match tokio::time::timeout(within, self.child.wait()).await {
             Ok(status) => status.unwrap(),
             Err(_) => panic!(
                 "the server did not exit within {within:?}; its log:\n{}",
                 self.logs()
             ),
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("the server's log pipe stayed open after it exited")
+                .unwrap();
         }
+        status
     }
 
     /// What the server logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// What the server logged, once it contains `needle` or `within` has passed (then the
+    /// caller's assertion shows the log). A line is written as an answer goes out, so it can
+    /// reach the pipe after the client has the answer.
+    pub async fn logs_once_they_contain(&self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || tokio::time::Instant::now() >= deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn post(

@@ -147,14 +147,9 @@ async fn the_standard_variable_turns_tracing_on_and_a_collector_that_is_down_cos
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = server.logs();
-        if logs.contains("cannot export traces") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let logs = server
+        .logs_once_they_contain("cannot export traces", Duration::from_secs(10))
+        .await;
     assert!(logs.contains("exporting traces over OTLP/HTTP"), "{logs}");
     assert_eq!(
         logs.matches("cannot export traces").count(),
