@@ -15,7 +15,9 @@
 //! the `metrics` facade, so providers and the pipeline add their own series the same way.
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -23,9 +25,9 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use ragway_core::{Delta, DeltaStream, Usage};
+use ragway_core::{Delta, DeltaStream, ProviderError, Usage};
 
 /// Latency buckets in seconds: from a cached health check to a long local generation.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -144,29 +146,70 @@ pub fn tokens(model: &str, usage: &Usage) {
 /// without an error, the whole generation time since `called`. A stream dropped midway (the
 /// client left) or failed counts the tokens it reported but no generation time.
 pub fn observe_stream(stream: DeltaStream, model: String, called: Instant) -> DeltaStream {
-    let mut stream = stream;
-    Box::pin(async_stream::stream! {
-        let mut usage = Usage::default();
-        let mut failed = false;
-        let mut said_something = false;
-        while let Some(item) = stream.next().await {
-            match &item {
-                Ok(Delta::Text(_) | Delta::ToolCall { .. }) if !said_something => {
-                    said_something = true;
-                    first_token(&model, called.elapsed());
-                }
-                Ok(Delta::Usage(reported)) => usage = *reported,
-                Err(_) => failed = true,
-                Ok(_) => {}
-            }
-            yield item;
-        }
-        if failed {
-            tokens(&model, &usage);
-        } else {
-            generated(&model, called.elapsed(), &usage);
-        }
+    Box::pin(Observed {
+        stream,
+        model,
+        called,
+        usage: Usage::default(),
+        said_something: false,
+        failed: false,
+        recorded: false,
     })
+}
+
+/// A stream under [`observe_stream`]: a plain wrapper rather than a generator, since it is
+/// polled once per streamed event, and one that records on drop as well as at the end.
+struct Observed {
+    stream: DeltaStream,
+    model: String,
+    called: Instant,
+    usage: Usage,
+    said_something: bool,
+    failed: bool,
+    /// The end was recorded (it is recorded once, at the end or on drop).
+    recorded: bool,
+}
+
+impl Observed {
+    fn record(&mut self, ended: bool) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        if ended && !self.failed {
+            generated(&self.model, self.called.elapsed(), &self.usage);
+        } else {
+            tokens(&self.model, &self.usage);
+        }
+    }
+}
+
+impl Stream for Observed {
+    type Item = Result<Delta, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.recorded {
+            return Poll::Ready(None);
+        }
+        let item = ready!(this.stream.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(Delta::Text(_) | Delta::ToolCall { .. })) if !this.said_something => {
+                this.said_something = true;
+                first_token(&this.model, this.called.elapsed());
+            }
+            Some(Ok(Delta::Usage(reported))) => this.usage = *reported,
+            Some(Err(_)) => this.failed = true,
+            Some(Ok(_)) => {}
+            None => this.record(true),
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.record(false);
+    }
 }
 
 /// Middleware: counts and times every request by route pattern, status, model and store.
@@ -201,4 +244,93 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::histogram!("ragway_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use ragway_core::FinishReason;
+
+    use super::*;
+
+    /// What `run` recorded, in the text format, through a recorder of its own.
+    fn recorded(run: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, run);
+        handle.render()
+    }
+
+    fn observed(items: Vec<Result<Delta, ProviderError>>) -> DeltaStream {
+        observe_stream(
+            Box::pin(futures::stream::iter(items)),
+            "m".into(),
+            Instant::now(),
+        )
+    }
+
+    fn usage() -> Delta {
+        Delta::Usage(Usage {
+            input_tokens: 3,
+            output_tokens: 5,
+        })
+    }
+
+    #[test]
+    fn a_stream_read_to_its_end_records_first_words_generation_and_tokens() {
+        let text = recorded(|| {
+            let items = vec![
+                Ok(Delta::Started),
+                Ok(Delta::Text("hi".into())),
+                Ok(Delta::Finish(FinishReason::Stop)),
+                Ok(usage()),
+            ];
+            let passed: Vec<_> = block_on(observed(items).collect());
+            assert_eq!(passed.len(), 4, "every item passes through");
+        });
+        assert!(
+            text.contains(r#"ragway_tokens_total{model="m",type="output"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ragway_generation_duration_seconds_count{model="m"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ragway_time_to_first_token_seconds_count{model="m"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_stream_dropped_midway_or_failed_counts_its_tokens_but_no_generation_time() {
+        let dropped = recorded(|| {
+            let mut stream = observed(vec![
+                Ok(usage()),
+                Ok(Delta::Text("hi".into())),
+                Ok(Delta::Text("more".into())),
+            ]);
+            block_on(stream.next()).unwrap().unwrap();
+            block_on(stream.next()).unwrap().unwrap();
+            // The client left here.
+        });
+        let failed = recorded(|| {
+            let items = vec![
+                Ok(usage()),
+                Err(ProviderError::unreachable("openai", "stream broke off")),
+            ];
+            let passed: Vec<_> = block_on(observed(items).collect());
+            assert!(passed[1].is_err());
+        });
+        for text in [dropped, failed] {
+            assert!(
+                text.contains(r#"ragway_tokens_total{model="m",type="input"} 3"#),
+                "{text}"
+            );
+            assert!(
+                !text.contains("ragway_generation_duration_seconds"),
+                "{text}"
+            );
+        }
+    }
 }
