@@ -2,11 +2,13 @@
 //! and its SSE keep-alive: it fires once nothing has happened for a while (or a deadline
 //! passed). It is not moved at every event (a timer-wheel update each time, tens of thousands a
 //! second under load): each event notes its time, and a timer that fires early is set again
-//! from the last one.
+//! from the last one. Nor is it polled again while it holds the waiting task's waker and has
+//! not fired (a poll would only register the same waker again, at every quiet moment of a
+//! busy stream).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -23,6 +25,8 @@ pub enum Quiet {
 /// Fires after a period without events, or at a deadline.
 pub struct QuietTimer {
     timer: Pin<Box<Sleep>>,
+    /// The waker the timer will wake, once polled.
+    armed: Option<Waker>,
     last: Instant,
     period: Duration,
     deadline: Option<Instant>,
@@ -35,6 +39,7 @@ impl QuietTimer {
         let due = Self::due_after(last, period, deadline);
         Self {
             timer: Box::pin(tokio::time::sleep_until(due)),
+            armed: None,
             last,
             period,
             deadline,
@@ -53,8 +58,17 @@ impl QuietTimer {
 
     /// Ready once the period passed since the last event, or the deadline passed.
     pub fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<Quiet> {
+        let armed = self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
         loop {
-            ready!(self.timer.as_mut().poll(cx));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                if !armed {
+                    self.armed = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             let now = Instant::now();
             if self.deadline.is_some_and(|deadline| now >= deadline) {
                 return Poll::Ready(Quiet::PastDeadline);
@@ -104,6 +118,55 @@ mod tests {
             waited >= ms(200) && waited < ms(1_500),
             "gave up after {waited:?}"
         );
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timer_polled_again_and_again_wakes_the_latest_waker_when_it_fires() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering::SeqCst;
+        let (a, b) = (Arc::new(Count(0.into())), Arc::new(Count(0.into())));
+        let (waker_a, waker_b) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut quiet = QuietTimer::new(ms(100), None);
+        for _ in 0..3 {
+            assert!(
+                quiet
+                    .poll_quiet(&mut Context::from_waker(&waker_a))
+                    .is_pending()
+            );
+        }
+        // Another task waits now: the timer must wake it, not the first.
+        assert!(
+            quiet
+                .poll_quiet(&mut Context::from_waker(&waker_b))
+                .is_pending()
+        );
+        assert!(
+            quiet
+                .poll_quiet(&mut Context::from_waker(&waker_b))
+                .is_pending()
+        );
+        tokio::time::sleep(ms(300)).await;
+        assert_eq!((a.0.load(SeqCst), b.0.load(SeqCst)), (0, 1));
+        let fired = quiet.poll_quiet(&mut Context::from_waker(&waker_b));
+        assert_eq!(fired, Poll::Ready(Quiet::Idle));
+        // An event since the last poll puts the next firing a period after it.
+        quiet.event();
+        assert!(
+            quiet
+                .poll_quiet(&mut Context::from_waker(&waker_b))
+                .is_pending()
+        );
+        tokio::time::sleep(ms(300)).await;
+        assert_eq!(b.0.load(SeqCst), 2);
     }
 
     #[tokio::test]

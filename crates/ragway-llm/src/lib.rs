@@ -1,9 +1,11 @@
 //! ragway's chat model providers, one file each with the same shape, and the factory that
-//! builds a configured `[[llm]]` entry into an `Arc<dyn ChatModel>`.
+//! builds a configured `[[llm]]` entry into an `Arc<dyn ChatModel>`; `sse` reads the
+//! server-sent events of OpenAI-compatible streams.
 
 pub mod bedrock;
 pub mod local;
 pub mod openai;
+mod sse;
 
 use std::sync::Arc;
 

@@ -1,11 +1,14 @@
 //! OpenAI Chat Completions provider: OpenAI itself or any OpenAI-compatible server, answered
-//! whole or streamed as server-sent events parsed as they arrive.
+//! whole or streamed as server-sent events read as they arrive.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::Stream;
 use ragway_core::config::{OpenAiLlmConfig, secs};
 use ragway_core::quiet::QuietTimer;
 use ragway_core::{
@@ -16,6 +19,8 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::sse::{DataEvents, EventTooLarge, MAX_EVENT_BYTES};
 
 pub const PROVIDER_TYPE: &str = "openai";
 
@@ -242,71 +247,163 @@ impl ChatModel for OpenAiChat {
 
     async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
         let response = self.send(&self.body(&request, true), true).await?;
-        let provider = self.provider.clone();
-        let timeout = self.timeout;
-        let mut events = response.bytes_stream().eventsource();
-        Ok(Box::pin(async_stream::stream! {
-            let mut quiet = QuietTimer::new(timeout, None);
-            let mut finished = false;
-            let mut started = false;
-            loop {
-                // Each event must come within the timeout, so a stalled stream cannot hang.
-                let Ok(next) = quiet.within(events.next()).await else {
-                    yield Err(ProviderError::Timeout { provider: provider.clone(), after: timeout });
-                    return;
-                };
-                let Some(event) = next else { break };
-                let event = match event {
-                    Ok(event) => event,
-                    Err(e) => {
-                        yield Err(ProviderError::unreachable(&provider, format!("stream broke off: {e}")));
-                        return;
-                    }
-                };
-                if event.data.trim() == "[DONE]" {
-                    return;
+        let body = Box::pin(response.bytes_stream());
+        Ok(Box::pin(ChunkStream::new(
+            body,
+            &self.provider,
+            self.timeout,
+        )))
+    }
+}
+
+/// A response body, as it arrives.
+type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A streamed answer: the response body's events read as they arrive, each chunk turned into
+/// the deltas it holds. Each event must come within the timeout, so a stalled stream cannot
+/// hang; the time counts from when the reader starts waiting (time the reader spent elsewhere
+/// is not held against the upstream).
+struct ChunkStream {
+    body: Body,
+    events: DataEvents,
+    quiet: QuietTimer,
+    /// Waiting for the body since the quiet timer was last noted.
+    waiting: bool,
+    /// Deltas read and not yet given out (a chunk can hold several).
+    ready: VecDeque<Result<Delta, ProviderError>>,
+    started: bool,
+    finished: bool,
+    /// Nothing more is read: the answer is done or failed.
+    ended: bool,
+    provider: String,
+    timeout: Duration,
+}
+
+impl ChunkStream {
+    fn new(body: Body, provider: &str, timeout: Duration) -> Self {
+        Self {
+            body,
+            events: DataEvents::new(),
+            quiet: QuietTimer::new(timeout, None),
+            waiting: false,
+            ready: VecDeque::new(),
+            started: false,
+            finished: false,
+            ended: false,
+            provider: provider.to_owned(),
+            timeout,
+        }
+    }
+
+    /// Ends the stream with `error`.
+    fn fail(&mut self, error: ProviderError) {
+        self.ready.push_back(Err(error));
+        self.ended = true;
+    }
+
+    /// Reads one event's data: a chunk, `[DONE]` or an error.
+    fn read(&mut self, data: &[u8]) {
+        if data.trim_ascii() == b"[DONE]" {
+            self.ended = true;
+            return;
+        }
+        let chunk: Chunk = match serde_json::from_slice(data) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let error = ProviderError::invalid_response(
+                    &self.provider,
+                    format!("bad stream chunk: {e}"),
+                );
+                return self.fail(error);
+            }
+        };
+        if let Some(error) = chunk.error {
+            return self.fail(ProviderError::upstream(&self.provider, None, error.message));
+        }
+        if !self.started {
+            self.started = true;
+            self.ready.push_back(Ok(Delta::Started));
+        }
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                self.ready.push_back(Ok(Delta::Text(text)));
+            }
+            for call in delta.tool_calls {
+                self.ready.push_back(Ok(Delta::ToolCall {
+                    index: call.index,
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments.unwrap_or_default(),
+                }));
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finished = true;
+                self.ready
+                    .push_back(Ok(Delta::Finish(finish_reason(Some(&reason)))));
+            }
+        }
+        if let Some(usage) = chunk.usage {
+            self.ready.push_back(Ok(Delta::Usage(usage.into())));
+        }
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<Delta, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(delta) = this.ready.pop_front() {
+                return Poll::Ready(Some(delta));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.events.next_data() {
+                Ok(Some(data)) => {
+                    this.read(&data);
+                    continue;
                 }
-                let chunk: Chunk = match serde_json::from_str(&event.data) {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        yield Err(ProviderError::invalid_response(&provider, format!("bad stream chunk: {e}")));
-                        return;
-                    }
-                };
-                if let Some(error) = chunk.error {
-                    yield Err(ProviderError::upstream(&provider, None, error.message));
-                    return;
-                }
-                if !started {
-                    started = true;
-                    yield Ok(Delta::Started);
-                }
-                for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-                    let delta = choice.delta.unwrap_or_default();
-                    if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                        yield Ok(Delta::Text(text));
-                    }
-                    for call in delta.tool_calls {
-                        yield Ok(Delta::ToolCall {
-                            index: call.index,
-                            id: call.id,
-                            name: call.function.name,
-                            arguments: call.function.arguments.unwrap_or_default(),
-                        });
-                    }
-                    if let Some(reason) = choice.finish_reason {
-                        finished = true;
-                        yield Ok(Delta::Finish(finish_reason(Some(&reason))));
-                    }
-                }
-                if let Some(usage) = chunk.usage {
-                    yield Ok(Delta::Usage(usage.into()));
+                Ok(None) => {}
+                Err(EventTooLarge) => {
+                    let message = format!("a stream event passed {MAX_EVENT_BYTES} bytes");
+                    this.fail(ProviderError::invalid_response(&this.provider, message));
+                    continue;
                 }
             }
-            if !finished {
-                yield Err(ProviderError::unreachable(&provider, "stream ended before the answer was complete"));
+            match this.body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    this.waiting = false;
+                    this.events.push(&bytes);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("stream broke off: {}", error_chain(&e));
+                    this.fail(ProviderError::unreachable(&this.provider, message));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    if !this.finished {
+                        let message = "stream ended before the answer was complete";
+                        this.ready
+                            .push_back(Err(ProviderError::unreachable(&this.provider, message)));
+                    }
+                }
+                Poll::Pending => {
+                    if !this.waiting {
+                        this.waiting = true;
+                        this.quiet.event();
+                    }
+                    ready!(this.quiet.poll_quiet(cx));
+                    let error = ProviderError::Timeout {
+                        provider: this.provider.clone(),
+                        after: this.timeout,
+                    };
+                    this.fail(error);
+                }
             }
-        }))
+        }
     }
 }
 
@@ -464,7 +561,103 @@ impl From<WireUsage> for Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt as _;
     use ragway_core::Message;
+
+    /// Everything a stream over `pieces` of body gives, then the body stalls (if `stall`).
+    async fn deltas(
+        pieces: &[&[u8]],
+        stall: bool,
+        timeout: Duration,
+    ) -> Vec<Result<Delta, ProviderError>> {
+        let pieces: Vec<reqwest::Result<Bytes>> = pieces
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p)))
+            .collect();
+        let body = futures::stream::iter(pieces);
+        let body: Body = if stall {
+            Box::pin(body.chain(futures::stream::pending()))
+        } else {
+            Box::pin(body)
+        };
+        ChunkStream::new(body, "openai", timeout).collect().await
+    }
+
+    fn chunk(content: &str) -> String {
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}]}}\r\n\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_split_anywhere_gives_its_text_finish_and_usage_and_ends_at_done() {
+        let body = [
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\n".to_owned(),
+            ": a comment\r\n\r\n".to_owned(),
+            chunk("Hel"),
+            chunk("lo"),
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\r\n\r\n".to_owned(),
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\r\n\r\n".to_owned(),
+            "data: [DONE]\r\n\r\n".to_owned(),
+            chunk("after the end"),
+        ]
+        .concat();
+        let body = body.as_bytes();
+        for at in [1, 7, 60, 61, body.len() / 2, body.len() - 3] {
+            let got = deltas(&[&body[..at], &body[at..]], false, Duration::from_secs(5)).await;
+            let got: Vec<String> = got.iter().map(|d| format!("{d:?}")).collect();
+            assert_eq!(
+                got,
+                [
+                    "Ok(Started)",
+                    "Ok(Text(\"Hel\"))",
+                    "Ok(Text(\"lo\"))",
+                    "Ok(Finish(Length))",
+                    "Ok(Usage(Usage { input_tokens: 3, output_tokens: 2 }))",
+                ],
+                "split at {at}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_its_finish_ends_with_an_error() {
+        let got = deltas(&[chunk("Hel").as_bytes()], false, Duration::from_secs(5)).await;
+        assert!(
+            matches!(got[..], [Ok(Delta::Started), Ok(Delta::Text(_)), Err(_)]),
+            "{got:?}"
+        );
+        let error = format!("{:?}", got[2]);
+        assert!(
+            error.contains("ended before the answer was complete"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_times_out_and_a_bad_chunk_or_an_endless_line_ends_it() {
+        let got = deltas(&[chunk("Hel").as_bytes()], true, Duration::from_millis(200)).await;
+        assert!(
+            matches!(
+                got[..],
+                [
+                    Ok(Delta::Started),
+                    Ok(Delta::Text(_)),
+                    Err(ProviderError::Timeout { .. })
+                ]
+            ),
+            "{got:?}"
+        );
+        let got = deltas(&[b"data: {not json\n\n"], false, Duration::from_secs(5)).await;
+        assert!(format!("{got:?}").contains("bad stream chunk"), "{got:?}");
+        let endless = vec![b'x'; crate::sse::MAX_EVENT_BYTES + 1];
+        let got = deltas(&[b"data: ", &endless], true, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1);
+        assert!(
+            format!("{got:?}").contains("a stream event passed"),
+            "{got:?}"
+        );
+    }
 
     fn model(name: &str) -> OpenAiChat {
         let config: OpenAiLlmConfig =

@@ -3,14 +3,17 @@
 //! `llm_name` and the `x-ragway-model` header name the model that answered; after a fallback,
 //! `fallback_from` names the one asked for.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
-use ragway_core::{Delta, FinishReason, Usage};
+use futures::{Stream, StreamExt as _};
+use ragway_core::{Delta, DeltaStream, FinishReason, Usage};
 use ragway_requests::Question;
 use ragway_requests::generate::GenerateRequest;
 use serde::Serialize;
@@ -22,6 +25,7 @@ use crate::json::Body;
 use crate::limits::bound_stream;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
+use crate::pipeline::Prepared;
 use crate::registry::Registry;
 use crate::resilience::Answered;
 use crate::sse;
@@ -93,43 +97,98 @@ async fn stream_answer(
     let prepared = registry.prepare(&question).await?;
     let generation_started = Instant::now();
     let (deltas, answered) = registry.stream(&prepared).await?;
-    let mut deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
-    let headers_for = answered.clone();
-    let sources = json!({ "sources": prepared.sources });
-    let events = async_stream::stream! {
-        yield sse::json_event(Some("sources"), &sources);
-        let mut usage = Usage::default();
-        let mut finish = FinishReason::Stop;
-        while let Some(delta) = deltas.next().await {
-            match delta {
-                Ok(Delta::Text(text)) => yield sse::json_event(Some("delta"), &TextPiece { text: &text }),
-                Ok(Delta::Usage(u)) => {
-                    caller.spend(&u);
-                    usage = u;
+    let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    let name_model = answered.clone();
+    let mut prepared = prepared;
+    let sources = json!({ "sources": std::mem::take(&mut prepared.sources) });
+    let events = Events {
+        sources: Some(sources),
+        deltas,
+        caller,
+        usage: Usage::default(),
+        finish: FinishReason::Stop,
+        done: Some(Done {
+            answered,
+            vector_search_type: question.vector_search_type,
+            prepared,
+            generation_started,
+        }),
+    };
+    Ok(name_model.name_in(sse::response(events)))
+}
+
+/// A streamed answer's events, made from the model's deltas as they come (a plain stream
+/// rather than a generator: it is polled once per event).
+struct Events {
+    /// The `sources` event's data, until it is sent.
+    sources: Option<serde_json::Value>,
+    deltas: DeltaStream,
+    caller: Arc<Caller>,
+    usage: Usage,
+    finish: FinishReason,
+    /// What the `done` event tells, until it is sent (or an error ends the stream instead).
+    done: Option<Done>,
+}
+
+struct Done {
+    answered: Answered,
+    vector_search_type: String,
+    prepared: Prepared,
+    generation_started: Instant,
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = &mut *self;
+        if let Some(sources) = this.sources.take() {
+            return Poll::Ready(Some(sse::json_event(Some("sources"), &sources)));
+        }
+        loop {
+            let Some(done) = &this.done else {
+                return Poll::Ready(None);
+            };
+            let event = match ready!(this.deltas.poll_next_unpin(cx)) {
+                Some(Ok(Delta::Text(text))) => {
+                    sse::json_event(Some("delta"), &TextPiece { text: &text })
                 }
-                Ok(Delta::Finish(reason)) => finish = reason,
-                // `sources` above stands for the start; `/generate` offers no tools, so no
-                // model calls one.
-                Ok(Delta::Started | Delta::ToolCall { .. }) => {}
-                Err(error) => {
+                Some(Ok(Delta::Usage(usage))) => {
+                    this.caller.spend(&usage);
+                    this.usage = usage;
+                    continue;
+                }
+                Some(Ok(Delta::Finish(reason))) => {
+                    this.finish = reason;
+                    continue;
+                }
+                // `sources` stands for the start; `/generate` offers no tools, so no model
+                // calls one.
+                Some(Ok(Delta::Started | Delta::ToolCall { .. })) => continue,
+                Some(Err(error)) => {
+                    this.done = None;
                     let error = ApiError::from(error);
                     tracing::warn!(%error, "stream failed mid-answer");
-                    yield sse::json_event(Some("error"), &json!({ "status": error.status().0.as_u16(), "detail": error.detail() }));
-                    return;
+                    let body =
+                        json!({ "status": error.status().0.as_u16(), "detail": error.detail() });
+                    sse::json_event(Some("error"), &body)
                 }
-            }
+                None => {
+                    let mut body = json!({
+                        "llm_name": done.answered.model,
+                        "vector_search_type": done.vector_search_type,
+                        "usage": this.usage,
+                        "finish_reason": this.finish.as_str(),
+                        "timings_ms": done.prepared.timings(done.generation_started),
+                    });
+                    name_fallback(&mut body, &done.answered);
+                    this.done = None;
+                    sse::json_event(Some("done"), &body)
+                }
+            };
+            return Poll::Ready(Some(event));
         }
-        let mut done = json!({
-            "llm_name": answered.model,
-            "vector_search_type": question.vector_search_type,
-            "usage": usage,
-            "finish_reason": finish.as_str(),
-            "timings_ms": prepared.timings(generation_started),
-        });
-        name_fallback(&mut done, &answered);
-        yield sse::json_event(Some("done"), &done);
-    };
-    Ok(headers_for.name_in(sse::response(events)))
+    }
 }
 
 /// A `delta` event's data.

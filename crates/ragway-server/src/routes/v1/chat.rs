@@ -5,15 +5,17 @@
 //! which clients that do not know it ignore. Tools pass through to OpenAI and Bedrock models
 //! and their calls come back in OpenAI's shape, streamed or whole.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt as _;
 use futures::future::try_join_all;
-use ragway_core::{Delta, FinishReason, Passage, Usage};
+use futures::{Stream, StreamExt as _};
+use ragway_core::{Delta, DeltaStream, FinishReason, Passage, Usage};
 use ragway_llm::openai::tool_calls_json;
 use ragway_requests::chat::{Checked, CompletionRequest};
 use serde::Serialize;
@@ -157,69 +159,156 @@ async fn stream(
 ) -> Result<Response, OpenAiError> {
     let prepared = registry.prepare_conversation(checked.conversation).await?;
     let (deltas, answered) = registry.stream(&prepared).await?;
-    let mut deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
-    let model_name = answered.model.clone();
-    let id = completion_id();
-    let created = now();
-    let include_usage = checked.include_usage;
-    let sources = checked.grounded.then_some(prepared.sources);
-    let events = async_stream::stream! {
-        let head = ChunkHead { id: &id, created, model: &model_name, include_usage };
-        let role = ChunkDelta { role: Some("assistant"), content: Some(""), ..ChunkDelta::default() };
-        yield head.event(&[ChunkChoice::new(role, None)], None, sources.as_deref());
-        let mut usage = Usage::default();
-        let mut finish = FinishReason::Stop;
-        while let Some(delta) = deltas.next().await {
-            match delta {
-                Ok(Delta::Text(text)) => {
-                    let piece = ChunkDelta { content: Some(&text), ..ChunkDelta::default() };
-                    yield head.event(&[ChunkChoice::new(piece, None)], None, None);
-                }
-                Ok(Delta::ToolCall { index, id, name, arguments }) => {
-                    let mut call = json!({ "index": index, "function": { "arguments": arguments } });
-                    if let Some(id) = id {
-                        call["id"] = json!(id);
-                        call["type"] = json!("function");
-                    }
-                    if let Some(name) = name {
-                        call["function"]["name"] = json!(name);
-                    }
-                    let call = ChunkDelta { tool_calls: Some([call]), ..ChunkDelta::default() };
-                    yield head.event(&[ChunkChoice::new(call, None)], None, None);
-                }
-                Ok(Delta::Usage(u)) => {
-                    caller.spend(&u);
-                    usage = u;
-                }
-                Ok(Delta::Finish(reason)) => finish = reason,
-                // The role chunk above stands for the start.
-                Ok(Delta::Started) => {}
-                Err(error) => {
-                    let error = OpenAiError::from(error);
-                    tracing::warn!(error = %error.0, "stream failed mid-answer");
-                    yield sse::json_event(None, &error.body());
-                    return;
-                }
-            }
-        }
-        yield head.event(&[ChunkChoice::new(ChunkDelta::default(), Some(finish.as_str()))], None, None);
-        if include_usage {
-            yield head.event(&[], Some(&usage_json(usage)), None);
-        }
-        yield Event::default().data("[DONE]");
+    let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    let events = Chunks {
+        head: ChunkHead {
+            id: completion_id(),
+            created: now(),
+            model: answered.model.clone(),
+            include_usage: checked.include_usage,
+        },
+        sources: checked.grounded.then_some(prepared.sources),
+        deltas,
+        caller,
+        usage: Usage::default(),
+        finish: FinishReason::Stop,
+        next: Next::Role,
     };
     Ok(answered.name_in(sse::response(events)))
 }
 
+/// A streamed answer's `chat.completion.chunk` events, made from the model's deltas as they
+/// come (a plain stream rather than a generator: it is polled once per event).
+struct Chunks {
+    head: ChunkHead,
+    /// The passages, for the first chunk of a grounded answer.
+    sources: Option<Vec<Passage>>,
+    deltas: DeltaStream,
+    caller: Arc<Caller>,
+    usage: Usage,
+    finish: FinishReason,
+    next: Next,
+}
+
+/// What [`Chunks`] gives next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The role (and the sources).
+    Role,
+    /// The model's text and tool calls, as they come.
+    Deltas,
+    /// The finish reason.
+    Finish,
+    /// The usage, when asked for.
+    Usage,
+    Done,
+    End,
+}
+
+impl Stream for Chunks {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = &mut *self;
+        loop {
+            let event = match this.next {
+                Next::Role => {
+                    this.next = Next::Deltas;
+                    let role = ChunkDelta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        ..ChunkDelta::default()
+                    };
+                    let sources = this.sources.take();
+                    this.head
+                        .event(&[ChunkChoice::new(role, None)], None, sources.as_deref())
+                }
+                Next::Deltas => match ready!(this.deltas.poll_next_unpin(cx)) {
+                    Some(Ok(Delta::Text(text))) => {
+                        let piece = ChunkDelta {
+                            content: Some(&text),
+                            ..ChunkDelta::default()
+                        };
+                        this.head
+                            .event(&[ChunkChoice::new(piece, None)], None, None)
+                    }
+                    Some(Ok(Delta::ToolCall {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    })) => {
+                        let mut call =
+                            json!({ "index": index, "function": { "arguments": arguments } });
+                        if let Some(id) = id {
+                            call["id"] = json!(id);
+                            call["type"] = json!("function");
+                        }
+                        if let Some(name) = name {
+                            call["function"]["name"] = json!(name);
+                        }
+                        let call = ChunkDelta {
+                            tool_calls: Some([call]),
+                            ..ChunkDelta::default()
+                        };
+                        this.head.event(&[ChunkChoice::new(call, None)], None, None)
+                    }
+                    Some(Ok(Delta::Usage(usage))) => {
+                        this.caller.spend(&usage);
+                        this.usage = usage;
+                        continue;
+                    }
+                    Some(Ok(Delta::Finish(reason))) => {
+                        this.finish = reason;
+                        continue;
+                    }
+                    // The role chunk stands for the start.
+                    Some(Ok(Delta::Started)) => continue,
+                    Some(Err(error)) => {
+                        this.next = Next::End;
+                        let error = OpenAiError::from(error);
+                        tracing::warn!(error = %error.0, "stream failed mid-answer");
+                        sse::json_event(None, &error.body())
+                    }
+                    None => {
+                        this.next = Next::Finish;
+                        continue;
+                    }
+                },
+                Next::Finish => {
+                    this.next = if this.head.include_usage {
+                        Next::Usage
+                    } else {
+                        Next::Done
+                    };
+                    let finish =
+                        ChunkChoice::new(ChunkDelta::default(), Some(this.finish.as_str()));
+                    this.head.event(&[finish], None, None)
+                }
+                Next::Usage => {
+                    this.next = Next::Done;
+                    this.head.event(&[], Some(&usage_json(this.usage)), None)
+                }
+                Next::Done => {
+                    this.next = Next::End;
+                    Event::default().data("[DONE]")
+                }
+                Next::End => return Poll::Ready(None),
+            };
+            return Poll::Ready(Some(event));
+        }
+    }
+}
+
 /// What every chunk of one answer repeats.
-struct ChunkHead<'a> {
-    id: &'a str,
+struct ChunkHead {
+    id: String,
     created: u64,
-    model: &'a str,
+    model: String,
     include_usage: bool,
 }
 
-impl ChunkHead<'_> {
+impl ChunkHead {
     /// The event of one chunk; `usage` only on the last one, when usage was asked for.
     fn event(
         &self,
@@ -228,10 +317,10 @@ impl ChunkHead<'_> {
         sources: Option<&[Passage]>,
     ) -> Event {
         let chunk = Chunk {
-            id: self.id,
+            id: &self.id,
             object: "chat.completion.chunk",
             created: self.created,
-            model: self.model,
+            model: &self.model,
             system_fingerprint: (),
             choices,
             // With `include_usage`, every chunk carries `"usage": null` but the last.
