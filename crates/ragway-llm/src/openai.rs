@@ -267,7 +267,7 @@ struct ChunkStream {
     body: Body,
     events: DataEvents,
     quiet: QuietTimer,
-    /// Waiting for the body since the quiet timer was last noted.
+    /// Waiting for the next event since the quiet timer was last noted.
     waiting: bool,
     /// Deltas read and not yet given out (a chunk can hold several).
     ready: VecDeque<Result<Delta, ProviderError>>,
@@ -363,6 +363,7 @@ impl Stream for ChunkStream {
             }
             match this.events.next_data() {
                 Ok(Some(data)) => {
+                    this.waiting = false;
                     this.read(&data);
                     continue;
                 }
@@ -374,10 +375,8 @@ impl Stream for ChunkStream {
                 }
             }
             match this.body.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => {
-                    this.waiting = false;
-                    this.events.push(&bytes);
-                }
+                // Bytes that end no event (a piece of one, a comment) do not hold the timer off.
+                Poll::Ready(Some(Ok(bytes))) => this.events.push(&bytes),
                 Poll::Ready(Some(Err(e))) => {
                     let message = format!("stream broke off: {}", error_chain(&e));
                     this.fail(ProviderError::unreachable(&this.provider, message));
@@ -655,6 +654,26 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(
             format!("{got:?}").contains("a stream event passed"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn comments_alone_do_not_keep_a_stream_from_timing_out() {
+        // A first chunk, then only keep-alive comments, more often than the timeout.
+        let trickle = async_stream::stream! {
+            yield Ok(Bytes::from(chunk("Hel")));
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                yield Ok(Bytes::from_static(b": ping\n\n"));
+            }
+        };
+        let stream = ChunkStream::new(Box::pin(trickle), "openai", Duration::from_millis(200));
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>())
+            .await
+            .expect("the stream should have timed out by itself");
+        assert!(
+            matches!(got.last(), Some(Err(ProviderError::Timeout { .. }))),
             "{got:?}"
         );
     }
