@@ -94,12 +94,11 @@ async fn stream_answer(
     question: Question,
     caller: Arc<Caller>,
 ) -> Result<Response, ApiError> {
-    let prepared = registry.prepare(&question).await?;
+    let mut prepared = registry.prepare(&question).await?;
     let generation_started = Instant::now();
     let (deltas, answered) = registry.stream(&prepared).await?;
     let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
     let name_model = answered.clone();
-    let mut prepared = prepared;
     let sources = json!({ "sources": std::mem::take(&mut prepared.sources) });
     let events = Events {
         sources: Some(sources),
