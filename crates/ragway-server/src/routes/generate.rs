@@ -9,7 +9,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::{Stream, StreamExt as _};
@@ -28,7 +27,7 @@ use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
 use crate::pipeline::Prepared;
 use crate::registry::Registry;
 use crate::resilience::Answered;
-use crate::sse;
+use crate::sse::{self, Event};
 
 /// `POST /generate`.
 #[utoipa::path(
@@ -142,7 +141,7 @@ impl Stream for Events {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let this = &mut *self;
         if let Some(sources) = this.sources.take() {
-            return Poll::Ready(Some(sse::json_event(Some("sources"), &sources)));
+            return Poll::Ready(Some(Event::json(Some("sources"), &sources)));
         }
         loop {
             let Some(done) = &this.done else {
@@ -150,7 +149,7 @@ impl Stream for Events {
             };
             let event = match ready!(this.deltas.poll_next_unpin(cx)) {
                 Some(Ok(Delta::Text(text))) => {
-                    sse::json_event(Some("delta"), &TextPiece { text: &text })
+                    Event::json(Some("delta"), &TextPiece { text: &text })
                 }
                 Some(Ok(Delta::Usage(usage))) => {
                     this.caller.spend(&usage);
@@ -170,7 +169,7 @@ impl Stream for Events {
                     tracing::warn!(%error, "stream failed mid-answer");
                     let body =
                         json!({ "status": error.status().0.as_u16(), "detail": error.detail() });
-                    sse::json_event(Some("error"), &body)
+                    Event::json(Some("error"), &body)
                 }
                 None => {
                     let mut body = json!({
@@ -182,7 +181,7 @@ impl Stream for Events {
                     });
                     name_fallback(&mut body, &done.answered);
                     this.done = None;
-                    sse::json_event(Some("done"), &body)
+                    Event::json(Some("done"), &body)
                 }
             };
             return Poll::Ready(Some(event));

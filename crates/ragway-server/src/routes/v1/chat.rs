@@ -11,7 +11,6 @@ use std::task::{Context, Poll, ready};
 
 use axum::Extension;
 use axum::extract::State;
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::future::try_join_all;
 use futures::{Stream, StreamExt as _};
@@ -30,7 +29,7 @@ use crate::limits::bound_stream;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
 use crate::registry::Registry;
-use crate::sse;
+use crate::sse::{self, Event};
 
 fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
@@ -161,12 +160,12 @@ async fn stream(
     let (deltas, answered) = registry.stream(&prepared).await?;
     let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
     let events = Chunks {
-        head: ChunkHead {
-            id: completion_id(),
-            created: now(),
-            model: answered.model.clone(),
-            include_usage: checked.include_usage,
-        },
+        head: ChunkHead::new(
+            &completion_id(),
+            now(),
+            &answered.model,
+            checked.include_usage,
+        ),
         sources: checked.grounded.then_some(prepared.sources),
         deltas,
         caller,
@@ -224,14 +223,7 @@ impl Stream for Chunks {
                         .event(&[ChunkChoice::new(role, None)], None, sources.as_deref())
                 }
                 Next::Deltas => match ready!(this.deltas.poll_next_unpin(cx)) {
-                    Some(Ok(Delta::Text(text))) => {
-                        let piece = ChunkDelta {
-                            content: Some(&text),
-                            ..ChunkDelta::default()
-                        };
-                        this.head
-                            .event(&[ChunkChoice::new(piece, None)], None, None)
-                    }
+                    Some(Ok(Delta::Text(text))) => this.head.text(&text),
                     Some(Ok(Delta::ToolCall {
                         index,
                         id,
@@ -268,7 +260,7 @@ impl Stream for Chunks {
                         this.next = Next::End;
                         let error = OpenAiError::from(error);
                         tracing::warn!(error = %error.0, "stream failed mid-answer");
-                        sse::json_event(None, &error.body())
+                        Event::json(None, &error.body())
                     }
                     None => {
                         this.next = Next::Finish;
@@ -291,7 +283,7 @@ impl Stream for Chunks {
                 }
                 Next::Done => {
                     this.next = Next::End;
-                    Event::default().data("[DONE]")
+                    Event::fixed("[DONE]")
                 }
                 Next::End => return Poll::Ready(None),
             };
@@ -300,15 +292,35 @@ impl Stream for Chunks {
     }
 }
 
-/// What every chunk of one answer repeats.
+/// What every chunk of one answer repeats, written once: the JSON of a chunk up to its
+/// choices. Each chunk is that opening and what is its own (the hot path, a piece of text, is
+/// written around the text by hand), rather than the whole chunk serialised again: serde_json
+/// escaped every key and repeated value of every chunk, ~40% of the instructions ragway spent
+/// relaying a stream.
 struct ChunkHead {
-    id: String,
-    created: u64,
-    model: String,
+    /// `{"id":…,"object":"chat.completion.chunk","created":…,"model":…,
+    /// "system_fingerprint":null,"choices":`
+    opening: Vec<u8>,
     include_usage: bool,
 }
 
 impl ChunkHead {
+    fn new(id: &str, created: u64, model: &str, include_usage: bool) -> Self {
+        let mut opening = Vec::with_capacity(128 + id.len() + model.len());
+        let mut push = |piece: &[u8]| opening.extend_from_slice(piece);
+        push(b"{\"id\":");
+        push(&json_string(id));
+        push(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        push(created.to_string().as_bytes());
+        push(b",\"model\":");
+        push(&json_string(model));
+        push(b",\"system_fingerprint\":null,\"choices\":");
+        Self {
+            opening,
+            include_usage,
+        }
+    }
+
     /// The event of one chunk; `usage` only on the last one, when usage was asked for.
     fn event(
         &self,
@@ -316,37 +328,52 @@ impl ChunkHead {
         usage: Option<&Value>,
         sources: Option<&[Passage]>,
     ) -> Event {
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            system_fingerprint: (),
-            choices,
-            // With `include_usage`, every chunk carries `"usage": null` but the last.
-            usage: self.include_usage.then_some(usage),
-            sources,
-        };
-        sse::json_event(None, &chunk)
+        Event::write(None, |out| {
+            out.extend_from_slice(&self.opening);
+            serde_json::to_writer(&mut *out, choices)?;
+            self.close(out, usage, sources)
+        })
+    }
+
+    /// The event of a chunk holding a piece of the answer's text: the same JSON as [`event`]
+    /// writes for it (a test holds the two to that), with only the text escaped.
+    ///
+    /// [`event`]: Self::event
+    fn text(&self, text: &str) -> Event {
+        Event::write(None, |out| {
+            out.extend_from_slice(&self.opening);
+            out.extend_from_slice(b"[{\"index\":0,\"delta\":{\"content\":");
+            serde_json::to_writer(&mut *out, text)?;
+            out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
+            self.close(out, None, None)
+        })
+    }
+
+    /// The chunk's fields after its choices, and its end.
+    fn close(
+        &self,
+        out: &mut Vec<u8>,
+        usage: Option<&Value>,
+        sources: Option<&[Passage]>,
+    ) -> serde_json::Result<()> {
+        // With `include_usage`, every chunk carries `"usage": null` but the last.
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":");
+            serde_json::to_writer(&mut *out, &usage)?;
+        }
+        // The passages, on the first chunk of a grounded answer.
+        if let Some(sources) = sources {
+            out.extend_from_slice(b",\"sources\":");
+            serde_json::to_writer(&mut *out, sources)?;
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 
-/// One `chat.completion.chunk`, serialised from borrowed fields (no JSON tree per chunk).
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    /// Always `null`.
-    system_fingerprint: (),
-    choices: &'a [ChunkChoice<'a>],
-    /// Absent, `null`, or the usage (the last chunk, when asked for).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<&'a Value>>,
-    /// The passages, on the first chunk of a grounded answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sources: Option<&'a [Passage]>,
+/// `text` as a JSON string.
+fn json_string(text: &str) -> Vec<u8> {
+    Value::from(text).to_string().into_bytes()
 }
 
 #[derive(Serialize)]
@@ -377,4 +404,73 @@ struct ChunkDelta<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[Value; 1]>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON of an event's data.
+    fn data(event: Event) -> Value {
+        let bytes = event.into_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let json = text
+            .strip_prefix("data: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("not one data line: {text:?}"));
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_is_openais_whole_object() {
+        let head = ChunkHead::new("chatcmpl-1", 1_700_000_000, "gpt-\"4o\"", false);
+        let role = ChunkDelta {
+            role: Some("assistant"),
+            content: Some(""),
+            ..ChunkDelta::default()
+        };
+        assert_eq!(
+            data(head.event(&[ChunkChoice::new(role, None)], None, None)),
+            json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000u64,
+                "model": "gpt-\"4o\"",
+                "system_fingerprint": null,
+                "choices": [{
+                    "index": 0,
+                    "delta": { "role": "assistant", "content": "" },
+                    "logprobs": null,
+                    "finish_reason": null,
+                }],
+            })
+        );
+        // With usage asked for, `null` on every chunk but the last, which holds it.
+        let head = ChunkHead::new("chatcmpl-1", 1, "m", true);
+        assert_eq!(data(head.text("a"))["usage"], Value::Null);
+        let usage = json!({ "prompt_tokens": 1 });
+        assert_eq!(data(head.event(&[], Some(&usage), None))["usage"], usage);
+    }
+
+    #[test]
+    fn a_piece_of_text_is_written_as_the_general_chunk_writes_it() {
+        for include_usage in [false, true] {
+            let head = ChunkHead::new("chatcmpl-x", 7, "m", include_usage);
+            for text in [
+                "word",
+                " two words",
+                "\"quoted\"\n\ttab\\",
+                "ünïcödé 🦀",
+                "\u{1}",
+            ] {
+                let piece = ChunkDelta {
+                    content: Some(text),
+                    ..ChunkDelta::default()
+                };
+                let general = head.event(&[ChunkChoice::new(piece, None)], None, None);
+                assert_eq!(head.text(text), general, "{text:?}");
+                assert_eq!(data(general)["choices"][0]["delta"]["content"], text);
+            }
+        }
+    }
 }
