@@ -13,6 +13,17 @@ start_fakes() {
   upstream=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["openai"])' "$dir/fakes.json")
 }
 
+# fast_config FILE: a config with one model, `fast`, the OpenAI fake's gpt-4o at $upstream.
+fast_config() {
+  cat > "$1" <<TOML
+[[llm]]
+name = "fast"
+type = "openai"
+model = "gpt-4o"
+base_url = "$upstream/v1"
+TOML
+}
+
 # start_ragway CONFIG LOG: `ragway serve` on a free port, quiet; sets $url and $pid, and fails
 # the script if it does not start within 30 s.
 start_ragway() {

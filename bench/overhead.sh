@@ -25,13 +25,7 @@ out=bench/out; mkdir -p "$out"
 pids=(); source bench/lib.sh
 start_fakes "$out"
 
-cat > "$out/overhead.toml" <<TOML
-[[llm]]
-name = "fast"
-type = "openai"
-model = "gpt-4o"
-base_url = "$upstream/v1"
-TOML
+fast_config "$out/overhead.toml"
 # The guarded one: a key, limits far above the rate so that none is refused, but each
 # request is still counted against them.
 { cat <<TOML

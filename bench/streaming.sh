@@ -40,13 +40,7 @@ pids=(); source bench/lib.sh
 export TOKIO_WORKER_THREADS=1
 start_fakes "$out" --chunk-delay-ms "$delay" --answer-words "$words"; fake_pid=${pids[-1]}
 unset TOKIO_WORKER_THREADS
-cat > "$out/streaming.toml" <<TOML
-[[llm]]
-name = "fast"
-type = "openai"
-model = "gpt-4o"
-base_url = "$upstream/v1"
-TOML
+fast_config "$out/streaming.toml"
 start_ragway "$out/streaming.toml" "$out/ragway.out"; gateway=$url; ragway_pid=$pid
 "$bin/examples/bare_proxy" --upstream "$upstream/v1/chat/completions" > "$out/bare.out" & pids+=($!)
 bare_pid=$!

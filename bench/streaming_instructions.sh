@@ -26,13 +26,7 @@ out=bench/out/streaming_instructions; rm -rf "$out"; mkdir -p "$out"
 
 pids=(); source bench/lib.sh
 TOKIO_WORKER_THREADS=1 start_fakes "$out" --chunk-delay-ms 20 --answer-words "$words"
-cat > "$out/streaming.toml" <<TOML
-[[llm]]
-name = "fast"
-type = "openai"
-model = "gpt-4o"
-base_url = "$upstream/v1"
-TOML
+fast_config "$out/streaming.toml"
 callgrind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no)
 RUST_LOG=warn "${callgrind[@]}" --callgrind-out-file="$out/ragway.%p" "$bin/ragway" serve \
   --config "$out/streaming.toml" --bind 127.0.0.1:0 > "$out/ragway.out" 2> "$out/ragway.valgrind" &
