@@ -1,5 +1,20 @@
-# What the bench scripts share, sourced by them: starting the fakes and ragway on free loopback
-# ports and stopping them when the script ends. Each sets `pids=()` and `bin` first.
+# What the bench scripts share, sourced by them: building, starting the fakes and ragway on free
+# loopback ports and stopping them when the script ends. Each sets `pids=()` first, and `bin`
+# (or calls `release_bins`) before starting anything.
+
+# release_bins [EXAMPLE...]: sets $bin to the folder of ragway, ragway-fakes and the named
+# ragway-testkit examples: $BIN_DIR if set (prebuilt), else a release build made now.
+release_bins() {
+  if [ -n "${BIN_DIR:-}" ]; then
+    bin=$BIN_DIR
+    return
+  fi
+  cargo build --release --quiet -p ragway -p ragway-testkit
+  if [ $# -gt 0 ]; then
+    cargo build --release --quiet -p ragway-testkit $(printf -- '--example %s ' "$@")
+  fi
+  bin=${CARGO_TARGET_DIR:-target}/release
+}
 
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -14,15 +14,10 @@ rates=("${@:-1000}")
 [ $# -eq 0 ] && rates=(1000 5000)
 
 command -v oha >/dev/null || { echo "oha is needed: cargo install oha --locked" >&2; exit 1; }
-if [ -n "${BIN_DIR:-}" ]; then
-  bin=$BIN_DIR
-else
-  cargo build --release --quiet -p ragway -p ragway-testkit
-  bin=${CARGO_TARGET_DIR:-target}/release
-fi
+pids=(); source bench/lib.sh
+release_bins
 out=bench/out; mkdir -p "$out"
 
-pids=(); source bench/lib.sh
 start_fakes "$out"
 
 fast_config "$out/overhead.toml"

@@ -22,18 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=${1:-500}; seconds=${2:-10}; delay=${3:-20}; words=${4:-50}; rounds=${5:-3}
-if [ -n "${BIN_DIR:-}" ]; then
-  bin=$BIN_DIR
-else
-  cargo build --release --quiet -p ragway -p ragway-testkit
-  cargo build --release --quiet -p ragway-testkit --example stream_load --example bare_proxy
-  bin=${CARGO_TARGET_DIR:-target}/release
-fi
+pids=(); source bench/lib.sh
+release_bins stream_load bare_proxy
 load=$bin/examples/stream_load
 out=bench/out/streaming; mkdir -p "$out"
 ulimit -n 65536 2>/dev/null || true
 
-pids=(); source bench/lib.sh
 # The fake and the load generator run on one thread each: on a small machine they share the
 # cores with ragway, and their own threads waking each other only take CPU from what is measured
 # (both paths are measured with the same tools).

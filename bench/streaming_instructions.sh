@@ -15,16 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=${1:-5}; seconds=${2:-20}; words=${3:-50}; top=${4:-12}
 command -v valgrind > /dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
-if [ -n "${BIN_DIR:-}" ]; then
-  bin=$BIN_DIR
-else
-  cargo build --release --quiet -p ragway -p ragway-testkit
-  cargo build --release --quiet -p ragway-testkit --example stream_load --example bare_proxy
-  bin=${CARGO_TARGET_DIR:-target}/release
-fi
+pids=(); source bench/lib.sh
+release_bins stream_load bare_proxy
 out=bench/out/streaming_instructions; rm -rf "$out"; mkdir -p "$out"
 
-pids=(); source bench/lib.sh
 TOKIO_WORKER_THREADS=1 start_fakes "$out" --chunk-delay-ms 20 --answer-words "$words"
 fast_config "$out/streaming.toml"
 callgrind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no)
