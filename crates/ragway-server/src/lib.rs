@@ -24,7 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt as _;
 use axum::serve::ListenerExt as _;
+use tower::Layer as _;
 
 pub use error::ApiError;
 pub use registry::{Registry, StartupError};
@@ -56,15 +58,13 @@ pub async fn serve(
     });
     let readiness = Readiness::new();
     let in_flight = InFlight::new();
-    let router = app(registry, readiness.clone()).layer(axum::middleware::from_fn_with_state(
-        in_flight.clone(),
-        shutdown::track,
-    ));
+    let app = axum::middleware::from_fn_with_state(in_flight.clone(), shutdown::track)
+        .layer(app(registry, readiness.clone()));
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
     let draining = readiness.clone();
     let server = axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         signal.await;

@@ -4,12 +4,14 @@
 //! prompt — and echoed back in the response's `x-request-id`. When traces are exported, the
 //! request's trace span is opened here too (`crate::telemetry`).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::Request as AxumRequest;
 use axum::http::{HeaderName, Request, Response};
 use axum::middleware::Next;
+use axum::response::{IntoResponse, Response as AxumResponse};
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::{Instrument as _, Span};
@@ -29,7 +31,7 @@ pub fn current() -> String {
 
 /// Middleware: makes the request's id available to [`current`] while it is handled, inside
 /// the request's trace span when traces are exported.
-async fn scope(request: AxumRequest, next: Next) -> axum::response::Response {
+async fn scope(request: AxumRequest, next: Next) -> AxumResponse {
     if !crate::telemetry::exporting() {
         return next.run(request).await;
     }
@@ -48,14 +50,31 @@ async fn scope(request: AxumRequest, next: Next) -> axum::response::Response {
     response
 }
 
-/// Wraps `router` so that every request has an id, logged and echoed.
-pub fn layer(router: Router) -> Router {
+/// Wraps `inner` so that every request has an id, logged and echoed.
+///
+/// The layers wrap the service as a whole rather than each route (`Router::layer`), so that a
+/// request clones them once instead of once per route layer beneath them.
+pub fn layer<S>(
+    inner: S,
+) -> impl Service<AxumRequest, Response = AxumResponse, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    S: Service<AxumRequest, Response = AxumResponse, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let header = HeaderName::from_static(HEADER);
-    // Layers run outside in: the id is set first, then the span sees it, and the response
-    // gets it last.
-    router
-        .layer(axum::middleware::from_fn(scope))
-        .layer(PropagateRequestIdLayer::new(header.clone()))
+    // Layers run outside in (the first listed runs first): the id is set, then the span sees
+    // it, and the response gets it last. The trace layer's body is boxed back into axum's.
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -82,11 +101,14 @@ pub fn layer(router: Router) -> Router {
                     );
                 }),
         )
-        .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(header))
+        .layer(axum::middleware::from_fn(scope))
+        .service(inner)
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
     use tower::ServiceExt as _;

@@ -93,7 +93,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use ragway_core::config::ServerConfig;
-    use tower::ServiceExt as _;
+    use tower::{Layer as _, ServiceExt as _};
 
     use super::*;
     use crate::{Registry, app};
@@ -140,10 +140,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_in_flight_until_its_body_is_done() {
         let in_flight = InFlight::new();
-        let router = app(registry(), Readiness::new()).layer(axum::middleware::from_fn_with_state(
-            in_flight.clone(),
-            track,
-        ));
+        let router = axum::middleware::from_fn_with_state(in_flight.clone(), track)
+            .layer(app(registry(), Readiness::new()));
         let response = router
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
             .await

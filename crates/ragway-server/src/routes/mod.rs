@@ -9,13 +9,16 @@ pub(crate) mod stores;
 pub(crate) mod ui;
 pub(crate) mod v1;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{delete, get, post};
+use tower::{Service, ServiceBuilder};
 
 use crate::error::ApiError;
 use crate::registry::Registry;
@@ -24,7 +27,29 @@ use crate::{auth, limits};
 
 /// The whole API over a built registry; `/readyz` reports `readiness`. `/metrics` is part of
 /// it unless `[server] metrics_bind` puts it on its own address.
-pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
+///
+/// The layers every request passes through (its id and log span, the body limit) wrap the
+/// router as a whole; those that need the route (its metrics, and the API key and in-flight
+/// slot of the routes that do work) are route layers inside it.
+pub fn app(
+    registry: Arc<Registry>,
+    readiness: Readiness,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
+    let max_body_bytes = registry.server.limits.max_body_bytes;
+    let router = router(registry, readiness);
+    crate::request_id::layer(
+        ServiceBuilder::new()
+            .layer(DefaultBodyLimit::max(max_body_bytes))
+            .service(router),
+    )
+}
+
+/// The routes, each with the route layers it needs.
+fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
     let server = &registry.server;
     // Everything that does work needs a key (when keys are configured), counts against the
     // key's limits, takes one of the in-flight slots and is bounded in time and size. Layers
@@ -45,8 +70,7 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route_layer(from_fn_with_state(
             registry.auth.clone(),
             auth::authenticate,
-        ))
-        .layer(DefaultBodyLimit::max(server.limits.max_body_bytes));
+        ));
     let ready = Router::new()
         .route("/readyz", get(meta::readyz))
         .with_state(meta::ReadyState {
@@ -69,9 +93,8 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> Router {
     }
     // Any other URL: a 404 in the seed routes' `{"detail": ...}` shape naming what was asked
     // for (`/v1/...` has its own, in OpenAI's shape).
-    let router = router.fallback(unknown_route);
     crate::metrics::install();
-    crate::request_id::layer(router)
+    router.fallback(unknown_route)
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
