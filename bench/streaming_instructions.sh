@@ -3,7 +3,8 @@
 # (`bare_proxy`: axum in, reqwest out, bytes forwarded untouched), counted by valgrind's
 # callgrind. Instruction counts repeat from run to run whatever else the machine is doing (unlike
 # time at 500 streams on 2 cores, which moves by half a millisecond at p99), so a change to the
-# stream path shows here first; the top functions of each path are listed to say where it goes.
+# stream path shows here first; the top functions of each path are listed to say where it goes,
+# and the functions ragway executes more of than the bare proxy (its own share), per answer.
 # User space only: the kernel's share (sockets, ~60 µs a request) is not counted.
 #
 # Each path serves STREAMS concurrent streams of WORDS-word answers (one chunk every 20 ms) for
@@ -56,4 +57,7 @@ mv "$out"/ragway."$ragway_pid".1 "$out/v1.callgrind"
 measure generate "$ragway_pid" "$gateway/generate" "$generate"
 mv "$out"/ragway."$ragway_pid".2 "$out/generate.callgrind"
 measure bare "$bare_pid" "$bare/v1/chat/completions" "${chat/MODEL/gpt-4o}"
-cat "$out/table.txt"; echo; cat "$out/top.txt"
+mv "$out"/bare."$bare_pid".1 "$out/bare.callgrind"
+cat "$out/table.txt"; echo; cat "$out/top.txt"; echo
+python3 bench/callgrind_top.py --over "ragway /v1" "$out/v1.json" "$out/v1.callgrind" \
+  "the bare proxy" "$out/bare.json" "$out/bare.callgrind" "$streams" "$top"
