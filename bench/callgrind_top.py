@@ -6,7 +6,7 @@ With --over, where one path spends more than another, function by function, per 
 functions ragway executes beyond the bare proxy are its own share of the work.
 
 usage: callgrind_top.py NAME LOAD_JSON STREAMS CALLGRIND_FILE TOP TOP_FILE
-       callgrind_top.py --over NAME LOAD_JSON CALLGRIND_FILE BASE LOAD_JSON CALLGRIND_FILE STREAMS TOP
+       callgrind_top.py --over NAME LOAD_JSON CALLGRIND_FILE BASE BASE_LOAD_JSON BASE_CALLGRIND_FILE STREAMS TOP
 """
 
 import collections

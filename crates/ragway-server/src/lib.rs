@@ -28,6 +28,34 @@ use axum::ServiceExt as _;
 use axum::serve::ListenerExt as _;
 use tower::Layer as _;
 
+/// A service that answers every HTTP request (errors are responses), as `axum::serve` and the
+/// layers around the router need it: what [`app`] returns and what [`request_id::layer`] wraps.
+pub trait HttpService:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 pub use error::ApiError;
 pub use registry::{Registry, StartupError};
 pub use routes::app;
@@ -58,13 +86,13 @@ pub async fn serve(
     });
     let readiness = Readiness::new();
     let in_flight = InFlight::new();
-    let app = axum::middleware::from_fn_with_state(in_flight.clone(), shutdown::track)
+    let service = axum::middleware::from_fn_with_state(in_flight.clone(), shutdown::track)
         .layer(app(registry, readiness.clone()));
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
     let draining = readiness.clone();
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        service.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         signal.await;

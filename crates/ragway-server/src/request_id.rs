@@ -4,17 +4,18 @@
 //! prompt — and echoed back in the response's `x-request-id`. When traces are exported, the
 //! request's trace span is opened here too (`crate::telemetry`).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::Request as AxumRequest;
 use axum::http::{HeaderName, Request, Response};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response as AxumResponse};
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::{Instrument as _, Span};
+
+use crate::HttpService;
 
 /// The header that carries the id both ways.
 pub const HEADER: &str = "x-request-id";
@@ -54,21 +55,7 @@ async fn scope(request: AxumRequest, next: Next) -> AxumResponse {
 ///
 /// The layers wrap the service as a whole rather than each route (`Router::layer`), so that a
 /// request clones them once instead of once per route layer beneath them.
-pub fn layer<S>(
-    inner: S,
-) -> impl Service<AxumRequest, Response = AxumResponse, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ Sync
-+ 'static
-where
-    S: Service<AxumRequest, Response = AxumResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub fn layer(inner: impl HttpService) -> impl HttpService {
     let header = HeaderName::from_static(HEADER);
     // Layers run outside in (the first listed runs first): the id is set, then the span sees
     // it, and the response gets it last. The trace layer's body is boxed back into axum's.

@@ -140,9 +140,9 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_in_flight_until_its_body_is_done() {
         let in_flight = InFlight::new();
-        let router = axum::middleware::from_fn_with_state(in_flight.clone(), track)
+        let service = axum::middleware::from_fn_with_state(in_flight.clone(), track)
             .layer(app(registry(), Readiness::new()));
-        let response = router
+        let response = service
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
             .await
             .unwrap();

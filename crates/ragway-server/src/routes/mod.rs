@@ -9,17 +9,16 @@ pub(crate) mod stores;
 pub(crate) mod ui;
 pub(crate) mod v1;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
-use axum::response::Response;
 use axum::routing::{delete, get, post};
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
+use crate::HttpService;
 use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::shutdown::Readiness;
@@ -31,14 +30,7 @@ use crate::{auth, limits};
 /// The layers every request passes through (its id and log span, the body limit) wrap the
 /// router as a whole; those that need the route (its metrics, and the API key and in-flight
 /// slot of the routes that do work) are route layers inside it.
-pub fn app(
-    registry: Arc<Registry>,
-    readiness: Readiness,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
+pub fn app(registry: Arc<Registry>, readiness: Readiness) -> impl HttpService {
     let max_body_bytes = registry.server.limits.max_body_bytes;
     let router = router(registry, readiness);
     crate::request_id::layer(
@@ -52,8 +44,9 @@ pub fn app(
 fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
     let server = &registry.server;
     // Everything that does work needs a key (when keys are configured), counts against the
-    // key's limits, takes one of the in-flight slots and is bounded in time and size. Layers
-    // added later run first: the key is checked before a slot is taken.
+    // key's limits, takes one of the in-flight slots and is bounded in time (and, like every
+    // request, in size: see `app`). Layers added later run first: the key is checked before a
+    // slot is taken.
     let api = Router::new()
         .route("/models", get(meta::models))
         .route("/generate", post(generate::generate))
