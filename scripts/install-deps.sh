@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what ragway's build and tests need on a fresh Debian 12 machine: system packages
 # from apt (build tools, chromium + node for the playground's browser test, docker-registry as
-# the registry of the image and deploy tests), the Python test tools from PyPI and
-# playwright-core from npm. Idempotent; skips what is already there.
+# the registry of the image and deploy tests), the Python test tools from PyPI (LlamaIndex's in a
+# virtualenv of their own) and playwright-core from npm. Idempotent; skips what is already there.
 set -euo pipefail
 
-apt_packages=(python3 python3-pip pkg-config cmake g++ libopenblas-dev libclang-dev clang chromium docker-registry)
+apt_packages=(python3 python3-pip python3-venv pkg-config cmake g++ libopenblas-dev libclang-dev clang chromium docker-registry)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -24,6 +24,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv/venv pythons ignore this.
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements.txt"
+# LlamaIndex pins openai<3 while the SDK check takes the newest openai, so it gets a virtualenv
+# of its own in ragway's cache folder (outside the clone, kept between runs; the test finds it
+# there, or at RAGWAY_LLAMAINDEX_PYTHON).
+venv=${RAGWAY_CACHE:-$HOME/.cache/ragway}/venvs/llamaindex
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements-llamaindex.txt"
 # playwright-core only (it downloads no browser); the test drives Debian's /usr/bin/chromium.
 if [ ! -d "$here/tests/ui/node_modules/playwright-core" ]; then
   npm ci --prefix "$here/tests/ui" --no-audit --no-fund --loglevel=error

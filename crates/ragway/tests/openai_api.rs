@@ -1,8 +1,9 @@
 //! The OpenAI-compatible API (`/v1`): shapes, streaming, retrieval, errors and embeddings
-//! checked on the wire, then the official `openai` SDK and LangChain's `ChatOpenAI` as clients
-//! (tests/openai_sdk_check.py), against the OpenAI and Bedrock fakes.
+//! checked on the wire, then the official `openai` SDK and LangChain's `ChatOpenAI`
+//! (tests/openai_sdk_check.py) and LlamaIndex (tests/llamaindex_check.py) as clients, against
+//! the OpenAI and Bedrock fakes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -532,5 +533,56 @@ async fn the_openai_sdk_and_langchain_work_against_the_fakes() {
             ],
         )
         .await;
+    }
+}
+
+/// The Python of the LlamaIndex virtualenv that scripts/install-deps.sh makes (LlamaIndex pins
+/// `openai<3`, so it cannot share the SDK check's packages): `RAGWAY_LLAMAINDEX_PYTHON`, else
+/// `venvs/llamaindex` in ragway's cache folder (`RAGWAY_CACHE`, else `~/.cache/ragway`).
+fn llamaindex_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("RAGWAY_LLAMAINDEX_PYTHON") {
+        return python.into();
+    }
+    let cache = std::env::var_os("RAGWAY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/ragway")
+        });
+    cache.join("venvs/llamaindex/bin/python")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llamaindex_works_against_the_fakes() {
+    let python = llamaindex_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-deps.sh, which makes LlamaIndex's virtualenv",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llamaindex_check.py");
+    let stack = V1Stack::start().await;
+    for model in ["gpt-4o", "claude-3-opus"] {
+        let run = tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("RAGWAY_URL", &stack.server.url)
+            .env("CHAT_MODEL", model)
+            .env("STORE", "faiss")
+            .env("GROUNDED_QUESTION", QUBIT_TEXT)
+            .env("GROUNDED_WORD", "superposition")
+            .env("EMBEDDING_MODEL", "text-embedding-3-small")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(300), run)
+            .await
+            .expect("the LlamaIndex check timed out")
+            .expect("could not run LlamaIndex's python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("LlamaIndex check passed"),
+            "{} with {model} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            script.display(),
+            output.status,
+        );
     }
 }
