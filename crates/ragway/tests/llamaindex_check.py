@@ -3,17 +3,11 @@
 Run by tests/openai_api.rs with the Python of its own virtualenv (LlamaIndex pins `openai<3`,
 the SDK check pins the newest `openai`; scripts/install-deps.sh makes both).
 
-Environment:
-  RAGWAY_URL          the server under test
-  CHAT_MODEL          a configured chat model
-  STORE               a store to ground answers in (vector_search_type through extra_body)
-  GROUNDED_QUESTION   a question the store answers; GROUNDED_WORD must be in its first source
-  EMBEDDING_MODEL     a configured embedder
+Environment: as client_checks.py says (EMBEDDING_MODEL is needed here).
 
 Exits non-zero listing every mismatch.
 """
 
-import os
 import sys
 from importlib.metadata import version
 
@@ -22,20 +16,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.embeddings.openai import OpenAIEmbedding
 from llama_index.llms.openai_like import OpenAILike
 
-URL = os.environ["RAGWAY_URL"]
-MODEL = os.environ["CHAT_MODEL"]
-STORE = os.environ["STORE"]
-QUESTION = os.environ["GROUNDED_QUESTION"]
-WORD = os.environ["GROUNDED_WORD"]
-EMBEDDING_MODEL = os.environ["EMBEDDING_MODEL"]
-
-failures = []
-
-
-def check(condition, what):
-    if not condition:
-        failures.append(what)
-        print(f"MISMATCH: {what}", file=sys.stderr)
+from client_checks import EMBEDDING_MODEL, MODEL, QUESTION, STORE, URL, WORD, check, finish
 
 
 def llm(model=MODEL, **extra):
@@ -97,11 +78,7 @@ def main():
     check_grounded()
     check_embeddings()
     check_errors()
-    if failures:
-        print(f"{len(failures)} mismatches", file=sys.stderr)
-        return 1
-    print("LlamaIndex check passed")
-    return 0
+    return finish("LlamaIndex")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use ragway_testkit::{Fake, Scripted};
 use serde_json::{Value, json};
+use tokio::process::Command;
 
-use crate::support::{Server, client, config, test_env};
+use crate::support::{Server, client, config, run_check, test_env};
 
 /// The fakes, and a server over them with a FAISS store (named `faiss`) embedded by the OpenAI
 /// fake, already holding three documents.
@@ -492,26 +493,13 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
 /// Runs tests/openai_sdk_check.py against a server; its checks say what they found.
 pub async fn run_sdk_check(url: &str, env: &[(&str, &str)]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk_check.py");
-    let run = tokio::process::Command::new("python3")
+    let mut python = Command::new("python3");
+    python
         .arg(&script)
         .env("RAGWAY_URL", url)
         .envs(env.iter().copied())
-        .envs(test_env())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the SDK check timed out")
-        .expect("could not run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        output.status,
-    );
-    assert!(stdout.contains("openai SDK check passed"), "{stdout}");
+        .envs(test_env());
+    run_check(python, "openai SDK check passed").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -562,27 +550,15 @@ async fn llamaindex_works_against_the_fakes() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llamaindex_check.py");
     let stack = V1Stack::start().await;
     for model in ["gpt-4o", "claude-3-opus"] {
-        let run = tokio::process::Command::new(&python)
+        let mut check = Command::new(&python);
+        check
             .arg(&script)
             .env("RAGWAY_URL", &stack.server.url)
             .env("CHAT_MODEL", model)
             .env("STORE", "faiss")
             .env("GROUNDED_QUESTION", QUBIT_TEXT)
             .env("GROUNDED_WORD", "superposition")
-            .env("EMBEDDING_MODEL", "text-embedding-3-small")
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(300), run)
-            .await
-            .expect("the LlamaIndex check timed out")
-            .expect("could not run LlamaIndex's python");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("LlamaIndex check passed"),
-            "{} with {model} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            script.display(),
-            output.status,
-        );
+            .env("EMBEDDING_MODEL", "text-embedding-3-small");
+        run_check(check, "LlamaIndex check passed").await;
     }
 }

@@ -1,12 +1,7 @@
 """Drives ragway's OpenAI-compatible API with the official `openai` SDK and LangChain's
 ChatOpenAI, the clients users point at it. Run by tests/openai_api.rs and tests/offline.rs.
 
-Environment:
-  RAGWAY_URL          the server under test
-  CHAT_MODEL          a configured chat model
-  STORE               a store to ground answers in (extra_body vector_search_type)
-  GROUNDED_QUESTION   a question the store answers; GROUNDED_WORD must be in its first source
-  EMBEDDING_MODEL     a configured embedder (optional)
+Environment: as client_checks.py says, and
   FAKE_OPENAI_URL     the OpenAI fake behind the server (optional): a throttle is scripted on it
                       to check RateLimitError, using THROTTLED_MODEL (a model on that fake)
   CHAT_FAKE_URL       the fake behind CHAT_MODEL (optional): a tool call is scripted on it to
@@ -27,12 +22,8 @@ import openai
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
-URL = os.environ["RAGWAY_URL"]
-MODEL = os.environ["CHAT_MODEL"]
-STORE = os.environ["STORE"]
-QUESTION = os.environ["GROUNDED_QUESTION"]
-WORD = os.environ["GROUNDED_WORD"]
-EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL")
+from client_checks import EMBEDDING_MODEL, MODEL, QUESTION, STORE, URL, WORD, check, finish
+
 FAKE_OPENAI_URL = os.environ.get("FAKE_OPENAI_URL")
 THROTTLED_MODEL = os.environ.get("THROTTLED_MODEL", "gpt-4o")
 CHAT_FAKE_URL = os.environ.get("CHAT_FAKE_URL")
@@ -49,14 +40,6 @@ WEATHER_TOOL = {
         },
     },
 }
-
-failures = []
-
-
-def check(condition, what):
-    if not condition:
-        failures.append(what)
-        print(f"MISMATCH: {what}", file=sys.stderr)
 
 
 # No retries: a scripted error must reach the check, not be retried away.
@@ -258,11 +241,7 @@ def main():
     check_tools()
     check_errors()
     check_langchain()
-    if failures:
-        print(f"{len(failures)} mismatches", file=sys.stderr)
-        return 1
-    print("openai SDK check passed")
-    return 0
+    return finish("openai SDK")
 
 
 if __name__ == "__main__":

@@ -208,29 +208,45 @@ impl Server {
     }
 }
 
+/// Runs a check that drives the server as a client would (a Python or node script) for at most
+/// 5 minutes; fails the test, with everything the check printed, unless it exits 0 and prints
+/// `passed`. Returns its standard output. scripts/install-deps.sh installs what checks run on.
+pub async fn run_check(mut command: Command, passed: &str) -> String {
+    let std = command.as_std();
+    let described = std::iter::once(std.get_program())
+        .chain(std.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let run = command.kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .unwrap_or_else(|_| panic!("`{described}` did not finish within 5 minutes"))
+        .unwrap_or_else(|err| {
+            panic!("cannot run `{described}` ({err}): see scripts/install-deps.sh")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(passed),
+        "`{described}` did not pass: it must exit 0 and print {passed:?}; it ended with {}\n\
+         --- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
 /// Runs a browser check of tests/ui (`name`.mjs, in chromium through playwright-core) with
 /// `env`, saving its screenshot as `name`.png under the test target's temporary folder; fails
 /// the test unless the check prints "`name` check passed". Returns what it printed.
 pub async fn browser_check(name: &str, env: &[(&str, String)]) -> String {
     let script = format!("{}/../../tests/ui/{name}.mjs", env!("CARGO_MANIFEST_DIR"));
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
-    let run = Command::new("node")
-        .arg(&script)
+    let mut node = Command::new("node");
+    node.arg(&script)
         .envs(env.iter().map(|(key, value)| (key, value)))
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the browser check timed out")
-        .expect("could not run node (scripts/install-deps.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains(&format!("{name} check passed")),
-        "{script} failed with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
+        .env("SCREENSHOT", &screenshot);
+    let stdout = run_check(node, &format!("{name} check passed")).await;
     assert!(
         screenshot.is_file(),
         "no screenshot at {}",
