@@ -1,10 +1,11 @@
 //! The offline default end to end: the sample corpus ingested by the CLI with the local
 //! embedder, then questions answered by the local model over that FAISS store — through
-//! `/generate` and through the OpenAI SDK and LangChain (the README's first command, tested).
+//! `/generate` and through the OpenAI SDK, LangChain and LlamaIndex (the README's first
+//! command, tested).
 
 use serde_json::json;
 
-use crate::openai_api::run_sdk_check;
+use crate::openai_api::{run_llamaindex_check, run_sdk_check};
 use crate::support::{Server, test_env};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -94,7 +95,7 @@ async fn the_local_model_answers_over_the_ingested_sample_corpus() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_openai_sdk_and_langchain_work_against_the_local_model() {
+async fn the_openai_sdk_langchain_and_llamaindex_work_against_the_local_model() {
     let dir = tempfile::tempdir().unwrap();
     let server = offline_server(&dir).await;
     run_sdk_check(
@@ -106,6 +107,17 @@ async fn the_openai_sdk_and_langchain_work_against_the_local_model() {
             ("GROUNDED_QUESTION", "What is a qubit?"),
             ("GROUNDED_WORD", "qubit"),
             ("MAX_TOKENS", "32"),
+        ],
+    )
+    .await;
+    run_llamaindex_check(
+        &server.url,
+        &[
+            ("CHAT_MODEL", "smollm2"),
+            ("EMBEDDING_MODEL", "minilm"),
+            ("STORE", "faiss"),
+            ("GROUNDED_QUESTION", "What is a qubit?"),
+            ("GROUNDED_WORD", "qubit"),
         ],
     )
     .await;

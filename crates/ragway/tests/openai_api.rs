@@ -539,8 +539,9 @@ fn llamaindex_python() -> PathBuf {
     cache.join("venvs/llamaindex/bin/python")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn llamaindex_works_against_the_fakes() {
+/// Runs tests/llamaindex_check.py against a server with the Python of LlamaIndex's virtualenv;
+/// `env` names the model, store, grounded question and embedder, as for `run_sdk_check`.
+pub async fn run_llamaindex_check(url: &str, env: &[(&str, &str)]) {
     let python = llamaindex_python();
     assert!(
         python.exists(),
@@ -548,17 +549,28 @@ async fn llamaindex_works_against_the_fakes() {
         python.display()
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llamaindex_check.py");
+    let mut check = Command::new(&python);
+    check
+        .arg(&script)
+        .env("RAGWAY_URL", url)
+        .envs(env.iter().copied());
+    run_check(check, "LlamaIndex check passed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llamaindex_works_against_the_fakes() {
     let stack = V1Stack::start().await;
     for model in ["gpt-4o", "claude-3-opus"] {
-        let mut check = Command::new(&python);
-        check
-            .arg(&script)
-            .env("RAGWAY_URL", &stack.server.url)
-            .env("CHAT_MODEL", model)
-            .env("STORE", "faiss")
-            .env("GROUNDED_QUESTION", QUBIT_TEXT)
-            .env("GROUNDED_WORD", "superposition")
-            .env("EMBEDDING_MODEL", "text-embedding-3-small");
-        run_check(check, "LlamaIndex check passed").await;
+        run_llamaindex_check(
+            &stack.server.url,
+            &[
+                ("CHAT_MODEL", model),
+                ("STORE", "faiss"),
+                ("GROUNDED_QUESTION", QUBIT_TEXT),
+                ("GROUNDED_WORD", "superposition"),
+                ("EMBEDDING_MODEL", "text-embedding-3-small"),
+            ],
+        )
+        .await;
     }
 }
