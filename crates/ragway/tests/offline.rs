@@ -98,29 +98,15 @@ async fn the_local_model_answers_over_the_ingested_sample_corpus() {
 async fn the_openai_sdk_langchain_and_llamaindex_work_against_the_local_model() {
     let dir = tempfile::tempdir().unwrap();
     let server = offline_server(&dir).await;
-    run_sdk_check(
-        &server.url,
-        &[
-            ("CHAT_MODEL", "smollm2"),
-            ("EMBEDDING_MODEL", "minilm"),
-            ("STORE", "faiss"),
-            ("GROUNDED_QUESTION", "What is a qubit?"),
-            ("GROUNDED_WORD", "qubit"),
-            ("MAX_TOKENS", "32"),
-        ],
-    )
-    .await;
-    run_llamaindex_check(
-        &server.url,
-        &[
-            ("CHAT_MODEL", "smollm2"),
-            ("EMBEDDING_MODEL", "minilm"),
-            ("STORE", "faiss"),
-            ("GROUNDED_QUESTION", "What is a qubit?"),
-            ("GROUNDED_WORD", "qubit"),
-        ],
-    )
-    .await;
+    let env = [
+        ("CHAT_MODEL", "smollm2"),
+        ("EMBEDDING_MODEL", "minilm"),
+        ("STORE", "faiss"),
+        ("GROUNDED_QUESTION", "What is a qubit?"),
+        ("GROUNDED_WORD", "qubit"),
+    ];
+    run_sdk_check(&server.url, &[&env[..], &[("MAX_TOKENS", "32")]].concat()).await;
+    run_llamaindex_check(&server.url, &env).await;
 }
 
 /// The playground in a real browser (Debian's chromium driven by playwright-core from
