@@ -28,7 +28,8 @@ python3 -m pip install --quiet --disable-pip-version-check -r "$here/tests/requi
 # of its own in ragway's cache folder (outside the clone, kept between runs; the test finds it
 # there, or at RAGWAY_LLAMAINDEX_PYTHON).
 venv=${RAGWAY_CACHE:-$HOME/.cache/ragway}/venvs/llamaindex
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# (made again if its Python no longer runs, e.g. the one it was made from has gone)
+"$venv/bin/python" -c "" 2>/dev/null || python3 -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements-llamaindex.txt"
 # playwright-core only (it downloads no browser); the test drives Debian's /usr/bin/chromium.
 if [ ! -d "$here/tests/ui/node_modules/playwright-core" ]; then
