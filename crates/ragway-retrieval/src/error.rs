@@ -50,6 +50,21 @@ pub enum Error {
         message: String,
     },
 
+    /// Postgres failed or could not be reached (`context` says what ragway was doing).
+    #[error("postgres, {context}: {source}")]
+    Postgres {
+        context: String,
+        source: sqlx::Error,
+    },
+
+    /// A document the store cannot take as it is (the message names it and why).
+    #[error("{message}")]
+    Rejected { message: String },
+
+    /// A pgvector store's schema or connection settings cannot be used as they are.
+    #[error("{message}")]
+    Schema { message: String },
+
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] ProviderError),
@@ -90,6 +105,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn postgres(context: &str, source: sqlx::Error) -> Self {
+        Self::Postgres {
+            context: context.to_owned(),
+            source,
+        }
+    }
+
     pub(crate) fn task(error: tokio::task::JoinError) -> Self {
         Self::Task {
             message: error.to_string(),
@@ -100,10 +122,37 @@ impl Error {
     pub fn into_provider(self, provider: &str) -> ProviderError {
         match self {
             Self::Embed(error) => error,
+            Self::Rejected { message } => ProviderError::Unsupported {
+                provider: provider.to_owned(),
+                message,
+            },
+            Self::Postgres { context, source } if is_outage(&source) => {
+                ProviderError::Unavailable {
+                    provider: provider.to_owned(),
+                    message: format!("postgres, {context}: {source}"),
+                }
+            }
             other => ProviderError::Internal {
                 provider: provider.to_owned(),
                 message: other.to_string(),
             },
         }
+    }
+}
+
+/// Whether a Postgres error means the database is down or out of reach (a 503 for the
+/// caller) rather than that this statement failed. Postgres's own codes: class 08 is a lost or
+/// refused connection, 57P01-57P03 an administrator or crash shutdown, or a server starting up.
+fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod faiss;
 pub mod ingest;
 pub mod kendra;
+pub mod pgvector;
 
 pub use error::{Error, Result};
 
@@ -30,8 +31,11 @@ pub struct BuiltStore {
     pub documents: Option<Arc<dyn DocumentStore>>,
 }
 
-/// Builds one configured store.
-pub fn build(config: &VectorStoreConfig, shared: &Shared<'_>) -> Result<BuiltStore, BuildError> {
+/// Builds one configured store (a pgvector store connects and migrates its schema here).
+pub async fn build(
+    config: &VectorStoreConfig,
+    shared: &Shared<'_>,
+) -> Result<BuiltStore, BuildError> {
     let component = || format!("vector_store \"{}\"", config.name());
     Ok(match config {
         VectorStoreConfig::Kendra(c) => {
@@ -45,14 +49,8 @@ pub fn build(config: &VectorStoreConfig, shared: &Shared<'_>) -> Result<BuiltSto
             }
         }
         VectorStoreConfig::Faiss(c) => {
-            let embedder = shared
-                .embedders
-                .get(&c.embedder)
-                .ok_or_else(|| BuildError {
-                    component: component(),
-                    message: format!("no embedder named \"{}\" was built", c.embedder),
-                })?;
-            let store = faiss::FaissStore::open(c, embedder.clone()).map_err(|e| BuildError {
+            let embedder = shared.embedder(&c.embedder, component)?;
+            let store = faiss::FaissStore::open(c, embedder).map_err(|e| BuildError {
                 component: component(),
                 message: e.to_string(),
             })?;
@@ -62,5 +60,68 @@ pub fn build(config: &VectorStoreConfig, shared: &Shared<'_>) -> Result<BuiltSto
                 documents: Some(store),
             }
         }
+        VectorStoreConfig::Pgvector(c) => {
+            let embedder = shared.embedder(&c.embedder, component)?;
+            let store = pgvector::PgvectorStore::open(c, embedder)
+                .await
+                .map_err(|e| BuildError {
+                    component: component(),
+                    message: e.to_string(),
+                })?;
+            let store = Arc::new(store);
+            BuiltStore {
+                retriever: store.clone(),
+                documents: Some(store),
+            }
+        }
     })
+}
+
+/// A writable store opened on its own, for `ragway ingest` (no chat model, no other store).
+pub enum WritableStore {
+    Faiss(faiss::FaissStore),
+    Pgvector(pgvector::PgvectorStore),
+}
+
+impl WritableStore {
+    /// Opens the store a `[[vector_store]]` entry describes with its embedder; `None` for a
+    /// read-only kind (Kendra).
+    pub async fn open(
+        config: &VectorStoreConfig,
+        embedder: Arc<dyn Embedder>,
+    ) -> Option<Result<Self>> {
+        Some(match config {
+            VectorStoreConfig::Faiss(c) => faiss::FaissStore::open(c, embedder).map(Self::Faiss),
+            VectorStoreConfig::Pgvector(c) => pgvector::PgvectorStore::open(c, embedder)
+                .await
+                .map(Self::Pgvector),
+            VectorStoreConfig::Kendra(_) => return None,
+        })
+    }
+
+    /// Adds or replaces documents, reporting progress (see each store's `add_with_progress`).
+    pub async fn add_with_progress(
+        &self,
+        documents: Vec<ragway_core::Document>,
+        progress: impl Fn(ingest::Progress) + Send + Sync,
+    ) -> Result<ragway_core::IngestReport> {
+        match self {
+            Self::Faiss(store) => store.add_with_progress(documents, progress).await,
+            Self::Pgvector(store) => store.add_with_progress(documents, progress).await,
+        }
+    }
+}
+
+impl Shared<'_> {
+    /// The built embedder a store names.
+    fn embedder(
+        &self,
+        name: &str,
+        component: impl Fn() -> String,
+    ) -> Result<Arc<dyn Embedder>, BuildError> {
+        self.embedders.get(name).cloned().ok_or_else(|| BuildError {
+            component: component(),
+            message: format!("no embedder named \"{name}\" was built"),
+        })
+    }
 }

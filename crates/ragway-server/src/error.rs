@@ -162,6 +162,9 @@ impl ApiError {
                 | ProviderError::Unreachable { .. }
                 | ProviderError::InvalidResponse { .. } => (StatusCode::BAD_GATEWAY, None),
                 ProviderError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+                ProviderError::Unavailable { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY))
+                }
                 ProviderError::Throttled { retry_after, .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),

@@ -236,7 +236,7 @@ impl Registry {
                 aws: aws.as_ref(),
                 embedders: &store_embedders,
             };
-            match ragway_retrieval::build(store, &shared) {
+            match ragway_retrieval::build(store, &shared).await {
                 Ok(built) => {
                     stores.insert(
                         store.name().to_owned(),
@@ -375,7 +375,7 @@ fn aws_region_hint(config: &Config) -> Option<Option<String>> {
         )
         .chain(config.vector_store.iter().filter_map(|store| match store {
             VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
-            VectorStoreConfig::Faiss(_) => None,
+            VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => None,
         }))
         .peekable();
     regions.peek()?;

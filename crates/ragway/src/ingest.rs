@@ -1,5 +1,6 @@
-//! `ragway ingest`: read files and folders (or adopt an existing FAISS index) into a FAISS
-//! store, with a progress bar. Unchanged files are skipped; changed ones replace their chunks.
+//! `ragway ingest`: read files and folders into a writable store (FAISS or pgvector), adopt an
+//! existing FAISS index, or copy one store into another without re-embedding, with a progress
+//! bar. Unchanged files are skipped; changed ones replace their chunks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,18 +9,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ragway_core::IngestReport;
 use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
-use ragway_retrieval::faiss::FaissStore;
+use ragway_retrieval::WritableStore;
 use ragway_retrieval::ingest::{Phase, Progress, read_paths};
 
 #[derive(clap::Args)]
 pub struct IngestArgs {
-    /// The FAISS store to add to (a `[[vector_store]]` name).
+    /// The store to add to (a `[[vector_store]]` name of type faiss or pgvector).
     #[arg(long)]
     store: String,
     /// Files and folders to read (.txt, .md, .html, .pdf, .jsonl), folders recursively.
-    #[arg(required_unless_present = "from_faiss", conflicts_with = "from_faiss")]
+    #[arg(
+        required_unless_present_any = ["from_faiss", "from_store"],
+        conflicts_with_all = ["from_faiss", "from_store"]
+    )]
     paths: Vec<PathBuf>,
+    /// Copy every document of another store (a faiss store) into this one (a pgvector store)
+    /// with its chunks and vectors, without re-embedding. Documents already copied are skipped.
+    #[arg(long, value_name = "NAME", conflicts_with = "from_faiss")]
+    from_store: Option<String>,
     /// Adopt the vectors of an existing FAISS index file (e.g. LangChain's index.faiss)
     /// without re-embedding; needs --docs.
     #[arg(long, requires = "docs")]
@@ -32,7 +41,17 @@ pub struct IngestArgs {
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let store = open_store(config, &args.store).await?;
+    if let Some(source) = &args.from_store {
+        return copy_store(config, source, &args.store, &store).await;
+    }
     if let (Some(index), Some(docs)) = (&args.from_faiss, &args.docs) {
+        let WritableStore::Faiss(store) = &store else {
+            bail!(
+                "--from-faiss adopts an index into a faiss store; \"{}\" is a pgvector store \
+                 (adopt into a faiss store, then copy it with --from-store)",
+                args.store
+            );
+        };
         let started = Instant::now();
         let report = store.adopt(index, docs).await?;
         println!(
@@ -117,9 +136,64 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
 }
 
-/// Opens the named FAISS store with its embedder, without building the rest of the config
+/// Copies every document of the store `source` into `store` (named `target`), a page at a
+/// time: each page is one transaction, so an interrupted copy keeps whole documents and a
+/// rerun skips what is already there.
+async fn copy_store(
+    config: &Config,
+    source: &str,
+    target: &str,
+    store: &WritableStore,
+) -> Result<ExitCode> {
+    /// Documents read and written per page.
+    const PAGE: usize = 256;
+    if source == target {
+        bail!("--from-store names the store being written (\"{target}\"); name another");
+    }
+    let WritableStore::Pgvector(into) = store else {
+        bail!("--from-store copies into a pgvector store; \"{target}\" is not one");
+    };
+    let WritableStore::Faiss(from) = open_store(config, source).await? else {
+        bail!("--from-store copies from a faiss store; \"{source}\" is not one");
+    };
+    let started = Instant::now();
+    let bar = spinner(&format!("copying \"{source}\" into \"{target}\""));
+    let mut total = IngestReport::default();
+    let mut after = 0;
+    loop {
+        let (page, last) = from.export(after, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        let report = into.add_embedded(page).await?;
+        total.added += report.added;
+        total.replaced += report.replaced;
+        total.unchanged += report.unchanged;
+        total.chunks += report.chunks;
+        bar.set_message(format!(
+            "copying \"{source}\" into \"{target}\": {} documents",
+            total.added + total.replaced + total.unchanged
+        ));
+        match last {
+            Some(key) => after = key,
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "copied \"{source}\" into \"{target}\": {} added, {} replaced, {} unchanged; {} chunks in {:.1} s",
+        total.added,
+        total.replaced,
+        total.unchanged,
+        total.chunks,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the named writable store with its embedder, without building the rest of the config
 /// (no chat model is loaded to ingest).
-async fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
+async fn open_store(config: &Config, name: &str) -> Result<WritableStore> {
     let Some(store) = config.vector_store.iter().find(|s| s.name() == name) else {
         let names: Vec<&str> = config.vector_store.iter().map(|s| s.name()).collect();
         bail!(
@@ -127,24 +201,26 @@ async fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
             known(&names)
         );
     };
-    let VectorStoreConfig::Faiss(faiss) = store else {
-        let writable: Vec<&str> = config
+    let writable = || -> Vec<&str> {
+        config
             .vector_store
             .iter()
-            .filter(|s| matches!(s, VectorStoreConfig::Faiss(_)))
+            .filter(|s| !matches!(s, VectorStoreConfig::Kendra(_)))
             .map(|s| s.name())
-            .collect();
+            .collect()
+    };
+    let Some(embedder_name) = store.embedder() else {
         bail!(
-            "vector_store \"{name}\" is a {} store, which is read-only; ingest works on faiss stores: {}",
+            "vector_store \"{name}\" is a {} store, which is read-only; ingest works on faiss and pgvector stores: {}",
             store.kind(),
-            known(&writable)
+            known(&writable())
         );
     };
     let embedder_config = config
         .embedder
         .iter()
-        .find(|e| e.name() == faiss.embedder)
-        .with_context(|| format!("no embedder named \"{}\"", faiss.embedder))?;
+        .find(|e| e.name() == embedder_name)
+        .with_context(|| format!("no embedder named \"{embedder_name}\""))?;
     let aws = match embedder_config {
         EmbedderConfig::Bedrock(c) => Some(ragway_aws::load_sdk_config(c.region.clone()).await),
         EmbedderConfig::Openai(_) | EmbedderConfig::Local(_) => None,
@@ -154,7 +230,14 @@ async fn open_store(config: &Config, name: &str) -> Result<FaissStore> {
         aws: aws.as_ref(),
     };
     let embedder = ragway_retrieval::embedder::build(embedder_config, &shared)?;
-    Ok(FaissStore::open(faiss, Arc::clone(&embedder))?)
+    match WritableStore::open(store, Arc::clone(&embedder)).await {
+        Some(opened) => Ok(opened.with_context(|| format!("opening vector_store \"{name}\""))?),
+        None => bail!(
+            "vector_store \"{name}\" is a {} store, which is read-only; ingest works on faiss and pgvector stores: {}",
+            store.kind(),
+            known(&writable())
+        ),
+    }
 }
 
 fn reqwest_client() -> Result<reqwest::Client> {

@@ -15,6 +15,7 @@ mod offline;
 mod openai_api;
 mod openapi;
 mod readiness;
+mod replicas;
 mod shutdown;
 mod stores;
 mod support;

@@ -196,6 +196,57 @@ pub fn document(conn: &Connection, id: &str) -> rusqlite::Result<Option<super::S
     .optional()
 }
 
+/// Up to `limit` documents after row key `after`, in key order, each with its chunks' texts
+/// and raw vectors; and the last key read (for the next page).
+pub fn export(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<(Vec<crate::ingest::EmbeddedDocument>, Option<i64>)> {
+    let mut documents = conn.prepare_cached(
+        "SELECT key, id, title, uri, metadata, content_hash FROM documents
+         WHERE key > ?1 ORDER BY key LIMIT ?2",
+    )?;
+    let mut chunks = conn.prepare_cached(
+        "SELECT c.text, v.vector FROM chunks c JOIN vectors v ON v.chunk = c.id
+         WHERE c.document = ?1 ORDER BY c.position",
+    )?;
+    let mut page = Vec::new();
+    let mut last = None;
+    let rows = documents.query_map(params![after, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (key, id, title, uri, metadata, content_hash) = row?;
+        let texts = chunks
+            .query_map([key], |r| {
+                let vector = vector_from_bytes(r.get_ref(1)?.as_blob()?);
+                Ok((r.get::<_, String>(0)?, vector))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        last = Some(key);
+        page.push(crate::ingest::EmbeddedDocument {
+            id,
+            title,
+            uri,
+            metadata: match serde_json::from_str(&metadata) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            },
+            content_hash,
+            chunks: texts,
+        });
+    }
+    Ok((page, last))
+}
+
 /// Every chunk's id and raw vector (back to back), in id order, for rebuilding an index.
 pub fn all_vectors(conn: &Connection) -> rusqlite::Result<(Vec<i64>, Vec<f32>)> {
     let mut statement = conn.prepare("SELECT chunk, vector FROM vectors ORDER BY chunk")?;

@@ -363,6 +363,27 @@ impl FaissStore {
         .await
     }
 
+    /// Up to `limit` stored documents after the position `after` (0 to start), with their
+    /// chunks' texts and raw vectors, and the position to go on from (`None` at the end); for
+    /// copying the store into another without re-embedding. Reads one committed version.
+    pub async fn export(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<crate::ingest::EmbeddedDocument>, Option<i64>)> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            if !inner.db_path().exists() {
+                return Ok((Vec::new(), None));
+            }
+            let mut reader = inner.reader()?;
+            let conn = reader.connection()?;
+            let tx = conn.transaction().map_err(|e| inner.sqlite(e))?;
+            db::export(&tx, after, limit).map_err(|e| inner.sqlite(e))
+        })
+        .await
+    }
+
     /// Compares the loaded index with the committed rows.
     pub fn check(&self) -> Result<StoreCheck> {
         self.inner.check()

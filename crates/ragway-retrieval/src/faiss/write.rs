@@ -10,14 +10,13 @@ use ragway_core::config::{IndexKind, Metric};
 use ragway_core::{Document, IngestReport};
 use rusqlite::TransactionBehavior;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{
-    AdoptReport, Change, INDEX_LINK, Inner, MANIFEST_FILE, Prepared, SearchIndex, Settings,
-    Snapshot, db, index, read_vectors,
+    AdoptReport, Change, INDEX_LINK, Inner, MANIFEST_FILE, Prepared, SearchIndex, Snapshot, db,
+    index, read_vectors,
 };
 use crate::error::{Error, Result};
-use crate::ingest::{chunk_text, read_jsonl};
+use crate::ingest::{chunk_text, content_hash, last_of_each_id, read_jsonl};
 
 /// The manifest written next to the index.
 #[derive(Serialize)]
@@ -143,22 +142,15 @@ impl Inner {
 
     /// Splits documents into those to write (chunked, hashed) and the number unchanged.
     pub(super) fn prepare(&self, documents: Vec<Document>) -> Result<(Vec<Prepared>, usize)> {
-        // The last of several documents with one id wins.
-        let mut last: HashMap<String, usize> = HashMap::new();
-        for (i, document) in documents.iter().enumerate() {
-            last.insert(document.id.clone(), i);
-        }
-        let documents: Vec<Document> = documents
-            .into_iter()
-            .enumerate()
-            .filter(|(i, d)| last.get(&d.id) == Some(i))
-            .map(|(_, d)| d)
-            .collect();
+        let documents = last_of_each_id(documents);
         let existing = self.existing_hashes(&documents)?;
         let mut unchanged = 0;
         let mut prepared = Vec::new();
         for document in documents {
-            let hash = content_hash(&document, Some(&self.settings));
+            let hash = content_hash(
+                &document,
+                Some((self.settings.chunk_size, self.settings.chunk_overlap)),
+            );
             let replaces = match existing.get(&document.id) {
                 Some((_, stored)) if *stored == hash => {
                     unchanged += 1;
@@ -500,30 +492,6 @@ impl Inner {
             tracing::warn!(store = %self.name, "cannot write {MANIFEST_FILE}: {error}");
         }
     }
-}
-
-/// Identifies a document's stored form: its content and, for chunked documents, the chunking
-/// settings (a changed `chunk_size` re-chunks on the next ingest). Adopted documents, stored
-/// whole, hash without them.
-fn content_hash(document: &Document, settings: Option<&Settings>) -> String {
-    let mut hash = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
-    };
-    match settings {
-        Some(s) => field(format!("chunked:{}:{}", s.chunk_size, s.chunk_overlap).as_bytes()),
-        None => field(b"whole"),
-    }
-    field(document.text.as_bytes());
-    field(document.title.as_deref().unwrap_or("\u{0}").as_bytes());
-    field(document.uri.as_deref().unwrap_or("\u{0}").as_bytes());
-    field(
-        serde_json::Value::Object(document.metadata.clone())
-            .to_string()
-            .as_bytes(),
-    );
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn metric_name(metric: Metric) -> &'static str {

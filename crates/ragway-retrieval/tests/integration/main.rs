@@ -1,11 +1,13 @@
 //! ragway-retrieval's integration tests, one binary: the FAISS store, crash safety under
-//! SIGKILL, compatibility with Python's FAISS and LangChain, and the file readers.
+//! SIGKILL, compatibility with Python's FAISS and LangChain, the file readers, and the pgvector
+//! store against a real PostgreSQL.
 
 // Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod crash;
 mod langchain;
+mod pgvector;
 mod python;
 mod readers;
 mod store;

@@ -253,7 +253,7 @@ async fn an_embedder_of_another_dimension_is_refused_naming_both() {
         aws: None,
         embedders: &embedders,
     };
-    let Err(error) = ragway_retrieval::build(&config, &shared) else {
+    let Err(error) = ragway_retrieval::build(&config, &shared).await else {
         panic!("a dimension mismatch must fail the build");
     };
     let message = error.to_string();
@@ -276,7 +276,7 @@ async fn the_factory_builds_a_searchable_writable_store() {
     };
     let config =
         VectorStoreConfig::Faiss(config(dir.path(), Metric::InnerProduct, IndexKind::Flat));
-    let built = ragway_retrieval::build(&config, &shared).unwrap();
+    let built = ragway_retrieval::build(&config, &shared).await.unwrap();
     let documents = built.documents.expect("faiss stores are writable");
     documents.add(corpus(3)).await.unwrap();
     let passages = built
@@ -292,7 +292,7 @@ async fn the_factory_builds_a_searchable_writable_store() {
         aws: None,
         embedders: &unknown,
     };
-    assert!(ragway_retrieval::build(&config, &shared).is_err());
+    assert!(ragway_retrieval::build(&config, &shared).await.is_err());
 }
 
 #[tokio::test]

@@ -199,7 +199,7 @@ pub struct StoreList {
 #[derive(Serialize, ToSchema)]
 pub struct StoreEntry {
     pub name: String,
-    /// `faiss`, `kendra`, ...
+    /// `faiss`, `pgvector`, `kendra`
     #[serde(rename = "type")]
     pub kind: String,
     /// Whether documents can be added and removed through the API.
@@ -210,6 +210,9 @@ pub struct StoreEntry {
     pub chunks: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dimension: Option<usize>,
+    /// Why the sizes are missing: the store cannot be read now (its database is down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `DELETE /stores/{name}/documents/{id}`.

@@ -35,11 +35,20 @@ pub async fn list(
     let mut stores = Vec::new();
     for store in registry.stores().filter(|s| caller.may_use_store(&s.name)) {
         let mut entry = json!({ "name": store.name, "type": store.kind, "writable": store.documents.is_some() });
+        // One store that cannot be counted now (its database is down) is reported as such;
+        // the others are still listed.
         if let Some(documents) = &store.documents {
-            let stats = documents.stats().await?;
-            entry["documents"] = json!(stats.documents);
-            entry["chunks"] = json!(stats.chunks);
-            entry["dimension"] = json!(stats.dimension);
+            match documents.stats().await {
+                Ok(stats) => {
+                    entry["documents"] = json!(stats.documents);
+                    entry["chunks"] = json!(stats.chunks);
+                    entry["dimension"] = json!(stats.dimension);
+                }
+                Err(error) => {
+                    tracing::warn!(store = %store.name, %error, "cannot count the store's documents");
+                    entry["error"] = json!(error.to_string());
+                }
+            }
         }
         stores.push(entry);
     }

@@ -1,0 +1,483 @@
+//! The pgvector store against a real PostgreSQL with pgvector (started by each test on a free
+//! port): the same document semantics as the FAISS store, two handles sharing one database as
+//! two replicas would, migrations under concurrent start-up and a schema newer than the
+//! binary, an outage and recovery, concurrent writers, hostile ids and filters, and a copy of
+//! a FAISS store without re-embedding.
+
+use std::sync::Arc;
+
+use ragway_core::config::{PgMetric, PgvectorStoreConfig};
+use ragway_core::{DocumentStore, Embedder, Filter, IngestReport, ProviderError, Retriever};
+use ragway_retrieval::ingest::EmbeddedDocument;
+use ragway_retrieval::pgvector::{PgvectorStore, latest_version};
+use ragway_testkit::postgres::Postgres;
+use serde_json::json;
+use sqlx::{Connection as _, PgConnection, Row as _};
+
+use crate::support::{HashEmbedder, doc, topic_text};
+
+fn config(schema: &str, metric: PgMetric) -> PgvectorStoreConfig {
+    let text = format!(
+        r#"name = "pg"
+           dsn = "env::RAGWAY_TEST_PG_DSN"
+           embedder = "hash"
+           schema = "{schema}"
+           metric = "{}"
+           chunk_size = 200
+           chunk_overlap = 30
+           connect_timeout_secs = 3"#,
+        match metric {
+            PgMetric::Cosine => "cosine",
+            PgMetric::InnerProduct => "inner_product",
+            PgMetric::L2 => "l2",
+        }
+    );
+    toml::from_str(&text).unwrap()
+}
+
+async fn open(pg: &Postgres, schema: &str) -> PgvectorStore {
+    open_with(pg, &config(schema, PgMetric::Cosine)).await
+}
+
+async fn open_with(pg: &Postgres, config: &PgvectorStoreConfig) -> PgvectorStore {
+    PgvectorStore::open_with_dsn(config, &pg.dsn(), HashEmbedder::new())
+        .await
+        .unwrap_or_else(|e| panic!("opening the store: {e}\n{}", pg.log()))
+}
+
+async fn sql(pg: &Postgres) -> PgConnection {
+    PgConnection::connect(&pg.dsn()).await.unwrap()
+}
+
+fn corpus(n: usize) -> Vec<ragway_core::Document> {
+    (0..n)
+        .map(|i| doc(&format!("doc-{i}"), &topic_text(i, 40)))
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_are_added_searched_replaced_and_deleted() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_docs").await;
+    assert!(
+        store
+            .search("x", 3, &Filter::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 0);
+
+    let report = DocumentStore::add(&store, corpus(5)).await.unwrap();
+    assert_eq!((report.added, report.replaced, report.unchanged), (5, 0, 0));
+    assert!(
+        report.chunks > 5,
+        "40-word texts make several chunks of 200"
+    );
+    let stats = DocumentStore::stats(&store).await.unwrap();
+    assert_eq!((stats.documents, stats.chunks), (5, report.chunks));
+    assert_eq!(stats.dimension, 384);
+
+    let passages = store
+        .search("topic3 common", 3, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(passages.len(), 3);
+    assert!(passages[0].id.starts_with("doc-3#"), "{passages:?}");
+    assert_eq!(passages[0].title.as_deref(), Some("Title of doc-3"));
+    assert_eq!(passages[0].uri.as_deref(), Some("file:///doc-3"));
+    assert!(passages.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(passages[0].score <= 1.0 + 1e-6 && passages[0].score > 0.0);
+
+    // The same documents again: nothing written.
+    let again = DocumentStore::add(&store, corpus(5)).await.unwrap();
+    assert_eq!(
+        again,
+        IngestReport {
+            unchanged: 5,
+            ..IngestReport::default()
+        }
+    );
+    // A changed one replaces its chunks; the last of two with one id wins.
+    let report = DocumentStore::add(
+        &store,
+        vec![
+            doc("doc-1", "first version"),
+            doc("doc-1", "zebra zebra zebra"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.added, report.replaced, report.chunks), (0, 1, 1));
+    let passages = store.search("zebra", 1, &Filter::new()).await.unwrap();
+    assert_eq!(passages[0].id, "doc-1#0");
+    assert_eq!(passages[0].text, "zebra zebra zebra");
+    let mut db = sql(&pg).await;
+    let chunks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ragway_docs.chunks WHERE document_id = 'doc-1'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(chunks, 1, "the old version's chunks are gone");
+
+    assert!(DocumentStore::delete(&store, "doc-1").await.unwrap());
+    assert!(!DocumentStore::delete(&store, "doc-1").await.unwrap());
+    let passages = store.search("zebra", 5, &Filter::new()).await.unwrap();
+    assert!(passages.iter().all(|p| !p.id.starts_with("doc-1#")));
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 4);
+}
+
+#[tokio::test]
+async fn filters_match_metadata_by_equality_on_every_key() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_filters").await;
+    let mut docs = Vec::new();
+    for (id, lang, tags) in [
+        ("en-1", "en", json!(["a", "b"])),
+        ("en-2", "en", json!(["a"])),
+        ("fr-1", "fr", json!(["a"])),
+    ] {
+        let mut d = doc(id, "shared words about the same topic");
+        d.metadata.insert("lang".into(), json!(lang));
+        d.metadata.insert("tags".into(), tags);
+        docs.push(d);
+    }
+    DocumentStore::add(&store, docs).await.unwrap();
+
+    let filter = |value: serde_json::Value| value.as_object().unwrap().clone();
+    let ids = |passages: Vec<ragway_core::Passage>| {
+        let mut ids: Vec<String> = passages.into_iter().map(|p| p.id).collect();
+        ids.sort();
+        ids
+    };
+    let found = store
+        .search("topic", 10, &filter(json!({"lang": "en"})))
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["en-1#0", "en-2#0"]);
+    // Equality, not containment: ["a"] is contained in ["a", "b"] but not equal to it.
+    let found = store
+        .search("topic", 10, &filter(json!({"tags": ["a"]})))
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["en-2#0", "fr-1#0"]);
+    let found = store
+        .search("topic", 10, &filter(json!({"lang": "en", "tags": ["a"]})))
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["en-2#0"]);
+    // A hostile key is a value like any other, bound rather than written into the SQL.
+    let found = store
+        .search("topic", 10, &filter(json!({"x') OR 1=1 --": "y"})))
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    // top_k beyond the HNSW candidate list still fills up (iterative index scans).
+    let many: Vec<_> = (0..60)
+        .map(|i| {
+            let mut d = doc(&format!("bulk-{i}"), &format!("topic bulk {i}"));
+            d.metadata
+                .insert("lang".into(), json!(if i % 2 == 0 { "de" } else { "it" }));
+            d
+        })
+        .collect();
+    DocumentStore::add(&store, many).await.unwrap();
+    let found = store
+        .search("topic", 25, &filter(json!({"lang": "de"})))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 25);
+}
+
+#[tokio::test]
+async fn hostile_ids_titles_and_metadata_are_stored_as_given() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_hostile").await;
+    let id = "'; DROP TABLE ragway_hostile.documents; --?";
+    let mut d = doc(id, "robert tables was here");
+    d.title = Some("\u{202e}title with \"quotes\" and \\ backslash".into());
+    d.metadata.insert(
+        "ключ \"$1\"".into(),
+        json!({"nested": [1, null, "\u{1F600}"]}),
+    );
+    DocumentStore::add(&store, vec![d.clone()]).await.unwrap();
+    let found = store
+        .search("robert tables", 1, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(found[0].id, format!("{}#0", d.id));
+    assert_eq!(found[0].title, d.title);
+    assert_eq!(found[0].metadata, d.metadata);
+    assert!(DocumentStore::delete(&store, &d.id).await.unwrap());
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 0);
+
+    // Postgres text holds no NUL: such a document is refused whole, naming it and the field,
+    // as a bad request, and nothing of its batch is written.
+    let mut nul = doc("nul", "fine");
+    nul.metadata.insert("k".into(), json!("a\u{0}b"));
+    let error = DocumentStore::add(&store, vec![doc("good", "fine"), nul])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Unsupported { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("\"nul\": its metadata"),
+        "{error}"
+    );
+    let mut nul = doc("id\u{0}", "fine");
+    nul.title = None;
+    let error = DocumentStore::add(&store, vec![nul]).await.unwrap_err();
+    assert!(error.to_string().contains("its id holds a NUL"), "{error}");
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 0);
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_database_see_each_others_writes_at_once() {
+    let pg = Postgres::start().unwrap();
+    let one = open(&pg, "ragway_shared").await;
+    let two = open(&pg, "ragway_shared").await;
+    DocumentStore::add(&one, vec![doc("note", "penguins live in antarctica")])
+        .await
+        .unwrap();
+    let found = two.search("penguins", 1, &Filter::new()).await.unwrap();
+    assert_eq!(found[0].id, "note#0");
+    // Unchanged on the other replica too: the hash lives in the database.
+    let report = DocumentStore::add(&two, vec![doc("note", "penguins live in antarctica")])
+        .await
+        .unwrap();
+    assert_eq!(report.unchanged, 1);
+    assert!(DocumentStore::delete(&two, "note").await.unwrap());
+    assert!(
+        one.search("penguins", 1, &Filter::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+    let pg = Postgres::start().unwrap();
+    let config = config("ragway_race", PgMetric::Cosine);
+    let opens = (0..4).map(|_| {
+        let config = config.clone();
+        let dsn = pg.dsn();
+        tokio::spawn(async move {
+            PgvectorStore::open_with_dsn(&config, &dsn, HashEmbedder::new())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    for result in futures::future::join_all(opens).await {
+        result.unwrap().unwrap();
+    }
+    let mut db = sql(&pg).await;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM ragway_race.schema_migrations ORDER BY version")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(applied, (1..=latest_version()).collect::<Vec<_>>());
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = 'ragway_race' AND indexname LIKE 'chunks_hnsw_%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(indexes, 1);
+
+    // A newer ragway recorded a migration this one does not know.
+    sqlx::query(
+        "INSERT INTO ragway_race.schema_migrations (version, description, success, checksum, execution_time)
+         VALUES (999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let Err(error) = PgvectorStore::open_with_dsn(&config, &pg.dsn(), HashEmbedder::new()).await
+    else {
+        panic!("a schema newer than the binary must be refused");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("version 999") && message.contains("newer than this ragway"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn vectors_of_another_dimension_are_refused_naming_both() {
+    let pg = Postgres::start().unwrap();
+    let config = config("ragway_dims", PgMetric::Cosine);
+    let store = open_with(&pg, &config).await;
+    DocumentStore::add(&store, corpus(1)).await.unwrap();
+    let small: Arc<dyn Embedder> = Arc::new(HashEmbedder { dimension: 128 });
+    let Err(error) = PgvectorStore::open_with_dsn(&config, &pg.dsn(), small).await else {
+        panic!("a dimension mismatch must fail");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("384") && message.contains("128"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_metric_rebuilds_the_index_and_scores_follow_it() {
+    let pg = Postgres::start().unwrap();
+    let cosine = open(&pg, "ragway_metric").await;
+    DocumentStore::add(&cosine, corpus(4)).await.unwrap();
+    drop(cosine);
+    let l2 = open_with(&pg, &config("ragway_metric", PgMetric::L2)).await;
+    let mut db = sql(&pg).await;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'ragway_metric' AND indexname LIKE 'chunks_hnsw_%'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(names, ["chunks_hnsw_l2_m16_ef64"]);
+    // 1 / (1 + d²): in (0, 1), and 1 only for the exact vector.
+    let found = l2.search("topic2 common", 2, &Filter::new()).await.unwrap();
+    assert!(found[0].score > 0.0 && found[0].score < 1.0, "{found:?}");
+    let text: String = sqlx::query_scalar(
+        "SELECT text FROM ragway_metric.chunks WHERE document_id = 'doc-2' AND position = 0",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let exact = l2
+        .search_vector(HashEmbedder::new().vector(&text), 1, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(exact[0].id, "doc-2#0");
+    assert!((exact[0].score - 1.0).abs() < 1e-5, "{exact:?}");
+}
+
+#[tokio::test]
+async fn an_outage_is_unavailable_and_recovers_without_reopening() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_outage").await;
+    DocumentStore::add(&store, corpus(2)).await.unwrap();
+    pg.stop().unwrap();
+
+    let error = Retriever::search(&store, "topic1", 1, &Filter::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Unavailable { .. }),
+        "a stopped database is an outage (503), not an internal error: {error:?}"
+    );
+    assert!(!error.to_string().contains("ragway@"), "{error}");
+    let not_ready = Retriever::ready(&store).await.unwrap_err();
+    assert!(not_ready.contains("postgres"), "{not_ready}");
+    let error = DocumentStore::add(&store, corpus(3)).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Unavailable { .. }),
+        "{error:?}"
+    );
+
+    pg.start_again().unwrap();
+    Retriever::ready(&store).await.unwrap();
+    let found = store.search("topic1", 1, &Filter::new()).await.unwrap();
+    assert!(found[0].id.starts_with("doc-1#"));
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 2);
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_the_same_documents_leave_each_whole() {
+    let pg = Postgres::start().unwrap();
+    let one = open(&pg, "ragway_writers").await;
+    let two = open(&pg, "ragway_writers").await;
+    // Each round, both replicas write the same ids with different texts (and different chunk
+    // counts) at once, in opposite orders: each document ends as one writer's version, whole.
+    for round in 0..5 {
+        let a: Vec<_> = (0..8)
+            .map(|i| doc(&format!("d{i}"), &topic_text(round * 100 + i, 10)))
+            .collect();
+        let mut b: Vec<_> = (0..8)
+            .map(|i| doc(&format!("d{i}"), &topic_text(round * 100 + 50 + i, 60)))
+            .collect();
+        b.reverse();
+        let (ra, rb) = tokio::join!(DocumentStore::add(&one, a), DocumentStore::add(&two, b));
+        ra.unwrap();
+        rb.unwrap();
+    }
+    let mut db = sql(&pg).await;
+    let rows = sqlx::query(
+        "SELECT d.id, d.chunks, count(c.id) AS found, count(DISTINCT c.position) AS positions
+         FROM ragway_writers.documents d LEFT JOIN ragway_writers.chunks c ON c.document_id = d.id
+         GROUP BY d.id, d.chunks",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in rows {
+        let id: String = row.get(0);
+        let chunks: i32 = row.get(1);
+        let found: i64 = row.get(2);
+        let positions: i64 = row.get(3);
+        assert_eq!(
+            i64::from(chunks),
+            found,
+            "{id}: chunks of two versions mixed"
+        );
+        assert_eq!(found, positions, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn embedded_documents_are_copied_without_the_embedder_and_skipped_when_unchanged() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_copy").await;
+    let embedder = HashEmbedder::new();
+    let copied = || {
+        vec![EmbeddedDocument {
+            id: "copied".into(),
+            title: Some("Copied".into()),
+            uri: None,
+            metadata: serde_json::Map::new(),
+            content_hash: "hash-from-elsewhere".into(),
+            chunks: vec![
+                ("alpha part".into(), embedder.vector("alpha part")),
+                ("beta part".into(), embedder.vector("beta part")),
+            ],
+        }]
+    };
+    let report = store.add_embedded(copied()).await.unwrap();
+    assert_eq!((report.added, report.chunks), (1, 2));
+    assert_eq!(store.add_embedded(copied()).await.unwrap().unchanged, 1);
+    let found = store.search("beta part", 1, &Filter::new()).await.unwrap();
+    assert_eq!(found[0].id, "copied#1");
+
+    let mut wrong = copied();
+    wrong[0].chunks[0].1.pop();
+    let error = store.add_embedded(wrong).await.unwrap_err().to_string();
+    assert!(error.contains("384") && error.contains("383"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_the_open_naming_it_without_the_password() {
+    let port = ragway_testkit::postgres::free_port().unwrap();
+    let dsn = format!("postgres://ragway:hunter2@127.0.0.1:{port}/postgres");
+    let config = config("ragway_none", PgMetric::Cosine);
+    let Err(error) = PgvectorStore::open_with_dsn(&config, &dsn, HashEmbedder::new()).await else {
+        panic!("nothing listens there");
+    };
+    let message = error.to_string();
+    assert!(message.contains("connecting"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+
+    let Err(error) =
+        PgvectorStore::open_with_dsn(&config, "mysql://x:hunter2@y", HashEmbedder::new()).await
+    else {
+        panic!("not a Postgres URL");
+    };
+    let message = error.to_string();
+    assert!(message.contains("RAGWAY_TEST_PG_DSN"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
