@@ -433,6 +433,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.deploy.autoscaling.unwrap().target_value(), 1000.0);
+        // A whole number is a target too (as the README's example writes it).
+        let config = crate::config::Config::parse(
+            "[deploy.autoscaling]\nmin = 1\nmax = 3\nmetric = \"requests\"\ntarget = 600\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.deploy.autoscaling.unwrap().target_value(), 600.0);
     }
 
     #[test]
