@@ -82,9 +82,11 @@ EXPOSE 8000
 # up to `[server] shutdown_grace_secs` (25 s), then exits 0. ECS waits 30 s before SIGKILL by
 # default; Docker waits only 10 s, so stop with `docker stop -t 30` (or run --stop-timeout 30).
 STOPSIGNAL SIGTERM
-# `ragway healthcheck` GETs /readyz on RAGWAY_BIND's port (the image has no curl).
+# `ragway healthcheck --live` GETs /healthz on RAGWAY_BIND's port (the image has no curl):
+# whether the process answers. An orchestrator restarts a container that fails it, and an
+# outage of a model or a database must not restart every replica; /readyz is for routing.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["ragway", "healthcheck"]
+    CMD ["ragway", "healthcheck", "--live"]
 # `docker run IMAGE` serves; `docker run IMAGE ingest --store faiss ...` runs another command.
 ENTRYPOINT ["ragway"]
 CMD ["serve"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::secret::{EnvKind, EnvReference};
 use crate::{ConfigError, ConfigIssue, EnvOr, SecretRef};
 
 /// The name a request uses to skip retrieval; no store may take it.
@@ -875,51 +876,96 @@ impl Config {
         Self::parse(&text, &name)
     }
 
-    /// Environment variables the configuration refers to that are not set now. Serving
-    /// needs them; checking a file on a laptop may not.
-    pub fn missing_env(&self) -> Vec<ConfigIssue> {
-        let mut missing = Vec::new();
-        let mut check = |path: String, reference: Option<&SecretRef>| {
-            if let Some(reference) = reference
-                && let Err(message) = reference.resolve()
-            {
-                missing.push(ConfigIssue { path, message });
+    /// Every `env::NAME` the configuration reads, with its path and whether it is a secret.
+    ///
+    /// The one list of them: serve's start-up check ([`Self::missing_env`]) and `ragway
+    /// deploy`'s rule that secrets come from `[deploy.secrets]` both read it. A new field that
+    /// holds a [`SecretRef`] or an [`EnvOr`] (a store's DSN, a Redis URL) gets a line here, and
+    /// both cover it; a new component kind fails to compile until its arm says what it reads.
+    pub fn env_references(&self) -> Vec<EnvReference> {
+        let mut found = Vec::new();
+        let mut secret = |path: String, reference: Option<&SecretRef>| {
+            if let Some(reference) = reference {
+                found.push(EnvReference::secret(path, reference));
             }
         };
+        // [server]
         for (i, key) in self.server.auth.keys.iter().enumerate() {
-            check(format!("server.auth.keys[{i}].key"), key.key.as_ref());
+            secret(format!("server.auth.keys[{i}].key"), key.key.as_ref());
         }
+        // [[llm]]
         for (i, llm) in self.llm.iter().enumerate() {
-            if let LlmConfig::Openai(c) = llm {
-                check(format!("llm[{i}].api_key"), c.api_key.as_ref());
+            match llm {
+                LlmConfig::Openai(c) => secret(format!("llm[{i}].api_key"), c.api_key.as_ref()),
+                LlmConfig::Bedrock(_) | LlmConfig::Local(_) => {}
             }
         }
+        // [[embedder]]
         for (i, embedder) in self.embedder.iter().enumerate() {
             match embedder {
                 EmbedderConfig::Openai(c) => {
-                    check(format!("embedder[{i}].api_key"), c.api_key.as_ref())
+                    secret(format!("embedder[{i}].api_key"), c.api_key.as_ref())
                 }
                 EmbedderConfig::Bedrock(_) | EmbedderConfig::Local(_) => {}
             }
         }
+        // [[vector_store]]
         for (i, store) in self.vector_store.iter().enumerate() {
             match store {
-                VectorStoreConfig::Kendra(c) => {
-                    if let EnvOr::Env(reference) = &c.index_id {
-                        check(format!("vector_store[{i}].index_id"), Some(reference));
-                    }
-                }
+                VectorStoreConfig::Kendra(c) => found.extend(EnvReference::setting(
+                    format!("vector_store[{i}].index_id"),
+                    &c.index_id,
+                )),
                 VectorStoreConfig::Pgvector(c) => {
-                    check(format!("vector_store[{i}].dsn"), Some(&c.dsn));
+                    secret(format!("vector_store[{i}].dsn"), Some(&c.dsn))
                 }
                 VectorStoreConfig::Faiss(_) => {}
             }
         }
-        missing
+        found
+    }
+
+    /// A secret's variable in `[deploy.environment]` is the secret itself written in this file
+    /// (and, deployed, readable by anyone who may read the task definition).
+    fn check_secrets_stay_secret(&self, issues: &mut Vec<ConfigIssue>) {
+        let mut reported = std::collections::BTreeSet::new();
+        for reference in self.env_references() {
+            let var = reference.var.as_str();
+            if reference.kind == EnvKind::Secret
+                && self.deploy.environment.contains_key(var)
+                && reported.insert(var.to_owned())
+            {
+                issues.push(ConfigIssue {
+                    path: format!("deploy.environment.{var}"),
+                    message: format!(
+                        "is the secret {} reads (env::{var}), written here in plain text: \
+                         remove it and add `{var} = \"<ARN of a Secrets Manager secret or SSM \
+                         SecureString parameter>\"` to [deploy.secrets]",
+                        reference.path
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Environment variables the configuration refers to that are not set now. Serving
+    /// needs them; checking a file on a laptop may not.
+    pub fn missing_env(&self) -> Vec<ConfigIssue> {
+        self.env_references()
+            .into_iter()
+            .filter_map(|reference| {
+                let message = reference.check().err()?;
+                Some(ConfigIssue {
+                    path: reference.path,
+                    message,
+                })
+            })
+            .collect()
     }
 
     fn validate(&self, issues: &mut Vec<ConfigIssue>) {
         self.deploy.validate(issues);
+        self.check_secrets_stay_secret(issues);
         self.server.limits.validate(issues);
         self.server.tracing.validate(issues);
         let models: Vec<&str> = self
@@ -1888,6 +1934,75 @@ model = "gpt-4o"
             found[0].starts_with("llm[0].retry.tries: unknown field"),
             "{found:?}"
         );
+    }
+
+    /// One field of every kind that may hold `env::`. A field added to the config that holds a
+    /// `SecretRef` or an `EnvOr` belongs here and in `Config::env_references`.
+    const EVERY_ENV_FIELD: &str = r#"
+        [[server.auth.keys]]
+        name = "app"
+        key = "env::APP_KEY"
+        [[llm]]
+        name = "gpt"
+        type = "openai"
+        model = "gpt-4o"
+        api_key = "env::OPENAI_API_KEY"
+        [[embedder]]
+        name = "small"
+        type = "openai"
+        model = "text-embedding-3-small"
+        dimensions = 512
+        api_key = "env::OPENAI_API_KEY"
+        [[vector_store]]
+        name = "kendra"
+        type = "kendra"
+        index_id = "env::KENDRA_INDEX_ID"
+        [[vector_store]]
+        name = "literal"
+        type = "kendra"
+        index_id = "0123-literal"
+    "#;
+
+    #[test]
+    fn env_references_list_every_env_field_with_its_path_and_kind() {
+        let config = Config::parse(EVERY_ENV_FIELD, "t").unwrap();
+        let found: Vec<(String, String, EnvKind)> = config
+            .env_references()
+            .into_iter()
+            .map(|r| (r.path, r.var, r.kind))
+            .collect();
+        let expected = [
+            ("server.auth.keys[0].key", "APP_KEY", EnvKind::Secret),
+            ("llm[0].api_key", "OPENAI_API_KEY", EnvKind::Secret),
+            ("embedder[0].api_key", "OPENAI_API_KEY", EnvKind::Secret),
+            (
+                "vector_store[0].index_id",
+                "KENDRA_INDEX_ID",
+                EnvKind::Setting,
+            ),
+        ]
+        .map(|(path, var, kind)| (path.to_owned(), var.to_owned(), kind));
+        assert_eq!(found, expected);
+        // Every `env::` written in the file is one of them.
+        assert_eq!(EVERY_ENV_FIELD.matches("env::").count(), found.len());
+    }
+
+    #[test]
+    fn a_secret_written_in_deploy_environment_is_refused_with_its_path() {
+        let text = format!(
+            "{EVERY_ENV_FIELD}\n[deploy.environment]\nOPENAI_API_KEY = \"sk-live\"\n\
+             KENDRA_INDEX_ID = \"0123\"\nRUST_LOG = \"info\"\n"
+        );
+        let found = issues(&text);
+        // One issue for the variable, though two fields read it; the Kendra index id is a
+        // setting, not a secret, and may be a plain variable.
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("deploy.environment.OPENAI_API_KEY: is the secret llm[0].api_key")
+                && found[0].contains("[deploy.secrets]"),
+            "{found:?}"
+        );
+        assert!(!found[0].contains("sk-live"), "{found:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `[deploy]`: how `ragway deploy` runs this configuration on AWS ECS Fargate (size, count,
-//! network, log retention, and the secrets the task reads). Only the deploy command reads it;
-//! `serve` ignores it.
+//! `[deploy]`: how `ragway deploy` runs this configuration on AWS ECS Fargate (size, count and
+//! autoscaling, network, HTTPS, log retention, and the secrets the task reads). Only the deploy
+//! command reads it; `serve` ignores it.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +51,78 @@ pub struct DeployConfig {
     /// Plain environment variables for the task (not secret).
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// The ACM certificate (in the deploy's region) of the HTTPS listener on port 443; port 80
+    /// then redirects to it. An IAM server certificate's ARN works too.
+    #[serde(default)]
+    pub certificate_arn: Option<String>,
+    /// Listen on plain HTTP (port 80) only, with no certificate: for a load balancer that
+    /// something else in front of it terminates TLS for, or a test. Deploy refuses to run
+    /// without either this or `certificate_arn`.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Application Auto Scaling of the service's task count; a fixed `desired_count` without it.
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingConfig>,
+}
+
+/// `[deploy.autoscaling]`: target tracking of the service's task count between `min` and
+/// `max`, on the tasks' average CPU or on the requests each task gets from the load balancer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingConfig {
+    /// Fewest tasks: at least 1 (with none, nothing would report the load that scales it out).
+    pub min: u32,
+    /// Most tasks.
+    pub max: u32,
+    #[serde(default)]
+    pub metric: ScalingMetric,
+    /// The value the metric is held at; [`ScalingMetric::default_target`] when absent.
+    #[serde(default)]
+    pub target: Option<f64>,
+    /// Seconds after a scale-in before another may start.
+    #[serde(default = "default_scale_in_cooldown")]
+    pub scale_in_cooldown_secs: u32,
+    /// Seconds after a scale-out before another may start.
+    #[serde(default = "default_scale_out_cooldown")]
+    pub scale_out_cooldown_secs: u32,
+}
+
+/// What target tracking follows.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingMetric {
+    /// The tasks' average CPU utilisation, in percent (`ECSServiceAverageCPUUtilization`).
+    #[default]
+    Cpu,
+    /// Requests per task per minute counted by the load balancer (`ALBRequestCountPerTarget`):
+    /// a gateway mostly waits on its models, so its CPU may say little about its load.
+    Requests,
+}
+
+impl ScalingMetric {
+    /// 60 % CPU leaves a task room for a burst while a new one starts (about a minute on
+    /// Fargate); 1,000 requests a minute is a starting point to measure and adjust — what one
+    /// task serves depends on the models and streams far more than on ragway.
+    pub fn default_target(self) -> f64 {
+        match self {
+            Self::Cpu => 60.0,
+            Self::Requests => 1000.0,
+        }
+    }
+}
+
+impl AutoscalingConfig {
+    /// The configured target, or the metric's default.
+    pub fn target_value(&self) -> f64 {
+        self.target.unwrap_or(self.metric.default_target())
+    }
+}
+
+fn default_scale_in_cooldown() -> u32 {
+    300
+}
+fn default_scale_out_cooldown() -> u32 {
+    60
 }
 
 impl Default for DeployConfig {
@@ -68,6 +140,9 @@ impl Default for DeployConfig {
             stop_timeout_secs: default_stop_timeout(),
             secrets: BTreeMap::new(),
             environment: BTreeMap::new(),
+            certificate_arn: None,
+            plain_http: false,
+            autoscaling: None,
         }
     }
 }
@@ -161,6 +236,27 @@ impl DeployConfig {
                 ),
             );
         }
+        if let Some(arn) = &self.certificate_arn {
+            if !is_certificate_arn(arn) {
+                issue(
+                    "certificate_arn",
+                    format!(
+                        "\"{arn}\" is not the ARN of an ACM certificate \
+                         (arn:aws:acm:REGION:ACCOUNT:certificate/ID) or an IAM server certificate"
+                    ),
+                );
+            }
+            if self.plain_http {
+                issue(
+                    "plain_http",
+                    "asks for plain HTTP, but certificate_arn asks for HTTPS: give one of them"
+                        .into(),
+                );
+            }
+        }
+        if let Some(scaling) = &self.autoscaling {
+            scaling.validate(self.desired_count, &mut issue);
+        }
         for (name, arn) in &self.secrets {
             let service = arn.split(':').nth(2);
             if !arn.starts_with("arn:") || !matches!(service, Some("ssm" | "secretsmanager")) {
@@ -178,6 +274,88 @@ impl DeployConfig {
                     &format!("secrets.{name}"),
                     "is also in deploy.environment; give it in one place".into(),
                 );
+            }
+        }
+    }
+}
+
+/// Whether `arn` names an ACM certificate or an IAM server certificate, the two kinds an ALB's
+/// HTTPS listener takes.
+fn is_certificate_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "acm", region, account, resource] => {
+            partition.starts_with("aws")
+                && !region.is_empty()
+                && !account.is_empty()
+                && resource
+                    .strip_prefix("certificate/")
+                    .is_some_and(|id| !id.is_empty())
+        }
+        ["arn", partition, "iam", "", account, resource] => {
+            partition.starts_with("aws")
+                && !account.is_empty()
+                && resource
+                    .strip_prefix("server-certificate/")
+                    .is_some_and(|name| !name.is_empty())
+        }
+        _ => false,
+    }
+}
+
+impl AutoscalingConfig {
+    fn validate(&self, desired_count: u32, issue: &mut impl FnMut(&str, String)) {
+        if self.min == 0 {
+            issue(
+                "autoscaling.min",
+                "must be at least 1: with no task running, nothing reports the load that would \
+                 scale the service out again"
+                    .into(),
+            );
+        }
+        if self.max < self.min {
+            issue(
+                "autoscaling.max",
+                format!("must be at least min ({}), got {}", self.min, self.max),
+            );
+        } else if !(self.min..=self.max).contains(&desired_count) {
+            issue(
+                "desired_count",
+                format!(
+                    "must be between autoscaling.min and autoscaling.max ({} to {}), got \
+                     {desired_count}: it is the task count the service starts with",
+                    self.min, self.max
+                ),
+            );
+        }
+        if let Some(target) = self.target {
+            let fits = match self.metric {
+                ScalingMetric::Cpu => target > 0.0 && target <= 100.0,
+                ScalingMetric::Requests => target.is_finite() && target > 0.0,
+            };
+            if !fits {
+                let range = match self.metric {
+                    ScalingMetric::Cpu => "a CPU percentage above 0 and at most 100",
+                    ScalingMetric::Requests => "a number of requests per task per minute above 0",
+                };
+                issue(
+                    "autoscaling.target",
+                    format!("must be {range}, got {target}"),
+                );
+            }
+        }
+        for (name, value) in [
+            (
+                "autoscaling.scale_in_cooldown_secs",
+                self.scale_in_cooldown_secs,
+            ),
+            (
+                "autoscaling.scale_out_cooldown_secs",
+                self.scale_out_cooldown_secs,
+            ),
+        ] {
+            if value > 86_400 {
+                issue(name, format!("must be at most 86400 seconds, got {value}"));
             }
         }
     }
@@ -221,6 +399,120 @@ mod tests {
                 "deploy.log_retention_days",
                 "deploy.secrets.KEY"
             ]
+        );
+    }
+
+    fn issues(text: &str) -> Vec<String> {
+        match crate::config::Config::parse(text, "t") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.issues.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn autoscaling_parses_with_defaults_for_what_it_does_not_say() {
+        let config = crate::config::Config::parse(
+            "[deploy]\ndesired_count = 2\n[deploy.autoscaling]\nmin = 2\nmax = 8\n",
+            "t",
+        )
+        .unwrap();
+        let scaling = config.deploy.autoscaling.unwrap();
+        assert_eq!((scaling.min, scaling.max), (2, 8));
+        assert_eq!(scaling.metric, ScalingMetric::Cpu);
+        assert_eq!(scaling.target_value(), 60.0);
+        assert_eq!(
+            (
+                scaling.scale_in_cooldown_secs,
+                scaling.scale_out_cooldown_secs
+            ),
+            (300, 60)
+        );
+        let config = crate::config::Config::parse(
+            "[deploy.autoscaling]\nmin = 1\nmax = 3\nmetric = \"requests\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.deploy.autoscaling.unwrap().target_value(), 1000.0);
+        // A whole number is a target too (as the README's example writes it).
+        let config = crate::config::Config::parse(
+            "[deploy.autoscaling]\nmin = 1\nmax = 3\nmetric = \"requests\"\ntarget = 600\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.deploy.autoscaling.unwrap().target_value(), 600.0);
+    }
+
+    #[test]
+    fn autoscaling_bounds_are_checked_against_each_other_and_the_desired_count() {
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "min = 0\nmax = 2",
+                &["deploy.autoscaling.min: must be at least 1"],
+            ),
+            (
+                "min = 3\nmax = 2",
+                &["deploy.autoscaling.max: must be at least min (3), got 2"],
+            ),
+            (
+                "min = 2\nmax = 4",
+                &[
+                    "deploy.desired_count: must be between autoscaling.min and autoscaling.max (2 to 4), got 1",
+                ],
+            ),
+            (
+                "min = 1\nmax = 4\ntarget = 150.0",
+                &["deploy.autoscaling.target: must be a CPU percentage"],
+            ),
+            (
+                "min = 1\nmax = 4\nmetric = \"requests\"\ntarget = 0.0",
+                &["deploy.autoscaling.target: must be a number of requests per task per minute"],
+            ),
+            (
+                "min = 1\nmax = 4\nsteps = 2",
+                &["deploy.autoscaling.steps: unknown field"],
+            ),
+        ];
+        for (body, expected) in cases {
+            let found = issues(&format!("[deploy.autoscaling]\n{body}\n"));
+            assert_eq!(found.len(), expected.len(), "{body}: {found:#?}");
+            for (found, expected) in found.iter().zip(expected) {
+                assert!(found.starts_with(expected), "{body}: {found}");
+            }
+        }
+        assert!(
+            issues("[deploy]\ndesired_count = 4\n[deploy.autoscaling]\nmin = 1\nmax = 4\n")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_certificate_is_an_acm_or_iam_arn_and_excludes_plain_http() {
+        for good in [
+            "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666",
+            "arn:aws-us-gov:acm:us-gov-west-1:123456789012:certificate/abc",
+            "arn:aws:iam::123456789012:server-certificate/api-example-com",
+        ] {
+            assert!(is_certificate_arn(good), "{good}");
+        }
+        for bad in [
+            "api.example.com",
+            "arn:aws:acm:us-east-1:123456789012:certificate/",
+            "arn:aws:iam:us-east-1:123456789012:server-certificate/x",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:x",
+        ] {
+            assert!(!is_certificate_arn(bad), "{bad}");
+        }
+        let found = issues("[deploy]\ncertificate_arn = \"api.example.com\"\nplain_http = true\n");
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("deploy.certificate_arn: \"api.example.com\" is not the ARN"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[1].starts_with("deploy.plain_http: asks for plain HTTP"),
+            "{}",
+            found[1]
         );
     }
 

@@ -15,7 +15,7 @@ pub mod traits;
 pub mod types;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
-pub use secret::{EnvOr, SecretRef};
+pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};
 pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Retriever};
 pub use types::{
     ChatRequest, ChatResponse, Delta, Document, Filter, FinishReason, IngestReport, Message,

@@ -91,6 +91,60 @@ impl<'de> Deserialize<'de> for EnvOr {
     }
 }
 
+/// One `env::NAME` the configuration reads at start-up, and where it is written. Listed by
+/// [`crate::config::Config::env_references`], so that whatever must hand the process its
+/// environment (serve's start-up check, `ragway deploy`'s task definition) sees every one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvReference {
+    /// The config path of the field (`llm[0].api_key`).
+    pub path: String,
+    /// The environment variable it reads.
+    pub var: String,
+    pub kind: EnvKind,
+}
+
+/// What an `env::` reference holds, which decides how a deployment may provide it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvKind {
+    /// A [`SecretRef`] field (an API key, a DSN, a URL with a password): only ever from a
+    /// secret store, never written in plain text anywhere.
+    Secret,
+    /// An [`EnvOr`] field (a Kendra index id): differs per deployment but is not secret, so a
+    /// plain environment variable will do.
+    Setting,
+}
+
+impl EnvReference {
+    pub(crate) fn secret(path: String, reference: &SecretRef) -> Self {
+        Self {
+            path,
+            var: reference.var.clone(),
+            kind: EnvKind::Secret,
+        }
+    }
+
+    /// The reference of an [`EnvOr`] field, if it is one rather than a literal.
+    pub(crate) fn setting(path: String, value: &EnvOr) -> Option<Self> {
+        match value {
+            EnvOr::Env(reference) => Some(Self {
+                path,
+                var: reference.var.clone(),
+                kind: EnvKind::Setting,
+            }),
+            EnvOr::Literal(_) => None,
+        }
+    }
+
+    /// Reads the variable now: why not, when it is unset or empty.
+    pub fn check(&self) -> Result<(), String> {
+        match std::env::var(&self.var) {
+            Ok(value) if !value.is_empty() => Ok(()),
+            Ok(_) => Err(format!("environment variable {} is empty", self.var)),
+            Err(_) => Err(format!("environment variable {} is not set", self.var)),
+        }
+    }
+}
+
 fn is_env_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())

@@ -112,6 +112,11 @@ pub struct TaskSpec<'a> {
     pub deploy: &'a DeployConfig,
 }
 
+/// The container's health check: liveness only (`/healthz`). ECS replaces a container whose
+/// check fails, and a database or model outage must not make it replace every task at once;
+/// readiness (`/readyz`) is the target group's check, which decides where traffic goes.
+pub const HEALTH_CHECK: [&str; 4] = ["CMD", "/usr/local/bin/ragway", "healthcheck", "--live"];
+
 /// The tag holding a task definition's fingerprint.
 pub const SPEC_TAG: &str = "ragway:spec";
 
@@ -126,6 +131,7 @@ impl TaskSpec<'_> {
             "task_role": self.task_role_arn, "cpu": deploy.cpu, "memory": deploy.memory,
             "port": deploy.port, "stop_timeout": deploy.stop_timeout_secs,
             "secrets": deploy.secrets, "environment": deploy.environment,
+            "health_check": HEALTH_CHECK,
         });
         let digest = sha2::Sha256::digest(shape.to_string().as_bytes());
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -178,9 +184,7 @@ fn container(spec: &TaskSpec<'_>) -> Result<ContainerDefinition, DeployError> {
         )
         .health_check(
             HealthCheck::builder()
-                .command("CMD")
-                .command("/usr/local/bin/ragway")
-                .command("healthcheck")
+                .set_command(Some(HEALTH_CHECK.map(str::to_owned).to_vec()))
                 .interval(15)
                 .timeout(5)
                 .retries(3)
@@ -321,6 +325,21 @@ pub struct ServiceSpec<'a> {
     pub task_group: &'a str,
     pub target_group_arn: &'a str,
     pub port: u16,
+    /// The task counts autoscaling may choose between: a count inside them is the scaler's
+    /// and is left alone; `desired_count` then only starts the service.
+    pub scaling: Option<(u32, u32)>,
+}
+
+impl ServiceSpec<'_> {
+    /// The count to set on an existing service running `current` tasks, if it must change.
+    fn count_change(&self, current: i32) -> Option<i32> {
+        let desired = i32::try_from(self.desired_count).unwrap_or(i32::MAX);
+        let keep = match self.scaling {
+            Some((min, max)) => u32::try_from(current).is_ok_and(|c| (min..=max).contains(&c)),
+            None => current == desired,
+        };
+        (!keep).then_some(desired)
+    }
 }
 
 fn deployment_configuration() -> DeploymentConfiguration {
@@ -347,7 +366,8 @@ pub async fn ensure_service(
     let desired = i32::try_from(spec.desired_count).unwrap_or(i32::MAX);
     if let Some(service) = current {
         let same_task = service.task_definition.as_deref() == Some(spec.task_definition);
-        let same_count = service.desired_count == desired;
+        let count = spec.count_change(service.desired_count);
+        let same_count = count.is_none();
         // ECS always reports the deployment configuration; an emulator that does not (moto)
         // is taken at its word that nothing needs changing.
         let breaker = service.deployment_configuration.as_ref().is_none_or(|c| {
@@ -363,8 +383,8 @@ pub async fn ensure_service(
         if !same_task {
             changes.push(format!("task definition {}", spec.task_definition));
         }
-        if !same_count {
-            changes.push(format!("desired count {desired}"));
+        if let Some(count) = count {
+            changes.push(format!("desired count {count}"));
         }
         if !breaker {
             changes.push("circuit breaker with rollback".to_owned());
@@ -374,7 +394,7 @@ pub async fn ensure_service(
                 .cluster(spec.cluster)
                 .service(spec.name)
                 .task_definition(spec.task_definition)
-                .desired_count(desired)
+                .set_desired_count(count)
                 .deployment_configuration(deployment_configuration())
                 .send()
                 .await
@@ -587,6 +607,47 @@ mod tests {
         assert!(breaker.enable() && breaker.rollback());
         assert_eq!(config.minimum_healthy_percent(), Some(100));
         assert_eq!(config.maximum_percent(), Some(200));
+    }
+
+    #[test]
+    fn a_count_autoscaling_chose_is_left_alone() {
+        let spec = |scaling| ServiceSpec {
+            cluster: "demo",
+            name: "demo",
+            task_definition: "td",
+            desired_count: 2,
+            subnets: &[],
+            task_group: "sg",
+            target_group_arn: "tg",
+            port: 8000,
+            scaling,
+        };
+        // Fixed: the config's count, always.
+        assert_eq!(spec(None).count_change(2), None);
+        assert_eq!(spec(None).count_change(5), Some(2));
+        // Scaled: any count within the bounds is the scaler's; outside, the config's.
+        assert_eq!(spec(Some((2, 6))).count_change(5), None);
+        assert_eq!(spec(Some((2, 6))).count_change(9), Some(2));
+        assert_eq!(spec(Some((2, 6))).count_change(0), Some(2));
+    }
+
+    #[test]
+    fn the_container_health_check_asks_for_liveness_only() {
+        let deploy = DeployConfig::default();
+        let spec = TaskSpec {
+            family: "demo",
+            image: "repo@sha256:a",
+            region: "us-east-1",
+            log_group: "/ecs/demo",
+            execution_role_arn: "arn:e",
+            task_role_arn: "arn:t",
+            deploy: &deploy,
+        };
+        let container = container(&spec).unwrap();
+        assert_eq!(
+            container.health_check().unwrap().command(),
+            ["CMD", "/usr/local/bin/ragway", "healthcheck", "--live"]
+        );
     }
 
     #[test]

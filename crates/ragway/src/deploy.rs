@@ -55,6 +55,10 @@ pub struct DeployArgs {
     /// load balancer. Only when something in front of it decides who may call it.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Listen on plain HTTP (port 80) without a certificate, when something in front of the
+    /// load balancer speaks TLS for it; without it, deploy wants `[deploy] certificate_arn`.
+    #[arg(long)]
+    plain_http: bool,
     /// Print what would be created, updated or reused, changing nothing.
     #[arg(long)]
     dry_run: bool,
@@ -81,8 +85,8 @@ enum BuilderArg {
 
 #[derive(Subcommand)]
 enum DeployAction {
-    /// Remove what deploy made (service, cluster, load balancer, target group, security
-    /// groups, roles, log group); ECR images stay unless --purge-images.
+    /// Remove what deploy made (autoscaling, service, cluster, load balancer, target group,
+    /// security groups, roles, log group); ECR images stay unless --purge-images.
     Destroy {
         #[arg(long, short)]
         name: String,
@@ -150,6 +154,7 @@ pub async fn run(config: &Config, config_path: &Path, args: DeployArgs) -> Resul
         registry: args.registry,
         rebuild: args.rebuild,
         insecure_no_auth: args.insecure_no_auth,
+        plain_http: args.plain_http,
         dry_run: true,
         binary,
         tag: args.tag,

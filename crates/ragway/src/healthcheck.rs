@@ -1,5 +1,6 @@
-//! `ragway healthcheck`: one `GET /readyz` against a running server, for a container's
-//! HEALTHCHECK (the image has no curl). Exit 0 when ready, 1 with the reason on stderr.
+//! `ragway healthcheck`: one `GET /readyz` (or, with `--live`, `/healthz`) against a running
+//! server, for a container's HEALTHCHECK (the image has no curl). Exit 0 when it answers 200, 1
+//! with the reason on stderr.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -10,11 +11,17 @@ use anyhow::{Context as _, Result};
 
 #[derive(clap::Args)]
 pub struct HealthcheckArgs {
-    /// Readiness URL to probe. Default: `/readyz` on the address `serve` listens on
-    /// (`RAGWAY_BIND`, else `[server] bind` of the configuration), with an unspecified
+    /// URL to probe. Default: `/readyz` (`/healthz` with --live) on the address `serve` listens
+    /// on (`RAGWAY_BIND`, else `[server] bind` of the configuration), with an unspecified
     /// address (0.0.0.0 or ::) probed on loopback.
     #[arg(long)]
     url: Option<String>,
+
+    /// Ask whether the process answers (`/healthz`), not whether its components are ready:
+    /// what an orchestrator that restarts failing containers should ask, so that an outage of
+    /// a database or a model does not make it restart every replica.
+    #[arg(long, conflicts_with = "url")]
+    live: bool,
 
     /// Address the server was told to listen on, as given to `serve --bind`.
     #[arg(long, env = "RAGWAY_BIND")]
@@ -42,26 +49,28 @@ pub async fn run(args: HealthcheckArgs, config: Option<&Path>) -> Result<ExitCod
                 Some(bind) => bind,
                 None => crate::load(config)?.server.bind,
             };
-            readyz_url(bind)
+            let path = if args.live { "/healthz" } else { "/readyz" };
+            probe_url(bind, path)
         }
     };
     match probe(&url, timeout).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(why) => {
-            eprintln!("not ready: {why}");
+            let state = if args.live { "not live" } else { "not ready" };
+            eprintln!("{state}: {why}");
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-/// `http://ADDRESS/readyz`, with an unspecified listen address replaced by loopback.
-fn readyz_url(bind: SocketAddr) -> String {
+/// `http://ADDRESS/PATH`, with an unspecified listen address replaced by loopback.
+fn probe_url(bind: SocketAddr, path: &str) -> String {
     let ip = match bind.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, bind.port()))
+    format!("http://{}{path}", SocketAddr::new(ip, bind.port()))
 }
 
 /// Ok when the URL answers 200; otherwise what went wrong, in words.
@@ -104,10 +113,14 @@ mod tests {
 
     #[test]
     fn an_unspecified_bind_address_is_probed_on_loopback() {
-        let url = |bind: &str| readyz_url(bind.parse().unwrap());
+        let url = |bind: &str| probe_url(bind.parse().unwrap(), "/readyz");
         assert_eq!(url("0.0.0.0:8000"), "http://127.0.0.1:8000/readyz");
         assert_eq!(url("[::]:9000"), "http://[::1]:9000/readyz");
         assert_eq!(url("10.1.2.3:8080"), "http://10.1.2.3:8080/readyz");
         assert_eq!(url("127.0.0.1:8000"), "http://127.0.0.1:8000/readyz");
+        assert_eq!(
+            probe_url("0.0.0.0:8000".parse().unwrap(), "/healthz"),
+            "http://127.0.0.1:8000/healthz"
+        );
     }
 }

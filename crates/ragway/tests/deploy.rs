@@ -164,10 +164,33 @@ async fn clients(moto: &str) -> Clients {
     Clients::new(&config).unwrap()
 }
 
+/// An ACM certificate for `domain`, made in moto: its ELBv2 takes only a certificate that its
+/// ACM (or IAM) holds. boto3, moto's own client, asks for it (ragway has no ACM client).
+fn certificate(moto: &str, domain: &str) -> String {
+    const SCRIPT: &str = "import boto3, sys\n\
+        acm = boto3.client('acm', endpoint_url=sys.argv[1], region_name=sys.argv[2],\n\
+            aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+        print(acm.request_certificate(DomainName=sys.argv[3])['CertificateArn'])\n";
+    let output = Command::new("python3")
+        .args(["-c", SCRIPT, moto, REGION, domain])
+        .output()
+        .expect("python3 with boto3 (installed with moto)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let arn = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(arn.starts_with("arn:aws:acm:us-east-1:"), "{arn}");
+    arn
+}
+
 const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:openai-key";
 const KEY_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ragway-api-key";
 
-fn config(extra_env: &str) -> String {
+/// The test's config: `deploy` goes into `[deploy]` (and may open `[deploy.autoscaling]`),
+/// `extra_env` into `[deploy.environment]` (and may open later sections).
+fn config(deploy: &str, extra_env: &str) -> String {
     format!(
         r#"
 [[server.auth.keys]]
@@ -191,6 +214,7 @@ cpu = 512
 memory = 1024
 desired_count = 2
 log_retention_days = 7
+{deploy}
 
 [deploy.secrets]
 OPENAI_API_KEY = "{SECRET_ARN}"
@@ -215,6 +239,71 @@ async fn revisions(clients: &Clients, family: &str) -> usize {
         .len()
 }
 
+/// The service's scalable target and deploy's scaling policy, as Application Auto Scaling
+/// reports them.
+async fn scaling(
+    clients: &Clients,
+    name: &str,
+) -> (
+    Option<aws_sdk_applicationautoscaling::types::ScalableTarget>,
+    Option<aws_sdk_applicationautoscaling::types::ScalingPolicy>,
+) {
+    use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+    let resource = format!("service/{name}/{name}");
+    let targets = clients
+        .scaling
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_ids(&resource)
+        .send()
+        .await
+        .unwrap();
+    let policies = clients
+        .scaling
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&resource)
+        .send()
+        .await
+        .unwrap();
+    (
+        targets.scalable_targets().first().cloned(),
+        policies
+            .scaling_policies()
+            .iter()
+            .find(|p| p.policy_name() == format!("{name}-target-tracking"))
+            .cloned(),
+    )
+}
+
+/// The ports a security group opens to anyone (0.0.0.0/0).
+async fn open_ports(clients: &Clients, group: &str) -> Vec<i32> {
+    let groups = clients
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(group)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ports: Vec<i32> = groups.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter(|p| {
+            p.ip_ranges()
+                .iter()
+                .any(|r| r.cidr_ip() == Some("0.0.0.0/0"))
+        })
+        .filter_map(|p| p.from_port())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
     let (_moto, moto_url) = moto(2);
@@ -222,7 +311,13 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
     let dir = tempfile::tempdir().unwrap();
     let binary = stripped_binary(dir.path());
     let config_path = dir.path().join("ragway.toml");
-    std::fs::write(&config_path, config("")).unwrap();
+    let first_certificate = certificate(&moto_url, "api.example.com");
+    let second_certificate = certificate(&moto_url, "api2.example.com");
+    // HTTPS, and two to four tasks on CPU.
+    let first_deploy = format!(
+        "certificate_arn = \"{first_certificate}\"\n[deploy.autoscaling]\nmin = 2\nmax = 4\n"
+    );
+    std::fs::write(&config_path, config(&first_deploy, "")).unwrap();
     let registry_arg = format!("http://{registry}");
     let deploy_args = |extra: &[&'static str]| -> Vec<String> {
         let mut args: Vec<String> = [
@@ -266,6 +361,8 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         "ecs cluster",
         "task definition",
         "ecs service",
+        "scalable target",
+        "scaling policy",
     ] {
         assert!(
             plan.stdout
@@ -309,7 +406,7 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         first.stdout, first.stderr
     );
     assert!(
-        first.stdout.contains("url      http://"),
+        first.stdout.contains("url      https://"),
         "{}",
         first.stdout
     );
@@ -443,9 +540,13 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         .await
         .unwrap();
     let tg = &tg.target_groups()[0];
-    assert_eq!(tg.health_check_path(), Some("/healthz"));
+    // Readiness decides where traffic goes; four failures 15 s apart take a task out.
+    assert_eq!(tg.health_check_path(), Some("/readyz"));
+    assert_eq!(tg.health_check_interval_seconds(), Some(15));
+    assert_eq!(tg.unhealthy_threshold_count(), Some(4));
     assert_eq!(tg.target_type().unwrap().as_str(), "ip");
     assert_eq!(tg.port(), Some(8000));
+    // The deregistration delay is the server's shutdown grace (25 s) …
     let attributes = aws
         .elb
         .describe_target_group_attributes()
@@ -453,17 +554,104 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         .send()
         .await
         .unwrap();
-    assert!(attributes.attributes().iter().any(|a| a.key()
-        == Some("deregistration_delay.timeout_seconds")
-        && a.value() == Some("10")));
-    let listeners = aws
+    assert!(
+        attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("deregistration_delay.timeout_seconds")
+                && a.value() == Some("25")),
+        "{attributes:?}"
+    );
+    // … and the idle timeout the request timeout (300 s) and 5 s more.
+    let lb_attributes = aws
         .elb
-        .describe_listeners()
+        .describe_load_balancer_attributes()
         .load_balancer_arn(lb.load_balancer_arn().unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(listeners.listeners()[0].port(), Some(80));
+    assert!(
+        lb_attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("idle_timeout.timeout_seconds") && a.value() == Some("305")),
+        "{lb_attributes:?}"
+    );
+
+    // HTTPS on 443 with the certificate and a TLS 1.3 policy, forwarding; 80 redirects to it.
+    let listeners = |lb_arn: String| {
+        let elb = aws.elb.clone();
+        async move {
+            let mut listeners = elb
+                .describe_listeners()
+                .load_balancer_arn(lb_arn)
+                .send()
+                .await
+                .unwrap()
+                .listeners
+                .unwrap_or_default();
+            listeners.sort_by_key(|l| l.port());
+            listeners
+        }
+    };
+    let lb_arn = lb.load_balancer_arn().unwrap().to_owned();
+    let tg_arn = tg.target_group_arn().unwrap().to_owned();
+    let found = listeners(lb_arn.clone()).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let (http, https) = (&found[0], &found[1]);
+    assert_eq!(https.port(), Some(443));
+    assert_eq!(https.protocol().unwrap().as_str(), "HTTPS");
+    assert_eq!(
+        https.ssl_policy(),
+        Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
+    );
+    assert_eq!(
+        https.certificates()[0].certificate_arn(),
+        Some(first_certificate.as_str())
+    );
+    assert_eq!(
+        https.default_actions()[0].r#type().unwrap().as_str(),
+        "forward"
+    );
+    assert_eq!(
+        https.default_actions()[0].target_group_arn(),
+        Some(tg_arn.as_str())
+    );
+    assert_eq!(http.port(), Some(80));
+    assert_eq!(http.protocol().unwrap().as_str(), "HTTP");
+    let redirect = &http.default_actions()[0];
+    assert_eq!(redirect.r#type().unwrap().as_str(), "redirect");
+    let redirect = redirect.redirect_config().unwrap();
+    assert_eq!(
+        (
+            redirect.protocol(),
+            redirect.port(),
+            redirect.status_code().unwrap().as_str()
+        ),
+        (Some("HTTPS"), Some("443"), "HTTP_301")
+    );
+    // The load balancer's security group opens 80 and 443 to everyone.
+    assert_eq!(open_ports(&aws, "demo-alb").await, [80, 443]);
+
+    // Autoscaling: two to four tasks, tracking 60 % CPU.
+    let (target, policy) = scaling(&aws, "demo").await;
+    let target = target.expect("a scalable target");
+    assert_eq!((target.min_capacity(), target.max_capacity()), (2, 4));
+    let policy = policy.expect("a scaling policy");
+    assert_eq!(policy.policy_name(), "demo-target-tracking");
+    assert_eq!(policy.policy_type().as_str(), "TargetTrackingScaling");
+    let tracking = policy
+        .target_tracking_scaling_policy_configuration()
+        .unwrap();
+    assert_eq!(tracking.target_value(), 60.0);
+    assert_eq!(
+        tracking
+            .predefined_metric_specification()
+            .unwrap()
+            .predefined_metric_type()
+            .as_str(),
+        "ECSServiceAverageCPUUtilization"
+    );
 
     // ECS: the service with the circuit breaker, running the task definition that names the
     // image by digest.
@@ -495,6 +683,11 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
         Some(format!("{}@{digest}", repo.repository_uri().unwrap()).as_str())
     );
     assert_eq!(container.secrets()[0].value_from(), SECRET_ARN);
+    // ECS asks the process only whether it lives; readiness is the target group's.
+    assert_eq!(
+        container.health_check().unwrap().command(),
+        ["CMD", "/usr/local/bin/ragway", "healthcheck", "--live"]
+    );
     assert_eq!(revisions(&aws, "demo").await, 1);
 
     // Again, nothing changed: nothing created, registered or pushed.
@@ -532,11 +725,18 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
     assert_eq!(revisions(&aws, "demo").await, 1);
 
     // A dry run of a changed config changes nothing.
-    // The changed config: another environment variable, and a Bedrock embedder the task role
-    // must now be allowed to call.
+    // The changed config: another environment variable, a Bedrock embedder the task role
+    // must now be allowed to call, a renewed certificate, and scaling on requests per task.
+    let changed_deploy = format!(
+        "certificate_arn = \"{second_certificate}\"\n[deploy.autoscaling]\nmin = 2\nmax = 6\n\
+         metric = \"requests\"\ntarget = 500.0\n"
+    );
     std::fs::write(
         &config_path,
-        config("LOG_FORMAT = \"json\"\n[[embedder]]\nname = \"titan\"\ntype = \"bedrock\"\n"),
+        config(
+            &changed_deploy,
+            "LOG_FORMAT = \"json\"\n[[embedder]]\nname = \"titan\"\ntype = \"bedrock\"\n",
+        ),
     )
     .unwrap();
     let dry = run(&["--dry-run"]);
@@ -597,10 +797,64 @@ async fn deploy_from_nothing_then_again_then_changed_then_destroyed() {
             .unwrap()
             .ends_with(":2")
     );
+    // The listener has the new certificate; 80 still redirects.
+    for line in [
+        "updated       listener           demo:443  (certificate",
+        "reused        listener           demo:80",
+        "updated       scalable target    service/demo/demo  (2 to 4 tasks -> 2 to 6)",
+        "updated       scaling policy     demo-target-tracking",
+    ] {
+        assert!(third.stdout.contains(line), "{line}\n{}", third.stdout);
+    }
+    let found = listeners(lb_arn.clone()).await;
+    assert_eq!(
+        found[1].certificates()[0].certificate_arn(),
+        Some(second_certificate.as_str())
+    );
+    assert_eq!(
+        found[0].default_actions()[0].r#type().unwrap().as_str(),
+        "redirect"
+    );
+    // The policy tracks the load balancer's requests per task, labelled with its and the
+    // target group's ARNs.
+    let (target, policy) = scaling(&aws, "demo").await;
+    assert_eq!(target.unwrap().max_capacity(), 6);
+    let policy = policy.unwrap();
+    let tracking = policy
+        .target_tracking_scaling_policy_configuration()
+        .unwrap();
+    assert_eq!(tracking.target_value(), 500.0);
+    let metric = tracking.predefined_metric_specification().unwrap();
+    assert_eq!(
+        metric.predefined_metric_type().as_str(),
+        "ALBRequestCountPerTarget"
+    );
+    let label = format!(
+        "{}/targetgroup/{}",
+        lb_arn.split_once(":loadbalancer/").unwrap().1,
+        tg_arn.split_once(":targetgroup/").unwrap().1
+    );
+    assert!(label.starts_with("app/demo/"), "{label}");
+    assert_eq!(metric.resource_label(), Some(label.as_str()));
+
+    // Again, nothing changed: the listeners, the scaling and every other resource as they are.
+    let fourth = run(&[]);
+    assert!(
+        fourth.ok && fourth.stdout.contains("nothing changed"),
+        "{}\n{}",
+        fourth.stdout,
+        fourth.stderr
+    );
 
     // Destroy: what deploy made is gone, the images stay.
     let gone = ragway(&moto_url, &["deploy", "destroy", "--name", "demo", "--yes"]);
     assert!(gone.ok, "destroy failed:\n{}\n{}", gone.stdout, gone.stderr);
+    let (target, policy) = scaling(&aws, "demo").await;
+    assert!(
+        target.is_none() && policy.is_none(),
+        "autoscaling survived destroy:\n{}",
+        gone.stdout
+    );
     assert!(
         aws.elb
             .describe_load_balancers()
@@ -665,14 +919,34 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let binary = stripped_binary(dir.path());
     let config_path = dir.path().join("ragway.toml");
-    std::fs::write(&config_path, config("")).unwrap();
+    std::fs::write(&config_path, config("", "")).unwrap();
     let (config_arg, binary_arg) = (config_path.to_str().unwrap(), binary.to_str().unwrap());
+    // No certificate: the load balancer would speak plain HTTP, which deploy refuses before
+    // any AWS call (AWS here is a closed port) unless asked for by name …
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let clear_text = ragway(
+        &closed,
+        &[
+            "deploy", "--config", config_arg, "--binary", binary_arg, "--name", "demo", "--yes",
+        ],
+    );
+    assert!(
+        !clear_text.ok
+            && clear_text.stderr.contains("clear text")
+            && clear_text.stderr.contains("certificate_arn")
+            && clear_text.stderr.contains("--plain-http")
+            && !clear_text.stderr.contains("cannot reach AWS"),
+        "{}",
+        clear_text.stderr
+    );
+    // … as the rest of this test does.
     let base = [
         "deploy",
         "--config",
         config_arg,
         "--binary",
         binary_arg,
+        "--plain-http",
         "--yes",
         "--poll-ms",
         "50",
@@ -714,7 +988,6 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
         "{}",
         no_keys.stderr
     );
-    let closed = format!("http://127.0.0.1:{}", free_port());
     let down = run(&closed, with(&["--name", "demo"]), &[]);
     assert!(
         !down.ok && down.stderr.contains("cannot reach AWS"),
@@ -764,7 +1037,7 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
         .into_iter()
         .filter(|a| a != "--yes")
         .collect();
-    std::fs::write(&config_path, config("LOG_FORMAT = \"json\"")).unwrap();
+    std::fs::write(&config_path, config("", "LOG_FORMAT = \"json\"")).unwrap();
     let unattended = run(&moto_url, args, &[]);
     assert!(
         !unattended.ok && unattended.stderr.contains("pass --yes"),
@@ -803,6 +1076,138 @@ async fn bad_input_gives_clear_errors_and_a_rerun_picks_up_where_it_stopped() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_between_plain_http_and_https_converges() {
+    let (_moto, moto_url) = moto(1);
+    let (_registry, registry) = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = stripped_binary(dir.path());
+    let config_path = dir.path().join("ragway.toml");
+    let certificate = certificate(&moto_url, "api.example.com");
+    let registry_arg = format!("http://{registry}");
+    let deploy = |body: &str, extra: &[&str]| {
+        std::fs::write(
+            &config_path,
+            format!("[[llm]]\nname = 'gpt'\ntype = 'openai'\nmodel = 'm'\n{body}"),
+        )
+        .unwrap();
+        let mut args = vec![
+            "deploy",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--name",
+            "modes",
+            "--insecure-no-auth",
+            "--registry",
+            &registry_arg,
+            "--binary",
+            binary.to_str().unwrap(),
+            "--builder",
+            "oci",
+            "--yes",
+            "--poll-ms",
+            "50",
+            "--wait-secs",
+            "60",
+        ];
+        args.extend(extra.iter().copied());
+        let run = ragway(&moto_url, &args);
+        assert!(run.ok, "deploy failed:\n{}\n{}", run.stdout, run.stderr);
+        run
+    };
+    let aws = clients(&moto_url).await;
+    let listeners = || async {
+        let lb = aws
+            .elb
+            .describe_load_balancers()
+            .names("modes")
+            .send()
+            .await
+            .unwrap();
+        let mut listeners = aws
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .listeners
+            .unwrap_or_default();
+        listeners.sort_by_key(|l| l.port());
+        listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.port().unwrap_or_default(),
+                    l.default_actions()[0].r#type().unwrap().as_str().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let forward = |port: i32| (port, "forward".to_owned());
+    let redirect = |port: i32| (port, "redirect".to_owned());
+    let plain_and_scaled = "[deploy.autoscaling]\nmin = 1\nmax = 3\n";
+
+    // Plain HTTP, asked for by name, with autoscaling: 80 forwards, nothing on 443.
+    deploy(plain_and_scaled, &["--plain-http"]);
+    assert_eq!(listeners().await, [forward(80)]);
+    assert_eq!(open_ports(&aws, "modes-alb").await, [80]);
+    assert!(scaling(&aws, "modes").await.0.is_some());
+
+    // HTTPS without autoscaling: 443 comes up, 80 redirects, the group opens 443, and the
+    // scaling an earlier deploy made is removed.
+    let https = deploy(
+        &format!("[deploy]\ncertificate_arn = \"{certificate}\"\n"),
+        &[],
+    );
+    assert_eq!(listeners().await, [redirect(80), forward(443)]);
+    assert_eq!(open_ports(&aws, "modes-alb").await, [80, 443]);
+    let (target, policy) = scaling(&aws, "modes").await;
+    assert!(target.is_none() && policy.is_none(), "{}", https.stdout);
+    for line in [
+        "created       listener           modes:443",
+        "updated       listener           modes:80  (redirect to HTTPS)",
+        "updated       security group     modes-alb  (open port 443 from 0.0.0.0/0)",
+        "deleted       scaling policy     modes-target-tracking",
+        "deleted       scalable target    service/modes/modes",
+    ] {
+        assert!(https.stdout.contains(line), "{line}\n{}", https.stdout);
+    }
+    assert!(
+        https.stdout.contains("url      https://"),
+        "{}",
+        https.stdout
+    );
+
+    // Back to plain HTTP (from the config this time): 443 goes, 80 forwards again, the group
+    // closes 443.
+    let plain = deploy(
+        &format!("[deploy]\nplain_http = true\n{plain_and_scaled}"),
+        &[],
+    );
+    assert_eq!(listeners().await, [forward(80)]);
+    assert_eq!(open_ports(&aws, "modes-alb").await, [80]);
+    assert!(
+        plain
+            .stdout
+            .contains("deleted       listener           modes:443"),
+        "{}",
+        plain.stdout
+    );
+    assert!(
+        plain.stdout.contains("url      http://"),
+        "{}",
+        plain.stdout
+    );
+
+    // And a rerun of that changes nothing.
+    let again = deploy(
+        &format!("[deploy]\nplain_http = true\n{plain_and_scaled}"),
+        &[],
+    );
+    assert!(again.stdout.contains("nothing changed"), "{}", again.stdout);
 }
 
 fn percent_decode(text: &str) -> String {
@@ -853,6 +1258,7 @@ async fn with_a_docker_daemon_the_image_is_built_and_pushed_by_docker() {
             "--name",
             "viadocker",
             "--insecure-no-auth",
+            "--plain-http",
         ])
         .args([
             "--context",
@@ -1034,6 +1440,7 @@ async fn aws_going_away_mid_deploy_is_a_clear_error_and_the_rerun_finishes() {
         "--name",
         "flaky",
         "--insecure-no-auth",
+        "--plain-http",
         "--registry",
         &format!("http://{registry}"),
         "--binary",

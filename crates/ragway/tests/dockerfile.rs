@@ -217,7 +217,7 @@ fn it_serves_on_the_exposed_port_with_a_health_check_and_a_non_root_user() {
 
     let healthcheck = last(&instructions, "HEALTHCHECK");
     assert!(
-        healthcheck.ends_with(r#"CMD ["ragway", "healthcheck"]"#),
+        healthcheck.ends_with(r#"CMD ["ragway", "healthcheck", "--live"]"#),
         "{healthcheck}"
     );
     assert_eq!(last(&instructions, "STOPSIGNAL"), "SIGTERM");

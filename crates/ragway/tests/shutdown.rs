@@ -274,7 +274,13 @@ async fn healthcheck_exits_0_against_a_ready_server() {
 
     // The container's way: the address `serve` was given (0.0.0.0) is probed on loopback.
     let bind = format!("0.0.0.0:{}", server.addr().port());
-    let out = healthcheck(&[], &[("RAGWAY_BIND", bind)]);
+    let out = healthcheck(&[], &[("RAGWAY_BIND", bind.clone())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = healthcheck(&["--live"], &[("RAGWAY_BIND", bind)]);
     assert!(
         out.status.success(),
         "{}",
@@ -303,6 +309,17 @@ fn healthcheck_exits_1_and_says_why_against_a_closed_port() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("cannot connect to http://127.0.0.1:{port}/readyz")),
+        "{stderr}"
+    );
+
+    // --live (the ECS task's check) asks /healthz instead: whether the process answers.
+    let out = healthcheck(&["--config", path.to_str().unwrap(), "--live"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "not live: cannot connect to http://127.0.0.1:{port}/healthz"
+        )),
         "{stderr}"
     );
 }
