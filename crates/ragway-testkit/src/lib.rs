@@ -1,5 +1,6 @@
 //! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks
-//! talk to, and a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives.
+//! talk to, a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives, and a
+//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share.
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
 //! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
@@ -9,6 +10,7 @@ pub mod bedrock;
 pub mod kendra;
 pub mod openai;
 pub mod otlp;
+pub mod redis;
 mod reply;
 mod server;
 
