@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what ragway's build and tests need on a fresh Debian 12 machine: system packages
 # from apt (build tools, chromium + node for the playground's browser test, docker-registry as
-# the registry of the image and deploy tests), the Python test tools from PyPI (LlamaIndex's in a
+# the registry of the image and deploy tests, redis-server for the shared rate-limit tests), the Python test tools from PyPI (LlamaIndex's in a
 # virtualenv of their own) and playwright-core from npm. Idempotent; skips what is already there.
 set -euo pipefail
 
-apt_packages=(python3 python3-pip python3-venv pkg-config cmake g++ libopenblas-dev libclang-dev clang chromium docker-registry)
+apt_packages=(python3 python3-pip python3-venv pkg-config cmake g++ libopenblas-dev libclang-dev clang chromium docker-registry redis-server)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,6 +1,8 @@
 //! `[server.auth]`: who may call the API. Keys are never written in the file: each is an
 //! `env::NAME` reference, a SHA-256 hash, or a line of a file of hashes. Each key may be limited
-//! to some models and stores and to a number of requests and tokens per minute.
+//! to some models and stores and to a number of requests and tokens per minute. Reading a store
+//! (searching it, grounding answers in it) and writing it (adding and deleting its documents)
+//! are separate grants: `stores` and `write_stores`.
 
 use std::path::PathBuf;
 
@@ -27,6 +29,11 @@ pub struct AuthConfig {
     /// Tokens (prompt and answer) per minute for every key that sets none of its own.
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+    /// Stores whose documents every key without `write_stores` of its own may add and delete:
+    /// the keys of `keys_file`, and keys that leave it out. None when absent, so that a key
+    /// handed out to read never deletes by default.
+    #[serde(default)]
+    pub write_stores: Vec<String>,
 }
 
 impl AuthConfig {
@@ -51,10 +58,14 @@ pub struct ApiKeyConfig {
     /// Chat and embedding models this key may use; all when absent.
     #[serde(default)]
     pub models: Option<Vec<String>>,
-    /// Stores this key may search or change; all when absent. Requests without retrieval
-    /// (`"none"`) are always allowed.
+    /// Stores this key may search and ground answers in; all when absent. Requests without
+    /// retrieval (`"none"`) are always allowed.
     #[serde(default)]
     pub stores: Option<Vec<String>>,
+    /// Stores whose documents this key may add and delete (it must also be allowed to read
+    /// them); `[server.auth] write_stores` when absent, which is none unless set.
+    #[serde(default)]
+    pub write_stores: Option<Vec<String>>,
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
     #[serde(default)]
@@ -86,6 +97,17 @@ impl AuthConfig {
             && path.as_os_str().is_empty()
         {
             issue("server.auth.keys_file".into(), "must not be empty".into());
+        }
+        for (j, name) in self.write_stores.iter().enumerate() {
+            if !stores.contains(&name.as_str()) {
+                issue(
+                    format!("server.auth.write_stores[{j}]"),
+                    format!(
+                        "no store named \"{name}\"; known: {}",
+                        crate::config::known(stores)
+                    ),
+                );
+            }
         }
         let mut seen: Vec<&str> = Vec::new();
         for (i, key) in self.keys.iter().enumerate() {
@@ -127,14 +149,27 @@ impl AuthConfig {
                     }
                 }
             }
-            if let Some(allowed) = &key.stores {
-                for (j, name) in allowed.iter().enumerate() {
+            for (field, names) in [("stores", &key.stores), ("write_stores", &key.write_stores)] {
+                for (j, name) in names.iter().flatten().enumerate() {
                     if !stores.contains(&name.as_str()) {
                         issue(
-                            format!("{at}.stores[{j}]"),
+                            format!("{at}.{field}[{j}]"),
                             format!(
                                 "no store named \"{name}\"; known: {}",
                                 crate::config::known(stores)
+                            ),
+                        );
+                    }
+                }
+            }
+            if let (Some(readable), Some(writable)) = (&key.stores, &key.write_stores) {
+                for (j, name) in writable.iter().enumerate() {
+                    if stores.contains(&name.as_str()) && !readable.contains(name) {
+                        issue(
+                            format!("{at}.write_stores[{j}]"),
+                            format!(
+                                "\"{name}\" is not in this key's `stores`: a key writes only \
+                                 stores it may read"
                             ),
                         );
                     }

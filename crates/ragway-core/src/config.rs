@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// Request sizes, time limits and concurrency.
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// Where the per-key limits are counted: Redis, shared by replicas, or memory.
+    #[serde(default)]
+    pub state: crate::state::StateConfig,
     /// OpenTelemetry traces over OTLP/HTTP; off unless configured.
     #[serde(default)]
     pub tracing: crate::telemetry::TracingConfig,
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             metrics_bind: None,
             auth: crate::access::AuthConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            state: crate::state::StateConfig::default(),
             tracing: crate::telemetry::TracingConfig::default(),
         }
     }
@@ -158,6 +162,15 @@ impl LlmConfig {
             Self::Openai(c) => c.context_window,
             Self::Bedrock(c) => c.context_window,
             Self::Local(c) => c.context_window,
+        }
+    }
+
+    /// The answer length the model keeps to when a request gives no `max_tokens`, where ragway
+    /// sets it (local models); remote models leave it to the provider.
+    pub fn default_max_tokens(&self) -> Option<u32> {
+        match self {
+            Self::Local(c) => Some(c.max_tokens),
+            Self::Openai(_) | Self::Bedrock(_) => None,
         }
     }
 
@@ -893,6 +906,10 @@ impl Config {
         for (i, key) in self.server.auth.keys.iter().enumerate() {
             secret(format!("server.auth.keys[{i}].key"), key.key.as_ref());
         }
+        secret(
+            "server.state.redis_url".into(),
+            self.server.state.redis_url.as_ref(),
+        );
         // [[llm]]
         for (i, llm) in self.llm.iter().enumerate() {
             match llm {
@@ -967,6 +984,7 @@ impl Config {
         self.deploy.validate(issues);
         self.check_secrets_stay_secret(issues);
         self.server.limits.validate(issues);
+        self.server.state.validate(issues);
         self.server.tracing.validate(issues);
         let models: Vec<&str> = self
             .llm
@@ -1578,6 +1596,98 @@ model = "gpt-4o"
         assert!(
             found[0].contains("env::") && !found[0].contains("rk-live-123"),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn write_grants_name_configured_stores_the_key_may_also_read() {
+        let stores = r#"
+[[vector_store]]
+name = "faiss"
+type = "faiss"
+path = "data/faiss"
+embedder = "e"
+
+[[vector_store]]
+name = "kendra"
+type = "kendra"
+index_id = "i"
+
+[[embedder]]
+name = "e"
+type = "local"
+path = "models/e"
+"#;
+        let found = issues(&format!(
+            r#"
+[server.auth]
+write_stores = ["faiss", "gone"]
+
+[[server.auth.keys]]
+name = "reader"
+sha256 = "{hash}"
+stores = ["kendra"]
+write_stores = ["faiss", "nope"]
+
+[[server.auth.keys]]
+name = "writer"
+sha256 = "{hash}"
+write_stores = ["faiss"]
+{stores}"#,
+            hash = "a".repeat(64)
+        ));
+        let expected = [
+            "server.auth.write_stores[1]: no store named \"gone\"; known: faiss, kendra",
+            "server.auth.keys[0].write_stores[0]: \"faiss\" is not in this key's `stores`",
+            "server.auth.keys[0].write_stores[1]: no store named \"nope\"",
+        ];
+        for wanted in expected {
+            assert!(
+                found.iter().any(|issue| issue.starts_with(wanted)),
+                "missing {wanted:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn the_shared_state_section_takes_an_env_reference_a_policy_and_a_short_timeout() {
+        let config = Config::parse(
+            "[server.state]\nredis_url = \"env::RAGWAY_REDIS_URL\"\n\
+             redis_unavailable = \"fail_closed\"\nredis_timeout_secs = 0.2\n",
+            "test.toml",
+        )
+        .unwrap();
+        let state = &config.server.state;
+        assert_eq!(
+            state.redis_url.as_ref().map(SecretRef::var),
+            Some("RAGWAY_REDIS_URL")
+        );
+        assert_eq!(
+            state.redis_unavailable,
+            crate::state::Unavailable::FailClosed
+        );
+        assert_eq!(state.redis_timeout(), Duration::from_millis(200));
+        assert_eq!(state.redis_prefix, "ragway");
+        // Without the section: memory, and the default policy.
+        let config = Config::parse("", "test.toml").unwrap();
+        assert_eq!(config.server.state.redis_url, None);
+
+        let found = issues(
+            "[server.state]\nredis_url = \"redis://:hunter2@cache:6379\"\n\
+             redis_unavailable = \"maybe\"\nredis_timeout_secs = 0\nredis_prefix = \"a b{c}\"\n",
+        );
+        let text = found.join("\n");
+        assert!(text.contains("server.state"), "{text}");
+        assert!(!text.contains("hunter2"), "the URL is not echoed: {text}");
+        let found = issues("[server.state]\nredis_timeout_secs = 0\nredis_prefix = \"a b{c}\"\n");
+        assert_eq!(
+            found,
+            [
+                "server.state.redis_timeout_secs: must be more than 0 and at most 10 seconds, got 0",
+                "server.state.redis_prefix: \"a b{c}\" must be 1 to 64 letters, digits, '_', '-' \
+                 or '.' (it starts every Redis key ragway writes)",
+            ]
         );
     }
 

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod prompt;
 pub mod quiet;
 pub mod secret;
+pub mod state;
 pub mod telemetry;
 pub mod traits;
 pub mod types;

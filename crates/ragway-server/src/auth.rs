@@ -6,24 +6,29 @@
 //!
 //! Open routes (`/`, `/healthz`, `/readyz`, `/metrics`, `/ui`, `/docs`, `/openapi.json`) are
 //! not behind this layer; every other route is, and answers 401 in its own error shape.
+//!
+//! What a key may do: use models (`models`), read stores (`stores`: search, grounded answers)
+//! and write them (`write_stores`: add and delete documents), each checked by the handler that
+//! knows what the request names. How much: requests per minute, counted here for every request,
+//! and tokens per minute, reserved by the handlers that call a model ([`Caller::reserve`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use ragway_core::BuildError;
 use ragway_core::access::{AuthConfig, decode_sha256, parse_keys_file};
 use ragway_core::config::NO_RETRIEVAL;
-use ragway_core::{BuildError, Usage};
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::error::{ApiError, in_route_shape};
-use crate::rate_limit::Window;
+use crate::rate_limit::reservation::Reservation;
+use crate::rate_limit::{Limit, LimitStore};
 
 /// The keys ragway accepts; without any, every request is let in as [`Caller::anonymous`].
 pub struct Auth {
@@ -45,8 +50,10 @@ pub struct Caller {
     pub name: String,
     models: Option<BTreeSet<String>>,
     stores: Option<BTreeSet<String>>,
-    requests: Option<Window>,
-    tokens: Option<Window>,
+    /// Stores whose documents it may add and delete; all when `None` (auth off).
+    write_stores: Option<BTreeSet<String>>,
+    requests: Option<Limit>,
+    tokens: Option<Arc<Limit>>,
 }
 
 impl Auth {
@@ -69,16 +76,30 @@ impl Auth {
     }
 
     /// Reads every key: `env::` references from the environment, hashes from the config, the
-    /// keys file from disk. Reports every key that cannot be read.
-    pub fn build(config: &AuthConfig) -> Result<Self, Vec<BuildError>> {
+    /// keys file from disk; each key's limits count in `store`. Reports every key that cannot
+    /// be read.
+    pub fn build(config: &AuthConfig, store: &LimitStore) -> Result<Self, Vec<BuildError>> {
         let mut keys = Vec::new();
         let mut errors = Vec::new();
-        let limits = |rpm: Option<u32>, tpm: Option<u64>| {
-            (
-                rpm.or(config.requests_per_minute)
-                    .map(|n| Window::new(u64::from(n))),
-                tpm.or(config.tokens_per_minute).map(Window::new),
-            )
+        let caller = |name: String,
+                      models: Option<&Vec<String>>,
+                      stores: Option<&Vec<String>>,
+                      write_stores: Option<&Vec<String>>,
+                      rpm: Option<u32>,
+                      tpm: Option<u64>| {
+            let set = |names: &Vec<String>| names.iter().cloned().collect::<BTreeSet<_>>();
+            Arc::new(Caller {
+                requests: rpm
+                    .or(config.requests_per_minute)
+                    .map(|n| store.limit(&name, "requests", u64::from(n))),
+                tokens: tpm
+                    .or(config.tokens_per_minute)
+                    .map(|n| Arc::new(store.limit(&name, "tokens", n))),
+                models: models.map(set),
+                stores: stores.map(set),
+                write_stores: Some(set(write_stores.unwrap_or(&config.write_stores))),
+                name,
+            })
         };
         for (i, key) in config.keys.iter().enumerate() {
             let component = format!("server.auth.keys[{i}] (\"{}\")", key.name);
@@ -108,16 +129,16 @@ impl Auth {
                     continue;
                 }
             };
-            let (requests, tokens) = limits(key.requests_per_minute, key.tokens_per_minute);
             keys.push(Key {
                 sha256,
-                caller: Arc::new(Caller {
-                    name: key.name.clone(),
-                    models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
-                    stores: key.stores.as_ref().map(|s| s.iter().cloned().collect()),
-                    requests,
-                    tokens,
-                }),
+                caller: caller(
+                    key.name.clone(),
+                    key.models.as_ref(),
+                    key.stores.as_ref(),
+                    key.write_stores.as_ref(),
+                    key.requests_per_minute,
+                    key.tokens_per_minute,
+                ),
             });
         }
         if let Some(path) = &config.keys_file {
@@ -126,16 +147,10 @@ impl Auth {
                 Ok(text) => match parse_keys_file(&text) {
                     Ok(hashed) => {
                         for entry in hashed {
-                            let (requests, tokens) = limits(None, None);
+                            // Every model and store to read; to write, the section's grant.
                             keys.push(Key {
                                 sha256: entry.sha256,
-                                caller: Arc::new(Caller {
-                                    name: entry.name,
-                                    models: None,
-                                    stores: None,
-                                    requests,
-                                    tokens,
-                                }),
+                                caller: caller(entry.name, None, None, None, None, None),
                             });
                         }
                     }
@@ -172,7 +187,7 @@ impl Auth {
     }
 
     /// The caller a presented key belongs to.
-    fn identify(&self, presented: &str) -> Option<&Arc<Caller>> {
+    pub(crate) fn identify(&self, presented: &str) -> Option<&Arc<Caller>> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         // Every digest is compared, whether or not one already matched.
@@ -191,6 +206,7 @@ impl Caller {
             name: "anonymous".into(),
             models: None,
             stores: None,
+            write_stores: None,
             requests: None,
             tokens: None,
         }
@@ -220,6 +236,21 @@ impl Caller {
         }
     }
 
+    /// A 403 unless this caller may add and delete documents in the store named `name`: read
+    /// it (`stores`) and write it (`write_stores`).
+    pub fn check_write_store(&self, name: &str) -> Result<(), ApiError> {
+        self.check_store(name)?;
+        match &self.write_stores {
+            Some(allowed) if !allowed.contains(name) => Err(ApiError::Forbidden(format!(
+                "this API key may read the store \"{name}\" but not add or delete its documents: \
+                 that needs the store in the key's `write_stores` (in [[server.auth.keys]], or \
+                 [server.auth] write_stores for keys from keys_file); it may write: {}",
+                list(allowed)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the caller may use the model (for filtering model lists).
     pub fn may_use_model(&self, name: &str) -> bool {
         self.check_model(name).is_ok()
@@ -230,40 +261,25 @@ impl Caller {
         self.check_store(name).is_ok()
     }
 
-    /// Counts the tokens an answer used against the key's tokens-per-minute limit.
-    pub fn spend(&self, usage: &Usage) {
-        if let Some(window) = &self.tokens {
-            window.spend(u64::from(usage.input_tokens) + u64::from(usage.output_tokens));
-        }
+    /// Whether the caller may add and delete documents in the store.
+    pub fn may_write_store(&self, name: &str) -> bool {
+        self.check_write_store(name).is_ok()
     }
 
-    /// Counts one request and checks the token budget; a 429 with the wait when either is
-    /// spent.
-    fn admit(&self) -> Result<(), ApiError> {
-        if let Some(window) = &self.requests
-            && let Err(wait) = window.admit(1)
-        {
-            return Err(self.limited("requests", window.limit(), wait));
-        }
-        if let Some(window) = &self.tokens
-            && let Err(wait) = window.has_room()
-        {
-            return Err(self.limited("tokens", window.limit(), wait));
+    /// Reserves `tokens` against the key's tokens-per-minute until the answer is settled (see
+    /// [`crate::rate_limit::reservation`]): a 429 with the wait when they do not fit, a 503 when
+    /// the limits cannot be counted and `[server.state]` says to refuse.
+    pub async fn reserve(&self, tokens: u64) -> Result<Reservation, ApiError> {
+        Reservation::take(self.tokens.as_ref(), tokens).await
+    }
+
+    /// Counts one request against the key's requests-per-minute: a 429 with the wait when it
+    /// is spent.
+    pub(crate) async fn admit(&self) -> Result<(), ApiError> {
+        if let Some(limit) = &self.requests {
+            limit.take(1).await?;
         }
         Ok(())
-    }
-
-    fn limited(&self, what: &str, limit: u64, wait: Duration) -> ApiError {
-        metrics::counter!("ragway_rate_limited_total", "key" => self.name.clone(), "limit" => what.to_owned())
-            .increment(1);
-        ApiError::RateLimited {
-            message: format!(
-                "API key \"{}\" is over its limit of {limit} {what} per minute; retry in {} s",
-                self.name,
-                wait.as_secs()
-            ),
-            retry_after: wait,
-        }
     }
 }
 
@@ -320,7 +336,7 @@ pub async fn authenticate(
     } else {
         auth.anonymous.clone()
     };
-    if let Err(error) = caller.admit() {
+    if let Err(error) = caller.admit().await {
         return in_route_shape(&path, error);
     }
     tracing::Span::current().record("key", caller.name.as_str());
@@ -330,6 +346,8 @@ pub async fn authenticate(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use axum::http::HeaderValue;
     use ragway_core::access::ApiKeyConfig;
@@ -348,9 +366,14 @@ mod tests {
             sha256: Some(sha256.into()),
             models: Some(vec!["gpt-4o".into()]),
             stores: Some(vec![]),
+            write_stores: None,
             requests_per_minute: None,
             tokens_per_minute: None,
         }
+    }
+
+    fn build(config: &AuthConfig) -> Result<Auth, Vec<BuildError>> {
+        Auth::build(config, &LimitStore::memory())
     }
 
     fn hex(key: &str) -> String {
@@ -362,7 +385,7 @@ mod tests {
 
     #[test]
     fn keys_are_recognised_by_their_hash_and_others_are_not() {
-        let auth = Auth::build(&config(vec![
+        let auth = build(&config(vec![
             key("a", &hex("key-a")),
             key("b", &hex("key-b")),
         ]))
@@ -377,7 +400,7 @@ mod tests {
 
     #[test]
     fn allow_lists_refuse_other_models_and_stores_but_never_no_retrieval() {
-        let auth = Auth::build(&config(vec![key("a", &hex("key-a"))])).unwrap();
+        let auth = build(&config(vec![key("a", &hex("key-a"))])).unwrap();
         let caller = auth.identify("key-a").unwrap();
         caller.check_model("gpt-4o").unwrap();
         let refused = caller.check_model("claude").unwrap_err().to_string();
@@ -396,7 +419,7 @@ mod tests {
         let mut entry = key("team", &hex("x"));
         entry.sha256 = None;
         entry.key = Some(ragway_core::SecretRef::parse("env::RAGWAY_TEST_UNSET_KEY_VAR").unwrap());
-        let errors = Auth::build(&config(vec![entry])).err().unwrap();
+        let errors = build(&config(vec![entry])).err().unwrap();
         assert_eq!(errors.len(), 1);
         assert!(
             errors[0].component.starts_with("server.auth.keys[0]"),
@@ -421,14 +444,68 @@ mod tests {
     }
 
     #[test]
-    fn a_key_over_its_request_limit_gets_429_with_the_wait() {
+    fn reading_and_writing_a_store_are_separate_grants() {
+        let mut reader = key("reader", &hex("key-r"));
+        reader.stores = Some(vec!["faiss".into(), "kendra".into()]);
+        reader.write_stores = Some(vec![]);
+        let mut plain = key("plain", &hex("key-p"));
+        plain.stores = None;
+        let mut writer = key("writer", &hex("key-w"));
+        writer.stores = None;
+        writer.write_stores = Some(vec!["faiss".into()]);
+        let mut auth_config = config(vec![reader, plain, writer]);
+        let dir = std::env::temp_dir().join(format!("ragway-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys_file = dir.join("keys.sha256");
+        std::fs::write(&keys_file, format!("{} ops\n", hex("key-f"))).unwrap();
+        auth_config.keys_file = Some(keys_file.clone());
+        let auth = build(&auth_config).unwrap();
+
+        let reader = auth.identify("key-r").unwrap();
+        reader.check_store("faiss").unwrap();
+        let refused = reader.check_write_store("faiss").unwrap_err();
+        assert!(matches!(refused, ApiError::Forbidden(_)), "{refused:?}");
+        let message = refused.to_string();
+        assert!(
+            message.contains("\"faiss\"") && message.contains("write_stores"),
+            "the 403 names the store and the grant it lacks: {message}"
+        );
+        assert!(!reader.may_write_store("kendra"));
+
+        let writer = auth.identify("key-w").unwrap();
+        writer.check_write_store("faiss").unwrap();
+        assert!(!writer.may_write_store("kendra"));
+        assert!(!auth.identify("key-p").unwrap().may_write_store("faiss"));
+
+        // A key from the file reads everything and writes nothing, unless the section grants it.
+        let file_key = auth.identify("key-f").unwrap();
+        file_key.check_store("kendra").unwrap();
+        assert!(!file_key.may_write_store("faiss"));
+        auth_config.write_stores = vec!["faiss".into()];
+        let auth = build(&auth_config).unwrap();
+        auth.identify("key-f")
+            .unwrap()
+            .check_write_store("faiss")
+            .unwrap();
+        // The section's grant is also the default of configured keys without their own.
+        assert!(auth_config.keys[1].write_stores.is_none());
+        assert!(auth.identify("key-p").unwrap().may_write_store("faiss"));
+        assert!(!auth.identify("key-r").unwrap().may_write_store("faiss"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // With auth off, writing stays open.
+        Auth::open().anonymous.check_write_store("faiss").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_over_its_request_limit_gets_429_with_the_wait() {
         let mut entry = key("a", &hex("key-a"));
         entry.requests_per_minute = Some(2);
-        let auth = Auth::build(&config(vec![entry])).unwrap();
+        let auth = build(&config(vec![entry])).unwrap();
         let caller = auth.identify("key-a").unwrap();
-        caller.admit().unwrap();
-        caller.admit().unwrap();
-        match caller.admit() {
+        caller.admit().await.unwrap();
+        caller.admit().await.unwrap();
+        match caller.admit().await {
             Err(ApiError::RateLimited {
                 retry_after,
                 message,

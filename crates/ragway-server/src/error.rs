@@ -84,6 +84,15 @@ pub enum ApiError {
     #[error("the request took longer than the limit of {}s (server.limits.request_timeout_secs)", .after.as_secs_f64())]
     TimedOut { after: Duration },
 
+    /// The per-key limits cannot be counted (Redis is unreachable) and `[server.state]
+    /// redis_unavailable = "fail_closed"` refuses requests until they can.
+    #[error(
+        "ragway cannot count this API key's limits right now (its rate-limit store, Redis, does \
+         not answer) and is configured to refuse requests until it can \
+         (server.state.redis_unavailable = \"fail_closed\"); retry shortly"
+    )]
+    LimitsUnavailable,
+
     /// Every model that could answer is set aside after failing repeatedly.
     #[error("{}", cooling_message(.models))]
     CoolingDown {
@@ -120,6 +129,10 @@ fn earliest_end(models: &[(String, Duration)]) -> Duration {
 /// When a throttled provider gives no hint, clients are asked to wait this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a client refused because Redis does not answer is asked to wait: about how long
+/// ragway leaves Redis alone after a failed call before asking again.
+const LIMITS_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a client turned away at the concurrency limit is asked to wait.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 
@@ -153,6 +166,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, None),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY)),
+            Self::LimitsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(LIMITS_RETRY)),
             Self::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
             Self::CoolingDown { models } => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(earliest_end(models)))
@@ -316,6 +330,12 @@ impl OpenAiError {
                 "api_error",
                 None,
                 Some("overloaded"),
+            ),
+            ApiError::LimitsUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                None,
+                Some("rate_limit_store_unavailable"),
             ),
             ApiError::TimedOut { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,

@@ -7,6 +7,11 @@
 //!   (streams: from the call until the model's first words), `ragway_generation_duration_seconds{model}`
 //!   (the whole answer, streamed or not) and `ragway_tokens_total{model, type}` (`input` and
 //!   `output`, as the model reported them), by the model that answered.
+//! - `ragway_rate_limited_total{key, limit}`: requests refused over a key's requests- or
+//!   tokens-per-minute; `ragway_rate_limit_store_unavailable_total{limit, step}`: each time a
+//!   limit could not be counted because Redis did not answer, at admission (`step="admit"`:
+//!   the request was let in uncounted or refused, as `[server.state] redis_unavailable` says) or
+//!   when settling a reservation (`step="settle"`). Recorded in `crate::rate_limit`.
 //!
 //! Routes are labelled by their pattern (`/stores/{name}/documents`), never by the raw path,
 //! and model and store labels only ever hold configured names, so labels stay few. A request's

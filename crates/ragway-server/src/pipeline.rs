@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::metrics;
+use crate::rate_limit::reservation;
 use crate::registry::{Registry, Store};
 use crate::resilience::{Answered, opened};
 use crate::telemetry;
@@ -162,9 +163,27 @@ impl Registry {
         Ok(passages?)
     }
 
-    /// Answers in one piece.
-    pub async fn answer(&self, question: &Question) -> Result<Answer, ApiError> {
-        let prepared = self.prepare(question).await?;
+    /// The most tokens answering `prepared` with `choices` choices may cost, to reserve against
+    /// the key's tokens-per-minute before the model is called: the prompt, and `max_tokens`,
+    /// else the model's default answer length, else `[server.prompt] answer_reserve`, for each
+    /// choice.
+    pub fn tokens_needed(&self, prepared: &Prepared, choices: u32) -> u64 {
+        let default_answer = self
+            .llm(&prepared.llm_name)
+            .ok()
+            .and_then(|llm| llm.default_max_tokens)
+            .unwrap_or(self.server.prompt.answer_reserve);
+        reservation::estimate(&prepared.request, default_answer, choices)
+    }
+
+    /// The tokens `prepared`'s prompt is estimated to take (what a stream is charged from the
+    /// moment the model starts, until it reports its usage).
+    pub fn prompt_tokens(&self, prepared: &Prepared) -> u64 {
+        reservation::prompt_tokens(&prepared.request)
+    }
+
+    /// Answers `prepared` in one piece.
+    pub async fn answer(&self, prepared: Prepared) -> Result<Answer, ApiError> {
         let generation_started = Instant::now();
         let span = self.chat_span(&prepared);
         let (response, answered) = self

@@ -13,6 +13,7 @@ use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::rate_limit::LimitStore;
 use crate::resilience::Health;
 
 /// A built chat model with what the server needs to know about it.
@@ -22,6 +23,9 @@ pub struct Llm {
     /// The model as its provider knows it (`gpt-4o`, a Bedrock model id, a GGUF file name).
     pub model_id: String,
     pub context_window: u32,
+    /// The answer length the model keeps to when a request gives no `max_tokens`, where ragway
+    /// sets it (local models); the provider's own otherwise.
+    pub default_max_tokens: Option<u32>,
     pub model: Arc<dyn ChatModel>,
     /// Calls per request for failures worth retrying.
     pub retry: RetryPolicy,
@@ -55,6 +59,8 @@ pub struct Registry {
     pub server: ServerConfig,
     /// The API keys and what each may do.
     pub auth: Arc<Auth>,
+    /// Where the keys' limits are counted (checked by `/readyz` when it is Redis).
+    pub limit_store: LimitStore,
     llms: BTreeMap<String, Llm>,
     stores: BTreeMap<String, Store>,
     embedders: BTreeMap<String, EmbedderModel>,
@@ -71,10 +77,11 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// One component's answer to "can you serve now?".
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ComponentCheck {
-    /// `llm`, `embedder` or `vector_store`.
+    /// `llm`, `embedder`, `vector_store` or `rate_limits`.
     pub component: &'static str,
     pub name: String,
-    /// `ok` or `failing`.
+    /// `ok`, `failing`, or `degraded`: failing, but ragway serves anyway (Redis under
+    /// `fail_open`, which lets requests in uncounted).
     pub status: &'static str,
     /// Why it is failing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +91,11 @@ pub struct ComponentCheck {
 impl ComponentCheck {
     pub fn is_ok(&self) -> bool {
         self.detail.is_none()
+    }
+
+    /// Whether ragway should get no traffic while this lasts.
+    pub fn blocks_readiness(&self) -> bool {
+        self.status == "failing"
     }
 }
 
@@ -143,7 +155,11 @@ impl Registry {
         };
         let mut http = HttpClients::default();
         let mut errors = Vec::new();
-        let auth = Auth::build(&config.server.auth).unwrap_or_else(|failed| {
+        let limit_store = LimitStore::build(&config.server.state).unwrap_or_else(|failed| {
+            errors.push(failed);
+            LimitStore::memory()
+        });
+        let auth = Auth::build(&config.server.auth, &limit_store).unwrap_or_else(|failed| {
             errors.extend(failed);
             Auth::open()
         });
@@ -179,6 +195,7 @@ impl Registry {
                             kind: llm.kind(),
                             model_id: llm.model_id(),
                             context_window: llm.context_window(),
+                            default_max_tokens: llm.default_max_tokens(),
                             model,
                             retry: llm.retry(),
                             fallbacks: llm.fallbacks().to_vec(),
@@ -258,6 +275,7 @@ impl Registry {
         Ok(Self {
             server: config.server.clone(),
             auth: Arc::new(auth),
+            limit_store,
             llms,
             stores,
             embedders,
@@ -266,9 +284,17 @@ impl Registry {
 
     /// A registry from components built elsewhere (tests, embedding ragway in another program).
     pub fn from_parts(server: ServerConfig, llms: Vec<Llm>, stores: Vec<Store>) -> Self {
+        // Keys (or a Redis URL) that cannot be read lock the API rather than open it.
+        let (limit_store, auth) = match LimitStore::build(&server.state) {
+            Ok(store) => {
+                let auth = Auth::build(&server.auth, &store).unwrap_or_else(|_| Auth::closed());
+                (store, auth)
+            }
+            Err(_) => (LimitStore::memory(), Auth::closed()),
+        };
         Self {
-            // Keys that cannot be read lock the API rather than open it.
-            auth: Arc::new(Auth::build(&server.auth).unwrap_or_else(|_| Auth::closed())),
+            auth: Arc::new(auth),
+            limit_store,
             server,
             llms: llms.into_iter().map(|l| (l.name.clone(), l)).collect(),
             stores: stores.into_iter().map(|s| (s.name.clone(), s)).collect(),
@@ -278,7 +304,7 @@ impl Registry {
 
     /// Asks every component, all at once, whether it can serve now (`/readyz`): the local
     /// model's generation threads run, FAISS indexes match their documents, AWS credentials
-    /// resolve. Each answer is bounded in time.
+    /// resolve, Redis answers (when limits are counted there). Each answer is bounded in time.
     pub async fn check_components(&self) -> Vec<ComponentCheck> {
         let llms = self
             .llms
@@ -292,13 +318,15 @@ impl Registry {
             .stores
             .values()
             .map(|store| check_one("vector_store", &store.name, store.retriever.ready()));
-        let (mut checks, embedders, stores) = futures::join!(
+        let (mut checks, embedders, stores, limits) = futures::join!(
             futures::future::join_all(llms),
             futures::future::join_all(embedders),
             futures::future::join_all(stores),
+            self.limit_store.check(),
         );
         checks.extend(embedders);
         checks.extend(stores);
+        checks.extend(limits);
         checks
     }
 

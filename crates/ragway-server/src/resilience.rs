@@ -385,6 +385,7 @@ mod tests {
             kind: "openai",
             model_id: name.into(),
             context_window: 1000,
+            default_max_tokens: None,
             model,
             retry: policy(1, 2),
             fallbacks: fallbacks.iter().map(|f| (*f).to_owned()).collect(),

@@ -1,6 +1,7 @@
 //! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks
-//! talk to, a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives, and
-//! a real PostgreSQL with pgvector ([`postgres`]) for the shared store's tests.
+//! talk to, a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives, a
+//! real PostgreSQL with pgvector ([`postgres`]) for the shared store's tests, and a real
+//! `redis-server` started on a free port ([`redis`]) for the limits replicas share.
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
 //! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
@@ -11,6 +12,7 @@ pub mod kendra;
 pub mod openai;
 pub mod otlp;
 pub mod postgres;
+pub mod redis;
 mod reply;
 mod server;
 

@@ -8,19 +8,24 @@ use utoipa::IntoResponses;
 use super::schemas::{ErrorMessage, OpenAiErrorBody, ValidationErrors};
 
 /// Refusals of a protected route: no or a wrong API key, a key that may not use what the
-/// request names or is over its limits, or ragway at its concurrency limit.
+/// request names or is over its limits, or ragway at its concurrency limit or unable to count
+/// the key's limits.
 #[derive(IntoResponses)]
 pub enum Access {
     /// The API key is missing or wrong (`Authorization: Bearer <key>` or `x-api-key`).
     #[response(status = 401)]
     Unauthorized(ErrorMessage),
-    /// The API key may not use the model or store the request names.
+    /// The API key may not use the model or store the request names, or may read the store but
+    /// not write it (adding and deleting documents needs `write_stores`); the message says which.
     #[response(status = 403)]
     Forbidden(ErrorMessage),
-    /// The API key is over its requests- or tokens-per-minute limit; retry after `Retry-After`.
+    /// The API key is over its requests- or tokens-per-minute limit (tokens are reserved for
+    /// the prompt and `max_tokens` before the model is called); retry after `Retry-After`.
     #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     OverKeyLimit(ErrorMessage),
-    /// ragway is at its concurrency limit; retry after the number of seconds in `Retry-After`.
+    /// ragway is at its concurrency limit, or cannot reach the Redis that counts the keys'
+    /// limits and is configured to refuse meanwhile (`redis_unavailable = "fail_closed"`);
+    /// retry after the number of seconds in `Retry-After`.
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Busy(ErrorMessage),
 }
@@ -31,13 +36,17 @@ pub enum OpenAiAccess {
     /// The API key is missing or wrong (`Authorization: Bearer <key>` or `x-api-key`).
     #[response(status = 401)]
     Unauthorized(OpenAiErrorBody),
-    /// The API key may not use the model or store the request names.
+    /// The API key may not use the model or store the request names, or may read the store but
+    /// not write it (adding and deleting documents needs `write_stores`); the message says which.
     #[response(status = 403)]
     Forbidden(OpenAiErrorBody),
-    /// The API key is over its requests- or tokens-per-minute limit; retry after `Retry-After`.
+    /// The API key is over its requests- or tokens-per-minute limit (tokens are reserved for
+    /// the prompt and `max_tokens` before the model is called); retry after `Retry-After`.
     #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     OverKeyLimit(OpenAiErrorBody),
-    /// ragway is at its concurrency limit; retry after the number of seconds in `Retry-After`.
+    /// ragway is at its concurrency limit, or cannot reach the Redis that counts the keys'
+    /// limits and is configured to refuse meanwhile (`redis_unavailable = "fail_closed"`);
+    /// retry after the number of seconds in `Retry-After`.
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Busy(OpenAiErrorBody),
 }

@@ -204,6 +204,9 @@ pub struct StoreEntry {
     pub kind: String,
     /// Whether documents can be added and removed through the API.
     pub writable: bool,
+    /// Whether this API key may add and remove them: the store is writable and in the key's
+    /// `write_stores` (always, with auth off).
+    pub may_write: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documents: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -195,6 +195,27 @@ fn every_protected_operation_documents_its_errors_and_needs_a_key() {
 }
 
 #[test]
+fn the_store_write_routes_say_they_need_write_stores() {
+    let document = document();
+    for (route, operation) in operations(&document) {
+        let writes = route == "POST /stores/{name}/documents"
+            || route == "DELETE /stores/{name}/documents/{id}";
+        let description = operation["description"].as_str().unwrap_or_default();
+        assert_eq!(
+            description.contains("`write_stores`"),
+            writes,
+            "{route}: {description}"
+        );
+        if writes {
+            let forbidden = operation["responses"]["403"]["description"]
+                .as_str()
+                .unwrap();
+            assert!(forbidden.contains("write_stores"), "{route}: {forbidden}");
+        }
+    }
+}
+
+#[test]
 fn throttling_and_a_busy_server_document_retry_after() {
     for (route, operation) in operations(&document()) {
         for status in ["429", "503"] {

@@ -25,6 +25,7 @@ use crate::limits::bound_stream;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
 use crate::pipeline::Prepared;
+use crate::rate_limit::reservation::{Reservation, cost};
 use crate::registry::Registry;
 use crate::resilience::Answered;
 use crate::sse::{self, Event};
@@ -58,11 +59,14 @@ pub async fn generate(
     let (question, stream) = request.check(&registry.server)?;
     caller.check_model(&question.llm_name)?;
     caller.check_store(&question.vector_search_type)?;
+    let prepared = registry.prepare(&question).await?;
+    // Held against the key's tokens-per-minute until the answer ends (see `rate_limit`).
+    let reservation = caller.reserve(registry.tokens_needed(&prepared, 1)).await?;
     if stream {
-        return stream_answer(&registry, question, caller).await;
+        return stream_answer(&registry, question, prepared, reservation).await;
     }
-    let answer = registry.answer(&question).await?;
-    caller.spend(&answer.usage);
+    let answer = registry.answer(prepared).await?;
+    reservation.settle(cost(&answer.usage)).await;
     let mut body = json!({
         "response": answer.text,
         "llm_name": answer.answered.model,
@@ -91,18 +95,19 @@ fn name_fallback(body: &mut serde_json::Value, answered: &Answered) {
 async fn stream_answer(
     registry: &Registry,
     question: Question,
-    caller: Arc<Caller>,
+    mut prepared: Prepared,
+    reservation: Reservation,
 ) -> Result<Response, ApiError> {
-    let mut prepared = registry.prepare(&question).await?;
     let generation_started = Instant::now();
     let (deltas, answered) = registry.stream(&prepared).await?;
     let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    // Charged for what it generates, whether it ends or the client leaves.
+    let deltas = reservation.meter(deltas, registry.prompt_tokens(&prepared));
     let name_model = answered.clone();
     let sources = json!({ "sources": std::mem::take(&mut prepared.sources) });
     let events = Events {
         sources: Some(sources),
         deltas,
-        caller,
         usage: Usage::default(),
         finish: FinishReason::Stop,
         done: Some(Done {
@@ -121,7 +126,6 @@ struct Events {
     /// The `sources` event's data, until it is sent.
     sources: Option<serde_json::Value>,
     deltas: DeltaStream,
-    caller: Arc<Caller>,
     usage: Usage,
     finish: FinishReason,
     /// What the `done` event tells, until it is sent (or an error ends the stream instead).
@@ -152,7 +156,6 @@ impl Stream for Events {
                     Event::json(Some("delta"), &TextPiece { text: &text })
                 }
                 Some(Ok(Delta::Usage(usage))) => {
-                    this.caller.spend(&usage);
                     this.usage = usage;
                     continue;
                 }

@@ -40,16 +40,19 @@ pub struct ReadyState {
 
 /// `GET /readyz`: 200 while the server takes new requests and every component says it can
 /// serve (the local model's generation threads run, each FAISS index matches its documents,
-/// AWS credentials resolve); 503 naming the failing components otherwise, and from the moment
-/// shutdown begins, so that a load balancer stops sending work while the requests in flight
-/// finish.
+/// AWS credentials resolve, Redis answers when limits are counted there); 503 naming the
+/// failing components otherwise, and from the moment shutdown begins, so that a load balancer
+/// stops sending work while the requests in flight finish. A Redis that does not answer under
+/// `redis_unavailable = "fail_open"` is listed as `degraded` and ragway stays ready: requests
+/// are served (uncounted), and every replica shares that Redis, so 503 would take them all out
+/// of the load balancer at once. Under `fail_closed` it is `failing`: limited requests get 503.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "Taking requests; every component can serve", body = Ready),
-        (status = 503, description = "Shutting down (finishing the requests in flight), or some component cannot serve (`checks` says which and why)", body = NotReady),
+        (status = 200, description = "Taking requests; every component can serve (a component `degraded` serves in a reduced way: Redis down under `fail_open` lets requests in uncounted)", body = Ready),
+        (status = 503, description = "Shutting down (finishing the requests in flight), or some component cannot serve (`checks` says which and why; Redis down under `fail_closed` is one)", body = NotReady),
     ),
 )]
 pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>) {
@@ -66,11 +69,23 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
     let checks = registry.check_components().await;
     let failing: Vec<String> = checks
         .iter()
+        .filter(|check| check.blocks_readiness())
         .filter_map(|check| {
             let detail = check.detail.as_ref()?;
             Some(format!("{} \"{}\": {detail}", check.component, check.name))
         })
         .collect();
+    for check in checks
+        .iter()
+        .filter(|c| !c.is_ok() && !c.blocks_readiness())
+    {
+        tracing::warn!(
+            component = check.component,
+            name = %check.name,
+            detail = check.detail.as_deref().unwrap_or_default(),
+            "degraded"
+        );
+    }
     if !failing.is_empty() {
         tracing::warn!(failing = %failing.join("; "), "not ready");
         return (

@@ -1,5 +1,7 @@
 //! Store routes: list the stores with their sizes, and add or remove documents in the
-//! writable ones (FAISS; Kendra is read-only).
+//! writable ones (FAISS; Kendra is read-only). Adding and removing documents is a grant of its
+//! own (`write_stores`): a key that may search a store, and so sees its document ids in every
+//! passage, still cannot delete them without it.
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{Deleted, ErrorMessage, StoreList};
 use crate::registry::Registry;
 
-/// `GET /stores`: every store the caller may use, and the size of the writable ones.
+/// `GET /stores`: every store the caller may read, the size of the writable ones, and
+/// whether the caller may write each.
 #[utoipa::path(
     get,
     path = "/stores",
@@ -34,7 +37,13 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let mut stores = Vec::new();
     for store in registry.stores().filter(|s| caller.may_use_store(&s.name)) {
-        let mut entry = json!({ "name": store.name, "type": store.kind, "writable": store.documents.is_some() });
+        let writable = store.documents.is_some();
+        let mut entry = json!({
+            "name": store.name,
+            "type": store.kind,
+            "writable": writable,
+            "may_write": writable && caller.may_write_store(&store.name),
+        });
         // One store that cannot be counted now (its database is down) is reported as such;
         // the others are still listed.
         if let Some(documents) = &store.documents {
@@ -66,11 +75,16 @@ pub struct AddDocuments {
 /// Most documents one request may carry; larger sets go through `ragway ingest` or several calls.
 const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
 
-/// `POST /stores/{name}/documents`: add or replace documents by id.
+/// `POST /stores/{name}/documents`: add or replace documents by id. Needs the store in the
+/// key's `write_stores`.
 #[utoipa::path(
     post,
     path = "/stores/{name}/documents",
     tag = "stores",
+    description = "Adds documents to a writable store, or replaces them by id. With API keys, the \
+        key needs the store in its `write_stores` (`[[server.auth.keys]]`, or `[server.auth] \
+        write_stores` for keys from `keys_file`): `stores` alone lets it search, not write, and \
+        the 403 says which grant is missing.",
     params(("name" = String, Path, description = "A writable store")),
     request_body = AddDocuments,
     responses(
@@ -88,8 +102,11 @@ pub async fn add(
     Path(name): Path<String>,
     Body(request): Body<AddDocuments>,
 ) -> Result<Json<Value>, ApiError> {
+    // Read-only and unknown stores are refused as such (405, 404) before the key's grant is
+    // looked at: nobody can write them, whatever the key holds.
     caller.check_store(&name)?;
     let store = writable(&registry, &name)?;
+    caller.check_write_store(&name)?;
     let mut errors = Vec::new();
     if request.documents.is_empty() {
         errors.push(FieldError::new(
@@ -130,11 +147,16 @@ pub async fn add(
 }
 
 /// `DELETE /stores/{name}/documents/{id}`: remove a document and its chunks. The id may hold
-/// slashes (ids of ingested files are their relative paths).
+/// slashes (ids of ingested files are their relative paths). Needs the store in the key's
+/// `write_stores`: document ids come back in every search, to any key that may read.
 #[utoipa::path(
     delete,
     path = "/stores/{name}/documents/{id}",
     tag = "stores",
+    description = "Removes a document and its chunks from a writable store. With API keys, the key \
+        needs the store in its `write_stores` (`[[server.auth.keys]]`, or `[server.auth] \
+        write_stores` for keys from `keys_file`): a key that may only search the store sees \
+        document ids in every passage but cannot delete them (403 naming the missing grant).",
     params(
         ("name" = String, Path, description = "A writable store"),
         ("id" = String, Path, description = "The document's id; it may hold slashes"),
@@ -154,6 +176,7 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     caller.check_store(&name)?;
     let store = writable(&registry, &name)?;
+    caller.check_write_store(&name)?;
     if store.delete(&id).await? {
         Ok(Json(json!({ "deleted": id })))
     } else {

@@ -28,6 +28,8 @@ use crate::json::OpenAiBody;
 use crate::limits::bound_stream;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
+use crate::pipeline::Prepared;
+use crate::rate_limit::reservation::{Reservation, cost};
 use crate::registry::Registry;
 use crate::sse::{self, Event};
 
@@ -83,16 +85,28 @@ pub async fn completions(
     }
     caller.check_model(&checked.conversation.llm_name)?;
     caller.check_store(&checked.conversation.vector_search_type)?;
-    if checked.stream {
-        return stream(&registry, checked, caller).await;
+    let Checked {
+        conversation,
+        choices,
+        stream: streamed,
+        include_usage,
+        grounded,
+    } = checked;
+    let prepared = registry.prepare_conversation(conversation).await?;
+    // Held against the key's tokens-per-minute until the answer ends (see `rate_limit`): `n`
+    // choices are `n` calls, each reading the prompt.
+    let reservation = caller
+        .reserve(registry.tokens_needed(&prepared, choices))
+        .await?;
+    if streamed {
+        return stream(&registry, prepared, include_usage, grounded, reservation).await;
     }
-    let prepared = registry.prepare_conversation(checked.conversation).await?;
     let generation_started = std::time::Instant::now();
     let span = registry.chat_span(&prepared);
     // All choices come from one model: a failed choice retries (or falls back) them all.
     let (answers, answered) = registry
         .call_with_fallbacks(&prepared.llm_name, |model| {
-            let calls: Vec<_> = (0..checked.choices)
+            let calls: Vec<_> = (0..choices)
                 .map(|_| {
                     let (model, request) = (model.clone(), prepared.request.clone());
                     async move { model.generate(request).await }
@@ -105,11 +119,15 @@ pub async fn completions(
         .inspect_err(|error| crate::telemetry::failed(&span, error))?;
     crate::telemetry::answered(&span, &registry, &answered);
     let mut usage = Usage::default();
+    // Each choice was a call of its own, prompt included: what the key is charged.
+    let mut charged = 0;
     let choices: Vec<Value> = answers
         .into_iter()
         .enumerate()
         .map(|(index, answer)| {
-            // The prompt is the same for every choice; the answers each cost their own.
+            // The prompt is the same for every choice (OpenAI reports it once); the answers
+            // each cost their own.
+            charged += cost(&answer.usage);
             usage.input_tokens = answer.usage.input_tokens;
             usage.output_tokens += answer.usage.output_tokens;
             let mut message =
@@ -130,7 +148,7 @@ pub async fn completions(
         .collect();
     crate::metrics::generated(&answered.model, generation_started.elapsed(), &usage);
     crate::telemetry::usage(&span, &usage);
-    caller.spend(&usage);
+    reservation.settle(charged).await;
     let mut body = json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -140,7 +158,7 @@ pub async fn completions(
         "usage": usage_json(usage),
         "system_fingerprint": null,
     });
-    if checked.grounded {
+    if grounded {
         body["sources"] = json!(prepared.sources);
     }
     Ok(answered.name_in(axum::Json(body).into_response()))
@@ -153,22 +171,19 @@ pub async fn completions(
 /// request.
 async fn stream(
     registry: &Registry,
-    checked: Checked,
-    caller: Arc<Caller>,
+    prepared: Prepared,
+    include_usage: bool,
+    grounded: bool,
+    reservation: Reservation,
 ) -> Result<Response, OpenAiError> {
-    let prepared = registry.prepare_conversation(checked.conversation).await?;
     let (deltas, answered) = registry.stream(&prepared).await?;
     let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
+    // Charged for what it generates, whether it ends or the client leaves.
+    let deltas = reservation.meter(deltas, registry.prompt_tokens(&prepared));
     let events = Chunks {
-        head: ChunkHead::new(
-            &completion_id(),
-            now(),
-            &answered.model,
-            checked.include_usage,
-        ),
-        sources: checked.grounded.then_some(prepared.sources),
+        head: ChunkHead::new(&completion_id(), now(), &answered.model, include_usage),
+        sources: grounded.then_some(prepared.sources),
         deltas,
-        caller,
         usage: Usage::default(),
         finish: FinishReason::Stop,
         next: Next::Role,
@@ -183,7 +198,6 @@ struct Chunks {
     /// The passages, for the first chunk of a grounded answer.
     sources: Option<Vec<Passage>>,
     deltas: DeltaStream,
-    caller: Arc<Caller>,
     usage: Usage,
     finish: FinishReason,
     next: Next,
@@ -246,7 +260,6 @@ impl Stream for Chunks {
                         this.head.event(&[ChunkChoice::new(call, None)], None, None)
                     }
                     Some(Ok(Delta::Usage(usage))) => {
-                        this.caller.spend(&usage);
                         this.usage = usage;
                         continue;
                     }

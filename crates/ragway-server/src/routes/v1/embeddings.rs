@@ -18,6 +18,7 @@ use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{EmbeddingInput, EmbeddingList, EncodingFormat, OpenAiErrorBody};
+use crate::rate_limit::reservation::cost;
 use crate::registry::Registry;
 
 /// Texts embedded in one request at most (OpenAI's own limit).
@@ -157,6 +158,9 @@ pub async fn embeddings(
         input_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
         output_tokens: 0,
     };
+    // Known before the call: reserved against the key's tokens-per-minute, given back if the
+    // embedder fails.
+    let reservation = caller.reserve(cost(&usage)).await?;
     let span = crate::telemetry::embeddings(model, texts.len(), base64);
     let vectors = model
         .embedder
@@ -167,7 +171,7 @@ pub async fn embeddings(
         .inspect_err(|error| crate::telemetry::failed(&span, error))?;
     crate::telemetry::usage(&span, &usage);
     crate::metrics::tokens(&request.model, &usage);
-    caller.spend(&usage);
+    reservation.settle(cost(&usage)).await;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
