@@ -933,9 +933,10 @@ impl Config {
                     format!("vector_store[{i}].index_id"),
                     &c.index_id,
                 )),
-                VectorStoreConfig::Pgvector(c) => {
-                    secret(format!("vector_store[{i}].dsn"), Some(&c.dsn))
-                }
+                VectorStoreConfig::Pgvector(c) => found.push(EnvReference::secret(
+                    format!("vector_store[{i}].dsn"),
+                    &c.dsn,
+                )),
                 VectorStoreConfig::Faiss(_) => {}
             }
         }
