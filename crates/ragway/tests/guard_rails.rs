@@ -20,7 +20,7 @@ const HASHED_KEY_SHA256: &str = "0510e99f01e40ed075754d89595a354305a5246b5f13a8e
 /// In a keys file.
 const FILE_KEY: &str = "rk-test-file-key-9a1d";
 const FILE_KEY_SHA256: &str = "da796a65d1720520ff8ed80e173efa63cb42462674148d61f39f8c064c6c42b5";
-/// Allowed 5 tokens a minute.
+/// Allowed 100 tokens a minute.
 const THRIFTY_KEY: &str = "rk-test-thrifty";
 const THRIFTY_KEY_SHA256: &str = "5c58847cd2bec3c8dceb5bf895d5cc83cecbadf05480c72259174e3e66eacd48";
 const WRONG_KEY: &str = "rk-test-not-a-key-77aa";
@@ -45,7 +45,7 @@ requests_per_minute = 3
 [[server.auth.keys]]
 name = "thrifty"
 sha256 = "{THRIFTY_KEY_SHA256}"
-tokens_per_minute = 5
+tokens_per_minute = 100
 
 {extra}
 
@@ -290,21 +290,30 @@ async fn a_key_uses_only_its_models_and_stores_and_its_requests_per_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_over_its_tokens_per_minute_waits() {
-    let (_openai, server, _dir) = start("").await;
+async fn tokens_are_reserved_before_the_model_is_called_and_settled_after() {
+    let (openai, server, _dir) = start("").await;
     let thrifty = Key::Bearer(THRIFTY_KEY);
-    // The first answer is admitted and costs more than the 5 tokens allowed per minute.
-    let (status, _, body) =
-        call(&server, "POST", "/generate", Some(&ask("gpt-4o")), &thrifty).await;
+    let chat = |max_tokens: u32| {
+        json!({"model": "gpt-4o", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}]})
+    };
+    // Reserves its prompt (15 bytes: 4 tokens, and 8 around the message) and max_tokens: 72 of
+    // the 100 allowed; the fake answers with 3 prompt and 5 answer tokens, and 8 it costs.
+    let mut first = ask("gpt-4o");
+    first["max_tokens"] = json!(60);
+    let (status, _, body) = call(&server, "POST", "/generate", Some(&first), &thrifty).await;
     assert_eq!(status, 200, "{body}");
     let used = body["usage"]["input_tokens"].as_u64().unwrap()
         + body["usage"]["output_tokens"].as_u64().unwrap();
-    assert!(used > 5, "{body}");
+    assert_eq!(used, 8, "{body}");
+
+    // 9 + 90 more would be 107: a 429 that says why and when, and nothing goes upstream.
+    let upstream = openai.requests().len();
     let (status, headers, body) = call(
         &server,
         "POST",
         "/v1/chat/completions",
-        Some(&chat("gpt-4o")),
+        Some(&chat(90)),
         &thrifty,
     )
     .await;
@@ -315,7 +324,37 @@ async fn a_key_over_its_tokens_per_minute_waits() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("5 tokens per minute"),
+            .contains("100 tokens per minute"),
+        "{body}"
+    );
+    assert_eq!(openai.requests().len(), upstream);
+
+    // 9 + 80 fits beside the 8 the first answer was settled to (not the 72 it reserved).
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(80)),
+        &thrifty,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A request that could never fit says so.
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat(200)),
+        &thrifty,
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this request alone needs"),
         "{body}"
     );
 }

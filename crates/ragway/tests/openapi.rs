@@ -35,6 +35,7 @@ async fn server() -> (
 [[server.auth.keys]]
 name = "schemathesis"
 key = "env::RAGWAY_TEST_API_KEY"
+write_stores = ["faiss"]
 
 [[llm]]
 name = "gpt-4o"
