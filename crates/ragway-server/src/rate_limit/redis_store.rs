@@ -127,6 +127,10 @@ impl RedisStore {
 
     /// [`Self::connect`] with the URL itself.
     pub fn open(url: &str, config: &StateConfig) -> Result<Self, String> {
+        // rediss:// builds its TLS settings with rustls' process-wide crypto provider, which
+        // rustls cannot choose itself while two are compiled in (ring for sqlx, aws-lc-rs for
+        // reqwest): it would panic on the first connection. Whoever installed one first wins.
+        let _already_installed = rustls::crypto::aws_lc_rs::default_provider().install_default();
         // redis' parse errors are fixed sentences; the URL (and its password) is never in them.
         let client = Client::open(url).map_err(|error| format!("not a Redis URL: {error}"))?;
         let timeout = config.redis_timeout();

@@ -292,3 +292,25 @@ async fn hostile_key_names_stay_inside_their_namespaced_expiring_redis_keys() {
         assert!((1..=120_000).contains(&ttl), "{key} expires: {ttl} ms");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_redis_whose_certificate_nobody_vouches_for_is_refused_cleanly() {
+    let redis = RedisServer::start_tls().unwrap_or_else(|error| panic!("{error:#}"));
+    let url = redis.tls_url().unwrap();
+    let store = LimitStore::Redis(Arc::new(
+        RedisStore::open(&url, &state(Unavailable::FailOpen, "ragway")).unwrap(),
+    ));
+    let limit = store.limit("team a", "requests", 1);
+    // rediss:// speaks TLS and checks the certificate: this self-signed one is refused, as an
+    // unreachable Redis (the policy applies), not as a panic or a plain-text fallback.
+    assert!(limit.take(1).await.unwrap().is_none());
+    let check = store.check().await.unwrap();
+    assert_eq!(check.status, "degraded");
+    let detail = check.detail.unwrap();
+    assert!(detail.contains("certificate"), "{detail}");
+    assert_eq!(
+        redis.command("DBSIZE").unwrap().trim(),
+        ":0",
+        "nothing was written"
+    );
+}
