@@ -118,6 +118,13 @@ impl Error {
         }
     }
 
+    /// Whether Postgres cancelled the statement because it ran past `statement_timeout`
+    /// (SQLSTATE 57014, `query_canceled`; ragway cancels no statement itself).
+    pub(crate) fn is_statement_timeout(&self) -> bool {
+        matches!(self, Self::Postgres { source: sqlx::Error::Database(db), .. }
+            if db.code().is_some_and(|code| code == "57014"))
+    }
+
     /// The error as a provider error of `provider` (an embedder's error passes through).
     pub fn into_provider(self, provider: &str) -> ProviderError {
         match self {

@@ -60,6 +60,8 @@ struct Inner {
     embedder_name: String,
     dimension: usize,
     queries: Queries,
+    /// Postgres cancels a statement running longer (`statement_timeout`): a 504, not a 500.
+    statement_timeout: Duration,
 }
 
 /// How the store chunks and indexes, from the config.
@@ -194,7 +196,8 @@ impl PgvectorStore {
                 "statement_timeout",
                 format!(
                     "{}",
-                    (config.statement_timeout_secs * 1000.0).round() as u64
+                    // Never 0, which would be Postgres's "no limit".
+                    (config.statement_timeout_secs * 1000.0).round().max(1.0) as u64
                 ),
             ),
             ("hnsw.ef_search", config.ef_search.to_string()),
@@ -216,6 +219,7 @@ impl PgvectorStore {
                 embedder,
                 embedder_name: config.embedder.clone(),
                 dimension,
+                statement_timeout: Duration::from_secs_f64(config.statement_timeout_secs),
             }),
         })
     }
@@ -454,6 +458,18 @@ impl PgvectorStore {
 }
 
 impl Inner {
+    /// `error` as the callers see it: a statement Postgres cancelled at `statement_timeout` is
+    /// this store not answering in time (504); the rest as [`Error::into_provider`] says.
+    fn provider_error(&self, error: Error) -> ProviderError {
+        if error.is_statement_timeout() {
+            return ProviderError::Timeout {
+                provider: self.provider.clone(),
+                after: self.statement_timeout,
+            };
+        }
+        error.into_provider(&self.provider)
+    }
+
     /// Embeds texts, checking the embedder's answer.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let vectors = self.embedder.embed(texts).await?;
@@ -677,7 +693,7 @@ impl Retriever for PgvectorStore {
     ) -> Result<Vec<Passage>, ProviderError> {
         PgvectorStore::search(self, query, top_k, filter)
             .await
-            .map_err(|e| e.into_provider(&self.inner.provider))
+            .map_err(|e| self.inner.provider_error(e))
     }
 
     async fn ready(&self) -> Result<(), String> {
@@ -690,19 +706,19 @@ impl DocumentStore for PgvectorStore {
     async fn add(&self, documents: Vec<Document>) -> Result<IngestReport, ProviderError> {
         self.add_with_progress(documents, |_| {})
             .await
-            .map_err(|e| e.into_provider(&self.inner.provider))
+            .map_err(|e| self.inner.provider_error(e))
     }
 
     async fn delete(&self, id: &str) -> Result<bool, ProviderError> {
         PgvectorStore::delete(self, id)
             .await
-            .map_err(|e| e.into_provider(&self.inner.provider))
+            .map_err(|e| self.inner.provider_error(e))
     }
 
     async fn stats(&self) -> Result<StoreStats, ProviderError> {
         PgvectorStore::stats(self)
             .await
-            .map_err(|e| e.into_provider(&self.inner.provider))
+            .map_err(|e| self.inner.provider_error(e))
     }
 }
 

@@ -388,6 +388,43 @@ async fn an_outage_is_unavailable_and_recovers_without_reopening() {
 }
 
 #[tokio::test]
+async fn a_statement_past_its_timeout_is_a_timeout_and_the_pool_goes_on() {
+    let pg = Postgres::start().unwrap();
+    let mut config = config("ragway_slow", PgMetric::Cosine);
+    config.statement_timeout_secs = 0.3;
+    let store = open_with(&pg, &config).await;
+    DocumentStore::add(&store, corpus(2)).await.unwrap();
+
+    // Another session holds the table: the search waits on its lock until Postgres cancels it.
+    let mut holder = sql(&pg).await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE ragway_slow.chunks IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let error = Retriever::search(&store, "topic1", 1, &Filter::new())
+        .await
+        .unwrap_err();
+    match &error {
+        ProviderError::Timeout { after, .. } => {
+            assert_eq!(*after, std::time::Duration::from_millis(300));
+        }
+        other => panic!("a cancelled statement is a timeout (504), not {other:?}"),
+    }
+    assert!(error.to_string().contains("pgvector store \"pg\""), "{error}");
+    let error = DocumentStore::add(&store, corpus(3)).await.unwrap_err();
+    assert!(matches!(error, ProviderError::Timeout { .. }), "{error:?}");
+
+    // The lock goes: the same pool answers, and the write that timed out left nothing behind.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let found = Retriever::search(&store, "topic1", 1, &Filter::new())
+        .await
+        .unwrap();
+    assert!(found[0].id.starts_with("doc-1#"), "{found:?}");
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 2);
+}
+
+#[tokio::test]
 async fn concurrent_writers_of_the_same_documents_leave_each_whole() {
     let pg = Postgres::start().unwrap();
     let one = open(&pg, "ragway_writers").await;
