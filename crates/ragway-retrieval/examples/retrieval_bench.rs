@@ -1,19 +1,29 @@
-//! Search latency and throughput of a FAISS store through ragway, for `bench/retrieval.sh`.
+//! Search latency and throughput of a FAISS or pgvector store through ragway, for
+//! `bench/retrieval.sh` and `bench/pgvector.sh`.
 //!
-//! Builds a store of `--n` unit vectors (`--dim` floats; flat or HNSW) with an embedder
-//! that looks vectors up by name, so embedding costs nothing and the figures are FAISS plus
-//! ragway's own work (blocking pool, SQLite rows, passages). It then times `--queries` searches
-//! of `k` neighbours one at a time (latency), with `--concurrency` tasks at once (throughput),
-//! and FAISS alone through ragway's index wrapper; and writes the queries next to the store so
-//! the script can search the same index file with Python's FAISS.
+//! Builds a store of `--n` unit vectors (`--dim` floats; FAISS flat or HNSW, or pgvector's
+//! HNSW) with an embedder that looks vectors up by name, so embedding costs nothing and the
+//! figures are the store plus ragway's own work (FAISS: blocking pool, SQLite rows, passages;
+//! pgvector: the pooled connection, the SQL round trip, rows into passages). Ingest is timed
+//! (chunks/s with that zero-cost embedder: the store's own cost of chunking, writing and
+//! indexing). It then times `--queries` searches of `k` neighbours through `Retriever::search`
+//! one at a time (latency) and with `--concurrency` tasks at once (throughput), and for FAISS
+//! the index alone through ragway's wrapper; and writes the queries next to the store so the
+//! scripts can send the same vectors to Python's FAISS or to Postgres directly.
 //!
 //! The vectors are clustered like real embeddings (`--clusters` centres, each vector a centre
 //! plus noise, cosine about 0.9 to its centre); uniformly random vectors in hundreds of
 //! dimensions have no near neighbours worth the name, which no approximate index handles well.
 //! `--clusters 0` gives uniform vectors.
 //!
+//! pgvector: the store is named `bench` (schema `ragway_bench`), metric inner product, and
+//! reads its DSN from the variable `--dsn-env` names (`postgres://…`); an existing store of
+//! `--n` chunks is reused rather than filled again.
+//!
 //! usage: retrieval_bench --dir DIR [--n 100000] [--dim 384] [--queries 2000] [--k 4]
-//!        [--index flat|hnsw] [--concurrency 2] [--clusters 1000]
+//!        [--store faiss|pgvector] [--index flat|hnsw] [--concurrency 2] [--clusters 1000]
+//!        [--hnsw-m 32 (FAISS) / 16 (pgvector)] [--ef-construction 64] [--ef-search 64]
+//!        [--dsn-env RAGWAY_BENCH_PG_DSN]
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -2,12 +2,15 @@
 //! run: a document written through one is found through the others at once and deleted for
 //! all; `kill -9` in the middle of an ingest leaves no partial document; Postgres stopped makes
 //! `/readyz` and searches 503 while answers without retrieval go on, and its return heals
-//! every replica without a restart.
+//! every replica without a restart. With one Redis too, a key's limit holds once across the
+//! three however it is hammered, and a Redis outage gets the configured policy, counted, until
+//! limits resume by themselves.
 
 use std::time::Duration;
 
 use ragway_testkit::postgres::Postgres;
-use serde_json::json;
+use ragway_testkit::redis::RedisServer;
+use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, Row as _};
 
 use crate::support::{Server, ragway_bin, test_env};
@@ -163,6 +166,180 @@ async fn replicas_share_documents_and_ride_out_a_database_outage() {
         assert_eq!(status, 200, "{found}");
         assert_eq!(ids(&found)[0], "volcanoes#0", "{found}");
     }
+}
+
+/// The limited key's requests a minute, across every replica.
+const LIMIT: usize = 10;
+const LIMITED_KEY: &str = "rk-test-limited-19c4";
+
+/// [`config`] with limits counted in one Redis (`fail_closed` while it is away) and two keys:
+/// `ops` (`RAGWAY_TEST_API_KEY`) may write the store and has no limit; `limited` may read it,
+/// [`LIMIT`] requests a minute.
+fn config_with_redis(openai: &str) -> String {
+    format!(
+        r#"{}
+[server.state]
+redis_url = "env::RAGWAY_TEST_REDIS_URL"
+redis_unavailable = "fail_closed"
+redis_timeout_secs = 2
+
+[[server.auth.keys]]
+name = "ops"
+key = "env::RAGWAY_TEST_API_KEY"
+write_stores = ["pg"]
+
+[[server.auth.keys]]
+name = "limited"
+key = "env::RAGWAY_TEST_LIMITED_KEY"
+requests_per_minute = {LIMIT}
+"#,
+        config(openai)
+    )
+}
+
+/// `POST path` with `key`: (status, body).
+async fn post_as(server: &Server, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    let response = crate::support::client()
+        .post(format!("{}{path}", server.url))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// 3 x [`LIMIT`] answers over the store asked at once with the limited key, spread over the
+/// replicas: the statuses, and the passages of the admitted ones.
+async fn hammer(replicas: &[Server; 3]) -> (Vec<u16>, Vec<Value>) {
+    let ask = json!({"prompt": "where is Etna", "llm_name": "gpt-4o", "vector_search_type": "pg"});
+    let burst = (0..3 * LIMIT).map(|i| post_as(&replicas[i % 3], LIMITED_KEY, "/generate", &ask));
+    let answers = futures::future::join_all(burst).await;
+    let statuses = answers.iter().map(|(status, _)| *status).collect();
+    let sources = answers
+        .into_iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body["sources"].clone())
+        .collect();
+    (statuses, sources)
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_on_one_postgres_and_one_redis_hold_one_limit_per_key() {
+    let pg = Postgres::start().unwrap();
+    let mut redis = RedisServer::start().unwrap_or_else(|error| panic!("{error:#}"));
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let config = config_with_redis(&openai.url());
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let (dsn, redis_url) = (pg.dsn(), redis.url());
+        replicas.push(
+            Server::start_with(&config, move |command| {
+                command
+                    .env(DSN_VAR, dsn)
+                    .env("RAGWAY_TEST_REDIS_URL", redis_url)
+                    .env("RAGWAY_TEST_LIMITED_KEY", LIMITED_KEY);
+            })
+            .await,
+        );
+    }
+    let replicas: [Server; 3] = replicas.try_into().ok().unwrap();
+    let ops = test_env()
+        .into_iter()
+        .find(|(name, _)| *name == "RAGWAY_TEST_API_KEY")
+        .unwrap()
+        .1;
+    let (status, report) = post_as(
+        &replicas[0],
+        &ops,
+        "/stores/pg/documents",
+        &json!({"documents": [{"id": "etna", "text": "Mount Etna is an active volcano on Sicily."}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+
+    // Hammered through all three at once, the key gets its limit once, not once per replica
+    // (each admission is one atomic script in Redis: no slack), and every admitted answer was
+    // grounded in the document written through replica 1.
+    let (statuses, sources) = hammer(&replicas).await;
+    assert_eq!(count(&statuses, 200), LIMIT, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 2 * LIMIT, "{statuses:?}");
+    for found in &sources {
+        assert_eq!(found[0]["id"], "etna#0", "{found}");
+    }
+    let counted = redis
+        .command("HMGET ragway:limit:{requests:limited} c p")
+        .unwrap();
+    assert!(counted.contains(&format!("\r\n{LIMIT}\r\n")), "{counted}");
+
+    // Redis goes away. fail_closed: the limited key gets a 503 naming Redis on every replica,
+    // counted in /metrics; readiness says so; a key with no limit is not held up by Redis.
+    redis.stop();
+    for replica in &replicas {
+        let (status, body) = post_as(
+            replica,
+            LIMITED_KEY,
+            "/search",
+            &json!({"query": "volcano", "vector_search_type": "pg"}),
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("Redis"), "{body}");
+        let (status, body) = post_as(
+            replica,
+            &ops,
+            "/search",
+            &json!({"query": "volcano", "vector_search_type": "pg"}),
+        )
+        .await;
+        assert_eq!(status, 200, "a key without limits needs no Redis: {body}");
+        let (status, ready) = replica.get("/readyz").await;
+        assert_eq!(status, 503, "{ready}");
+        assert!(
+            ready["detail"].as_str().unwrap().contains("redis"),
+            "{ready}"
+        );
+        let metrics = crate::support::client()
+            .get(format!("{}/metrics", replica.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .filter(|line| line.starts_with("ragway_rate_limit_store_unavailable_total{"))
+                .any(|line| !line.ends_with(" 0")),
+            "{metrics}"
+        );
+    }
+
+    // Redis back (empty, as after a failover): every replica is ready again without a
+    // restart, and the limit holds again across the three.
+    redis.resume().unwrap();
+    for replica in &replicas {
+        let mut ready = 0;
+        for _ in 0..100 {
+            (ready, _) = replica.get("/readyz").await;
+            if ready == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(ready, 200, "{}", replica.logs());
+    }
+    // After a failure ragway leaves Redis alone for a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (statuses, _) = hammer(&replicas).await;
+    assert_eq!(count(&statuses, 200), LIMIT, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 2 * LIMIT, "{statuses:?}");
 }
 
 /// Documents whose chunk rows do not match their recorded count: a partial write.

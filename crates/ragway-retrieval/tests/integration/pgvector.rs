@@ -411,7 +411,10 @@ async fn a_statement_past_its_timeout_is_a_timeout_and_the_pool_goes_on() {
         }
         other => panic!("a cancelled statement is a timeout (504), not {other:?}"),
     }
-    assert!(error.to_string().contains("pgvector store \"pg\""), "{error}");
+    assert!(
+        error.to_string().contains("pgvector store \"pg\""),
+        "{error}"
+    );
     let error = DocumentStore::add(&store, corpus(3)).await.unwrap_err();
     assert!(matches!(error, ProviderError::Timeout { .. }), "{error:?}");
 
