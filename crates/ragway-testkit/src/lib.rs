@@ -1,6 +1,7 @@
 //! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks
 //! talk to, a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives, a
-//! real PostgreSQL with pgvector ([`postgres`]) for the shared store's tests, and a real
+//! real PostgreSQL with pgvector ([`postgres`]) for the shared store's tests, with a TLS front
+//! ([`postgres_tls`]), and a real
 //! `redis-server` started on a free port ([`redis`]) for the limits replicas share.
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
@@ -12,6 +13,7 @@ pub mod kendra;
 pub mod openai;
 pub mod otlp;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod redis;
 mod reply;
 mod server;

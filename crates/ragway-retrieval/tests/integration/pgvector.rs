@@ -11,6 +11,7 @@ use ragway_core::{DocumentStore, Embedder, Filter, IngestReport, ProviderError, 
 use ragway_retrieval::ingest::EmbeddedDocument;
 use ragway_retrieval::pgvector::{PgvectorStore, latest_version};
 use ragway_testkit::postgres::Postgres;
+use ragway_testkit::postgres_tls::TlsFront;
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection, Row as _};
 
@@ -498,6 +499,62 @@ async fn embedded_documents_are_copied_without_the_embedder_and_skipped_when_unc
     wrong[0].chunks[0].1.pop();
     let error = store.add_embedded(wrong).await.unwrap_err().to_string();
     assert!(error.contains("384") && error.contains("383"), "{error}");
+}
+
+#[tokio::test]
+async fn tls_is_spoken_and_the_servers_certificate_checked_against_the_ca() {
+    let pg = Postgres::start().unwrap();
+    let front = TlsFront::start(&pg).await.unwrap();
+    let open_through = |dsn: String, ca: Option<std::path::PathBuf>| async move {
+        let mut config = config("ragway_tls", PgMetric::Cosine);
+        config.ssl_root_cert = ca;
+        PgvectorStore::open_with_dsn(&config, &dsn, HashEmbedder::new()).await
+    };
+
+    // verify-full with the CA from the config: the name and the chain are checked, and every
+    // statement (the migration, the pool's) goes over TLS.
+    let store = open_through(
+        front.dsn("localhost", "sslmode=verify-full"),
+        Some(front.ca()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    DocumentStore::add(&store, corpus(2)).await.unwrap();
+    let found = store.search("topic1", 1, &Filter::new()).await.unwrap();
+    assert!(found[0].id.starts_with("doc-1#"), "{found:?}");
+    assert!(front.sessions() >= 2, "{} TLS sessions", front.sessions());
+
+    // The CA named in the DSN instead, and the address the certificate names as an IP.
+    let ca = front.ca().display().to_string();
+    let store = open_through(
+        front.dsn(
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 2);
+
+    // A certificate from a CA nobody named is refused, saying why, before any statement runs.
+    let sessions = front.sessions();
+    let error = open_through(
+        front.dsn("localhost", "sslmode=verify-full"),
+        Some(front.other_ca()),
+    )
+    .await
+    .err()
+    .expect("a certificate from another CA was accepted");
+    let message = error.to_string();
+    assert!(message.contains("certificate"), "{message}");
+    assert_eq!(front.sessions(), sessions, "nothing reached Postgres");
+
+    // require: encrypted, the certificate not checked (libpq's meaning).
+    let store = open_through(front.dsn("localhost", "sslmode=require"), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(DocumentStore::stats(&store).await.unwrap().documents, 2);
 }
 
 #[tokio::test]
