@@ -1,6 +1,6 @@
-# What the bench scripts share, sourced by them: building, starting the fakes and ragway on free
-# loopback ports and stopping them when the script ends. Each sets `pids=()` first, and `bin`
-# (or calls `release_bins`) before starting anything.
+# What the bench scripts share, sourced by them: building, starting the fakes, ragway, and
+# Postgres + Redis on free loopback ports and stopping them when the script ends. Each sets
+# `pids=()` first, and `bin` (or calls `release_bins`) before starting anything.
 
 # release_bins [EXAMPLE...]: sets $bin to the folder of ragway, ragway-fakes and the named
 # ragway-testkit examples: $BIN_DIR if set (prebuilt), else a release build made now.
@@ -16,8 +16,36 @@ release_bins() {
   bin=${CARGO_TARGET_DIR:-target}/release
 }
 
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+state_dir=
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  [ -z "$state_dir" ] || scripts/state-servers.sh stop "$state_dir" 2>/dev/null || true
+}
 trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_state DIR: PostgreSQL + pgvector and Redis (scripts/state-servers.sh) on free loopback
+# ports, over a fresh cluster in DIR, stopped when the script ends. Exports PGPORT, REDIS_PORT,
+# RAGWAY_PG_DSN and RAGWAY_REDIS_URL. Postgres gets shared_buffers = 1 GB, so that a 100k x 384
+# table and its HNSW index (about 400 MB) sit in its own cache, as on a database sized for them
+# (RDS gives shared_buffers a quarter of the memory); the rest is Postgres' defaults.
+start_state() {
+  state_dir=$(realpath -m "$1")
+  export PGPORT REDIS_PORT
+  PGPORT=$(free_port); REDIS_PORT=$(free_port)
+  rm -rf "$state_dir"
+  eval "$(scripts/state-servers.sh start "$state_dir" 2>/dev/null)"
+  python3 - "$PGPORT" <<'PY'
+import sys, pg8000.native
+pg8000.native.Connection("ragway", host="127.0.0.1", port=int(sys.argv[1]),
+                         database="postgres").run("ALTER SYSTEM SET shared_buffers = '1GB'")
+PY
+  scripts/state-servers.sh stop "$state_dir" 2>/dev/null
+  eval "$(scripts/state-servers.sh start "$state_dir" 2>/dev/null)"
+}
 
 # start_fakes OUT_DIR [ragway-fakes options...]: the fakes on free ports; sets $upstream to the
 # OpenAI fake's base URL.

@@ -5,11 +5,14 @@
 # (see the example's docs); HNSW recall@10 against the flat index; then `POST /search` on a
 # running `ragway serve` over the HNSW store (query embedded by all-MiniLM-L6-v2) next to the
 # query embedding alone and FAISS alone, and the server's resident memory with the index and
-# the models loaded.
+# the models loaded. Then bench/pgvector.sh on the same vectors: pgvector next to FAISS and to
+# Postgres queried directly (NO_PGVECTOR=1 skips it).
 #
 #   bench/retrieval.sh [N] [DIM] [QUERIES] [K]        (defaults: 100000 384 2000 4)
 #
 # PROFILE=dev reuses a debug build (dependencies, FAISS and SQLite are optimised there too).
+# Builds the whole workspace (the package selection every build in this tree uses, so that
+# no build re-resolves features and rebuilds dependencies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}; dim=${2:-384}; queries=${3:-2000}; k=${4:-4}
@@ -20,12 +23,14 @@ python3 -c 'import faiss, numpy' 2>/dev/null || {
   echo "Python faiss is needed: scripts/install-deps.sh" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed: cargo install oha --locked" >&2; exit 1; }
 out=bench/out/retrieval; mkdir -p "$out"
+cargo build "${flag[@]}" --quiet --workspace --bins --examples
+pgvector() { [ -n "${NO_PGVECTOR:-}" ] || bench/pgvector.sh "$n" "$dim" "$queries" "$k"; }
 
 for index in flat hnsw; do
   dir="$out/$index-$n-$dim"; mkdir -p "$dir"
   echo "== $index: $n vectors x $dim dims, k=$k, $queries queries, $(nproc) cores"
-  cargo run "${flag[@]}" --quiet -p ragway-retrieval --example retrieval_bench -- \
-    --dir "$dir" --n "$n" --dim "$dim" --queries "$queries" --k "$k" --index "$index" \
+  "$bin/examples/retrieval_bench" --dir "$dir" --n "$n" --dim "$dim" --queries "$queries" \
+    --k "$k" --index "$index" \
     | tee "$dir/ragway.txt" | grep -v '^index file'
   python3 bench/faiss_direct.py "$dir/store/index.faiss" "$dir/queries.f32" "$k" 64 \
     | tee "$dir/direct.txt"
@@ -33,11 +38,9 @@ for index in flat hnsw; do
 done
 python3 bench/recall.py "$out/flat-$n-$dim/store/index.faiss" "$out/hnsw-$n-$dim/store/index.faiss" \
   "$out/flat-$n-$dim/queries.f32" 10 64
-[ "$dim" = 384 ] || exit 0
+[ "$dim" = 384 ] || { pgvector; exit 0; }
 
-# POST /search end to end over the flat store, with the default models loaded.
-cargo build "${flag[@]}" --quiet -p ragway
-cargo build "${flag[@]}" --quiet -p ragway-retrieval --example embed_bench
+# POST /search end to end over the HNSW store, with the default models loaded.
 echo
 echo "== POST /search over the HNSW store ($n chunks), query embedded by all-MiniLM-L6-v2"
 cat > "$out/serve.toml" <<TOML
@@ -94,3 +97,6 @@ print("resident memory of the server (index + MiniLM + SmolLM2 loaded): "
 print("  budget = " + " + ".join(f"{name} {mb:.0f} MB" for name, mb in sizes.items())
       + f" + 150 MB = {budget:.0f} MB")
 PY
+kill "$server"
+echo
+pgvector

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Ingest throughput into pgvector against the FAISS store: the same texts, embedded by the same
+# model (all-MiniLM-L6-v2, ragway's local embedder), through `ragway ingest` into a FAISS store
+# and into a pgvector store (chunks/s as the command reports it: reading, chunking, embedding,
+# writing, indexing; model loading excluded); then the copy path, `ragway ingest --store pg
+# --from-store faiss`, which moves the FAISS store's chunks and vectors into pgvector without
+# embedding again. bench/pgvector.sh gives the stores' own cost apart from embedding (100k
+# vectors, zero-cost embedder).
+#
+#   bench/ingest.sh [DOCS]        (default 512 texts of about 1,000 characters)
+#
+# Starts its own PostgreSQL + pgvector (bench/lib.sh start_state) on free loopback ports and
+# stops it at the end. PROFILE=dev uses a debug build (dependencies optimised).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+docs=${1:-512}
+profile=${PROFILE:-release}
+flag=(--release); bin=${CARGO_TARGET_DIR:-target}/release
+[ "$profile" = dev ] && { flag=(); bin=${CARGO_TARGET_DIR:-target}/debug; }
+python3 -c 'import pg8000' 2>/dev/null || {
+  echo "Python pg8000 is needed: scripts/install-deps.sh" >&2; exit 1; }
+[ -f models/all-MiniLM-L6-v2/model.safetensors ] || {
+  echo "run scripts/fetch-models.sh first" >&2; exit 1; }
+cargo build "${flag[@]}" --quiet --workspace --bins --examples
+out=bench/out/ingest; rm -rf "$out/docs" "$out/faiss" "$out/warm-up"; mkdir -p "$out/docs"
+pids=(); source bench/lib.sh
+start_state "$out/state"
+
+# Deterministic English-like texts of ~1,000 characters from the sample corpus' sentences (as
+# bench/embedding.sh makes them).
+python3 - "$docs" "$out" <<'PY'
+import random, re, sys, pathlib
+count, out = int(sys.argv[1]), pathlib.Path(sys.argv[2])
+text = " ".join(p.read_text() for p in sorted(pathlib.Path("examples/corpus").iterdir()))
+text = re.sub(r"\s+", " ", text)
+sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", re.sub(r"[#*`]", "", text)) if len(s.strip()) > 20]
+rng = random.Random(7)
+for i in range(count):
+    parts = []
+    while sum(len(p) + 1 for p in parts) < 950:
+        parts.append(rng.choice(sentences))
+    (out / "docs" / f"doc-{i:04}.txt").write_text(" ".join(parts)[:1000] + "\n")
+PY
+
+cat > "$out/ingest.toml" <<TOML
+[[embedder]]
+name = "minilm"
+type = "local"
+path = "$PWD/models/all-MiniLM-L6-v2"
+
+[[vector_store]]
+name = "faiss"
+type = "faiss"
+path = "$PWD/$out/faiss"
+embedder = "minilm"
+index = "hnsw"
+
+[[vector_store]]
+name = "warm_up"
+type = "faiss"
+path = "$PWD/$out/warm-up"
+embedder = "minilm"
+
+[[vector_store]]
+name = "pg"
+type = "pgvector"
+dsn = "env::RAGWAY_PG_DSN"
+embedder = "minilm"
+
+[[vector_store]]
+name = "pg_copy"
+type = "pgvector"
+dsn = "env::RAGWAY_PG_DSN"
+embedder = "minilm"
+TOML
+ingest() { RUST_LOG=warn "$bin/ragway" ingest --config "$out/ingest.toml" "$@" 2>/dev/null; }
+# Warm up: the model file into the page cache, the embedder's first run.
+ingest --store warm_up "$out"/docs/doc-000* > /dev/null
+echo "== ingest: $docs texts of ~1,000 characters, all-MiniLM-L6-v2, $(nproc) cores ($profile build)"
+echo "FAISS (HNSW):    $(ingest --store faiss "$out/docs")"
+echo "pgvector (HNSW): $(ingest --store pg "$out/docs")"
+echo "copy FAISS -> pgvector, no embedding: $(ingest --store pg_copy --from-store faiss)"
