@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use aws_types::SdkConfig;
 use ragway_core::config::EmbedderConfig;
-use ragway_core::{BuildError, Embedder};
+use ragway_core::{BuildError, Embedder, ProviderError};
+
+use crate::error::{Error, Result};
 
 /// What embedders share, made once at start-up.
 pub struct Shared<'a> {
@@ -38,4 +40,29 @@ pub fn build(
         }
         EmbedderConfig::Local(c) => Arc::new(local::LocalEmbedder::new(c)?),
     })
+}
+
+/// Embeds `texts` with the store's embedder `name` and checks its answer before anything is
+/// stored or searched with it: one vector per text, each of the store's `dimension`.
+pub(crate) async fn embed_checked(
+    embedder: &dyn Embedder,
+    name: &str,
+    dimension: usize,
+    texts: &[String],
+) -> Result<Vec<Vec<f32>>> {
+    let vectors = embedder.embed(texts).await?;
+    if vectors.len() != texts.len() {
+        return Err(Error::Embed(ProviderError::invalid_response(
+            &format!("embedder \"{name}\""),
+            format!("{} vectors for {} texts", vectors.len(), texts.len()),
+        )));
+    }
+    if let Some(bad) = vectors.iter().find(|v| v.len() != dimension) {
+        return Err(Error::Dimension {
+            what: format!("embedder \"{name}\" output"),
+            expected: dimension,
+            found: bad.len(),
+        });
+    }
+    Ok(vectors)
 }

@@ -472,21 +472,13 @@ impl Inner {
 
     /// Embeds texts, checking the embedder's answer.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let vectors = self.embedder.embed(texts).await?;
-        if vectors.len() != texts.len() {
-            return Err(Error::Embed(ProviderError::invalid_response(
-                &format!("embedder \"{}\"", self.embedder_name),
-                format!("{} vectors for {} texts", vectors.len(), texts.len()),
-            )));
-        }
-        if let Some(bad) = vectors.iter().find(|v| v.len() != self.dimension) {
-            return Err(Error::Dimension {
-                what: format!("embedder \"{}\" output", self.embedder_name),
-                expected: self.dimension,
-                found: bad.len(),
-            });
-        }
-        Ok(vectors)
+        crate::embedder::embed_checked(
+            self.embedder.as_ref(),
+            &self.embedder_name,
+            self.dimension,
+            texts,
+        )
+        .await
     }
 
     /// The stored content hash of each of `ids` the store holds.
