@@ -7,13 +7,15 @@
 # embedding again. bench/pgvector.sh gives the stores' own cost apart from embedding (100k
 # vectors, zero-cost embedder).
 #
-#   bench/ingest.sh [DOCS]        (default 512 texts of about 1,000 characters)
+#   bench/ingest.sh [DOCS] [ROUNDS]    (defaults: 512 texts of about 1,000 characters, 2 rounds)
 #
+# Each round ingests into fresh stores of both kinds, in turn FAISS first and pgvector first, so
+# that neither side always runs on the warmer machine.
 # Starts its own PostgreSQL + pgvector (bench/lib.sh start_state) on free loopback ports and
 # stops it at the end. PROFILE=dev uses a debug build (dependencies optimised).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-docs=${1:-512}
+docs=${1:-512}; rounds=${2:-2}
 profile=${PROFILE:-release}
 flag=(--release); bin=${CARGO_TARGET_DIR:-target}/release
 [ "$profile" = dev ] && { flag=(); bin=${CARGO_TARGET_DIR:-target}/debug; }
@@ -22,7 +24,7 @@ python3 -c 'import pg8000' 2>/dev/null || {
 [ -f models/all-MiniLM-L6-v2/model.safetensors ] || {
   echo "run scripts/fetch-models.sh first" >&2; exit 1; }
 cargo build "${flag[@]}" --quiet --workspace --bins --examples
-out=bench/out/ingest; rm -rf "$out/docs" "$out/faiss" "$out/warm-up"; mkdir -p "$out/docs"
+out=bench/out/ingest; rm -rf "$out/docs" "$out"/faiss* "$out/warm-up"; mkdir -p "$out/docs"
 pids=(); source bench/lib.sh
 start_state "$out/state"
 
@@ -42,41 +44,47 @@ for i in range(count):
     (out / "docs" / f"doc-{i:04}.txt").write_text(" ".join(parts)[:1000] + "\n")
 PY
 
-cat > "$out/ingest.toml" <<TOML
+{ cat <<TOML
 [[embedder]]
 name = "minilm"
 type = "local"
 path = "$PWD/models/all-MiniLM-L6-v2"
 
 [[vector_store]]
-name = "faiss"
-type = "faiss"
-path = "$PWD/$out/faiss"
-embedder = "minilm"
-index = "hnsw"
-
-[[vector_store]]
 name = "warm_up"
 type = "faiss"
 path = "$PWD/$out/warm-up"
 embedder = "minilm"
+TOML
+  for r in $(seq "$rounds"); do cat <<TOML
 
 [[vector_store]]
-name = "pg"
+name = "faiss$r"
+type = "faiss"
+path = "$PWD/$out/faiss$r"
+embedder = "minilm"
+index = "hnsw"
+
+[[vector_store]]
+name = "pg$r"
 type = "pgvector"
 dsn = "env::RAGWAY_PG_DSN"
 embedder = "minilm"
 
 [[vector_store]]
-name = "pg_copy"
+name = "pg_copy$r"
 type = "pgvector"
 dsn = "env::RAGWAY_PG_DSN"
 embedder = "minilm"
 TOML
+  done; } > "$out/ingest.toml"
 ingest() { RUST_LOG=warn "$bin/ragway" ingest --config "$out/ingest.toml" "$@" 2>/dev/null; }
 # Warm up: the model file into the page cache, the embedder's first run.
 ingest --store warm_up "$out"/docs/doc-000* > /dev/null
 echo "== ingest: $docs texts of ~1,000 characters, all-MiniLM-L6-v2, $(nproc) cores ($profile build)"
-echo "FAISS (HNSW):    $(ingest --store faiss "$out/docs")"
-echo "pgvector (HNSW): $(ingest --store pg "$out/docs")"
-echo "copy FAISS -> pgvector, no embedding: $(ingest --store pg_copy --from-store faiss)"
+faiss() { echo "round $1, FAISS (HNSW):    $(ingest --store "faiss$1" "$out/docs")"; }
+pg() { echo "round $1, pgvector (HNSW): $(ingest --store "pg$1" "$out/docs")"; }
+for r in $(seq "$rounds"); do
+  if [ $((r % 2)) = 1 ]; then faiss "$r"; pg "$r"; else pg "$r"; faiss "$r"; fi
+  echo "round $r, copy FAISS -> pgvector, no embedding: $(ingest --store "pg_copy$r" --from-store "faiss$r")"
+done
