@@ -66,6 +66,14 @@ pub struct ServerConfig {
     /// OpenTelemetry traces over OTLP/HTTP; off unless configured.
     #[serde(default)]
     pub tracing: crate::telemetry::TracingConfig,
+    /// The `Host` names the server answers to (a name, `*.domain`, an IP address, or `*`).
+    /// Unset: any with API keys; without keys, loopback names and IP addresses only (see
+    /// [`crate::web`]).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Web origins whose pages may call the API; none unless listed.
+    #[serde(default)]
+    pub cors: crate::web::CorsConfig,
 }
 
 impl ServerConfig {
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             limits: crate::limits::LimitsConfig::default(),
             state: crate::state::StateConfig::default(),
             tracing: crate::telemetry::TracingConfig::default(),
+            allowed_hosts: None,
+            cors: crate::web::CorsConfig::default(),
         }
     }
 }
@@ -987,6 +997,10 @@ impl Config {
         self.server.limits.validate(issues);
         self.server.state.validate(issues);
         self.server.tracing.validate(issues);
+        self.server.cors.validate(issues);
+        if let Some(hosts) = &self.server.allowed_hosts {
+            crate::web::validate_allowed_hosts(hosts, issues);
+        }
         let models: Vec<&str> = self
             .llm
             .iter()

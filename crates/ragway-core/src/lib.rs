@@ -14,6 +14,7 @@ pub mod state;
 pub mod telemetry;
 pub mod traits;
 pub mod types;
+pub mod web;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
 pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};

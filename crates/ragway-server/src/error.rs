@@ -76,6 +76,21 @@ pub enum ApiError {
     )]
     PayloadTooLarge { limit: usize },
 
+    /// A body sent as something other than JSON: browsers send `text/plain` and form bodies to
+    /// any site without asking, so only `application/json` is read.
+    #[error(
+        "request body must be JSON sent with Content-Type: application/json; got {}",
+        .found.as_deref().map_or("no Content-Type".to_owned(), |found| format!("Content-Type: {found}"))
+    )]
+    UnsupportedMediaType { found: Option<String> },
+
+    /// The request names a `Host` this server does not answer to (`[server] allowed_hosts`).
+    #[error(
+        "this server does not answer to the host {host:?}: add it to [server] allowed_hosts \
+         (without API keys, only localhost and IP addresses are answered)"
+    )]
+    HostNotAllowed { host: String },
+
     /// ragway is serving as many requests as `[server.limits] max_in_flight` allows.
     #[error("ragway is serving its limit of {limit} requests at once; retry shortly")]
     Overloaded { limit: usize },
@@ -165,6 +180,8 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            Self::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
+            Self::HostNotAllowed { .. } => (StatusCode::MISDIRECTED_REQUEST, None),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY)),
             Self::LimitsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(LIMITS_RETRY)),
             Self::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
@@ -324,6 +341,18 @@ impl OpenAiError {
                 invalid,
                 None,
                 Some("request_too_large"),
+            ),
+            ApiError::UnsupportedMediaType { .. } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                invalid,
+                None,
+                Some("unsupported_media_type"),
+            ),
+            ApiError::HostNotAllowed { .. } => (
+                StatusCode::MISDIRECTED_REQUEST,
+                invalid,
+                None,
+                Some("host_not_allowed"),
             ),
             ApiError::Overloaded { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

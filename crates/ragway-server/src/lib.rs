@@ -18,6 +18,7 @@ mod routes;
 pub mod shutdown;
 mod sse;
 pub mod telemetry;
+pub mod web;
 
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;

@@ -149,9 +149,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bind,
             insecure_no_auth,
         } => {
-            let config = load(cli.config.as_deref())?;
+            let mut config = load(cli.config.as_deref())?;
             let bind = bind.unwrap_or(config.server.bind);
             check_exposure(bind, &config, insecure_no_auth)?;
+            // Served open on purpose behind something that decides who calls: that something
+            // also decides the names, so the loopback-only default would refuse them all.
+            if insecure_no_auth && !bind.ip().is_loopback() && config.server.allowed_hosts.is_none()
+            {
+                config.server.allowed_hosts = Some(vec!["*".to_owned()]);
+            }
             let registry = Arc::new(Registry::build(&config).await?);
             let listener = tokio::net::TcpListener::bind(bind)
                 .await

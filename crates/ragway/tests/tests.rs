@@ -22,3 +22,4 @@ mod store_grants;
 mod stores;
 mod support;
 mod traces;
+mod web_pages;

@@ -57,6 +57,9 @@ pub enum BadBody {
     /// The body is larger than the server accepts.
     #[response(status = 413)]
     TooLarge(ErrorMessage),
+    /// The body is not sent as `Content-Type: application/json`.
+    #[response(status = 415)]
+    NotJson(ErrorMessage),
     /// The body is not valid JSON, misses a field, or has a value of the wrong type or out of
     /// range; every problem is listed with where it is.
     #[response(status = 422)]
@@ -74,6 +77,9 @@ pub enum OpenAiBadBody {
     /// The body is larger than the server accepts.
     #[response(status = 413)]
     TooLarge(OpenAiErrorBody),
+    /// The body is not sent as `Content-Type: application/json`.
+    #[response(status = 415)]
+    NotJson(OpenAiErrorBody),
 }
 
 /// Failures of the model, embedder or search service behind the route.

@@ -170,7 +170,7 @@ fn every_protected_operation_documents_its_errors_and_needs_a_key() {
             } else {
                 "422"
             };
-            for status in ["413", invalid] {
+            for status in ["413", "415", invalid] {
                 assert!(statuses.contains(status), "{route} lacks {status}");
             }
         }

@@ -27,14 +27,20 @@ use crate::{auth, limits};
 /// The whole API over a built registry; `/readyz` reports `readiness`. `/metrics` is part of
 /// it unless `[server] metrics_bind` puts it on its own address.
 ///
-/// The layers every request passes through (its id and log span, the body limit) wrap the
-/// router as a whole; those that need the route (its metrics, and the API key and in-flight
+/// The layers every request passes through (its id and log span, CORS, the `Host` check, the
+/// body limit) wrap the router as a whole; those that need the route (its metrics, and the API key and in-flight
 /// slot of the routes that do work) are route layers inside it.
 pub fn app(registry: Arc<Registry>, readiness: Readiness) -> impl HttpService {
     let max_body_bytes = registry.server.limits.max_body_bytes;
+    let hosts = Arc::new(crate::web::AllowedHosts::new(&registry.server));
+    let cors = crate::web::cors(&registry.server.cors);
     let router = router(registry, readiness);
+    // CORS first, so that a preflight from an allowed origin is answered as it is; then the
+    // Host check, before anything else about the request is looked at.
     crate::request_id::layer(
         ServiceBuilder::new()
+            .option_layer(cors)
+            .layer(from_fn_with_state(hosts, crate::web::check_host))
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .service(router),
     )
