@@ -13,6 +13,7 @@
 # that neither side always runs on the warmer machine.
 # Starts its own PostgreSQL + pgvector (bench/lib.sh start_state) on free loopback ports and
 # stops it at the end. PROFILE=dev uses a debug build (dependencies optimised).
+# BIN_DIR=DIR uses a prebuilt ragway and DIR/examples/ instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docs=${1:-512}; rounds=${2:-2}
@@ -23,7 +24,8 @@ python3 -c 'import pg8000' 2>/dev/null || {
   echo "Python pg8000 is needed: scripts/install-deps.sh" >&2; exit 1; }
 [ -f models/all-MiniLM-L6-v2/model.safetensors ] || {
   echo "run scripts/fetch-models.sh first" >&2; exit 1; }
-cargo build "${flag[@]}" --quiet --workspace --bins --examples
+if [ -n "${BIN_DIR:-}" ]; then bin=$BIN_DIR  # prebuilt: ragway and examples/
+else cargo build "${flag[@]}" --quiet --workspace --bins --examples; fi
 out=bench/out/ingest; rm -rf "$out/docs" "$out"/faiss* "$out/warm-up"; mkdir -p "$out/docs"
 pids=(); source bench/lib.sh
 start_state "$out/state"

@@ -19,7 +19,7 @@ release_bins() {
 state_dir=
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
-  [ -z "$state_dir" ] || scripts/state-servers.sh stop "$state_dir" 2>/dev/null || true
+  [ -z "$state_dir" ] || { scripts/state-servers.sh stop "$state_dir" 2>/dev/null; rm -rf "$state_dir"; } || true
 }
 trap cleanup EXIT
 
@@ -28,10 +28,10 @@ free_port() {
 }
 
 # start_state DIR: PostgreSQL + pgvector and Redis (scripts/state-servers.sh) on free loopback
-# ports, over a fresh cluster in DIR, stopped when the script ends. Exports PGPORT, REDIS_PORT,
-# RAGWAY_PG_DSN and RAGWAY_REDIS_URL. Postgres gets shared_buffers = 1 GB, so that a 100k x 384
-# table and its HNSW index (about 400 MB) sit in its own cache, as on a database sized for them
-# (RDS gives shared_buffers a quarter of the memory); the rest is Postgres' defaults.
+# ports, over a fresh cluster in DIR, stopped and deleted when the script ends. Exports PGPORT,
+# REDIS_PORT, RAGWAY_PG_DSN and RAGWAY_REDIS_URL. Postgres gets shared_buffers = 1 GB, so that a
+# 100k x 384 table and its HNSW index (about 400 MB) sit in its own cache, as on a database
+# sized for them (RDS gives shared_buffers a quarter of the memory); the rest is its defaults.
 start_state() {
   state_dir=$(realpath -m "$1")
   export PGPORT REDIS_PORT

@@ -22,6 +22,7 @@
 #
 # Needs Python's numpy and pg8000 (scripts/install-deps.sh) and oha (cargo install oha
 # --locked). PROFILE=dev uses a debug build (dependencies optimised), as retrieval.sh.
+# BIN_DIR=DIR uses a prebuilt ragway and DIR/examples/ instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}; dim=${2:-384}; queries=${3:-2000}; k=${4:-4}
@@ -33,7 +34,8 @@ python3 -c 'import numpy, pg8000' 2>/dev/null || {
   echo "Python numpy and pg8000 are needed: scripts/install-deps.sh" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed: cargo install oha --locked" >&2; exit 1; }
 out=bench/out/retrieval; mkdir -p "$out"
-cargo build "${flag[@]}" --quiet --workspace --bins --examples
+if [ -n "${BIN_DIR:-}" ]; then bin=$BIN_DIR  # prebuilt: ragway and examples/
+else cargo build "${flag[@]}" --quiet --workspace --bins --examples; fi
 
 pids=(); source bench/lib.sh
 start_state "$out/pgvector-state"

@@ -13,6 +13,7 @@
 # PROFILE=dev reuses a debug build (dependencies, FAISS and SQLite are optimised there too).
 # Builds the whole workspace (the package selection every build in this tree uses, so that
 # no build re-resolves features and rebuilds dependencies).
+# BIN_DIR=DIR uses a prebuilt ragway and DIR/examples/ instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}; dim=${2:-384}; queries=${3:-2000}; k=${4:-4}
@@ -23,7 +24,8 @@ python3 -c 'import faiss, numpy' 2>/dev/null || {
   echo "Python faiss is needed: scripts/install-deps.sh" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed: cargo install oha --locked" >&2; exit 1; }
 out=bench/out/retrieval; mkdir -p "$out"
-cargo build "${flag[@]}" --quiet --workspace --bins --examples
+if [ -n "${BIN_DIR:-}" ]; then bin=$BIN_DIR  # prebuilt: ragway and examples/
+else cargo build "${flag[@]}" --quiet --workspace --bins --examples; fi
 pgvector() { [ -n "${NO_PGVECTOR:-}" ] || bench/pgvector.sh "$n" "$dim" "$queries" "$k"; }
 
 for index in flat hnsw; do
