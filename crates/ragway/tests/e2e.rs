@@ -71,7 +71,7 @@ async fn the_seed_example_answers_through_bedrock_with_kendra_passages() {
         assert!(source["score"].as_f64().unwrap() > 0.0);
         assert!(
             prompt.contains(&format!(
-                "[{}] {}\n{}",
+                "<passage number=\"{}\" title=\"{}\">\n{}\n</passage>",
                 i + 1,
                 passage.title,
                 passage.content

@@ -142,7 +142,9 @@ async fn chat_completions_answer_in_openais_shape() {
         .as_str()
         .unwrap();
     assert!(
-        prompt.contains(&format!("[1] Qubits\n{QUBIT_TEXT}")),
+        prompt.contains(&format!(
+            "<passage number=\"1\" title=\"Qubits\">\n{QUBIT_TEXT}\n</passage>"
+        )),
         "{prompt}"
     );
     assert!(
