@@ -69,6 +69,14 @@ pub enum Error {
     #[error(transparent)]
     Embed(#[from] ProviderError),
 
+    /// Another process holds a FAISS store's write lock and did not let go in time.
+    #[error("another writer holds the store's write lock ({holder}); try again when it is done")]
+    Locked { path: PathBuf, holder: String },
+
+    /// A FAISS store whose folder cannot be written (an image's, say) was asked to change.
+    #[error("the store's folder is read-only: it can be searched, not written")]
+    ReadOnly,
+
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {message}")]
     Task { message: String },
@@ -132,6 +140,14 @@ impl Error {
             Self::Rejected { message } => ProviderError::Unsupported {
                 provider: provider.to_owned(),
                 message,
+            },
+            error @ Self::ReadOnly => ProviderError::Unsupported {
+                provider: provider.to_owned(),
+                message: error.to_string(),
+            },
+            error @ Self::Locked { .. } => ProviderError::Unavailable {
+                provider: provider.to_owned(),
+                message: error.to_string(),
             },
             Self::Postgres { context, source } if is_outage(&source) => {
                 ProviderError::Unavailable {

@@ -222,3 +222,176 @@ embedder = "titan"
         .count();
     assert_eq!(invoked, 4, "three documents and one query");
 }
+
+/// How many `index-N.faiss` files the store folder holds.
+fn index_files(store: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("index-") && name.ends_with(".faiss"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_and_ingest_writing_one_store_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = config(dir.path(), "http://127.0.0.1:9");
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
+    let server = Server::start(&config_text).await;
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+
+    // The server takes documents one request at a time while `ragway ingest` runs again and
+    // again over a folder that grows (and changes) between runs.
+    let writes = {
+        let url = server.url.clone();
+        tokio::spawn(async move {
+            for i in 0..24 {
+                let text = format!("Server note {i}: the lighthouse keeper logs storm number {i}.");
+                let response = crate::support::client()
+                    .post(format!("{url}/stores/docs/documents"))
+                    .json(&json!({"documents": [{"id": format!("server-{i}"), "text": text}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+            }
+        })
+    };
+    for round in 0..6 {
+        for i in 0..=round {
+            std::fs::write(
+                corpus.join(format!("ingest-{i}.txt")),
+                format!("Ingested page {i}, round {round}: the orchard grows pear variety {i}."),
+            )
+            .unwrap();
+        }
+        let output = tokio::process::Command::new(crate::support::ragway_bin())
+            .args(["ingest", "--store", "docs", "--config"])
+            .arg(&config_path)
+            .arg(&corpus)
+            .envs(test_env())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    writes.await.unwrap();
+
+    // Everything both wrote is there, once, and the server searches the latest index: the
+    // newest document of each writer is found, and one index file is left.
+    let (status, listing) = server.get("/stores").await;
+    assert_eq!(status, 200);
+    assert_eq!(listing["stores"][0]["documents"], 24 + 6, "{listing}");
+    for (query, id) in [
+        ("lighthouse keeper logs storm number 23", "server-23#0"),
+        ("orchard grows pear variety 5", "corpus/ingest-5.txt#0"),
+    ] {
+        let (status, _, found) = server
+            .post(
+                "/search",
+                &json!({"query": query, "vector_search_type": "docs", "top_k": 1}),
+            )
+            .await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(found["passages"][0]["id"], id, "{found}");
+    }
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(index_files(&dir.path().join("docs")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = config(dir.path(), "http://127.0.0.1:9");
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/corpus");
+    let output = std::process::Command::new(crate::support::ragway_bin())
+        .args(["ingest", "--store", "docs", "--config"])
+        .arg(&config_path)
+        .arg(corpus)
+        .envs(test_env())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    // As in an image: nothing in the folder can be written. Root writes anywhere, so the
+    // server runs without the capability that lets it (setpriv, util-linux).
+    let store = dir.path().join("docs");
+    let _ = std::fs::remove_file(store.join("write.lock"));
+    let before = {
+        let mut names: Vec<String> = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let chmod = |mode: &str| {
+        let status = std::process::Command::new("chmod")
+            .args(["-R", mode])
+            .arg(&store)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    chmod("a-w");
+    let server = Server::start_under(
+        &[
+            "setpriv",
+            "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            "--",
+        ],
+        &config_text,
+        |_| {},
+    )
+    .await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}\n{}", server.logs());
+    let (status, _, found) = server
+        .post(
+            "/search",
+            &json!({"query": "What is a qubit?", "vector_search_type": "docs", "top_k": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["passages"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("qubit"),
+        "{found}"
+    );
+    let (status, _, refused) = server
+        .post(
+            "/stores/docs/documents",
+            &json!({"documents": [{"id": "new", "text": "not written"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("read-only"),
+        "{refused}"
+    );
+    let after = {
+        let mut names: Vec<String> = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    chmod("u+w");
+    assert_eq!(before, after, "nothing was created in the folder");
+}

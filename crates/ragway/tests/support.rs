@@ -51,10 +51,27 @@ impl Server {
 
     /// Starts with `adjust` applied to the command after the test environment (to change it).
     pub async fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Server {
+        Self::start_under(&[], config, adjust).await
+    }
+
+    /// Starts the server through `wrapper` (a program and its arguments, which then run
+    /// `ragway serve ...`), e.g. `setpriv` to take a capability away.
+    pub async fn start_under(
+        wrapper: &[&str],
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ragway.toml");
         std::fs::write(&path, config).unwrap();
-        let mut command = Command::new(ragway_bin());
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(ragway_bin());
+                command
+            }
+            None => Command::new(ragway_bin()),
+        };
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--config"])
             .arg(&path)

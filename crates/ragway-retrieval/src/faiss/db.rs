@@ -51,16 +51,35 @@ pub fn open_write(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the database for reading only.
-pub fn open_read(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+/// Opens the database for reading only. In a folder that cannot be written (`immutable`),
+/// SQLite is told the file never changes: it can then read a WAL database without creating
+/// its shared-memory file beside it.
+pub fn open_read(path: &Path, immutable: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        Connection::open_with_flags(
+            format!("file:{}?immutable=1", uri_path(path)),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )?
+    } else {
+        Connection::open_with_flags(path, flags)?
+    };
     conn.busy_timeout(Duration::from_secs(30))?;
     // Searches read a few rows each: map the file rather than read() it page by page.
     conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
     Ok(conn)
+}
+
+/// `path` written for a `file:` URI: the characters a URI gives a meaning to, escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
@@ -431,7 +450,7 @@ mod tests {
         .unwrap();
         assert!(again[0] > other[0]);
 
-        let reader = open_read(&path).unwrap();
+        let reader = open_read(&path, false).unwrap();
         assert_eq!(counts(&reader).unwrap(), (2, 2));
     }
 }

@@ -18,11 +18,14 @@
 //! (the half-written new file is deleted on the next open); a crash after it leaves the new
 //! one. In memory, searches read an immutable snapshot of the index that the writer swaps after
 //! committing, and check that SQLite's committed generation matches it, so a search sees the
-//! rows and the index of one version. Writes are serialised; reads never wait for them.
+//! rows and the index of one version. Writes are serialised, across processes too (the
+//! folder's `write.lock`, held from the transaction to the tidying of old files); reads never
+//! wait for them. A folder that cannot be written is opened for searching only.
 
 pub mod index;
 
 mod db;
+mod lock;
 mod search;
 mod write;
 
@@ -83,6 +86,8 @@ struct Inner {
     writer: Mutex<Option<Connection>>,
     /// Serialises loading versions that another process committed.
     refreshing: Mutex<()>,
+    /// The folder cannot be written (an image's): searched as it is, never changed.
+    read_only: bool,
 }
 
 /// How a store builds and searches its index, from the config.
@@ -201,6 +206,7 @@ impl FaissStore {
             write_turn: tokio::sync::Mutex::new(()),
             writer: Mutex::new(None),
             refreshing: Mutex::new(()),
+            read_only: config.path.join(DB_FILE).exists() && !lock::can_write(&config.path),
         };
         if inner.db_path().exists() {
             inner.load()?;
@@ -519,6 +525,9 @@ impl Inner {
     /// The writing connection, opened on first use if the store exists (another process may
     /// have created it since this one opened it empty).
     fn writer(&self) -> Result<MutexGuard<'_, Option<Connection>>> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if writer.is_none() && self.db_path().exists() {
             *writer = Some(db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?);

@@ -46,7 +46,7 @@ impl Inner {
             .pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => db::open_read(&self.db_path()).map_err(|e| self.sqlite(e))?,
+            None => db::open_read(&self.db_path(), self.read_only).map_err(|e| self.sqlite(e))?,
         };
         Ok(Reader {
             pool: &self.readers,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{
     AdoptReport, Change, INDEX_LINK, Inner, MANIFEST_FILE, Prepared, SearchIndex, Snapshot, db,
-    index, read_vectors,
+    index, lock, read_vectors,
 };
 use crate::error::{Error, Result};
 use crate::ingest::{chunk_text, content_hash, last_of_each_id, read_jsonl};
@@ -39,7 +39,12 @@ impl Inner {
     /// Opens an existing store: checks its settings, loads the committed index, removes what
     /// an interrupted write left behind, and rebuilds the index if the config changed it.
     pub(super) fn load(&self) -> Result<()> {
-        let conn = db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?;
+        let conn = if self.read_only {
+            db::open_read(&self.db_path(), true)
+        } else {
+            db::open_write(&self.db_path())
+        }
+        .map_err(|e| self.sqlite(e))?;
         let meta = |key: &str| db::get_meta(&conn, key).map_err(|e| self.sqlite(e));
         if let Some(version) = meta("format_version")?
             && version.parse::<u32>().ok() != Some(db::FORMAT_VERSION)
@@ -83,6 +88,9 @@ impl Inner {
                 || (self.settings.index == IndexKind::Hnsw
                     && meta("hnsw_m")?.and_then(|m| m.parse().ok()) != Some(self.settings.hnsw_m)));
         let (_, chunks) = db::counts(&conn).map_err(|e| self.sqlite(e))?;
+        if self.read_only {
+            return self.load_as_it_is(generation, chunks, settings_changed);
+        }
         *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
 
         let mut rebuild = settings_changed;
@@ -114,7 +122,49 @@ impl Inner {
                 ..Change::default()
             })?;
         } else {
-            self.tidy(generation);
+            // Under the lock, around the latest version: another process may have committed
+            // one since `generation` was read, and its file must stay.
+            let _lock = lock::acquire(&self.dir, &self.name)?;
+            let latest = match self.writer()?.as_ref() {
+                Some(conn) => db::generation(conn).map_err(|e| self.sqlite(e))?,
+                None => generation,
+            };
+            self.tidy(latest);
+        }
+        Ok(())
+    }
+
+    /// Opens a store whose folder cannot be written: its committed index as it is, with no
+    /// tidying and no rebuild (settings that differ from the ones it was built with are an
+    /// error, since the index cannot be rebuilt here).
+    fn load_as_it_is(&self, generation: u64, chunks: usize, settings_changed: bool) -> Result<()> {
+        if settings_changed {
+            return Err(Error::invalid(
+                &self.dir,
+                format!(
+                    "the folder is read-only and its index was built with other settings than \
+                     the config's (metric {}, index {}); configure the ones it was built with \
+                     (see its {MANIFEST_FILE}), or rebuild it where it can be written",
+                    metric_name(self.settings.metric),
+                    index_name(self.settings.index)
+                ),
+            ));
+        }
+        let wal = self.db_path().with_extension("sqlite3-wal");
+        if fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            tracing::warn!(
+                store = %self.name,
+                "the read-only store has an unmerged write-ahead log ({}); what it holds is \
+                 not seen: copy stores after the writer has closed them",
+                wal.display()
+            );
+        }
+        if generation > 0 {
+            let index = self.load_index(generation, chunks)?;
+            self.publish(Snapshot {
+                generation,
+                index: Some(index),
+            });
         }
         Ok(())
     }
@@ -280,12 +330,19 @@ impl Inner {
     /// Returns the new generation, or `None` when there was nothing to change (the documents to
     /// delete are not there).
     pub(super) fn commit(&self, change: Change) -> Result<Option<u64>> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         let mut writer = self.writer()?;
         if writer.is_none() && change.insert.is_empty() {
             return Ok(None); // nothing stored, nothing to delete
         }
         if writer.is_none() {
             fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        }
+        // Held until the folder is tidied, at the end of this function.
+        let _lock = lock::acquire(&self.dir, &self.name)?;
+        if writer.is_none() {
             *writer = Some(db::open_write(&self.db_path()).map_err(|e| self.sqlite(e))?);
             sync_dir(&self.dir)?;
         }
