@@ -85,12 +85,18 @@ pub enum WritableStore {
 
 impl WritableStore {
     /// Opens the store a `[[vector_store]]` entry describes with its embedder; `None` for a
-    /// read-only kind (Kendra).
+    /// read-only kind (Kendra). With `reindex`, a FAISS store built with other index settings
+    /// than configured is rebuilt with the config's (pgvector follows its config on every
+    /// open).
     pub async fn open(
         config: &VectorStoreConfig,
         embedder: Arc<dyn Embedder>,
+        reindex: bool,
     ) -> Option<Result<Self>> {
         Some(match config {
+            VectorStoreConfig::Faiss(c) if reindex => {
+                faiss::FaissStore::open_reindexing(c, embedder).map(Self::Faiss)
+            }
             VectorStoreConfig::Faiss(c) => faiss::FaissStore::open(c, embedder).map(Self::Faiss),
             VectorStoreConfig::Pgvector(c) => pgvector::PgvectorStore::open(c, embedder)
                 .await

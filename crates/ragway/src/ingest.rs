@@ -21,10 +21,15 @@ pub struct IngestArgs {
     store: String,
     /// Files and folders to read (.txt, .md, .html, .pdf, .jsonl), folders recursively.
     #[arg(
-        required_unless_present_any = ["from_faiss", "from_store"],
+        required_unless_present_any = ["from_faiss", "from_store", "reindex"],
         conflicts_with_all = ["from_faiss", "from_store"]
     )]
     paths: Vec<PathBuf>,
+    /// Rebuild a faiss store's index with the config's metric, index and hnsw_m from its
+    /// stored vectors (no re-embedding). Without it, a store built with other settings than
+    /// the config's is refused, so that two configs cannot rebuild each other's index.
+    #[arg(long)]
+    reindex: bool,
     /// Copy every document of another store (a faiss store) into this one (a pgvector store)
     /// with its chunks and vectors, without re-embedding. Documents already copied are skipped.
     #[arg(long, value_name = "NAME", conflicts_with = "from_faiss")]
@@ -40,7 +45,15 @@ pub struct IngestArgs {
 }
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
-    let store = open_store(config, &args.store).await?;
+    let store = open_store(config, &args.store, args.reindex).await?;
+    if args.reindex
+        && args.paths.is_empty()
+        && args.from_store.is_none()
+        && args.from_faiss.is_none()
+    {
+        println!("\"{}\" is indexed with the config's settings", args.store);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(source) = &args.from_store {
         return copy_store(config, source, &args.store, &store).await;
     }
@@ -153,7 +166,7 @@ async fn copy_store(
     let WritableStore::Pgvector(into) = store else {
         bail!("--from-store copies into a pgvector store; \"{target}\" is not one");
     };
-    let WritableStore::Faiss(from) = open_store(config, source).await? else {
+    let WritableStore::Faiss(from) = open_store(config, source, false).await? else {
         bail!("--from-store copies from a faiss store; \"{source}\" is not one");
     };
     let started = Instant::now();
@@ -193,7 +206,7 @@ async fn copy_store(
 
 /// Opens the named writable store with its embedder, without building the rest of the config
 /// (no chat model is loaded to ingest).
-async fn open_store(config: &Config, name: &str) -> Result<WritableStore> {
+async fn open_store(config: &Config, name: &str, reindex: bool) -> Result<WritableStore> {
     let Some(store) = config.vector_store.iter().find(|s| s.name() == name) else {
         let names: Vec<&str> = config.vector_store.iter().map(|s| s.name()).collect();
         bail!(
@@ -230,7 +243,7 @@ async fn open_store(config: &Config, name: &str) -> Result<WritableStore> {
         aws: aws.as_ref(),
     };
     let embedder = ragway_retrieval::embedder::build(embedder_config, &shared)?;
-    match WritableStore::open(store, Arc::clone(&embedder)).await {
+    match WritableStore::open(store, Arc::clone(&embedder), reindex).await {
         Some(opened) => Ok(opened.with_context(|| format!("opening vector_store \"{name}\""))?),
         None => bail!(
             "vector_store \"{name}\" is a {} store, which is read-only; ingest works on faiss and pgvector stores: {}",

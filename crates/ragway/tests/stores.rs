@@ -148,6 +148,55 @@ fn ingest_reads_a_folder_and_skips_it_when_unchanged() {
         String::from_utf8_lossy(&second.stdout)
     );
 
+    // Another config's settings are refused, naming both; --reindex rebuilds with them.
+    let l2 = dir.path().join("l2.toml");
+    std::fs::write(
+        &l2,
+        config(dir.path(), "http://127.0.0.1:9").replacen(
+            "embedder = \"minilm\"\n",
+            "embedder = \"minilm\"\nmetric = \"l2\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::ragway_bin())
+            .args([
+                "ingest",
+                "--config",
+                l2.to_str().unwrap(),
+                "--store",
+                "docs",
+            ])
+            .args(args)
+            .envs(test_env())
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[corpus]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("metric inner_product")
+            && stderr.contains("metric l2")
+            && stderr.contains("--reindex"),
+        "{stderr}"
+    );
+    let reindexed = run(&["--reindex"]);
+    assert!(
+        reindexed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reindexed.stderr)
+    );
+    let manifest = std::fs::read_to_string(dir.path().join("docs/manifest.json")).unwrap();
+    assert!(manifest.contains("\"metric\": \"l2\""), "{manifest}");
+    let again = run(&[corpus]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("3 unchanged"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
     let kendra = std::process::Command::new(crate::support::ragway_bin())
         .args([
             "ingest",

@@ -172,10 +172,26 @@ impl FaissStore {
     /// Opens the store in `config.path`; a folder that does not exist yet is an empty store,
     /// created by the first write.
     ///
-    /// Fails when the store holds vectors of another dimension than the embedder makes. When the
-    /// configured metric, index type or HNSW `m` differ from the stored index, the index is
-    /// rebuilt from the stored vectors (a new generation; no re-embedding).
+    /// Fails when the store holds vectors of another dimension than the embedder makes, or was
+    /// built with another metric, index type or HNSW `m` than configured (naming both): a
+    /// server and `ragway ingest` with different configs must not rebuild each other's index.
+    /// [`Self::open_reindexing`] rebuilds it with the configured settings instead.
     pub fn open(config: &FaissStoreConfig, embedder: Arc<dyn Embedder>) -> Result<Self> {
+        Self::open_with(config, embedder, false)
+    }
+
+    /// [`Self::open`], rebuilding the index from the stored vectors (a new generation; no
+    /// re-embedding) when the configured metric, index type or HNSW `m` differ from the
+    /// store's: `ragway ingest --reindex`.
+    pub fn open_reindexing(config: &FaissStoreConfig, embedder: Arc<dyn Embedder>) -> Result<Self> {
+        Self::open_with(config, embedder, true)
+    }
+
+    fn open_with(
+        config: &FaissStoreConfig,
+        embedder: Arc<dyn Embedder>,
+        reindex: bool,
+    ) -> Result<Self> {
         let dimension = embedder.dimension();
         if dimension == 0 {
             return Err(Error::invalid(
@@ -209,7 +225,7 @@ impl FaissStore {
             read_only: config.path.join(DB_FILE).exists() && !lock::can_write(&config.path),
         };
         if inner.db_path().exists() {
-            inner.load()?;
+            inner.load(reindex)?;
         }
         Ok(Self {
             inner: Arc::new(inner),

@@ -37,8 +37,9 @@ struct Manifest<'a> {
 
 impl Inner {
     /// Opens an existing store: checks its settings, loads the committed index, removes what
-    /// an interrupted write left behind, and rebuilds the index if the config changed it.
-    pub(super) fn load(&self) -> Result<()> {
+    /// an interrupted write left behind, and, when `reindex`, rebuilds the index if the config
+    /// changed its settings (otherwise a change is an error).
+    pub(super) fn load(&self, reindex: bool) -> Result<()> {
         let conn = if self.read_only {
             db::open_read(&self.db_path(), true)
         } else {
@@ -82,14 +83,50 @@ impl Inner {
             );
         }
         let generation = db::generation(&conn).map_err(|e| self.sqlite(e))?;
+        let built = (
+            meta("metric")?.unwrap_or_default(),
+            meta("index")?.unwrap_or_default(),
+            meta("hnsw_m")?.unwrap_or_default(),
+        );
         let settings_changed = generation > 0
-            && (meta("metric")?.as_deref() != Some(metric_name(self.settings.metric))
-                || meta("index")?.as_deref() != Some(index_name(self.settings.index))
+            && (built.0 != metric_name(self.settings.metric)
+                || built.1 != index_name(self.settings.index)
                 || (self.settings.index == IndexKind::Hnsw
-                    && meta("hnsw_m")?.and_then(|m| m.parse().ok()) != Some(self.settings.hnsw_m)));
+                    && built.2.parse().ok() != Some(self.settings.hnsw_m)));
         let (_, chunks) = db::counts(&conn).map_err(|e| self.sqlite(e))?;
+        if settings_changed && !reindex {
+            let m = |index: &str, m: &str| {
+                if index == "hnsw" {
+                    format!(" (hnsw_m {m})")
+                } else {
+                    String::new()
+                }
+            };
+            return Err(Error::invalid(
+                &self.dir,
+                format!(
+                    "the store's index was built with metric {}, index {}{}, but the config \
+                     says metric {}, index {}{}: configure the settings it was built with, or \
+                     rebuild its index with the config's from the stored vectors: ragway \
+                     ingest --store {} --reindex",
+                    built.0,
+                    built.1,
+                    m(&built.1, &built.2),
+                    metric_name(self.settings.metric),
+                    index_name(self.settings.index),
+                    m(
+                        index_name(self.settings.index),
+                        &self.settings.hnsw_m.to_string()
+                    ),
+                    self.name
+                ),
+            ));
+        }
         if self.read_only {
-            return self.load_as_it_is(generation, chunks, settings_changed);
+            if settings_changed {
+                return Err(Error::ReadOnly); // --reindex, where nothing can be rebuilt
+            }
+            return self.load_as_it_is(generation, chunks);
         }
         *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
 
@@ -135,21 +172,8 @@ impl Inner {
     }
 
     /// Opens a store whose folder cannot be written: its committed index as it is, with no
-    /// tidying and no rebuild (settings that differ from the ones it was built with are an
-    /// error, since the index cannot be rebuilt here).
-    fn load_as_it_is(&self, generation: u64, chunks: usize, settings_changed: bool) -> Result<()> {
-        if settings_changed {
-            return Err(Error::invalid(
-                &self.dir,
-                format!(
-                    "the folder is read-only and its index was built with other settings than \
-                     the config's (metric {}, index {}); configure the ones it was built with \
-                     (see its {MANIFEST_FILE}), or rebuild it where it can be written",
-                    metric_name(self.settings.metric),
-                    index_name(self.settings.index)
-                ),
-            ));
-        }
+    /// tidying and no rebuild.
+    fn load_as_it_is(&self, generation: u64, chunks: usize) -> Result<()> {
         let wal = self.db_path().with_extension("sqlite3-wal");
         if fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             tracing::warn!(
@@ -180,6 +204,24 @@ impl Inner {
                 expected: self.dimension,
                 found: info.dimension,
             });
+        }
+        // A file of another metric or kind than the store's (put there by hand, or by a
+        // writer with another config) would answer with meaningless scores: refuse it.
+        let kind = match self.settings.index {
+            IndexKind::Flat => index::IndexType::Flat,
+            IndexKind::Hnsw => index::IndexType::Hnsw,
+        };
+        if info.metric != self.settings.metric || info.index_type != kind {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "holds a {:?} index of metric {}, but the store is a {} index of metric {}",
+                    info.index_type,
+                    metric_name(info.metric),
+                    index_name(self.settings.index),
+                    metric_name(self.settings.metric)
+                ),
+            ));
         }
         if info.ntotal != chunks as u64 {
             return Err(Error::invalid(

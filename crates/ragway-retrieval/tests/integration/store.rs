@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ragway_core::config::{IndexKind, Metric, VectorStoreConfig};
 use ragway_core::{Document, DocumentStore, Embedder, Filter, IngestReport};
-use ragway_retrieval::faiss::{INDEX_LINK, MANIFEST_FILE};
+use ragway_retrieval::faiss::{FaissStore, INDEX_LINK, MANIFEST_FILE};
 use ragway_retrieval::ingest::Phase;
 
 use crate::support::{HashEmbedder, config, doc, open, topic_text};
@@ -208,7 +208,7 @@ async fn metadata_filters_select_documents() {
 }
 
 #[tokio::test]
-async fn reopening_finds_everything_and_a_config_change_rebuilds_the_index() {
+async fn reopening_finds_everything_and_other_settings_are_refused_until_reindexed() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path(), Metric::InnerProduct, IndexKind::Flat);
@@ -221,8 +221,31 @@ async fn reopening_finds_everything_and_a_config_change_rebuilds_the_index() {
     let generation = check.generation;
     drop(store);
 
-    // Switching to HNSW rebuilds from the stored vectors, without the embedder's help.
-    let store = open(dir.path(), Metric::L2, IndexKind::Hnsw);
+    // A config with other settings (another process's, say) is refused, naming both, and
+    // leaves the store as it was.
+    let Err(error) = FaissStore::open(
+        &config(dir.path(), Metric::L2, IndexKind::Hnsw),
+        HashEmbedder::new(),
+    ) else {
+        panic!("a store built with other settings was opened");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("metric inner_product, index flat")
+            && message.contains("metric l2, index hnsw (hnsw_m 16)")
+            && message.contains("--reindex"),
+        "{message}"
+    );
+    let store = open(dir.path(), Metric::InnerProduct, IndexKind::Flat);
+    assert_eq!(store.check().unwrap().generation, generation);
+    drop(store);
+
+    // Reindexing switches to HNSW from the stored vectors, without the embedder's help.
+    let store = FaissStore::open_reindexing(
+        &config(dir.path(), Metric::L2, IndexKind::Hnsw),
+        HashEmbedder::new(),
+    )
+    .unwrap();
     let check = store.check().unwrap();
     assert_eq!(check.generation, generation + 1);
     assert!(check.is_consistent(), "{check:?}");
@@ -235,6 +258,20 @@ async fn reopening_finds_everything_and_a_config_change_rebuilds_the_index() {
         serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap()).unwrap();
     assert_eq!(manifest["index"], "hnsw");
     assert_eq!(manifest["metric"], "l2");
+    drop(store);
+
+    // An index file of another metric put in place of the committed one is not searched
+    // with the store's: the store rebuilds its own from the stored vectors.
+    let committed = dir.path().join(format!("index-{}.faiss", generation + 1));
+    let foreign = tempfile::tempdir().unwrap();
+    let other = open(foreign.path(), Metric::InnerProduct, IndexKind::Hnsw);
+    DocumentStore::add(&other, corpus(20)).await.unwrap();
+    std::fs::copy(other.index_file().unwrap(), &committed).unwrap();
+    let store = open(dir.path(), Metric::L2, IndexKind::Hnsw);
+    let check = store.check().unwrap();
+    assert_eq!(check.generation, generation + 2, "rebuilt: {check:?}");
+    assert!(check.is_consistent(), "{check:?}");
+    assert!(!committed.exists(), "the foreign file was tidied away");
 }
 
 #[tokio::test]
