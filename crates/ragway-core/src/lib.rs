@@ -14,6 +14,7 @@ pub mod state;
 pub mod telemetry;
 pub mod traits;
 pub mod types;
+pub mod upstream;
 pub mod web;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};

@@ -11,6 +11,9 @@ use bytes::Bytes;
 use futures::Stream;
 use ragway_core::config::{OpenAiLlmConfig, secs};
 use ragway_core::quiet::QuietTimer;
+use ragway_core::upstream::{
+    CappedError, MAX_COMPLETION_BYTES, MAX_ERROR_BYTES, read_capped, read_prefix,
+};
 use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
     ProviderError, Role, ToolCall, ToolChoice, Usage,
@@ -199,7 +202,8 @@ impl OpenAiChat {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
+        // Only the start of it: an upstream's error body is no reason to hold megabytes.
+        let text = read_prefix(response.bytes_stream(), MAX_ERROR_BYTES).await;
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| {
@@ -224,7 +228,24 @@ impl OpenAiChat {
 impl ChatModel for OpenAiChat {
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.send(&self.body(&request, false), false).await?;
-        let completion: Completion = response.json().await.map_err(|e| self.transport_error(e))?;
+        let body = read_capped(response.bytes_stream(), MAX_COMPLETION_BYTES)
+            .await
+            .map_err(|error| match error {
+                CappedError::TooLarge { limit } => ProviderError::invalid_response(
+                    &self.provider,
+                    format!(
+                        "the answer is larger than {} MiB; not read further",
+                        limit >> 20
+                    ),
+                ),
+                CappedError::Failed(error) => self.transport_error(error),
+            })?;
+        let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::invalid_response(
+                &self.provider,
+                format!("error decoding the answer: {e}"),
+            )
+        })?;
         let choice = completion.choices.into_iter().next().ok_or_else(|| {
             ProviderError::invalid_response(&self.provider, "no choices in the completion")
         })?;

@@ -141,6 +141,92 @@ fn earliest_end(models: &[(String, Duration)]) -> Duration {
     })
 }
 
+/// `message` with anything that looks like a credential replaced by `[redacted]`. Providers'
+/// messages reach callers because the reason helps them (a wrong model name, a context too
+/// long), but some quote what they were given: OpenAI's "Incorrect API key provided:
+/// sk-proj-…", a proxy echoing an `Authorization` header, a URL with a password. Words with a
+/// key's well-known prefix, the word after `Bearer`, and what follows `key=`, `token:` and the
+/// like are dropped; the rest of the sentence stays.
+pub fn redact_credentials(message: &str) -> String {
+    const PREFIXES: [&str; 12] = [
+        "sk-",
+        "sk_",
+        "rk-",
+        "pk-",
+        "AKIA",
+        "ASIA",
+        "ghp_",
+        "gho_",
+        "github_pat_",
+        "xoxb-",
+        "xoxp-",
+        "AIza",
+    ];
+    const NAMES: [&str; 8] = [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "signature",
+        "authorization",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut redact_next = false;
+    let mut rest = message;
+    while !rest.is_empty() {
+        // Words are runs of characters a credential is made of; the rest passes through.
+        let start = rest
+            .find(|c: char| c.is_ascii_alphanumeric() || "-_.~+/=".contains(c))
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.~+/=*".contains(c)))
+            .unwrap_or(rest.len());
+        let whole = &rest[..end];
+        rest = &rest[end..];
+        // A sentence's full stop is not part of the word before it.
+        let word = whole.trim_end_matches('.');
+        let dots = &whole[word.len()..];
+        if word.is_empty() {
+            out.push_str(dots);
+            continue;
+        }
+        let lower = word.to_ascii_lowercase();
+        let redacted = if let Some((name, value)) = word.split_once('=')
+            && NAMES.iter().any(|n| name.to_ascii_lowercase().ends_with(n))
+            && !value.is_empty()
+        {
+            // `key=VALUE` in one word (a query string): keep the name, drop the value.
+            Some(format!("{name}=[redacted]"))
+        } else if (redact_next || PREFIXES.iter().any(|p| word.starts_with(p))) && word.len() >= 8 {
+            Some("[redacted]".to_owned())
+        } else {
+            None
+        };
+        match redacted {
+            Some(replacement) => {
+                out.push_str(&replacement);
+                redact_next = false;
+            }
+            None => {
+                out.push_str(word);
+                // `Bearer X`, `api_key: X`, `token= X`: the next long word is the value (a
+                // name in a sentence, "the token included in ...", has no separator after it).
+                let trimmed = lower.trim_end_matches('=');
+                let separated = word.ends_with('=') || rest.starts_with([':', '=']);
+                redact_next = trimmed == "bearer"
+                    || trimmed == "basic"
+                    || (separated && NAMES.iter().any(|n| trimmed.ends_with(n)));
+            }
+        }
+        out.push_str(dots);
+    }
+    out
+}
+
 /// When a throttled provider gives no hint, clients are asked to wait this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -210,7 +296,7 @@ impl ApiError {
     pub fn detail(&self) -> serde_json::Value {
         match self {
             Self::Validation(errors) => json!(errors),
-            other => json!(other.to_string()),
+            other => json!(redact_credentials(&other.to_string())),
         }
     }
 }
@@ -395,7 +481,7 @@ impl OpenAiError {
                 "The model \"{name}\" does not exist. Models: {}",
                 known.join(", ")
             ),
-            other => other.to_string(),
+            other => redact_credentials(&other.to_string()),
         };
         json!({ "error": {
             "message": message,
@@ -411,5 +497,43 @@ impl IntoResponse for OpenAiError {
         let (status, ..) = self.parts();
         let (_, retry_after) = self.0.status();
         respond(&self.0, status, retry_after, self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_credentials as redact;
+
+    #[test]
+    fn credentials_in_provider_messages_are_redacted_and_the_reason_kept() {
+        assert_eq!(
+            redact(
+                "Incorrect API key provided: sk-proj-abc123XYZ****wxyz. You can find your API \
+                 key at https://platform.openai.com."
+            ),
+            "Incorrect API key provided: [redacted]. You can find your API key at \
+             https://platform.openai.com."
+        );
+        assert_eq!(
+            redact("upstream said: Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.x rejected"),
+            "upstream said: Authorization: Bearer [redacted] rejected"
+        );
+        assert_eq!(
+            redact("GET https://h/v1?api_key=s3cr3tvalue&model=gpt-4o failed"),
+            "GET https://h/v1?api_key=[redacted]&model=gpt-4o failed"
+        );
+        assert_eq!(
+            redact("The security token included in the request is invalid: AKIAIOSFODNN7EXAMPLE"),
+            "The security token included in the request is invalid: [redacted]"
+        );
+        assert_eq!(redact("password: hunter2hunter2"), "password: [redacted]");
+        for plain in [
+            "This model's maximum context length is 8192 tokens. However, you requested 9000 \
+             tokens.",
+            "model gpt-4o-mini does not exist",
+            "The provided model identifier is invalid.",
+        ] {
+            assert_eq!(redact(plain), plain);
+        }
     }
 }

@@ -270,6 +270,53 @@ async fn garbage_is_502_not_retried_and_falls_back_when_it_can() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_enormous_or_revealing_answers_are_cut() {
+    let faults = Faults::start().await;
+    // 20 MB of answer: past the 16 MiB a completion may be, a 502 that says so. ("lonely" has
+    // the default timeout: the fake takes a while to write that much.)
+    faults.main.push(Scripted::Text("x".repeat(20 << 20)));
+    let (status, _, body) = faults.generate("lonely").await;
+    assert_eq!(
+        status,
+        502,
+        "{}",
+        &body.to_string()[..200.min(body.to_string().len())]
+    );
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("larger than 16 MiB"),
+        "{}",
+        &detail[..detail.len().min(300)]
+    );
+    // 4 MB of error message: the caller gets its start, not megabytes.
+    faults.main.push(Scripted::Error {
+        status: 400,
+        kind: "invalid_request_error".into(),
+        message: "y".repeat(4 << 20),
+    });
+    let (status, _, body) = faults.generate("gpt").await;
+    assert_eq!(status, 502);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.len() < 2_000, "{} bytes of detail", detail.len());
+    assert!(detail.contains("yyyy"), "{detail}");
+    // An upstream quoting a credential: the reason reaches the caller, the credential not.
+    faults.main.push(Scripted::Error {
+        status: 401,
+        kind: "invalid_request_error".into(),
+        message: "Incorrect API key provided: sk-proj-Zx81abcdefgh1234. Check your key.".into(),
+    });
+    let (status, _, body) = faults.generate("gpt").await;
+    assert_eq!(status, 502);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Incorrect API key provided: [redacted]. Check your key."),
+        "{detail}"
+    );
+    assert!(!detail.contains("Zx81"), "{detail}");
+    faults.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_slow_first_byte_is_504_within_the_timeout_not_retried() {
     let faults = Faults::start().await;
     faults.main.push(Scripted::Delay(Duration::from_secs(5)));

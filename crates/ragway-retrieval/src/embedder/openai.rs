@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ragway_core::config::{OpenAiEmbedderConfig, secs};
+use ragway_core::upstream::{CappedError, MAX_ERROR_BYTES, read_capped, read_prefix};
 use ragway_core::{BuildError, Embedder, ProviderError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -71,7 +72,7 @@ impl Embedder for OpenAiEmbedder {
         })?;
         let status = response.status();
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
+            let text = read_prefix(response.bytes_stream(), MAX_ERROR_BYTES).await;
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| {
@@ -90,9 +91,26 @@ impl Embedder for OpenAiEmbedder {
                 ProviderError::upstream(&self.provider, Some(status.as_u16()), message)
             });
         }
-        let mut answer: EmbeddingList = response
-            .json()
-            .await
+        // Room for every vector as JSON (a float is at most about 25 characters), and no more.
+        let limit = texts.len() * self.dimensions * 32 + (1 << 20);
+        let body =
+            read_capped(response.bytes_stream(), limit)
+                .await
+                .map_err(|error| match error {
+                    CappedError::TooLarge { limit } => ProviderError::invalid_response(
+                        &self.provider,
+                        format!(
+                            "the answer is larger than {limit} bytes, more than {} vectors of {} \
+                         dimensions take; not read further",
+                            texts.len(),
+                            self.dimensions
+                        ),
+                    ),
+                    CappedError::Failed(error) => {
+                        ProviderError::unreachable(&self.provider, error.to_string())
+                    }
+                })?;
+        let mut answer: EmbeddingList = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::invalid_response(&self.provider, e.to_string()))?;
         answer.data.sort_by_key(|d| d.index);
         if answer.data.len() != texts.len() {
