@@ -33,6 +33,16 @@ pub struct LimitsConfig {
     /// an error event.
     #[serde(default = "default_stream_idle_timeout_secs")]
     pub stream_idle_timeout_secs: f64,
+    /// The longest a client may take to send a request's headers, counted from when ragway
+    /// starts waiting for them: on a new connection, and between the requests of a kept-alive
+    /// one (so it is also how long an idle connection stays open). Past it the connection is
+    /// closed.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: f64,
+    /// Connections open at once; past it a new one is answered 503 (`Retry-After: 1`) and
+    /// closed at once. Keep it below the process's file-descriptor limit (`ulimit -n`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -44,6 +54,8 @@ impl Default for LimitsConfig {
             max_in_flight: default_max_in_flight(),
             request_timeout_secs: default_request_timeout_secs(),
             stream_idle_timeout_secs: default_stream_idle_timeout_secs(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -57,6 +69,11 @@ impl LimitsConfig {
     pub fn stream_idle_timeout(&self) -> Duration {
         Duration::try_from_secs_f64(self.stream_idle_timeout_secs)
             .unwrap_or(Duration::from_secs_f64(default_stream_idle_timeout_secs()))
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.header_read_timeout_secs)
+            .unwrap_or(Duration::from_secs_f64(default_header_read_timeout_secs()))
     }
 
     pub(crate) fn validate(&self, issues: &mut Vec<ConfigIssue>) {
@@ -76,6 +93,7 @@ impl LimitsConfig {
             ("max_prompt_chars", self.max_prompt_chars),
             ("max_tokens", self.max_tokens as usize),
             ("max_in_flight", self.max_in_flight),
+            ("max_connections", self.max_connections),
         ] {
             if value == 0 {
                 issue(name, "must be at least 1".into());
@@ -84,6 +102,7 @@ impl LimitsConfig {
         for (name, value) in [
             ("request_timeout_secs", self.request_timeout_secs),
             ("stream_idle_timeout_secs", self.stream_idle_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
         ] {
             if !(value.is_finite() && value > 0.0 && value <= MAX_TIMEOUT_SECS) {
                 issue(
@@ -117,4 +136,10 @@ fn default_request_timeout_secs() -> f64 {
 }
 fn default_stream_idle_timeout_secs() -> f64 {
     60.0
+}
+fn default_header_read_timeout_secs() -> f64 {
+    10.0
+}
+fn default_max_connections() -> usize {
+    1000
 }

@@ -251,6 +251,11 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// A connection turned away at `[server.limits] max_connections`.
+pub fn connection_refused() {
+    metrics::counter!("ragway_connections_refused_total").increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use futures::executor::block_on;
