@@ -61,9 +61,19 @@ pub use routes::app;
 pub use shutdown::{InFlight, Readiness, Shutdown};
 
 /// Serves only `GET /metrics` on `listener` (`[server] metrics_bind`), until the process ends.
+/// Its connections have the API's default limits: a port of its own is no reason to let a
+/// client hold one forever.
 pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     metrics::install();
-    axum::serve(listener, metrics::router()).await
+    let defaults = ragway_core::limits::LimitsConfig::default();
+    let limits = connections::ConnectionLimits {
+        header_read_timeout: defaults.header_read_timeout(),
+        max_connections: defaults.max_connections,
+    };
+    // Never stopped: it serves until the process ends.
+    let (_never, running) = tokio::sync::watch::channel(false);
+    connections::accept(listener, metrics::router(), limits, running).await;
+    Ok(())
 }
 
 /// Serves the API on `listener` until `signal` completes; then stops accepting connections,
