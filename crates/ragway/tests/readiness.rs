@@ -154,3 +154,47 @@ async fn readyz_fails_while_aws_credentials_do_not_resolve() {
     let (status, _) = server.get("/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// With API keys guarding the API, `/readyz` is the one door anyone may knock on: it says not
+/// ready and which components, never why (credential-chain errors, paths) nor what else is
+/// configured; the reasons are in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_keys_readyz_names_failing_components_and_keeps_the_reasons_in_the_log() {
+    let bedrock = ragway_testkit::bedrock::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-aws-file");
+    let keyed = format!(
+        "[[server.auth.keys]]\nname = \"ops\"\nkey = \"env::RAGWAY_TEST_API_KEY\"\n{}",
+        config(&bedrock.url(), &dir.path().join("docs"))
+    );
+    let server = Server::start_with(&keyed, |command| {
+        command
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", &missing)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &missing);
+    })
+    .await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(
+        ready,
+        json!({
+            "status": "not_ready",
+            "detail": "not ready: llm \"claude\", embedder \"titan\" cannot serve (the server's log says why)",
+            "checks": [
+                {"component": "llm", "name": "claude", "status": "failing"},
+                {"component": "embedder", "name": "titan", "status": "failing"},
+            ],
+        })
+    );
+    let text = ready.to_string();
+    for secret in ["credentials", "no-such-aws-file", "docs"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let logs = server
+        .logs_once_they_contain("AWS credentials do not resolve", Duration::from_secs(5))
+        .await;
+    assert!(logs.contains("claude"), "{logs}");
+}

@@ -211,17 +211,10 @@ async fn while_redis_is_down_the_policy_applies_is_counted_and_limits_resume_aft
     let openai = ragway_testkit::openai::start().await.unwrap();
     let open = replica(&openai, &redis, "fail_open").await;
     let closed = replica(&openai, &redis, "fail_closed").await;
+    // With keys configured /readyz is a public probe: all well, it lists nothing.
     let (status, ready) = open.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
-    let check = ready["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["component"] == "rate_limits")
-        .unwrap_or_else(|| panic!("/readyz lists Redis: {ready}"))
-        .clone();
-    assert_eq!(check["name"], "redis");
-    assert_eq!(check["status"], "ok");
+    assert_eq!(ready, json!({"status": "ready", "checks": []}));
 
     redis.stop();
     // fail_open: every request is let in, past the key's 5 a minute, uncounted...
@@ -257,6 +250,10 @@ async fn while_redis_is_down_the_policy_applies_is_counted_and_limits_resume_aft
         .unwrap()
         .clone();
     assert_eq!(redis_check["status"], "degraded", "{ready}");
+    assert!(
+        redis_check.get("detail").is_none(),
+        "reasons go to the log: {ready}"
+    );
 
     // fail_closed: a clear 503 in each route's shape, and not ready.
     let (status, body) = generate(&closed, TEAM_KEY, ask(20)).await;

@@ -73,10 +73,12 @@ pub struct Health {
 pub struct Ready {
     /// Always "ready".
     pub status: String,
-    pub llm_models: Vec<String>,
-    pub vector_dbs: Vec<String>,
-    pub embedders: Vec<String>,
-    /// Every component's answer.
+    /// The configured names; absent when API keys are configured (this probe is public).
+    pub llm_models: Option<Vec<String>>,
+    pub vector_dbs: Option<Vec<String>>,
+    pub embedders: Option<Vec<String>>,
+    /// Every component's answer; with API keys, only the components that are not well, by
+    /// kind, name and status (the reasons go to the log).
     pub checks: Vec<ComponentCheck>,
 }
 
@@ -85,9 +87,10 @@ pub struct Ready {
 pub struct NotReady {
     /// "shutting_down" or "not_ready".
     pub status: String,
-    /// Why: shutdown, or each failing component and what is wrong.
+    /// Why: shutdown, or each failing component and what is wrong (with API keys, which
+    /// components only: the reasons go to the log).
     pub detail: String,
-    /// Every component's answer (not while shutting down).
+    /// Every component's answer (not while shutting down; with API keys, as in `Ready`).
     pub checks: Option<Vec<ComponentCheck>>,
 }
 

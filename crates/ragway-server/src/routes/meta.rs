@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::openapi::responses::Access;
 use crate::openapi::schemas::{Health, ModelNames, NotReady, Ready, Welcome};
-use crate::registry::Registry;
+use crate::registry::{ComponentCheck, Registry};
 use crate::shutdown::Readiness;
 
 /// `GET /`: the seed's welcome message, plus where to go next.
@@ -67,6 +67,9 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
     }
     let registry = &state.registry;
     let checks = registry.check_components().await;
+    if registry.auth.is_enabled() {
+        return public_readiness(&checks);
+    }
     let failing: Vec<String> = checks
         .iter()
         .filter(|check| check.blocks_readiness())
@@ -105,6 +108,45 @@ pub async fn readyz(State(state): State<ReadyState>) -> (StatusCode, Json<Value>
             "vector_dbs": registry.store_names(),
             "embedders": registry.embedder_names(),
             "checks": checks,
+        })),
+    )
+}
+
+/// `/readyz` when API keys guard everything else: anyone may ask it (load balancers do), so it
+/// says ready or not and which components are not well, by kind and name, and no more; why
+/// they are not (paths, credential-chain errors) goes to the log only.
+fn public_readiness(checks: &[ComponentCheck]) -> (StatusCode, Json<Value>) {
+    let unwell: Vec<&ComponentCheck> = checks.iter().filter(|check| !check.is_ok()).collect();
+    for check in &unwell {
+        tracing::warn!(
+            component = check.component,
+            name = %check.name,
+            status = check.status,
+            detail = check.detail.as_deref().unwrap_or_default(),
+            "component not well"
+        );
+    }
+    let listed: Vec<Value> = unwell
+        .iter()
+        .map(|check| json!({"component": check.component, "name": check.name, "status": check.status}))
+        .collect();
+    let failing: Vec<String> = unwell
+        .iter()
+        .filter(|check| check.blocks_readiness())
+        .map(|check| format!("{} \"{}\"", check.component, check.name))
+        .collect();
+    if failing.is_empty() {
+        return (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": listed})),
+        );
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "not_ready",
+            "detail": format!("not ready: {} cannot serve (the server's log says why)", failing.join(", ")),
+            "checks": listed,
         })),
     )
 }
