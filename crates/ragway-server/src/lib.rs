@@ -91,6 +91,7 @@ pub async fn serve(
         header_read_timeout: registry.server.limits.header_read_timeout(),
         max_connections: registry.server.limits.max_connections,
     };
+    metrics::show_key_names(registry.server.metrics_bind.is_some());
     let readiness = Readiness::new();
     let in_flight = InFlight::new();
     let service = axum::middleware::from_fn_with_state(in_flight.clone(), shutdown::track)

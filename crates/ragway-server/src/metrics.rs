@@ -251,6 +251,25 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether series may name API keys' holders: only when `/metrics` has an address of its own
+/// (`[server] metrics_bind`, an internal port); on the API's port anyone may read it.
+static KEY_NAMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets series name keys' holders (see [`key_label`]); set once at start-up.
+pub fn show_key_names(show: bool) {
+    KEY_NAMES.store(show, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The `key` label of a per-key series: the holder's name when `/metrics` is internal, else
+/// `hidden`.
+pub fn key_label(name: &str) -> String {
+    if KEY_NAMES.load(std::sync::atomic::Ordering::Relaxed) {
+        name.to_owned()
+    } else {
+        "hidden".to_owned()
+    }
+}
+
 /// A connection turned away at `[server.limits] max_connections`.
 pub fn connection_refused() {
     metrics::counter!("ragway_connections_refused_total").increment(1);
@@ -262,6 +281,14 @@ mod tests {
     use ragway_core::FinishReason;
 
     use super::*;
+
+    #[test]
+    fn key_holders_are_named_only_on_an_internal_metrics_address() {
+        show_key_names(true);
+        assert_eq!(key_label("team-a"), "team-a");
+        show_key_names(false);
+        assert_eq!(key_label("team-a"), "hidden");
+    }
 
     /// What `run` recorded, in the text format, through a recorder of its own.
     fn recorded(run: impl FnOnce()) -> String {

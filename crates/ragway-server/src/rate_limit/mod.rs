@@ -334,8 +334,12 @@ impl Limit {
     }
 
     fn refused(&self, message: String, retry_after: Duration) -> ApiError {
-        metrics::counter!("ragway_rate_limited_total", "key" => self.key.clone(), "limit" => self.unit)
-            .increment(1);
+        metrics::counter!(
+            "ragway_rate_limited_total",
+            "key" => crate::metrics::key_label(&self.key),
+            "limit" => self.unit
+        )
+        .increment(1);
         ApiError::RateLimited {
             message,
             retry_after,
