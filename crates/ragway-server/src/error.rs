@@ -296,7 +296,20 @@ impl ApiError {
     pub fn detail(&self) -> serde_json::Value {
         match self {
             Self::Validation(errors) => json!(errors),
-            other => json!(redact_credentials(&other.to_string())),
+            other => json!(other.public_message()),
+        }
+    }
+
+    /// The sentence a caller reads. A failure inside ragway (a store's files, its database)
+    /// names the component and no more: its message holds paths and internals, which go to the
+    /// log. Anything else is told as it is, with credentials redacted.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Provider(ProviderError::Internal { provider, message }) => {
+                tracing::error!(provider = %provider, "internal error: {message}");
+                format!("{provider} failed inside ragway; the server's log says why")
+            }
+            other => redact_credentials(&other.to_string()),
         }
     }
 }
@@ -481,7 +494,7 @@ impl OpenAiError {
                 "The model \"{name}\" does not exist. Models: {}",
                 known.join(", ")
             ),
-            other => redact_credentials(&other.to_string()),
+            other => other.public_message(),
         };
         json!({ "error": {
             "message": message,

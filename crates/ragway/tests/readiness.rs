@@ -107,6 +107,31 @@ async fn readyz_fails_when_a_faiss_store_loses_its_files_under_the_server() {
         .logs_once_they_contain("not ready", Duration::from_secs(5))
         .await;
     assert!(logs.contains("not ready"), "{logs}");
+
+    // With its folder gone too, a write fails inside the store: the caller learns which
+    // store, not its files.
+    std::fs::remove_dir_all(&store).unwrap();
+    let (status, _, failed) = server
+        .post(
+            "/stores/docs/documents",
+            &json!({"documents": [{"id": "b", "text": "Gates act on qubits."}]}),
+        )
+        .await;
+    assert_eq!(status, 500, "{failed}");
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("store \"docs\" failed inside ragway"),
+        "{detail}"
+    );
+    let folder = dir.path().display().to_string();
+    assert!(
+        !detail.contains(&folder) && !detail.contains("sqlite"),
+        "{detail}"
+    );
+    let logs = server
+        .logs_once_they_contain("internal error", Duration::from_secs(5))
+        .await;
+    assert!(logs.contains(&folder), "the log has the details: {logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
