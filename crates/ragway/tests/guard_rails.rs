@@ -304,6 +304,39 @@ async fn a_key_uses_only_its_models_and_stores_and_its_requests_per_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_learns_nothing_about_a_model_it_may_not_use() {
+    let embedder = "[[embedder]]\nname = \"ada\"\ntype = \"openai\"\nmodel = \"text-embedding-3-small\"\nbase_url = \"http://127.0.0.1:9/v1\"\ndimensions = 256\n";
+    let (openai, server, _dir) = start(embedder).await;
+    let team_b = Key::Bearer(HASHED_KEY);
+    // Asking for another size than the embedder makes would say its size: the key may not
+    // use it, so it hears only that.
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/embeddings",
+        Some(&json!({"model": "ada", "input": "x", "dimensions": 7})),
+        &team_b,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.to_string().contains("256"), "{body}");
+    // The same for a chat with a model it may not use and a setting (n) that a model may
+    // refuse: the permission answers first.
+    let mut asked = chat("other");
+    asked["n"] = json!(2);
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&asked),
+        &team_b,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(openai.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_reserved_before_the_model_is_called_and_settled_after() {
     let (openai, server, _dir) = start("").await;
     let thrifty = Key::Bearer(THRIFTY_KEY);

@@ -72,6 +72,10 @@ pub async fn completions(
     OpenAiBody(request): OpenAiBody<CompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     let checked = request.check(&registry.server)?;
+    // The key's permission first: nothing about a model it may not use (its kind, what it can
+    // do) is told before.
+    caller.check_model(&checked.conversation.llm_name)?;
+    caller.check_store(&checked.conversation.vector_search_type)?;
     let llm = registry.llm(&checked.conversation.llm_name)?;
     if checked.choices > 1 && llm.kind == ragway_llm::local::PROVIDER_TYPE {
         return Err(ApiError::BadRequest {
@@ -83,8 +87,6 @@ pub async fn completions(
         }
         .into());
     }
-    caller.check_model(&checked.conversation.llm_name)?;
-    caller.check_store(&checked.conversation.vector_search_type)?;
     let Checked {
         conversation,
         choices,

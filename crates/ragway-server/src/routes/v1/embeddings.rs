@@ -120,6 +120,9 @@ pub async fn embeddings(
             ));
         }
     };
+    // The key's permission first: nothing about a model it may not use (its dimensions) is
+    // told before.
+    caller.check_model(&request.model)?;
     let model = registry
         .embedder(&request.model)
         .ok_or_else(|| ApiError::UnknownEmbedder {
@@ -138,7 +141,6 @@ pub async fn embeddings(
             ),
         ));
     }
-    caller.check_model(&request.model)?;
     crate::metrics::label(&request.model, "");
     let texts = texts(request.input)?;
     let max_chars = registry.server.limits.max_prompt_chars;
