@@ -128,14 +128,7 @@ async fn past_the_connection_cap_a_connection_gets_503_and_service_resumes_after
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()

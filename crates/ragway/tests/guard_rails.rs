@@ -278,14 +278,7 @@ async fn a_key_uses_only_its_models_and_stores_and_its_requests_per_minute() {
         "{body}"
     );
     // Counted, without naming the key's holder: /metrics is on the API's port, open to all.
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("ragway_rate_limited_total{key=\"hidden\",limit=\"requests\"} 1"),
         "{metrics}"

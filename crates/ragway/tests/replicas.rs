@@ -304,14 +304,7 @@ async fn three_replicas_on_one_postgres_and_one_redis_hold_one_limit_per_key() {
             ready["detail"].as_str().unwrap().contains("redis"),
             "{ready}"
         );
-        let metrics = crate::support::client()
-            .get(format!("{}/metrics", replica.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = replica.metrics().await;
         assert!(
             metrics
                 .lines()

@@ -223,14 +223,7 @@ async fn while_redis_is_down_the_policy_applies_is_counted_and_limits_resume_aft
         assert_eq!(status, 200, "{body}");
     }
     // ... and each is counted in /metrics.
-    let metrics = client()
-        .get(format!("{}/metrics", open.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = open.metrics().await;
     let unavailable: f64 = metrics
         .lines()
         .filter(|line| line.starts_with("ragway_rate_limit_store_unavailable_total{"))

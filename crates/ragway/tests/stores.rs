@@ -272,12 +272,21 @@ embedder = "titan"
     assert_eq!(invoked, 4, "three documents and one query");
 }
 
-/// How many `index-N.faiss` files the store folder holds.
-fn index_files(store: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(store)
+/// The names of the files in a folder, sorted.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The `index-N.faiss` files the store folder holds.
+fn index_files(store: &std::path::Path) -> Vec<String> {
+    file_names(store)
+        .into_iter()
         .filter(|name| name.starts_with("index-") && name.ends_with(".faiss"))
         .collect()
 }
@@ -376,15 +385,7 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
     // server runs without the capability that lets it (setpriv, util-linux).
     let store = dir.path().join("docs");
     let _ = std::fs::remove_file(store.join("write.lock"));
-    let before = {
-        let mut names: Vec<String> = std::fs::read_dir(&store)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let before = file_names(&store);
     let chmod = |mode: &str| {
         let status = std::process::Command::new("chmod")
             .args(["-R", mode])
@@ -432,15 +433,7 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
         refused["detail"].as_str().unwrap().contains("read-only"),
         "{refused}"
     );
-    let after = {
-        let mut names: Vec<String> = std::fs::read_dir(&store)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let after = file_names(&store);
     chmod("u+w");
     assert_eq!(before, after, "nothing was created in the folder");
 }

@@ -198,6 +198,18 @@ impl Server {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// `/metrics` as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let response = client()
             .get(format!("{}{path}", self.url))
