@@ -728,3 +728,55 @@ async fn metrics_can_move_to_their_own_address() {
         "the API's address no longer serves /metrics"
     );
 }
+
+/// CPU seconds the process has used so far (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ, 100 on Linux
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedding_batch_nobody_waits_for_stops() {
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2");
+    let config = format!(
+        "[[llm]]\nname = \"m\"\ntype = \"openai\"\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+         [[embedder]]\nname = \"minilm\"\ntype = \"local\"\npath = \"{models}\"\n"
+    );
+    let server = Server::start(&config).await;
+    // 2,048 long inputs: many seconds of work on these cores.
+    let inputs: Vec<String> = (0..2048)
+        .map(|i| format!("passage {i} ") + &"words about many things ".repeat(60))
+        .collect();
+    let gave_up = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/embeddings", server.url))
+        .json(&json!({"model": "minilm", "input": inputs}))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the batch finished within 2 s: make it longer"
+    );
+    // The batch running when the client left may finish; nothing after it starts. A few
+    // seconds later the server is idle: well under a core's worth of CPU over a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cpu_seconds(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_seconds(server.pid()) - before;
+    assert!(
+        used < 0.3,
+        "the server still works for nobody: {used:.2} CPU s in 1 s"
+    );
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+}
