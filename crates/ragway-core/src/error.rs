@@ -49,6 +49,12 @@ pub enum ProviderError {
     /// The request asks for something this provider cannot do.
     #[error("{provider} does not support this request: {message}")]
     Unsupported { provider: String, message: String },
+
+    /// Work ragway runs itself (a local model, a local embedder, a local index) has as many
+    /// jobs waiting as it queues (`[server.limits] max_queued_jobs`): a 503 with `Retry-After`.
+    /// Not a fault of the provider's: no fallback, no cooldown.
+    #[error("{provider} is busy: {message}")]
+    Busy { provider: String, message: String },
 }
 
 impl ProviderError {
@@ -110,6 +116,7 @@ impl ProviderError {
             Self::InvalidResponse { .. } => "invalid_response",
             Self::Internal { .. } => "internal",
             Self::Unsupported { .. } => "unsupported",
+            Self::Busy { .. } => "busy",
         }
     }
 
@@ -125,7 +132,8 @@ impl ProviderError {
             | Self::Unavailable { .. }
             | Self::InvalidResponse { .. }
             | Self::Internal { .. }
-            | Self::Unsupported { .. } => false,
+            | Self::Unsupported { .. }
+            | Self::Busy { .. } => false,
         }
     }
 
@@ -146,7 +154,7 @@ impl ProviderError {
             | Self::Timeout { .. }
             | Self::InvalidResponse { .. }
             | Self::Internal { .. } => true,
-            Self::Unsupported { .. } => false,
+            Self::Unsupported { .. } | Self::Busy { .. } => false,
         }
     }
 
@@ -264,6 +272,15 @@ mod tests {
             (upstream(Some(400)), "upstream_4xx", false, false),
             (upstream(Some(422)), "upstream_4xx", false, false),
             (unsupported, "unsupported", false, false),
+            (
+                ProviderError::Busy {
+                    provider: "p".into(),
+                    message: "m".into(),
+                },
+                "busy",
+                false,
+                false,
+            ),
         ];
         for (error, kind, retryable, fault) in cases {
             assert_eq!(error.kind(), kind, "{error}");

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod config;
+pub mod cpu;
 pub mod deploy;
 pub mod error;
 pub mod limits;

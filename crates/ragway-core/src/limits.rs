@@ -43,6 +43,15 @@ pub struct LimitsConfig {
     /// closed at once. Keep it below the process's file-descriptor limit (`ulimit -n`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// CPU jobs ragway runs at once itself (local embedding batches, FAISS searches, a local
+    /// model's prompt templating); the machine's cores when not set.
+    #[serde(default)]
+    pub cpu_workers: Option<usize>,
+    /// CPU jobs that may wait for a worker, and requests that may wait for each local model's
+    /// generation slots; past it, 503 with `Retry-After` at once. A job whose request has gone
+    /// leaves the queue without running.
+    #[serde(default = "default_max_queued_jobs")]
+    pub max_queued_jobs: usize,
 }
 
 impl Default for LimitsConfig {
@@ -56,6 +65,8 @@ impl Default for LimitsConfig {
             stream_idle_timeout_secs: default_stream_idle_timeout_secs(),
             header_read_timeout_secs: default_header_read_timeout_secs(),
             max_connections: default_max_connections(),
+            cpu_workers: None,
+            max_queued_jobs: default_max_queued_jobs(),
         }
     }
 }
@@ -76,6 +87,11 @@ impl LimitsConfig {
             .unwrap_or(Duration::from_secs_f64(default_header_read_timeout_secs()))
     }
 
+    /// CPU workers: as configured, else the machine's cores.
+    pub fn cpu_workers(&self) -> usize {
+        self.cpu_workers.unwrap_or_else(crate::cpu::default_workers)
+    }
+
     pub(crate) fn validate(&self, issues: &mut Vec<ConfigIssue>) {
         let mut issue = |path: &str, message: String| {
             issues.push(ConfigIssue {
@@ -94,6 +110,7 @@ impl LimitsConfig {
             ("max_tokens", self.max_tokens as usize),
             ("max_in_flight", self.max_in_flight),
             ("max_connections", self.max_connections),
+            ("cpu_workers", self.cpu_workers.unwrap_or(1)),
         ] {
             if value == 0 {
                 issue(name, "must be at least 1".into());
@@ -127,6 +144,9 @@ fn default_max_prompt_chars() -> usize {
 }
 fn default_max_tokens() -> u32 {
     16_384
+}
+fn default_max_queued_jobs() -> usize {
+    crate::cpu::DEFAULT_MAX_QUEUED_JOBS
 }
 fn default_max_in_flight() -> usize {
     1024

@@ -28,11 +28,12 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 use ragway_core::config::LocalLlmConfig;
+use ragway_core::cpu::{Gate, Turn};
 use ragway_core::{
     BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
     ProviderError, Role, Usage,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc as async_mpsc};
+use tokio::sync::mpsc as async_mpsc;
 
 pub const PROVIDER_TYPE: &str = "local";
 
@@ -50,8 +51,9 @@ pub struct LocalChat {
     context_window: u32,
     /// Answer length when the request gives none.
     max_tokens: u32,
-    /// One permit per slot: a request holds one from before it is queued until its slot is done.
-    slots: Arc<Semaphore>,
+    /// One worker per slot: a request holds one from before it is queued until its slot is
+    /// done; at most `[server.limits] max_queued_jobs` requests wait for one.
+    slots: Gate,
     parallel: usize,
     jobs: mpsc::Sender<Job>,
     stats: Arc<Stats>,
@@ -106,7 +108,7 @@ struct Job {
     stop: Vec<String>,
     events: async_mpsc::UnboundedSender<Result<Delta, ProviderError>>,
     /// Released when the job is dropped, that is when its slot is free again.
-    _slot: OwnedSemaphorePermit,
+    _slot: Turn,
 }
 
 impl LocalChat {
@@ -186,7 +188,7 @@ impl LocalChat {
             template,
             context_window,
             max_tokens: config.max_tokens,
-            slots: Arc::new(Semaphore::new(parallel as usize)),
+            slots: Gate::new(parallel as usize, ragway_core::cpu::max_queued_jobs()),
             parallel: parallel as usize,
             jobs,
             stats,
@@ -198,7 +200,7 @@ impl LocalChat {
     pub fn stats(&self) -> LocalStats {
         LocalStats {
             slots: self.parallel,
-            busy_slots: self.parallel - self.slots.available_permits().min(self.parallel),
+            busy_slots: self.slots.busy(),
             generated_tokens: self.stats.generated_tokens.load(Ordering::Relaxed),
             cancelled_requests: self.stats.cancelled.load(Ordering::Relaxed),
         }
@@ -266,16 +268,16 @@ impl ChatModel for LocalChat {
         // Templating and tokenizing are CPU work: off the async runtime like generation.
         let model = Arc::clone(&self.model);
         let template = self.template.clone();
-        let prompt =
-            tokio::task::spawn_blocking(move || prompt_tokens(&model, &template, &messages))
-                .await
-                .map_err(|e| ProviderError::upstream(&self.provider, None, e.to_string()))?
-                .map_err(|e| match e {
-                    PromptError::Nul => self.unsupported("a message contains a NUL character"),
-                    PromptError::Template(message) => {
-                        ProviderError::upstream(&self.provider, None, message)
-                    }
-                })?;
+        let prompt = ragway_core::cpu::run(&self.provider, move || {
+            prompt_tokens(&model, &template, &messages)
+        })
+        .await?
+        .map_err(|e| match e {
+            PromptError::Nul => self.unsupported("a message contains a NUL character"),
+            PromptError::Template(message) => {
+                ProviderError::upstream(&self.provider, None, message)
+            }
+        })?;
         let needed = prompt.len() as u64 + u64::from(max_tokens);
         if needed > u64::from(self.context_window) {
             return Err(self.unsupported(format!(
@@ -287,10 +289,7 @@ impl ChatModel for LocalChat {
             )));
         }
 
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ProviderError::unreachable(&self.provider, "the model was shut down"))?;
+        let slot = self.slots.enter(&self.provider).await?;
         let (events, mut receiver) = async_mpsc::unbounded_channel();
         self.jobs
             .send(Job {

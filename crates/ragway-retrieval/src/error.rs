@@ -65,7 +65,7 @@ pub enum Error {
     #[error("{message}")]
     Schema { message: String },
 
-    /// The embedder failed.
+    /// The embedder failed, or the CPU pool had no room (passed on as it is).
     #[error(transparent)]
     Embed(#[from] ProviderError),
 

@@ -8,6 +8,10 @@
 //! - a request's headers must arrive within `[server.limits] header_read_timeout_secs`,
 //!   counted from when the server starts waiting for them: on a new connection and, between
 //!   requests, on a kept-alive one, so the same limit closes idle keep-alive connections;
+//! - HTTP/2 has no such timer in hyper (its keep-alive pings find dead peers, not idle ones),
+//!   so every connection counts its running requests (a stream until its last byte) and one
+//!   with none for `header_read_timeout_secs` is asked to close (HTTP/2 `GOAWAY`), and cut
+//!   after as long again if it has not closed by then;
 //! - at most `max_connections` are open at once; past it, a new connection is answered `503`
 //!   with `Retry-After: 1` and closed at once, so it costs a descriptor for a moment only and
 //!   the kernel's backlog never fills with connections nobody will serve.
@@ -100,7 +104,19 @@ async fn serve_connection(
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = service.map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
+    let (activity, mut running) = watch::channel(0usize);
+    let activity = Arc::new(activity);
+    let service = service
+        .map_request(|request: hyper::Request<Incoming>| request.map(Body::new))
+        .map_future(move |answer| {
+            let request = Running::start(&activity);
+            async move {
+                let response: axum::response::Response = answer.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| crate::held_body::hold(body, request)),
+                )
+            }
+        });
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -111,7 +127,11 @@ async fn serve_connection(
         .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
     let mut connection = std::pin::pin!(connection);
     let mut stopping = false;
+    // Set when an idle connection was asked to close: HTTP/2's orderly close waits for the
+    // client to answer a ping, and a client that never does is cut at this time.
+    let mut cut_at = None;
     loop {
+        let idle = *running.borrow_and_update() == 0;
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -123,7 +143,45 @@ async fn serve_connection(
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
+            // A request started or ended: the idle time counts from now.
+            Ok(()) = running.changed() => {}
+            () = tokio::time::sleep(limits.header_read_timeout), if idle && !stopping => {
+                tracing::trace!("closing a connection idle for its header-read timeout");
+                stopping = true;
+                cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                connection.as_mut().graceful_shutdown();
+            }
+            () = sleep_until(cut_at), if cut_at.is_some() && idle => {
+                tracing::trace!("cutting an idle connection that did not close when asked");
+                return;
+            }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One request running on a connection, from its headers to its answer's last byte (or its
+/// drop): counted in the connection's `running` while it lives.
+struct Running(Arc<watch::Sender<usize>>);
+
+impl Running {
+    fn start(activity: &Arc<watch::Sender<usize>>) -> Self {
+        activity.send_modify(|running| *running += 1);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|running| *running = running.saturating_sub(1));
     }
 }
 

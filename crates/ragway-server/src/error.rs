@@ -279,7 +279,7 @@ impl ApiError {
                 | ProviderError::Unreachable { .. }
                 | ProviderError::InvalidResponse { .. } => (StatusCode::BAD_GATEWAY, None),
                 ProviderError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
-                ProviderError::Unavailable { .. } => {
+                ProviderError::Unavailable { .. } | ProviderError::Busy { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY))
                 }
                 ProviderError::Throttled { retry_after, .. } => (
@@ -334,6 +334,9 @@ fn respond(
 ) -> Response {
     if status.is_server_error() {
         tracing::warn!(%error, status = status.as_u16(), "request failed upstream");
+    }
+    if let ApiError::Provider(ProviderError::Busy { provider, .. }) = error {
+        metrics::counter!("ragway_busy_total", "component" => provider.clone()).increment(1);
     }
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {

@@ -71,6 +71,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
     ),
 )]
 pub async fn render() -> Response {
+    let cpu = ragway_core::cpu::pool();
+    metrics::gauge!("ragway_cpu_jobs_running").set(cpu.busy() as f64);
+    metrics::gauge!("ragway_cpu_jobs_waiting").set(cpu.waiting() as f64);
     match install() {
         Some(handle) => (
             [(

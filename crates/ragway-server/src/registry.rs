@@ -149,6 +149,11 @@ impl HttpClients {
 impl Registry {
     /// Builds every component, collecting every failure before giving up.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        // Before any component exists: their CPU work runs through this pool.
+        let limits = &config.server.limits;
+        if !ragway_core::cpu::configure(limits.cpu_workers(), limits.max_queued_jobs) {
+            tracing::debug!("the CPU pool was sized before; this build keeps its size");
+        }
         let aws = match aws_region_hint(config) {
             Some(region) => Some(ragway_aws::load_sdk_config(region).await),
             None => None,

@@ -780,3 +780,99 @@ async fn an_embedding_batch_nobody_waits_for_stops() {
     let (status, _) = server.get("/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// Starts a request in the background that the test never waits for (dropped with the task).
+fn background(url: String, body: Value) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = client().post(url).json(&body).send().await;
+    })
+}
+
+/// Asserts a refusal of a full CPU queue: 503, `Retry-After`, in the OpenAI error shape.
+async fn assert_busy(response: reqwest::Response, what: &str) {
+    assert_eq!(response.status(), 503, "{what}");
+    assert!(response.headers().contains_key("retry-after"), "{what}");
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("is busy") && message.contains("server.limits.max_queued_jobs"),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedding_work_past_the_cpu_queue_is_refused_at_once() {
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2");
+    let config = format!(
+        "[server.limits]\ncpu_workers = 1\nmax_queued_jobs = 1\n\n\
+         [[llm]]\nname = \"m\"\ntype = \"openai\"\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+         [[embedder]]\nname = \"minilm\"\ntype = \"local\"\npath = \"{models}\"\n"
+    );
+    let server = Server::start(&config).await;
+    let url = format!("{}/v1/embeddings", server.url);
+    // Two requests of many long inputs take turns on the one worker, batch by batch: one
+    // embeds while the other waits, and that fills the queue.
+    let inputs: Vec<String> = (0..1024)
+        .map(|i| format!("passage {i} ") + &"words about many things ".repeat(60))
+        .collect();
+    let body = json!({"model": "minilm", "input": inputs});
+    let first = background(url.clone(), body.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = background(url.clone(), body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third, even a one-word one, is refused at once instead of queueing behind them.
+    let third = client()
+        .post(&url)
+        .json(&json!({"model": "minilm", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_busy(third, "a third embedding request").await;
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("ragway_busy_total{component=\"local embedder \\\"minilm\\\"\"} 1")
+            && metrics.contains("ragway_cpu_jobs_running 1")
+            && metrics.contains("ragway_cpu_jobs_waiting 1"),
+        "{metrics}"
+    );
+    first.abort();
+    second.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_a_local_models_queue_are_refused_at_once() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let config = format!(
+        "[server.limits]\nmax_queued_jobs = 1\n\n\
+         [[llm]]\nname = \"smollm2\"\ntype = \"local\"\n\
+         path = \"{root}/models/SmolLM2-135M-Instruct.Q4_1.gguf\"\ncontext_window = 4096\nparallel = 1\n"
+    );
+    let server = Server::start(&config).await;
+    let url = format!("{}/v1/chat/completions", server.url);
+    // A long prompt keeps the one slot busy for seconds; the next request waits for it.
+    let long = "The archive lists every shipment by date, port and weight. ".repeat(250);
+    let body = |content: String| {
+        json!({
+            "model": "smollm2",
+            "max_tokens": 400,
+            "messages": [{"role": "user", "content": content}],
+        })
+    };
+    let first = background(url.clone(), body(format!("{long}\nCount from 1 to 500.")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = background(url.clone(), body(format!("{long}\nCount from 1 to 500.")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let third = client()
+        .post(&url)
+        .json(&body("Say hi.".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_busy(third, "a third request to a one-slot model").await;
+    first.abort();
+    second.abort();
+}

@@ -137,18 +137,19 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        // One batch per blocking call: a caller that goes away (a client hanging up, a request
+        // One CPU job per batch: a caller that goes away (a client hanging up, a request
         // timing out) drops this future, and no batch after the one running is started, where
-        // a single call for all the texts ran to its end for nobody.
+        // a single call for all the texts ran to its end for nobody. Each batch queues for the
+        // CPU pool anew, so a long request's batches take turns with others' queries.
         let mut vectors = Vec::with_capacity(texts.len());
         for batch in texts.chunks(self.batch_size) {
             let model = Arc::clone(&self.model);
             let batch = batch.to_vec();
             let batch_size = self.batch_size;
-            let embedded = tokio::task::spawn_blocking(move || model.embed_all(&batch, batch_size))
-                .await
-                .map_err(|e| ProviderError::upstream(&self.provider, None, e.to_string()))?
-                .map_err(|e| ProviderError::upstream(&self.provider, None, e))?;
+            let embedded =
+                ragway_core::cpu::run(&self.provider, move || model.embed_all(&batch, batch_size))
+                    .await?
+                    .map_err(|e| ProviderError::upstream(&self.provider, None, e))?;
             vectors.extend(embedded);
         }
         Ok(vectors)

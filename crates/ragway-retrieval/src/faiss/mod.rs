@@ -275,7 +275,12 @@ impl FaissStore {
     ) -> Result<Vec<Passage>> {
         let inner = self.inner.clone();
         let filter = filter.clone();
-        blocking(move || inner.search_blocking(vector, top_k, &filter)).await
+        // CPU work (the index walk, SQLite reads): it takes its turn in the CPU pool.
+        let provider = self.inner.provider.clone();
+        ragway_core::cpu::run(&provider, move || {
+            inner.search_blocking(vector, top_k, &filter)
+        })
+        .await?
     }
 
     /// Adds or replaces documents, reporting progress; see [`DocumentStore::add`].
