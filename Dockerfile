@@ -1,4 +1,4 @@
-# syntax=docker/dockerfile:1.7
+# syntax=docker/dockerfile:1.7@sha256:a57df69d0ea827fb7266491f2813635de6f17269be881f696fbfdf2d83dda33e
 # ragway's container image: the release binary on Debian slim, running as a non-root user with
 # the default offline models and an optional prebuilt FAISS store. Build it from the repository
 # root after `scripts/fetch-models.sh` (and, for a store, `ragway ingest --store faiss ...`):
@@ -10,11 +10,16 @@
 # RAGWAY_CONFIG at it to serve remote models. crates/ragway/tests/dockerfile.rs checks what
 # this file relies on (copied files exist or are fetched, port, health check, user).
 #
-# Base images are pinned by tag. For byte-for-byte reproducible builds pin them by digest too,
-# e.g. `--build-arg RUST_IMAGE=rust:1.95-bookworm@sha256:...` (the digest that
-# `docker buildx imagetools inspect rust:1.95-bookworm` prints).
-ARG RUST_IMAGE=rust:1.95-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
+# The base images and the frontend in the syntax line are pinned by digest (the multi-platform
+# image index, so --platform still picks its member): a tag moves when the image is rebuilt, a
+# digest does not. These are the indexes the tags pointed to on 2026-09-27 (as BuildKit resolved
+# them in public build logs of that day; no Docker engine resolved them here). To move to newer
+# ones (the base images' own packages get Debian's security fixes only this way), take the
+# "Digest:" line of `docker buildx imagetools inspect IMAGE:TAG` for rust:1.95-bookworm,
+# debian:bookworm-slim and docker/dockerfile:1.7, keeping the tag beside the digest;
+# crates/ragway/tests/dockerfile.rs refuses a base image or frontend without a digest.
+ARG RUST_IMAGE=rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
+ARG RUNTIME_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
 # ---- build: the release binary --------------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder

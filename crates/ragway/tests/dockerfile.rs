@@ -1,5 +1,5 @@
 //! The Dockerfile cannot be built here (no Docker engine), so this checks what it relies on:
-//! pinned base images, every file it copies from the context exists (or is fetched by
+//! base images pinned by digest, every file it copies from the context exists (or is fetched by
 //! scripts/fetch-models.sh) and is not excluded by .dockerignore, the port it exposes is the
 //! one it serves on, and its health check, stop signal, user and command.
 
@@ -116,8 +116,58 @@ fn the_ignore_matcher_reads_rules_as_docker_does() {
     assert!(!ignored("crates/ragway/src/main.rs"));
 }
 
+/// Whether `image` names a tag and an image digest (`name:tag@sha256:<64 hex>`): the digest
+/// fixes the bytes, the tag says which release it is for whoever refreshes it.
+fn pinned_by_digest(image: &str) -> bool {
+    let Some((name, digest)) = image.split_once("@sha256:") else {
+        return false;
+    };
+    let tag = name
+        .rsplit_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|tag| !tag.contains('/'));
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && tag.is_some_and(|tag| !tag.is_empty() && tag != "latest")
+}
+
 #[test]
-fn base_images_are_pinned() {
+fn the_digest_check_refuses_tags_alone_and_malformed_digests() {
+    let digest = "6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1";
+    assert!(pinned_by_digest(&format!(
+        "rust:1.95-bookworm@sha256:{digest}"
+    )));
+    assert!(pinned_by_digest(&format!(
+        "localhost:5000/rust:1.95@sha256:{digest}"
+    )));
+    for image in [
+        "rust:1.95-bookworm".to_owned(),
+        "debian:bookworm-slim@sha256:".to_owned(),
+        format!("rust:1.95-bookworm@sha256:{}", &digest[1..]),
+        format!("rust:1.95-bookworm@sha256:{}", digest.to_uppercase()),
+        format!("rust@sha256:{digest}"),
+        format!("rust:latest@sha256:{digest}"),
+        format!("localhost:5000/rust@sha256:{digest}"),
+    ] {
+        assert!(!pinned_by_digest(&image), "{image}");
+    }
+}
+
+#[test]
+fn base_images_and_the_frontend_are_pinned_by_digest() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let frontend = text
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("# syntax="))
+        .expect("the first line names the Dockerfile frontend");
+    assert!(
+        pinned_by_digest(frontend),
+        "# syntax={frontend} is not pinned by digest"
+    );
+
     let instructions = instructions();
     let defaults: HashMap<String, String> = args_of(&instructions, "ARG")
         .iter()
@@ -125,8 +175,9 @@ fn base_images_are_pinned() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let mut stages = Vec::new();
+    let mut bases = 0;
     for from in args_of(&instructions, "FROM") {
-        let mut words = from.split_whitespace();
+        let mut words = from.split_whitespace().filter(|w| !w.starts_with("--"));
         let image = words.next().unwrap();
         let image = match image.strip_prefix("${").and_then(|i| i.strip_suffix('}')) {
             Some(arg) => defaults
@@ -135,14 +186,10 @@ fn base_images_are_pinned() {
             None => image,
         };
         if !stages.iter().any(|stage| stage == image) {
-            let tag = image
-                .split_once('@')
-                .map_or(image, |(name, _)| name)
-                .rsplit_once(':')
-                .map(|(_, tag)| tag);
+            bases += 1;
             assert!(
-                tag.is_some_and(|tag| tag != "latest") || image.contains("@sha256:"),
-                "FROM {image} is not pinned to a tag or digest"
+                pinned_by_digest(image),
+                "FROM {image} is not pinned by digest (name:tag@sha256:...)"
             );
         }
         if let (Some("AS" | "as"), Some(stage)) = (words.next(), words.next()) {
@@ -150,6 +197,7 @@ fn base_images_are_pinned() {
         }
     }
     assert!(stages.len() >= 2, "multi-stage: {stages:?}");
+    assert!(bases >= 3, "{bases} FROMs of a base image");
 }
 
 #[test]
