@@ -3,6 +3,7 @@
 
 pub mod embedder;
 pub mod error;
+pub mod eval;
 pub mod faiss;
 pub mod ingest;
 pub mod kendra;

@@ -44,6 +44,20 @@ pub struct IngestArgs {
     docs: Option<PathBuf>,
 }
 
+impl IngestArgs {
+    /// Reading `paths` into `store`, as `ragway ingest --store STORE PATHS...` does.
+    pub fn files(store: &str, paths: Vec<PathBuf>) -> Self {
+        Self {
+            store: store.to_owned(),
+            paths,
+            reindex: false,
+            from_store: None,
+            from_faiss: None,
+            docs: None,
+        }
+    }
+}
+
 pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let store = open_store(config, &args.store, args.reindex).await?;
     if args.reindex

@@ -3,6 +3,7 @@
 
 mod ask;
 mod deploy;
+mod eval;
 mod healthcheck;
 mod ingest;
 mod telemetry;
@@ -63,6 +64,9 @@ enum Command {
     Ask(ask::AskArgs),
     /// Add files and folders (or an existing FAISS index) to a FAISS store.
     Ingest(ingest::IngestArgs),
+    /// Measure a store's retrieval on a labelled set in BEIR's layout (nDCG@10, Recall@10 and
+    /// @100, MRR@10, MAP, search latency).
+    Eval(eval::EvalArgs),
     /// List the configured models and stores.
     Models,
     /// Run this configuration on AWS: image in ECR (reused when registered), IAM roles, ECS
@@ -201,6 +205,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => {
             let config = load(cli.config.as_deref())?;
             ingest::ingest(&config, args).await
+        }
+        Command::Eval(args) => {
+            let config = load(cli.config.as_deref())?;
+            eval::eval(&config, args).await
         }
         Command::Deploy(args) => {
             let config = load(cli.config.as_deref())?;

@@ -9,6 +9,7 @@ mod deploy;
 mod dockerfile;
 mod e2e;
 mod errors;
+mod eval;
 mod faults;
 mod guard_rails;
 mod load;

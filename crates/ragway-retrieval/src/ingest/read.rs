@@ -253,7 +253,8 @@ fn read_pdf(path: &Path) -> Result<(String, Option<String>)> {
 #[serde(deny_unknown_fields)]
 struct Line {
     text: String,
-    #[serde(default)]
+    /// `_id` in BEIR's corpus files.
+    #[serde(default, alias = "_id")]
     id: Option<Value>,
     #[serde(default)]
     title: Option<String>,
@@ -263,8 +264,8 @@ struct Line {
     metadata: Map<String, Value>,
 }
 
-/// Reads a JSON Lines file: one object per line with `text` and optional `id` (string or
-/// number), `title`, `uri` and `metadata` (an object). Blank lines are ignored. A line without an
+/// Reads a JSON Lines file: one object per line with `text` and optional `id` (or BEIR's
+/// `_id`; a string or number), `title`, `uri` and `metadata` (an object). Blank lines are ignored. A line without an
 /// id gets `<file id>:<line number>`. A bad line fails the file, naming `file:line`.
 pub fn read_jsonl(path: &Path, file_id: &str) -> Result<Vec<Document>> {
     let text = read_text(path)?;
