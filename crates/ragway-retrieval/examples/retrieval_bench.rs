@@ -218,6 +218,7 @@ impl Store {
                     index: args.index,
                     hnsw_m: args.hnsw_m.unwrap_or(32),
                     ef_search: args.ef_search,
+                    hnsw_max_deleted_share: ragway_core::config::default_hnsw_max_deleted_share(),
                     chunk_size: 1000,
                     chunk_overlap: 0,
                 },
