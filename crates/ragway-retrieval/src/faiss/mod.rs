@@ -23,9 +23,10 @@
 //! A flat index removes vectors for real and never holds deleted ones.
 //!
 //! # Atomic writes
-//! A write (add, delete, adopt) runs one SQLite transaction: it changes the rows and bumps the
-//! generation, then builds the new index aside and writes `index-<new>.faiss`, fsyncs the file
-//! and the folder, and only then commits. The commit is the one moment the new version comes
+//! A write (add, delete, adopt) runs one SQLite transaction: it changes the rows (and the
+//! deleted labels) and bumps the generation, then builds the new index aside and writes
+//! `index-<new>.faiss` (or, when no vector changes, links the committed file under that name),
+//! fsyncs the file and the folder, and only then commits. The commit is the one moment the new version comes
 //! into being: a crash before it leaves the old generation committed and its file untouched
 //! (the half-written new file is deleted on the next open); a crash after it leaves the new
 //! one. In memory, searches read an immutable snapshot of the index that the writer swaps after

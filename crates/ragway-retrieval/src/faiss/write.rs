@@ -1,5 +1,6 @@
 //! Writing a FAISS store: opening an existing folder, preparing documents (hash, chunk),
-//! adopting a foreign index, and the atomic commit (see the module docs of `faiss`).
+//! adopting a foreign index, and the atomic commit, which edits, links or rebuilds the index
+//! (compacting an HNSW index's deleted vectors; see the module docs of `faiss`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
