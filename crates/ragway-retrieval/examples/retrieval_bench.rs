@@ -29,13 +29,15 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_trait::async_trait;
 use ragway_core::config::{FaissStoreConfig, IndexKind, Metric, PgMetric, PgvectorStoreConfig};
-use ragway_core::{Document, Embedder, Filter, ProviderError, Retriever, SecretRef};
+use ragway_core::{Document, Filter, ProviderError, Retriever, SecretRef};
 use ragway_retrieval::faiss::{FaissStore, OpenOptions, SearchIndex};
 use ragway_retrieval::pgvector::PgvectorStore;
+
+mod bench_support;
+use bench_support::{LookupEmbedder, clustered_vectors, summary};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StoreKind {
@@ -112,93 +114,6 @@ fn args() -> Result<Args, String> {
     })
 }
 
-/// Deterministic pseudo-random unit vectors.
-fn unit_vectors(count: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(count * dim);
-    for _ in 0..count {
-        let start = out.len();
-        for _ in 0..dim {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            out.push((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
-        }
-        let norm = out[start..].iter().map(|x| x * x).sum::<f32>().sqrt();
-        for x in &mut out[start..] {
-            *x /= norm;
-        }
-    }
-    out
-}
-
-/// `count` unit vectors around `clusters` random centres (uniform when `clusters` is 0): each
-/// is a centre plus a random offset of half its length, normalised.
-fn clustered_vectors(count: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
-    if clusters == 0 {
-        return unit_vectors(count, dim, seed);
-    }
-    let centres = unit_vectors(clusters, dim, 1234);
-    let mut out = unit_vectors(count, dim, seed);
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for vector in out.chunks_mut(dim) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let centre = &centres[(state as usize % clusters) * dim..][..dim];
-        for (x, c) in vector.iter_mut().zip(centre) {
-            *x = c + 0.5 * *x;
-        }
-        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-        vector.iter_mut().for_each(|x| *x /= norm);
-    }
-    out
-}
-
-/// Looks vectors up by name: `v<i>` is base vector i, `q<i>` query i.
-struct LookupEmbedder {
-    dim: usize,
-    base: Arc<Vec<f32>>,
-    queries: Arc<Vec<f32>>,
-}
-
-#[async_trait]
-impl Embedder for LookupEmbedder {
-    fn dimension(&self) -> usize {
-        self.dim
-    }
-
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        texts
-            .iter()
-            .map(|t| {
-                let (table, i) = match t.split_at(1) {
-                    ("v", i) => (&self.base, i),
-                    ("q", i) => (&self.queries, i),
-                    _ => return Err(ProviderError::invalid_response("lookup", t.clone())),
-                };
-                let i: usize = i
-                    .parse()
-                    .map_err(|_| ProviderError::invalid_response("lookup", t.clone()))?;
-                Ok(table[i * self.dim..(i + 1) * self.dim].to_vec())
-            })
-            .collect()
-    }
-}
-
-fn summary(label: &str, mut times: Vec<Duration>, wall: Duration) {
-    times.sort();
-    let pick = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    let mean = times.iter().sum::<Duration>() / times.len() as u32;
-    println!(
-        "{label:<34} p50 {:>8.3} ms  p99 {:>8.3} ms  mean {:>8.3} ms  {:>9.1} QPS",
-        pick(0.5).as_secs_f64() * 1e3,
-        pick(0.99).as_secs_f64() * 1e3,
-        mean.as_secs_f64() * 1e3,
-        times.len() as f64 / wall.as_secs_f64()
-    );
-}
-
 /// The store under test: what the benchmark needs of each beyond `Retriever`.
 #[derive(Clone)]
 enum Store {
@@ -218,6 +133,7 @@ impl Store {
                     index: args.index,
                     hnsw_m: args.hnsw_m.unwrap_or(32),
                     ef_search: args.ef_search,
+                    hnsw_max_deleted_share: ragway_core::config::default_hnsw_max_deleted_share(),
                     chunk_size: 1000,
                     chunk_overlap: 0,
                 },

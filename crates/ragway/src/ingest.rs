@@ -26,8 +26,9 @@ pub struct IngestArgs {
     )]
     paths: Vec<PathBuf>,
     /// Rebuild a faiss store's index with the config's metric, index and hnsw_m from its
-    /// stored vectors (no re-embedding). Without it, a store built with other settings than
-    /// the config's is refused, so that two configs cannot rebuild each other's index.
+    /// stored vectors (no re-embedding), without the vectors of deleted chunks an HNSW index
+    /// still holds. Without it, a store built with other settings than the config's is
+    /// refused, so that two configs cannot rebuild each other's index.
     #[arg(long)]
     reindex: bool,
     /// Copy every document of another store (a faiss store) into this one (a pgvector store)

@@ -1,6 +1,7 @@
 //! The SQLite side of a FAISS store: documents, their chunks (the chunk's row id is its FAISS
-//! label), the chunks' raw vectors (apart, so that the rows searches read stay small and cached)
-//! and the store's settings, including the committed index generation.
+//! label), the chunks' raw vectors (apart, so that the rows searches read stay small and cached),
+//! the labels of deleted chunks whose vectors the committed HNSW index still holds, and the
+//! store's settings, including the committed index generation.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -37,6 +38,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document, position);
 CREATE TABLE IF NOT EXISTS vectors (
     chunk  INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
     vector BLOB NOT NULL
+);
+-- Labels of deleted chunks whose vectors the committed index still holds (HNSW cannot remove
+-- a vector); searches skip them. Added after format 2 came out: a store written before it
+-- gets the table when next opened for writing, and reads as having none until then.
+CREATE TABLE IF NOT EXISTS deleted_labels (
+    label INTEGER PRIMARY KEY
 );
 ";
 
@@ -281,6 +288,50 @@ pub fn all_vectors(conn: &Connection) -> rusqlite::Result<(Vec<i64>, Vec<f32>)> 
     Ok((ids, vectors))
 }
 
+/// The labels of deleted chunks that the committed index still holds (none in a store
+/// written before the table existed, opened read-only).
+pub fn deleted_labels(conn: &Connection) -> rusqlite::Result<HashSet<i64>> {
+    if !has_deleted_labels_table(conn)? {
+        return Ok(HashSet::new());
+    }
+    let mut statement = conn.prepare_cached("SELECT label FROM deleted_labels")?;
+    let labels = statement.query_map([], |r| r.get::<_, i64>(0))?;
+    labels.collect()
+}
+
+/// How many [`deleted_labels`] there are.
+pub fn deleted_count(conn: &Connection) -> rusqlite::Result<usize> {
+    if !has_deleted_labels_table(conn)? {
+        return Ok(0);
+    }
+    let count: i64 = conn.query_row("SELECT count(*) FROM deleted_labels", [], |r| r.get(0))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+fn has_deleted_labels_table(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'deleted_labels'",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Records labels whose chunks went while their vectors stay in the index.
+pub fn add_deleted_labels(conn: &Connection, labels: &[i64]) -> rusqlite::Result<()> {
+    let mut insert =
+        conn.prepare_cached("INSERT OR IGNORE INTO deleted_labels (label) VALUES (?1)")?;
+    for label in labels {
+        insert.execute([label])?;
+    }
+    Ok(())
+}
+
+/// Forgets every deleted label: the index was rebuilt from the live vectors alone.
+pub fn clear_deleted_labels(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM deleted_labels", [])?;
+    Ok(())
+}
+
 /// Number of documents and of chunks.
 pub fn counts(conn: &Connection) -> rusqlite::Result<(usize, usize)> {
     let documents: i64 = conn.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
@@ -452,5 +503,25 @@ mod tests {
 
         let reader = open_read(&path, false).unwrap();
         assert_eq!(counts(&reader).unwrap(), (2, 2));
+    }
+
+    #[test]
+    fn deleted_labels_are_recorded_and_cleared_and_absent_before_the_table_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let conn = open_write(&path).unwrap();
+        assert!(deleted_labels(&conn).unwrap().is_empty());
+        add_deleted_labels(&conn, &[7, 3, 7]).unwrap();
+        assert_eq!(deleted_labels(&conn).unwrap(), HashSet::from([3, 7]));
+        assert_eq!(deleted_count(&conn).unwrap(), 2);
+        clear_deleted_labels(&conn).unwrap();
+        assert!(deleted_labels(&conn).unwrap().is_empty());
+
+        // A store written before the table existed, opened read-only (no schema run).
+        conn.execute("DROP TABLE deleted_labels", []).unwrap();
+        drop(conn);
+        let reader = open_read(&path, true).unwrap();
+        assert!(deleted_labels(&reader).unwrap().is_empty());
+        assert_eq!(deleted_count(&reader).unwrap(), 0);
     }
 }

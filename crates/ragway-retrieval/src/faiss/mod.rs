@@ -4,16 +4,29 @@
 //! # Layout
 //! - `index-<generation>.faiss`: the committed index, an `IndexIDMap2` over `IndexFlat` or
 //!   `IndexHNSWFlat` whose labels are chunk ids. `index.faiss` is a hard link to it, for
-//!   people who open the store from Python.
+//!   people who open the store from Python. An HNSW index may also hold the vectors of
+//!   deleted chunks: a label with no chunk row is deleted (see below).
 //! - `store.sqlite3`: documents (id, title, uri, metadata JSON, content hash), chunks (text,
-//!   raw vector; the row id is the FAISS label) and the settings, including the committed
-//!   generation.
-//! - `manifest.json`: embedder name and dimension, metric, index type, current index file.
+//!   raw vector; the row id is the FAISS label), the deleted labels the index still holds, and
+//!   the settings, including the committed generation.
+//! - `manifest.json`: embedder name and dimension, metric, index type, current index file,
+//!   and how many of its vectors are deleted ones.
+//!
+//! # Deletes from an HNSW index
+//! FAISS's HNSW cannot remove a vector, and rebuilding the graph takes tens of seconds per
+//! 100k vectors. So a delete or replacement leaves the old vectors in the index and records
+//! their labels in SQLite's `deleted_labels` (in the write's transaction, with the rows); a
+//! delete alone changes no vector, and its generation's file is a hard link to the previous
+//! one. Searches skip the deleted labels, searching deeper as for metadata filters. When the
+//! deleted vectors pass `hnsw_max_deleted_share` of the index, the write rebuilds the index
+//! from the live vectors and forgets the labels (compaction; `ragway ingest --reindex` too).
+//! A flat index removes vectors for real and never holds deleted ones.
 //!
 //! # Atomic writes
-//! A write (add, delete, adopt) runs one SQLite transaction: it changes the rows and bumps the
-//! generation, then builds the new index aside and writes `index-<new>.faiss`, fsyncs the file
-//! and the folder, and only then commits. The commit is the one moment the new version comes
+//! A write (add, delete, adopt) runs one SQLite transaction: it changes the rows (and the
+//! deleted labels) and bumps the generation, then builds the new index aside and writes
+//! `index-<new>.faiss` (or, when no vector changes, links the committed file under that name),
+//! fsyncs the file and the folder, and only then commits. The commit is the one moment the new version comes
 //! into being: a crash before it leaves the old generation committed and its file untouched
 //! (the half-written new file is deleted on the next open); a crash after it leaves the new
 //! one. In memory, searches read an immutable snapshot of the index that the writer swaps after
@@ -29,6 +42,7 @@ mod lock;
 mod search;
 mod write;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -91,12 +105,13 @@ struct Inner {
 }
 
 /// How a store builds and searches its index, from the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Settings {
     metric: Metric,
     index: IndexKind,
     hnsw_m: u32,
     ef_search: u32,
+    hnsw_max_deleted_share: f64,
     chunk_size: usize,
     chunk_overlap: usize,
 }
@@ -104,7 +119,10 @@ struct Settings {
 /// One committed version of the index, as searches see it.
 struct Snapshot {
     generation: u64,
-    index: Option<SearchIndex>,
+    /// Shared with the next version when a write only deletes (no vector changes).
+    index: Option<Arc<SearchIndex>>,
+    /// Labels the index holds whose chunks this version deleted: searches skip them.
+    deleted: HashSet<i64>,
 }
 
 /// What [`FaissStore::adopt`] did.
@@ -133,17 +151,19 @@ pub struct StoredDocument {
 pub struct StoreCheck {
     /// The committed generation (0: nothing committed yet).
     pub generation: u64,
-    /// Vectors in the loaded index.
+    /// Vectors in the loaded index, deleted ones included.
     pub index_vectors: u64,
     /// Chunk rows in SQLite.
     pub chunks: usize,
+    /// Vectors of deleted chunks that the committed index still holds (HNSW only).
+    pub deleted_vectors: usize,
     pub documents: usize,
 }
 
 impl StoreCheck {
-    /// The index and the rows agree.
+    /// The index and the rows agree: one vector per chunk, plus the deleted ones.
     pub fn is_consistent(&self) -> bool {
-        self.index_vectors == self.chunks as u64
+        self.index_vectors == (self.chunks + self.deleted_vectors) as u64
     }
 }
 
@@ -208,6 +228,7 @@ impl FaissStore {
                 index: config.index,
                 hnsw_m: config.hnsw_m,
                 ef_search: config.ef_search,
+                hnsw_max_deleted_share: config.hnsw_max_deleted_share,
                 chunk_size: config.chunk_size,
                 chunk_overlap: config.chunk_overlap,
             },
@@ -217,6 +238,7 @@ impl FaissStore {
             current: RwLock::new(Arc::new(Snapshot {
                 generation: 0,
                 index: None,
+                deleted: HashSet::new(),
             })),
             readers: Mutex::new(Vec::new()),
             write_turn: tokio::sync::Mutex::new(()),
@@ -349,15 +371,19 @@ impl FaissStore {
 
     /// Removes a document and its chunks; false if the store holds none with that id.
     pub async fn delete(&self, id: &str) -> Result<bool> {
+        Ok(self.delete_many(vec![id.to_owned()]).await? > 0)
+    }
+
+    /// Removes documents and their chunks in one commit; returns how many the store held.
+    pub async fn delete_many(&self, ids: Vec<String>) -> Result<usize> {
         let _turn = self.inner.write_turn.lock().await;
         let inner = self.inner.clone();
-        let id = id.to_owned();
         blocking(move || {
             let committed = inner.commit(Change {
-                delete: vec![id],
+                delete: ids,
                 ..Change::default()
             })?;
-            Ok(committed.is_some())
+            Ok(committed.map_or(0, |c| c.deleted_documents))
         })
         .await
     }
@@ -478,8 +504,9 @@ fn readiness(loaded: u64, check: &StoreCheck) -> std::result::Result<(), String>
     }
     if check.generation == loaded && !check.is_consistent() {
         return Err(format!(
-            "the loaded index holds {} vectors but the store has {} chunks",
-            check.index_vectors, check.chunks
+            "the loaded index holds {} vectors but the store has {} chunks and {} deleted \
+             vectors",
+            check.index_vectors, check.chunks, check.deleted_vectors
         ));
     }
     Ok(())
@@ -600,6 +627,7 @@ mod tests {
             generation,
             index_vectors,
             chunks,
+            deleted_vectors: 0,
             documents: 1,
         }
     }
@@ -608,6 +636,12 @@ mod tests {
     fn a_store_is_ready_when_its_index_matches_its_rows() {
         assert_eq!(readiness(0, &StoreCheck::default()), Ok(()));
         assert_eq!(readiness(3, &found(3, 10, 10)), Ok(()));
+        // An HNSW index still holding the vectors of 2 deleted chunks.
+        let tombstones = StoreCheck {
+            deleted_vectors: 2,
+            ..found(3, 10, 8)
+        };
+        assert_eq!(readiness(3, &tombstones), Ok(()));
         // Another process committed version 4; the next search loads it.
         assert_eq!(readiness(3, &found(4, 10, 12)), Ok(()));
     }
@@ -616,7 +650,7 @@ mod tests {
     fn a_store_whose_files_changed_under_it_is_not_ready() {
         let error = readiness(3, &found(3, 10, 9)).unwrap_err();
         assert!(
-            error.contains("10 vectors but the store has 9 chunks"),
+            error.contains("10 vectors but the store has 9 chunks and 0 deleted vectors"),
             "{error}"
         );
         let error = readiness(3, &found(0, 10, 0)).unwrap_err();

@@ -1,8 +1,9 @@
-//! Reading a FAISS store: searches (plain and filtered), the pool of read-only SQLite
-//! connections, and picking up versions another process committed.
+//! Reading a FAISS store: searches (plain, or skipping deleted vectors and those a metadata
+//! filter leaves out), the pool of read-only SQLite connections, and picking up versions
+//! another process committed.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ragway_core::config::Metric;
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 impl Inner {
     pub(super) fn check(&self) -> Result<StoreCheck> {
         let snapshot = self.snapshot();
-        let index_vectors = snapshot.index.as_ref().map_or(0, SearchIndex::len);
+        let index_vectors = snapshot.index.as_ref().map_or(0, |index| index.len());
         if !self.db_path().exists() {
             return Ok(StoreCheck {
                 index_vectors,
@@ -30,10 +31,12 @@ impl Inner {
         let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
         let generation = db::generation(&tx).map_err(|e| self.sqlite(e))?;
         let (documents, chunks) = db::counts(&tx).map_err(|e| self.sqlite(e))?;
+        let deleted_vectors = db::deleted_count(&tx).map_err(|e| self.sqlite(e))?;
         Ok(StoreCheck {
             generation,
             index_vectors,
             chunks,
+            deleted_vectors,
             documents,
         })
     }
@@ -83,8 +86,9 @@ impl Inner {
             if generation != snapshot.generation && attempt < SYNC_ATTEMPTS {
                 if generation > snapshot.generation && attempt >= LOCAL_WAIT_ATTEMPTS {
                     let (_, chunks) = db::counts(&tx).map_err(|e| self.sqlite(e))?;
+                    let deleted = db::deleted_labels(&tx).map_err(|e| self.sqlite(e))?;
                     drop(tx);
-                    self.refresh(generation, chunks);
+                    self.refresh(generation, chunks, deleted);
                 } else if generation > snapshot.generation && attempt >= 10 {
                     drop(tx);
                     std::thread::sleep(Duration::from_millis(1));
@@ -97,11 +101,18 @@ impl Inner {
             let Some(index) = snapshot.index.as_ref() else {
                 return Ok(Vec::new());
             };
-            let hits = if filter.is_empty() {
+            let deleted = &snapshot.deleted;
+            let hits = if filter.is_empty() && deleted.is_empty() {
                 index.search(&query, top_k)?
+            } else if filter.is_empty() {
+                filtered_search(index, &query, top_k, |label| !deleted.contains(&label))?
             } else {
+                // Deleted labels have no chunk rows, so no filter matches them.
                 let allowed = db::matching_chunks(&tx, filter).map_err(|e| self.sqlite(e))?;
-                filtered_search(index, &query, top_k, &allowed)?
+                if allowed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                filtered_search(index, &query, top_k, |label| allowed.contains(&label))?
             };
             let labels: Vec<i64> = hits.iter().map(|h| h.label).collect();
             let mut rows = db::chunk_rows(&tx, &labels).map_err(|e| self.sqlite(e))?;
@@ -124,7 +135,7 @@ impl Inner {
     }
 
     /// Loads a version that another process committed, unless it is already loaded.
-    pub(super) fn refresh(&self, generation: u64, chunks: usize) {
+    pub(super) fn refresh(&self, generation: u64, chunks: usize, deleted: HashSet<i64>) {
         let _one_at_a_time = self
             .refreshing
             .lock()
@@ -132,12 +143,13 @@ impl Inner {
         if self.snapshot().generation >= generation {
             return;
         }
-        match self.load_index(generation, chunks) {
+        match self.load_index(generation, chunks, deleted.len()) {
             Ok(index) => {
                 tracing::info!(store = %self.name, "loaded index generation {generation} written by another process");
                 self.publish(Snapshot {
                     generation,
-                    index: Some(index),
+                    index: Some(Arc::new(index)),
+                    deleted,
                 });
             }
             // A newer commit may already have replaced that file; the next search sees it.
@@ -180,24 +192,23 @@ impl Drop for Reader<'_> {
     }
 }
 
-/// Searches ever deeper until `top_k` hits among `allowed` are found or the index is
-/// exhausted. (FAISS's own id selectors would leak through the faiss crate's API.)
+/// Searches ever deeper until `top_k` hits that `keep` accepts are found or the index is
+/// exhausted: what skips deleted vectors and applies metadata filters. (FAISS's own id
+/// selectors would leak through the faiss crate's API, and its C API cannot pass them to an
+/// HNSW search.)
 fn filtered_search(
     index: &SearchIndex,
     query: &[f32],
     top_k: usize,
-    allowed: &HashSet<i64>,
+    keep: impl Fn(i64) -> bool,
 ) -> Result<Vec<Hit>> {
-    if allowed.is_empty() {
-        return Ok(Vec::new());
-    }
     let total = usize::try_from(index.len()).unwrap_or(usize::MAX);
     let mut depth = (top_k * 4).max(32);
     loop {
         let hits = index.search(query, depth)?;
         let found: Vec<Hit> = hits
             .into_iter()
-            .filter(|h| allowed.contains(&h.label))
+            .filter(|h| keep(h.label))
             .take(top_k)
             .collect();
         if found.len() >= top_k || depth >= total {

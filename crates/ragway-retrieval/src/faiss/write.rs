@@ -1,11 +1,13 @@
 //! Writing a FAISS store: opening an existing folder, preparing documents (hash, chunk),
-//! adopting a foreign index, and the atomic commit (see the module docs of `faiss`).
+//! adopting a foreign index, and the atomic commit, which edits, links or rebuilds the index
+//! (compacting an HNSW index's deleted vectors; see the module docs of `faiss`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
+use ::faiss::index::IndexImpl;
 use ragway_core::config::{IndexKind, Metric};
 use ragway_core::{Document, IngestReport};
 use rusqlite::TransactionBehavior;
@@ -33,6 +35,27 @@ struct Manifest<'a> {
     index_file: String,
     documents: usize,
     chunks: usize,
+    /// Vectors the index file holds for deleted chunks (labels with no chunk row).
+    deleted_vectors: usize,
+}
+
+/// What [`Inner::commit`] wrote.
+pub(super) struct Committed {
+    /// Documents of `Change::delete` that the store held.
+    pub deleted_documents: usize,
+}
+
+/// How a commit makes the new generation's index file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Read the committed file and change it: add the new vectors, and remove the old ones
+    /// (flat) or record their labels as deleted (HNSW, which cannot remove them).
+    Edit,
+    /// No vector changes (an HNSW delete): a hard link to the committed file.
+    Link,
+    /// Build it anew from every stored vector: the first write, a settings change, a lost
+    /// file, or too many deleted vectors in an HNSW index (compaction).
+    Rebuild,
 }
 
 impl Inner {
@@ -82,7 +105,17 @@ impl Inner {
                 self.embedder_name
             );
         }
-        let generation = db::generation(&conn).map_err(|e| self.sqlite(e))?;
+        // The version's generation, rows and deleted labels, read together.
+        let (generation, chunks, deleted) = conn
+            .unchecked_transaction()
+            .and_then(|tx| {
+                Ok((
+                    db::generation(&tx)?,
+                    db::counts(&tx)?.1,
+                    db::deleted_labels(&tx)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
         let built = (
             meta("metric")?.unwrap_or_default(),
             meta("index")?.unwrap_or_default(),
@@ -93,7 +126,6 @@ impl Inner {
                 || built.1 != index_name(self.settings.index)
                 || (self.settings.index == IndexKind::Hnsw
                     && built.2.parse().ok() != Some(self.settings.hnsw_m)));
-        let (_, chunks) = db::counts(&conn).map_err(|e| self.sqlite(e))?;
         if settings_changed && !reindex {
             let m = |index: &str, m: &str| {
                 if index == "hnsw" {
@@ -126,16 +158,20 @@ impl Inner {
             if settings_changed {
                 return Err(Error::ReadOnly); // --reindex, where nothing can be rebuilt
             }
-            return self.load_as_it_is(generation, chunks);
+            return self.load_as_it_is(generation, chunks, deleted);
         }
         *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
 
-        let mut rebuild = settings_changed;
+        // `--reindex` also compacts: the rebuilt index holds no deleted vectors.
+        let compact = reindex && !deleted.is_empty();
+        let deleted_vectors = deleted.len();
+        let mut rebuild = settings_changed || compact;
         if generation > 0 && !rebuild {
-            match self.load_index(generation, chunks) {
+            match self.load_index(generation, chunks, deleted_vectors) {
                 Ok(index) => self.publish(Snapshot {
                     generation,
-                    index: Some(index),
+                    index: Some(Arc::new(index)),
+                    deleted,
                 }),
                 Err(error) => {
                     tracing::warn!(
@@ -152,6 +188,11 @@ impl Inner {
                 tracing::info!(
                     store = %self.name,
                     "index settings changed; rebuilding the index from the stored vectors"
+                );
+            } else if compact {
+                tracing::info!(
+                    store = %self.name,
+                    "rebuilding the index without the {deleted_vectors} vectors of deleted chunks"
                 );
             }
             self.commit(Change {
@@ -173,7 +214,7 @@ impl Inner {
 
     /// Opens a store whose folder cannot be written: its committed index as it is, with no
     /// tidying and no rebuild.
-    fn load_as_it_is(&self, generation: u64, chunks: usize) -> Result<()> {
+    fn load_as_it_is(&self, generation: u64, chunks: usize, deleted: HashSet<i64>) -> Result<()> {
         let wal = self.db_path().with_extension("sqlite3-wal");
         if fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             tracing::warn!(
@@ -184,17 +225,24 @@ impl Inner {
             );
         }
         if generation > 0 {
-            let index = self.load_index(generation, chunks)?;
+            let index = self.load_index(generation, chunks, deleted.len())?;
             self.publish(Snapshot {
                 generation,
-                index: Some(index),
+                index: Some(Arc::new(index)),
+                deleted,
             });
         }
         Ok(())
     }
 
-    /// Loads the committed index file and checks it against the rows.
-    pub(super) fn load_index(&self, generation: u64, chunks: usize) -> Result<SearchIndex> {
+    /// Loads the committed index file and checks it against the rows: one vector per chunk,
+    /// plus the `deleted` ones it still holds.
+    pub(super) fn load_index(
+        &self,
+        generation: u64,
+        chunks: usize,
+        deleted: usize,
+    ) -> Result<SearchIndex> {
         let path = self.index_path(generation);
         let search = SearchIndex::open(&path, self.open_options())?;
         let info = search.info();
@@ -223,10 +271,13 @@ impl Inner {
                 ),
             ));
         }
-        if info.ntotal != chunks as u64 {
+        if info.ntotal != (chunks + deleted) as u64 {
             return Err(Error::invalid(
                 &path,
-                format!("holds {} vectors for {chunks} chunks", info.ntotal),
+                format!(
+                    "holds {} vectors for {chunks} chunks and {deleted} deleted vectors",
+                    info.ntotal
+                ),
             ));
         }
         Ok(search)
@@ -369,9 +420,9 @@ impl Inner {
     }
 
     /// Writes one change atomically (see the module docs) and publishes the new snapshot.
-    /// Returns the new generation, or `None` when there was nothing to change (the documents to
-    /// delete are not there).
-    pub(super) fn commit(&self, change: Change) -> Result<Option<u64>> {
+    /// Returns what it committed, or `None` when there was nothing to change (the documents
+    /// to delete are not there).
+    pub(super) fn commit(&self, change: Change) -> Result<Option<Committed>> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -397,15 +448,15 @@ impl Inner {
             .map_err(sql)?;
         let old_generation = db::generation(&tx).map_err(sql)?;
         let mut removed = Vec::new();
-        let mut deleted = 0;
+        let mut deleted_documents = 0;
         let replaced = change.insert.iter().map(|(p, _)| &p.document.id);
         for (n, id) in change.delete.iter().chain(replaced).enumerate() {
             if let Some(key) = db::document_key(&tx, id).map_err(sql)? {
                 removed.extend(db::delete_documents(&tx, &[key]).map_err(sql)?);
-                deleted += usize::from(n < change.delete.len());
+                deleted_documents += usize::from(n < change.delete.len());
             }
         }
-        if change.insert.is_empty() && deleted == 0 && !change.rebuild {
+        if change.insert.is_empty() && deleted_documents == 0 && !change.rebuild {
             return Ok(None);
         }
         let mut new_labels = Vec::new();
@@ -449,72 +500,98 @@ impl Inner {
         }
         let (documents, chunks) = db::counts(&tx).map_err(sql)?;
 
-        // The new index, built aside: edit a copy of the committed one when the index type
-        // allows it, else rebuild from every stored vector (HNSW cannot remove vectors).
+        // The new index, built aside (see `Plan`).
         let old_path = self.index_path(old_generation);
-        let edit = !change.rebuild
-            && old_generation > 0
-            && (removed.is_empty() || self.settings.index == IndexKind::Flat)
-            && old_path.exists();
-        let mut built;
-        if edit {
-            built = index::read(&old_path)?;
-            index::remove(&mut built, &removed)?;
-            index::add(&mut built, &new_vectors, &new_labels)?;
-        } else {
-            built = index::new_store_index(
-                self.dimension,
-                self.settings.metric,
-                self.settings.index,
-                self.settings.hnsw_m,
-            )?;
-            let (labels, raw) = db::all_vectors(&tx).map_err(sql)?;
-            if raw.len() != labels.len() * self.dimension {
-                return Err(Error::invalid(
-                    self.db_path(),
-                    "stored vectors do not match the store's dimension",
-                ));
+        let mut deleted = db::deleted_labels(&tx).map_err(sql)?;
+        let can_edit = !change.rebuild && old_generation > 0 && old_path.exists();
+        let plan = match self.settings.index {
+            _ if !can_edit => Plan::Rebuild,
+            IndexKind::Flat if new_vectors.is_empty() && removed.is_empty() => Plan::Link,
+            IndexKind::Flat => Plan::Edit,
+            IndexKind::Hnsw => {
+                let dead = deleted.len() + removed.len();
+                let total = (chunks + dead) as f64;
+                if dead as f64 > self.settings.hnsw_max_deleted_share * total {
+                    tracing::info!(
+                        store = %self.name,
+                        "{dead} of the index's {total} vectors belong to deleted chunks; \
+                         rebuilding it without them"
+                    );
+                    Plan::Rebuild
+                } else if new_vectors.is_empty() {
+                    Plan::Link
+                } else {
+                    Plan::Edit
+                }
             }
-            let vectors: Vec<f32> = raw
-                .chunks_exact(self.dimension)
-                .flat_map(|v| self.index_ready(v))
-                .collect();
-            index::add(&mut built, &vectors, &labels)?;
+        };
+        if plan != Plan::Rebuild && self.settings.index == IndexKind::Hnsw {
+            db::add_deleted_labels(&tx, &removed).map_err(sql)?;
+            deleted.extend(&removed);
         }
-        if self.settings.index == IndexKind::Hnsw {
-            // Stored in the file, so Python searches it as ragway does.
-            index::set_ef_search(&built, self.settings.ef_search)?;
-        }
-        let vectors = ::faiss::Index::ntotal(&built);
-        if vectors != chunks as u64 {
-            return Err(Error::invalid(
-                &old_path,
-                format!("the new index would hold {vectors} vectors for {chunks} chunks"),
-            ));
-        }
-
+        let built = match plan {
+            Plan::Edit => {
+                let mut built = index::read(&old_path)?;
+                if self.settings.index == IndexKind::Flat {
+                    index::remove(&mut built, &removed)?;
+                }
+                index::add(&mut built, &new_vectors, &new_labels)?;
+                Some(built)
+            }
+            Plan::Link => None,
+            Plan::Rebuild => {
+                db::clear_deleted_labels(&tx).map_err(sql)?;
+                deleted.clear();
+                Some(self.rebuilt(&tx)?)
+            }
+        };
         let path = self.index_path(generation);
-        let written = index::write(&built, &path).and_then(|()| {
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
-            sync_dir(&self.dir)
+        // A file a crashed write left under the new name may be a hard link to the committed
+        // one: writing through it would change the committed version. Unlink it first.
+        let _ = fs::remove_file(&path);
+        let search = match built {
+            Some(built) => {
+                if self.settings.index == IndexKind::Hnsw {
+                    // Stored in the file, so Python searches it as ragway does.
+                    index::set_ef_search(&built, self.settings.ef_search)?;
+                }
+                let vectors = ::faiss::Index::ntotal(&built);
+                check_size(&old_path, vectors, chunks, deleted.len())?;
+                let written = index::write(&built, &path).and_then(|()| {
+                    fs::File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io(&path, e))
+                });
+                // Ready the searchable form before committing, so that searches see the new
+                // rows and the new index within moments of each other.
+                let info = index::store_info(
+                    self.dimension,
+                    vectors,
+                    self.settings.metric,
+                    self.settings.index,
+                );
+                written
+                    .and_then(|()| SearchIndex::from_built(built, info, self.open_options()))
+                    .map(Arc::new)
+            }
+            // No vector changes: the new generation's file is the old one under a new name.
+            None => link_or_copy(&old_path, &path).and_then(|()| {
+                // The loaded index, unless another process committed the old version.
+                let current = self.snapshot();
+                let index = match &current.index {
+                    Some(index) if current.generation == old_generation => Arc::clone(index),
+                    _ => Arc::new(SearchIndex::open(&path, self.open_options())?),
+                };
+                check_size(&old_path, index.len(), chunks, deleted.len())?;
+                Ok(index)
+            }),
+        }
+        .and_then(|search| {
+            sync_dir(&self.dir)?;
+            tx.commit().map_err(sql)?;
+            Ok(search)
         });
-        // Ready the searchable form before committing, so that searches see the new rows and
-        // the new index within moments of each other.
-        let info = index::store_info(
-            self.dimension,
-            vectors,
-            self.settings.metric,
-            self.settings.index,
-        );
-        let committed = written
-            .and_then(|()| SearchIndex::from_built(built, info, self.open_options()))
-            .and_then(|search| {
-                tx.commit().map_err(sql)?;
-                Ok(search)
-            });
-        let search = match committed {
+        let search = match search {
             Ok(search) => search,
             Err(error) => {
                 // The transaction rolled back when dropped; the new file is stale.
@@ -522,14 +599,39 @@ impl Inner {
                 return Err(error);
             }
         };
+        let deleted_vectors = deleted.len();
         self.publish(Snapshot {
             generation,
             index: Some(search),
+            deleted,
         });
         drop(writer);
-        self.write_manifest(generation, documents, chunks);
+        self.write_manifest(generation, documents, chunks, deleted_vectors);
         self.tidy(generation);
-        Ok(Some(generation))
+        Ok(Some(Committed { deleted_documents }))
+    }
+
+    /// A new index of every stored vector, for a rebuild.
+    fn rebuilt(&self, conn: &rusqlite::Connection) -> Result<IndexImpl> {
+        let mut built = index::new_store_index(
+            self.dimension,
+            self.settings.metric,
+            self.settings.index,
+            self.settings.hnsw_m,
+        )?;
+        let (labels, raw) = db::all_vectors(conn).map_err(|e| self.sqlite(e))?;
+        if raw.len() != labels.len() * self.dimension {
+            return Err(Error::invalid(
+                self.db_path(),
+                "stored vectors do not match the store's dimension",
+            ));
+        }
+        let vectors: Vec<f32> = raw
+            .chunks_exact(self.dimension)
+            .flat_map(|v| self.index_ready(v))
+            .collect();
+        index::add(&mut built, &vectors, &labels)?;
+        Ok(built)
     }
 
     /// Best effort after a commit or on open: points `index.faiss` at the committed file and
@@ -565,7 +667,13 @@ impl Inner {
         }
     }
 
-    pub(super) fn write_manifest(&self, generation: u64, documents: usize, chunks: usize) {
+    pub(super) fn write_manifest(
+        &self,
+        generation: u64,
+        documents: usize,
+        chunks: usize,
+        deleted_vectors: usize,
+    ) {
         let manifest = Manifest {
             format: "ragway-faiss",
             format_version: db::FORMAT_VERSION,
@@ -579,6 +687,7 @@ impl Inner {
             index_file: format!("index-{generation}.faiss"),
             documents,
             chunks,
+            deleted_vectors,
         };
         let path = self.dir.join(MANIFEST_FILE);
         let temporary = self.dir.join(format!("{MANIFEST_FILE}.tmp"));
@@ -591,6 +700,30 @@ impl Inner {
             tracing::warn!(store = %self.name, "cannot write {MANIFEST_FILE}: {error}");
         }
     }
+}
+
+/// Checks that a new index holds one vector per chunk, plus the deleted ones.
+fn check_size(old_path: &Path, vectors: u64, chunks: usize, deleted: usize) -> Result<()> {
+    if vectors == (chunks + deleted) as u64 {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        old_path,
+        format!(
+            "the new index would hold {vectors} vectors for {chunks} chunks and {deleted} \
+             deleted vectors"
+        ),
+    ))
+}
+
+/// Gives `from` a second name (a copy where the file system has no hard links), made durable.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)
+        .and_then(|_| fs::File::open(to)?.sync_all())
+        .map_err(|e| Error::io(to, e))
 }
 
 fn metric_name(metric: Metric) -> &'static str {

@@ -1,11 +1,12 @@
-//! ragway-retrieval's integration tests, one binary: the FAISS store, crash safety under
-//! SIGKILL, compatibility with Python's FAISS and LangChain, the file readers, and the pgvector
-//! store against a real PostgreSQL.
+//! ragway-retrieval's integration tests, one binary: the FAISS store and its HNSW deletes, crash
+//! safety under SIGKILL, compatibility with Python's FAISS and LangChain, the file readers, and
+//! the pgvector store against a real PostgreSQL.
 
 // Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod crash;
+mod deletes;
 mod langchain;
 mod pgvector;
 mod python;

@@ -69,6 +69,7 @@ pub fn config(path: &Path, metric: Metric, index: IndexKind) -> FaissStoreConfig
         index,
         hnsw_m: 16,
         ef_search: 64,
+        hnsw_max_deleted_share: ragway_core::config::default_hnsw_max_deleted_share(),
         chunk_size: 200,
         chunk_overlap: 30,
     }
