@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Retrieval quality on a public labelled set in BEIR's layout, beside the published figures for
 # the same split: `ragway ingest` of the set's corpus into a FAISS store (local all-MiniLM-L6-v2
-# embedder, the store's defaults), timed, then `ragway eval` of every judged query (nDCG@10,
-# Recall@10/@100, MRR@10, MAP with trec_eval's definitions; search latency per query,
-# embedding the query included).
+# embedder, the store's defaults), timed, then `ragway eval` of every judged query in each
+# retrieval mode: dense (the vectors), keyword (BM25 over the store's keyword index) and hybrid
+# (both, reciprocal rank fusion) — nDCG@10, Recall@10/@100, MRR@10, MAP with trec_eval's
+# definitions; search latency per query, embedding the query included.
 #
 #   bench/retrieval_quality.sh [DATASET_DIR]   (default: ../shared/data/retrieval/scifact)
 #
@@ -45,7 +46,7 @@ started=$(date +%s.%N)
 "$bin/ragway" --config "$config" ingest --store dense "$dataset/corpus.jsonl" | tail -1
 ingest_s=$(python3 -c "import time; print(f'{time.time() - $started:.0f}')")
 
-"$bin/ragway" --config "$config" eval --store dense "$dataset" --json \
+"$bin/ragway" --config "$config" eval --store dense "$dataset" --json --mode dense,keyword,hybrid \
   --run-file "$out/$name-dense.trec" > "$out/$name-eval.json"
 python3 - "$out/$name-eval.json" "$name" "$ingest_s" <<'PY'
 import json, sys
@@ -54,7 +55,9 @@ print(f"\n{name} ({report['split']}): {report['queries']} queries, {report['judg
       f" ingest (incl. model load) {ingest_s} s\n")
 print(f"{'system':<44} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'MAP':>7} {'p50 ms':>7} {'p99 ms':>7}")
 for r in report["results"]:
-    print(f"{'ragway ' + r['mode'] + ' (MiniLM, FAISS)':<44} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f}"
+    label = {"dense": "dense (MiniLM, FAISS HNSW)", "keyword": "keyword (BM25, SQLite FTS5)",
+             "hybrid": "hybrid (RRF of both)"}[r["mode"]]
+    print(f"{'ragway ' + label:<44} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f}"
           f" {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f} {r['map']:>7.4f}"
           f" {r['search_ms']['p50']:>7.2f} {r['search_ms']['p99']:>7.2f}")
 if name == "scifact":

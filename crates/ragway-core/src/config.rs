@@ -627,6 +627,75 @@ pub struct FaissStoreConfig {
     /// Characters shared by neighbouring chunks.
     #[serde(default = "default_chunk_overlap")]
     pub chunk_overlap: usize,
+    /// How the store searches: by meaning (`dense`, the vectors), by words (`keyword`, BM25
+    /// over the chunks' text and title), or both fused (`hybrid`).
+    #[serde(default)]
+    pub retrieval: RetrievalMode,
+    /// How `hybrid` fuses the two rankings.
+    #[serde(default)]
+    pub hybrid: HybridConfig,
+}
+
+/// How a store searches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrievalMode {
+    /// Nearest vectors to the query's embedding.
+    #[default]
+    Dense,
+    /// BM25 over the words of the chunks (English stemming).
+    Keyword,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+impl RetrievalMode {
+    pub const ALL: [RetrievalMode; 3] = [Self::Dense, Self::Keyword, Self::Hybrid];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::Keyword => "keyword",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Reciprocal rank fusion: a passage scores `weight / (rrf_k + rank)` in each ranking it is in
+/// (rank from 1), summed.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HybridConfig {
+    #[serde(default = "default_rrf_k")]
+    pub rrf_k: f64,
+    #[serde(default = "default_weight")]
+    pub dense_weight: f64,
+    #[serde(default = "default_weight")]
+    pub keyword_weight: f64,
+    /// Passages each ranking contributes before fusion: this many times `top_k`, at least 50.
+    #[serde(default = "default_candidates_factor")]
+    pub candidates_factor: usize,
+}
+
+impl Default for HybridConfig {
+    fn default() -> Self {
+        Self {
+            rrf_k: default_rrf_k(),
+            dense_weight: default_weight(),
+            keyword_weight: default_weight(),
+            candidates_factor: default_candidates_factor(),
+        }
+    }
+}
+
+fn default_rrf_k() -> f64 {
+    60.0
+}
+fn default_weight() -> f64 {
+    1.0
+}
+fn default_candidates_factor() -> usize {
+    5
 }
 
 /// PostgreSQL with the pgvector extension (RDS, Aurora, any Postgres >= 14): documents and
@@ -1184,6 +1253,30 @@ impl Config {
                         );
                     }
                     at_least_one(&format!("{at}.ef_search"), c.ef_search as usize, &mut issue);
+                    let hybrid = &c.hybrid;
+                    for (key, value) in [
+                        ("rrf_k", hybrid.rrf_k),
+                        ("dense_weight", hybrid.dense_weight),
+                        ("keyword_weight", hybrid.keyword_weight),
+                    ] {
+                        if !(value.is_finite() && value >= 0.0) {
+                            issue(
+                                format!("{at}.hybrid.{key}"),
+                                format!("must be a number of at least 0, got {value}"),
+                            );
+                        }
+                    }
+                    if hybrid.dense_weight + hybrid.keyword_weight <= 0.0 {
+                        issue(
+                            format!("{at}.hybrid"),
+                            "dense_weight and keyword_weight cannot both be 0".into(),
+                        );
+                    }
+                    at_least_one(
+                        &format!("{at}.hybrid.candidates_factor"),
+                        hybrid.candidates_factor,
+                        &mut issue,
+                    );
                     if !(0.0..1.0).contains(&c.hnsw_max_deleted_share) {
                         issue(
                             format!("{at}.hnsw_max_deleted_share"),

@@ -128,6 +128,8 @@ impl Bench {
                 hnsw_max_deleted_share: share,
                 chunk_size: 1000,
                 chunk_overlap: 0,
+                retrieval: Default::default(),
+                hybrid: Default::default(),
             },
             self.embedder.clone(),
         )?)

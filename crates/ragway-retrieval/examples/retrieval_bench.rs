@@ -136,6 +136,8 @@ impl Store {
                     hnsw_max_deleted_share: ragway_core::config::default_hnsw_max_deleted_share(),
                     chunk_size: 1000,
                     chunk_overlap: 0,
+                    retrieval: Default::default(),
+                    hybrid: Default::default(),
                 },
                 embedder,
             )?),

@@ -5,6 +5,7 @@ pub mod embedder;
 pub mod error;
 pub mod eval;
 pub mod faiss;
+pub mod fusion;
 pub mod ingest;
 pub mod kendra;
 pub mod pgvector;

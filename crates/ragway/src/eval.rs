@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ragway_core::Filter;
-use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
+use ragway_core::config::{Config, EmbedderConfig, RetrievalMode, VectorStoreConfig, known};
 use ragway_retrieval::eval::{self, Dataset, Run, Scores};
 use serde::Serialize;
 
@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// are skipped).
     #[arg(long)]
     ingest: bool,
+    /// Retrieval modes to compare, e.g. `dense,keyword,hybrid` (a faiss store searches in each;
+    /// other stores in their own only). Default: the store's configured `retrieval`.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    mode: Vec<Mode>,
     /// Documents ranked per query (MAP and Recall@100 read this deep).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=1000))]
     depth: u32,
@@ -39,6 +43,24 @@ pub struct EvalArgs {
     /// Also write the run in TREC format (`query Q0 document rank score tag`).
     #[arg(long, value_name = "PATH")]
     run_file: Option<PathBuf>,
+}
+
+/// A retrieval mode, as `--mode` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Dense,
+    Keyword,
+    Hybrid,
+}
+
+impl From<Mode> for RetrievalMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Dense => Self::Dense,
+            Mode::Keyword => Self::Keyword,
+            Mode::Hybrid => Self::Hybrid,
+        }
+    }
 }
 
 /// What one evaluation found, as `--json` prints it.
@@ -68,7 +90,7 @@ struct Latency {
 }
 
 pub async fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode> {
-    store_config(config, &args.store)?;
+    let store = store_config(config, &args.store)?;
     let dataset = Dataset::read(&args.dataset, &args.split)
         .with_context(|| format!("reading the labelled set in {}", args.dataset.display()))?;
     if args.ingest {
@@ -85,22 +107,39 @@ pub async fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode> {
             return Ok(code);
         }
     }
-    let retriever = open(config, &args.store).await?;
+    let modes: Vec<RetrievalMode> = if args.mode.is_empty() {
+        vec![configured_mode(store)]
+    } else {
+        args.mode.iter().map(|&m| m.into()).collect()
+    };
 
     let depth = args.depth as usize;
-    let mut run = Run::new();
-    let mut latencies = Vec::with_capacity(dataset.queries.len());
-    for (id, text) in &dataset.queries {
-        let started = Instant::now();
-        let documents = search(retriever.as_ref(), text, depth)
-            .await
-            .with_context(|| format!("searching \"{}\" for query {id}", args.store))?;
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        run.insert(id.clone(), documents);
+    let mut results = Vec::new();
+    let mut runs = String::new();
+    for mode in modes {
+        let retriever = open(config, store, mode).await?;
+        let mut run = Run::new();
+        let mut latencies = Vec::with_capacity(dataset.queries.len());
+        for (id, text) in &dataset.queries {
+            let started = Instant::now();
+            let documents = search(retriever.as_ref(), text, depth)
+                .await
+                .with_context(|| format!("searching \"{}\" for query {id}", args.store))?;
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            run.insert(id.clone(), documents);
+        }
+        runs.push_str(&eval::trec_run(&run, &format!("ragway-{}", mode.name())));
+        results.push(ModeResult {
+            mode: mode.name(),
+            scores: eval::evaluate(&dataset.qrels, &run),
+            search_ms: Latency {
+                p50: eval::percentile(&latencies, 50.0),
+                p99: eval::percentile(&latencies, 99.0),
+            },
+        });
     }
-    let scores = eval::evaluate(&dataset.qrels, &run);
     if let Some(path) = &args.run_file {
-        write_atomically(path, &eval::trec_run(&run, "ragway-dense"))
+        write_atomically(path, &runs)
             .with_context(|| format!("writing the run file {}", path.display()))?;
     }
 
@@ -111,14 +150,7 @@ pub async fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode> {
         queries: dataset.queries.len(),
         judgements: dataset.judgements(),
         depth: args.depth,
-        results: vec![ModeResult {
-            mode: "dense",
-            scores,
-            search_ms: Latency {
-                p50: eval::percentile(&latencies, 50.0),
-                p99: eval::percentile(&latencies, 99.0),
-            },
-        }],
+        results,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -170,9 +202,35 @@ fn print_table(report: &Report) {
     }
 }
 
-/// The store, built as `ragway serve` builds it (its embedder only; no model is loaded).
-async fn open(config: &Config, name: &str) -> Result<Arc<dyn ragway_core::Retriever>> {
-    let store = store_config(config, name)?;
+/// The mode a store searches in as configured.
+fn configured_mode(store: &VectorStoreConfig) -> RetrievalMode {
+    match store {
+        VectorStoreConfig::Faiss(c) => c.retrieval,
+        VectorStoreConfig::Pgvector(_) | VectorStoreConfig::Kendra(_) => RetrievalMode::Dense,
+    }
+}
+
+/// The store searching in `mode`, built as `ragway serve` builds it (its embedder only; no
+/// model is loaded).
+async fn open(
+    config: &Config,
+    store: &VectorStoreConfig,
+    mode: RetrievalMode,
+) -> Result<Arc<dyn ragway_core::Retriever>> {
+    let mut store = store.clone();
+    match &mut store {
+        VectorStoreConfig::Faiss(c) => c.retrieval = mode,
+        other if mode != configured_mode(other) => bail!(
+            "vector_store \"{}\" is a {} store, which searches in {} mode only; \
+             --mode {} needs a faiss store",
+            other.name(),
+            other.kind(),
+            configured_mode(other).name(),
+            mode.name()
+        ),
+        _ => {}
+    }
+    let store = &store;
     // AWS settings when the store or its embedder is an AWS service, in its region.
     let embedder_region = config.embedder.iter().find_map(|e| match e {
         EmbedderConfig::Bedrock(c) if Some(e.name()) == store.embedder() => Some(c.region.clone()),

@@ -173,6 +173,8 @@ fn eval_figures_equal_trec_evals_on_the_run_it_writes() {
             "notes",
             set.to_str().unwrap(),
             "--ingest",
+            "--mode",
+            "dense,keyword,hybrid",
             "--depth",
             "20",
             "--json",
@@ -190,34 +192,51 @@ fn eval_figures_equal_trec_evals_on_the_run_it_writes() {
     let report: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     assert_eq!(report["queries"], 8, "{report}");
     assert_eq!(report["judgements"], 19, "{report}");
-    let ours = &report["results"][0];
-    assert_eq!(ours["mode"], "dense");
+    let results = report["results"].as_array().unwrap();
+    let modes: Vec<&str> = results
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["dense", "keyword", "hybrid"], "{report}");
+    let ours = &results[0];
 
     // The run: every judged query, 20 documents each, the long document once.
     let run = std::fs::read_to_string(&run_path).unwrap();
-    let q6: Vec<&str> = run.lines().filter(|l| l.starts_with("q6 ")).collect();
+    let q6: Vec<&str> = run
+        .lines()
+        .filter(|l| l.starts_with("q6 ") && l.ends_with(" ragway-dense"))
+        .collect();
     assert_eq!(q6.len(), 20, "{run}");
     assert_eq!(q6.iter().filter(|l| l.contains(" 99 ")).count(), 1, "{run}");
     assert!(!run.contains("q9 "), "unjudged queries are not run");
 
-    let check = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/eval_check.py"))
-        .arg(set.join("qrels/test.tsv"))
-        .arg(&run_path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let theirs: Value = serde_json::from_slice(&check.stdout).unwrap();
-    for measure in ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map"] {
-        let (a, b) = (
-            ours[measure].as_f64().unwrap(),
-            theirs[measure].as_f64().unwrap(),
+    // Each mode's figures against trec_eval's on that mode's lines of the run file.
+    for result in results {
+        let tag = format!("ragway-{}", result["mode"].as_str().unwrap());
+        let check = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/eval_check.py"))
+            .arg(set.join("qrels/test.tsv"))
+            .arg(&run_path)
+            .arg(&tag)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
         );
-        assert!((a - b).abs() < 1e-6, "{measure}: ragway {a}, trec_eval {b}");
+        let theirs: Value = serde_json::from_slice(&check.stdout).unwrap();
+        assert_eq!(theirs["queries_with_results"], 8, "{tag}: {theirs}");
+        for measure in ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map"] {
+            let (a, b) = (
+                result[measure].as_f64().unwrap(),
+                theirs[measure].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-6,
+                "{tag} {measure}: ragway {a}, trec_eval {b}"
+            );
+        }
     }
     // Not a set every system aces: the figures say something.
     let ndcg = ours["ndcg@10"].as_f64().unwrap();

@@ -1,7 +1,9 @@
 """trec_eval's figures for a run, through pytrec_eval (trec_eval's own C code), for
 crates/ragway/tests/eval.rs to hold `ragway eval`'s figures against.
 
-    python3 eval_check.py QRELS_TSV RUN_FILE
+    python3 eval_check.py QRELS_TSV RUN_FILE [TAG]
+
+With TAG, only the run's lines of that tag (the last column) are read.
 
 Prints JSON: the mean over the judged queries (a query without results counts 0, as with
 `trec_eval -c`) of ndcg_cut_10, recall_10, recall_100, map, and recip_rank over each query's
@@ -13,6 +15,7 @@ import sys
 import pytrec_eval
 
 qrels_path, run_path = sys.argv[1], sys.argv[2]
+tag = sys.argv[3] if len(sys.argv) > 3 else None
 
 qrels = {}
 with open(qrels_path) as f:
@@ -27,7 +30,9 @@ run = {}
 ranks = {}
 with open(run_path) as f:
     for line in f:
-        query, _, document, rank, score, _ = line.split()
+        query, _, document, rank, score, line_tag = line.split()
+        if tag is not None and line_tag != tag:
+            continue
         run.setdefault(query, {})[document] = float(score)
         ranks.setdefault(query, {})[document] = int(rank)
 

@@ -1,7 +1,7 @@
 //! The SQLite side of a FAISS store: documents, their chunks (the chunk's row id is its FAISS
 //! label), the chunks' raw vectors (apart, so that the rows searches read stay small and cached),
-//! the labels of deleted chunks whose vectors the committed HNSW index still holds, and the
-//! store's settings, including the committed index generation.
+//! the labels of deleted chunks whose vectors the committed HNSW index still holds, the keyword
+//! index (SQLite FTS5, BM25), and the store's settings, including the committed generation.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -45,7 +45,20 @@ CREATE TABLE IF NOT EXISTS vectors (
 CREATE TABLE IF NOT EXISTS deleted_labels (
     label INTEGER PRIMARY KEY
 );
+-- The keyword index: each chunk's document title and text, stemmed (Porter), for BM25. Its
+-- row id is the chunk's; it holds no copy of the text (contentless), only the index. Written
+-- in the same transactions as the chunks, so it is always of the same version. Added after
+-- format 2 came out: a store written before it is indexed when next opened for writing.
+CREATE VIRTUAL TABLE IF NOT EXISTS keywords USING fts5(
+    body, content = '', contentless_delete = 1, tokenize = 'porter unicode61 remove_diacritics 2'
+);
 ";
+
+/// The `meta` key saying every chunk is in the keyword index.
+const KEYWORDS_READY: &str = "keywords";
+
+/// Most distinct words of a query the keyword search looks for.
+const MAX_QUERY_WORDS: usize = 64;
 
 /// Opens (creating if needed) the database for writing: WAL, full fsync on commit.
 pub fn open_write(path: &Path) -> rusqlite::Result<Connection> {
@@ -55,7 +68,105 @@ pub fn open_write(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
+    index_keywords(&conn)?;
     Ok(conn)
+}
+
+/// Puts every chunk into the keyword index once, in a store written before it existed (a new
+/// store has none to put). One transaction: another writer waits, and sees it done.
+fn index_keywords(conn: &Connection) -> rusqlite::Result<()> {
+    if get_meta(conn, KEYWORDS_READY)?.is_some() {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| {
+        if get_meta(conn, KEYWORDS_READY)?.is_none() {
+            conn.execute(
+                "INSERT INTO keywords (rowid, body)
+                 SELECT c.id, coalesce(d.title || char(10), '') || c.text
+                 FROM chunks c JOIN documents d ON d.key = c.document",
+                [],
+            )?;
+            set_meta(conn, KEYWORDS_READY, "1")?;
+        }
+        Ok(())
+    })();
+    match done {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+/// Whether the store has a keyword index (one written before it existed and not opened for
+/// writing since has none).
+pub fn has_keywords(conn: &Connection) -> rusqlite::Result<bool> {
+    let table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'keywords'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(table && get_meta(conn, KEYWORDS_READY)?.is_some())
+}
+
+/// The best `limit` chunks for the words of `query` by BM25 (k1 1.2, b 0.75), best first,
+/// with BM25's score (higher is better), among `allowed` when given. Only the query's words
+/// (letters and digits) are searched, each as a quoted term, so nothing in a query is read as
+/// search syntax.
+pub fn keyword_search(
+    conn: &Connection,
+    query: &str,
+    limit: usize,
+    allowed: Option<&HashSet<i64>>,
+) -> rusqlite::Result<Vec<(i64, f32)>> {
+    let Some(expression) = match_expression(query) else {
+        return Ok(Vec::new());
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT rowid, -bm25(keywords) FROM keywords WHERE keywords MATCH ?1
+         ORDER BY rank LIMIT ?2",
+    )?;
+    let mut depth = match allowed {
+        Some(_) => limit.saturating_mul(4).max(64),
+        None => limit,
+    };
+    loop {
+        let hits: Vec<(i64, f32)> = statement
+            .query_map(params![expression, depth as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)? as f32))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let exhausted = hits.len() < depth;
+        let found: Vec<(i64, f32)> = match allowed {
+            Some(allowed) => hits
+                .into_iter()
+                .filter(|(label, _)| allowed.contains(label))
+                .take(limit)
+                .collect(),
+            None => hits,
+        };
+        if found.len() >= limit || exhausted {
+            return Ok(found);
+        }
+        depth = depth.saturating_mul(4);
+    }
+}
+
+/// An FTS5 query matching any of the words of `query` (`"w1" OR "w2" ...`); `None` when it has
+/// no word.
+fn match_expression(query: &str) -> Option<String> {
+    let mut seen = HashSet::new();
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| seen.insert(w.clone()))
+        .take(MAX_QUERY_WORDS)
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
 }
 
 /// Opens the database for reading only. In a folder that cannot be written (`immutable`),
@@ -143,6 +254,10 @@ pub fn delete_documents(conn: &Connection, keys: &[i64]) -> rusqlite::Result<Vec
             "DELETE FROM vectors WHERE chunk IN (SELECT id FROM chunks WHERE document = ?1)",
             [key],
         )?;
+        conn.execute(
+            "DELETE FROM keywords WHERE rowid IN (SELECT id FROM chunks WHERE document = ?1)",
+            [key],
+        )?;
         conn.execute("DELETE FROM chunks WHERE document = ?1", [key])?;
         delete.execute([key])?;
     }
@@ -182,11 +297,18 @@ pub fn insert_document(
         conn.prepare_cached("INSERT INTO chunks (document, position, text) VALUES (?1, ?2, ?3)")?;
     let mut insert_vector =
         conn.prepare_cached("INSERT INTO vectors (chunk, vector) VALUES (?1, ?2)")?;
+    let mut insert_keywords =
+        conn.prepare_cached("INSERT INTO keywords (rowid, body) VALUES (?1, ?2)")?;
     let mut ids = Vec::with_capacity(chunks.len());
     for (position, (text, vector)) in chunks.iter().enumerate() {
         insert.execute(params![key, position as i64, text])?;
         let id = conn.last_insert_rowid();
         insert_vector.execute(params![id, vector_bytes(vector)])?;
+        let body = match document.title {
+            Some(title) => format!("{title}\n{text}"),
+            None => (*text).to_owned(),
+        };
+        insert_keywords.execute(params![id, body])?;
         ids.push(id);
     }
     Ok(ids)

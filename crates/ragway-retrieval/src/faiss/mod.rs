@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use ragway_core::config::{FaissStoreConfig, IndexKind, Metric};
+use ragway_core::config::{FaissStoreConfig, HybridConfig, IndexKind, Metric, RetrievalMode};
 use ragway_core::{
     Document, DocumentStore, Embedder, Filter, IngestReport, Passage, ProviderError, Retriever,
     StoreStats,
@@ -114,6 +114,8 @@ struct Settings {
     hnsw_max_deleted_share: f64,
     chunk_size: usize,
     chunk_overlap: usize,
+    retrieval: RetrievalMode,
+    hybrid: HybridConfig,
 }
 
 /// One committed version of the index, as searches see it.
@@ -231,6 +233,8 @@ impl FaissStore {
                 hnsw_max_deleted_share: config.hnsw_max_deleted_share,
                 chunk_size: config.chunk_size,
                 chunk_overlap: config.chunk_overlap,
+                retrieval: config.retrieval,
+                hybrid: config.hybrid,
             },
             embedder,
             embedder_name: config.embedder.clone(),
@@ -275,10 +279,71 @@ impl FaissStore {
         (generation > 0).then(|| self.inner.index_path(generation))
     }
 
-    /// Searches by text: embeds `query` and returns the `top_k` best chunks whose document
-    /// metadata equals `filter` on every key. Scores: cosine similarity for inner product,
-    /// `1 / (1 + squared L2 distance)` for L2; higher is better either way.
+    /// Searches by text the store's way (`retrieval`: dense, keyword or hybrid) and returns the
+    /// `top_k` best chunks whose document metadata equals `filter` on every key.
     pub async fn search(&self, query: &str, top_k: usize, filter: &Filter) -> Result<Vec<Passage>> {
+        self.search_as(self.inner.settings.retrieval, query, top_k, filter)
+            .await
+    }
+
+    /// Searches by text in the given mode. Scores: for `dense`, cosine similarity (inner
+    /// product) or `1 / (1 + squared L2 distance)`; for `keyword`, BM25; for `hybrid`, the
+    /// fused reciprocal-rank score. Higher is better in each.
+    pub async fn search_as(
+        &self,
+        mode: RetrievalMode,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        match mode {
+            RetrievalMode::Dense => self.dense_search(query, top_k, filter).await,
+            RetrievalMode::Keyword => self.keyword_search(query, top_k, filter).await,
+            RetrievalMode::Hybrid => {
+                let hybrid = self.inner.settings.hybrid;
+                let candidates = top_k.saturating_mul(hybrid.candidates_factor).max(50);
+                let (dense, keyword) = futures::try_join!(
+                    self.dense_search(query, candidates, filter),
+                    self.keyword_search(query, candidates, filter),
+                )?;
+                Ok(crate::fusion::reciprocal_rank(
+                    &[
+                        (&dense, hybrid.dense_weight),
+                        (&keyword, hybrid.keyword_weight),
+                    ],
+                    hybrid.rrf_k,
+                    top_k,
+                ))
+            }
+        }
+    }
+
+    /// BM25 over the keyword index.
+    async fn keyword_search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        if top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        let (query, filter) = (query.to_owned(), filter.clone());
+        let provider = self.inner.provider.clone();
+        ragway_core::cpu::run(&provider, move || {
+            inner.keyword_search_blocking(&query, top_k, &filter)
+        })
+        .await?
+    }
+
+    /// Nearest chunks to the query's embedding.
+    async fn dense_search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
         let empty = self.inner.snapshot().index.is_none() && !self.inner.db_path().exists();
         if top_k == 0 || empty {
             return Ok(Vec::new());

@@ -134,6 +134,58 @@ impl Inner {
         Ok(Vec::new())
     }
 
+    /// The `top_k` best chunks for the words of `query` by BM25 (the keyword index), among
+    /// those whose document metadata matches `filter`. Scores are BM25's (higher is better).
+    pub(super) fn keyword_search_blocking(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        if !self.db_path().exists() {
+            return Ok(Vec::new());
+        }
+        let mut reader = self.reader()?;
+        let conn = reader.connection()?;
+        let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+        if !db::has_keywords(&tx).map_err(|e| self.sqlite(e))? {
+            return Err(Error::Rejected {
+                message: format!(
+                    "store \"{}\" has no keyword index yet (it was written by an older \
+                     ragway and opened read-only since): open it for writing once, e.g. \
+                     ragway ingest --store {} --reindex",
+                    self.name, self.name
+                ),
+            });
+        }
+        let allowed = if filter.is_empty() {
+            None
+        } else {
+            Some(db::matching_chunks(&tx, filter).map_err(|e| self.sqlite(e))?)
+        };
+        if allowed.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(Vec::new());
+        }
+        let hits =
+            db::keyword_search(&tx, query, top_k, allowed.as_ref()).map_err(|e| self.sqlite(e))?;
+        let labels: Vec<i64> = hits.iter().map(|(label, _)| *label).collect();
+        let mut rows = db::chunk_rows(&tx, &labels).map_err(|e| self.sqlite(e))?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(label, score)| {
+                let row = rows.remove(&label)?;
+                Some(Passage {
+                    id: format!("{}#{}", row.document_id, row.position),
+                    text: row.text,
+                    score,
+                    title: row.title,
+                    uri: row.uri,
+                    metadata: row.metadata,
+                })
+            })
+            .collect())
+    }
+
     /// Loads a version that another process committed, unless it is already loaded.
     pub(super) fn refresh(&self, generation: u64, chunks: usize, deleted: HashSet<i64>) {
         let _one_at_a_time = self

@@ -7,6 +7,7 @@
 
 mod crash;
 mod deletes;
+mod keywords;
 mod langchain;
 mod pgvector;
 mod python;

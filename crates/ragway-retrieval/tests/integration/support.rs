@@ -72,6 +72,8 @@ pub fn config(path: &Path, metric: Metric, index: IndexKind) -> FaissStoreConfig
         hnsw_max_deleted_share: ragway_core::config::default_hnsw_max_deleted_share(),
         chunk_size: 200,
         chunk_overlap: 30,
+        retrieval: Default::default(),
+        hybrid: Default::default(),
     }
 }
 
