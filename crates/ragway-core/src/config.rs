@@ -1666,6 +1666,59 @@ mod tests {
     }
 
     #[test]
+    fn a_faiss_stores_retrieval_mode_and_fusion_are_read_and_checked() {
+        let store = |extra: &str| {
+            format!(
+                "[[embedder]]\nname = \"minilm\"\ntype = \"local\"\npath = \"m\"\n\
+                 [[vector_store]]\nname = \"docs\"\ntype = \"faiss\"\npath = \"d\"\n\
+                 embedder = \"minilm\"\n{extra}"
+            )
+        };
+        let config = Config::parse(
+            &store("retrieval = \"hybrid\"\nhybrid = { rrf_k = 10, keyword_weight = 2 }\n"),
+            "test.toml",
+        )
+        .unwrap();
+        let VectorStoreConfig::Faiss(faiss) = &config.vector_store[0] else {
+            panic!("a faiss store");
+        };
+        assert_eq!(faiss.retrieval, RetrievalMode::Hybrid);
+        assert_eq!(
+            faiss.hybrid,
+            HybridConfig {
+                rrf_k: 10.0,
+                dense_weight: 1.0,
+                keyword_weight: 2.0,
+                candidates_factor: 5
+            }
+        );
+        let VectorStoreConfig::Faiss(plain) =
+            &Config::parse(&store(""), "test.toml").unwrap().vector_store[0]
+        else {
+            panic!("a faiss store");
+        };
+        assert_eq!(plain.retrieval, RetrievalMode::Dense);
+
+        assert_eq!(
+            issues(&store(
+                "hybrid = { rrf_k = -1, dense_weight = 0, keyword_weight = 0, candidates_factor = 0 }\n"
+            )),
+            [
+                "vector_store[0].hybrid.rrf_k: must be a number of at least 0, got -1",
+                "vector_store[0].hybrid: dense_weight and keyword_weight cannot both be 0",
+                "vector_store[0].hybrid.candidates_factor: must be at least 1",
+            ]
+        );
+        let unknown = Config::parse(&store("retrieval = \"sparse\"\n"), "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("sparse") && unknown.contains("keyword"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
     fn api_keys_and_limits_are_checked_with_their_paths() {
         let found = issues(
             r#"
