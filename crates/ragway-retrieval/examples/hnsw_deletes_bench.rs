@@ -17,7 +17,7 @@
 //! usage: hnsw_deletes_bench --dir DIR [--n 100000] [--dim 384] [--queries 500] [--k 10]
 //!        [--repeat 5]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use ragway_core::{Document, Filter, Retriever};
 use ragway_retrieval::faiss::FaissStore;
 
 mod bench_support;
-use bench_support::{LookupEmbedder, clustered_vectors, summary};
+use bench_support::{Flags, LookupEmbedder, clustered_vectors, summary};
 
 struct Args {
     dir: PathBuf,
@@ -41,21 +41,8 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut map = HashMap::new();
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    for pair in raw.chunks(2) {
-        match pair {
-            [key, value] => {
-                map.insert(key.trim_start_matches("--").to_owned(), value.clone());
-            }
-            _ => return Err(format!("missing value after {}", pair[0])),
-        }
-    }
-    let number = |key: &str, default: usize| -> Result<usize, String> {
-        map.get(key).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| format!("--{key}: not a number"))
-        })
-    };
+    let map = Flags::parse()?;
+    let number = |key: &str, default: usize| map.number(key, default);
     Ok(Args {
         dir: map
             .get("dir")

@@ -25,7 +25,6 @@
 //!        [--hnsw-m 32 (FAISS) / 16 (pgvector)] [--ef-construction 64] [--ef-search 64]
 //!        [--dsn-env RAGWAY_BENCH_PG_DSN]
 
-use std::collections::HashMap;
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ use ragway_retrieval::faiss::{FaissStore, OpenOptions, SearchIndex};
 use ragway_retrieval::pgvector::PgvectorStore;
 
 mod bench_support;
-use bench_support::{LookupEmbedder, clustered_vectors, summary};
+use bench_support::{Flags, LookupEmbedder, clustered_vectors, summary};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StoreKind {
@@ -62,21 +61,8 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut map = HashMap::new();
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    for pair in raw.chunks(2) {
-        match pair {
-            [key, value] => {
-                map.insert(key.trim_start_matches("--").to_owned(), value.clone());
-            }
-            _ => return Err(format!("missing value after {}", pair[0])),
-        }
-    }
-    let number = |key: &str, default: usize| -> Result<usize, String> {
-        map.get(key).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| format!("--{key}: not a number"))
-        })
-    };
+    let map = Flags::parse()?;
+    let number = |key: &str, default: usize| map.number(key, default);
     let small = |key: &str, default: u32| -> Result<u32, String> {
         u32::try_from(number(key, default as usize)?).map_err(|_| format!("--{key}: too large"))
     };
@@ -102,7 +88,8 @@ fn args() -> Result<Args, String> {
         concurrency: number("concurrency", 2)?,
         clusters: number("clusters", 1000)?,
         hnsw_m: map
-            .contains_key("hnsw-m")
+            .get("hnsw-m")
+            .is_some()
             .then(|| small("hnsw-m", 0))
             .transpose()?,
         ef_construction: small("ef-construction", 64)?,

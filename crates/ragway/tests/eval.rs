@@ -3,7 +3,7 @@
 //! trec_eval's own (through pytrec_eval) on the run file it wrote; a bad set is a clear error.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -145,6 +145,17 @@ fn config(dir: &Path) -> String {
     )
 }
 
+/// A folder holding the set (`set/`) and a config (`ragway.toml`) with a store in `store/`.
+fn prepared() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    write_set(&set);
+    let config_path = dir.path().join("ragway.toml");
+    std::fs::write(&config_path, config(dir.path())).unwrap();
+    (dir, set, config_path)
+}
+
 fn ragway(config: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(ragway_bin())
         .arg("--config")
@@ -157,12 +168,7 @@ fn ragway(config: &Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn eval_figures_equal_trec_evals_on_the_run_it_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("set");
-    std::fs::create_dir(&set).unwrap();
-    write_set(&set);
-    let config_path = dir.path().join("ragway.toml");
-    std::fs::write(&config_path, config(dir.path())).unwrap();
+    let (dir, set, config_path) = prepared();
     let run_path = dir.path().join("run.trec");
 
     let out = ragway(
@@ -263,12 +269,7 @@ fn eval_figures_equal_trec_evals_on_the_run_it_writes() {
 
 #[test]
 fn a_bad_labelled_set_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("set");
-    std::fs::create_dir(&set).unwrap();
-    write_set(&set);
-    let config_path = dir.path().join("ragway.toml");
-    std::fs::write(&config_path, config(dir.path())).unwrap();
+    let (_dir, set, config_path) = prepared();
 
     let out = ragway(
         &config_path,

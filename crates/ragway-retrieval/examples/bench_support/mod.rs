@@ -1,11 +1,43 @@
-//! What the store benchmarks share: clustered unit vectors like real embeddings, an embedder
-//! that looks them up by name (so embedding costs nothing), and the latency summary line.
+//! What the store benchmarks share: their `--key value` flags, clustered unit vectors like
+//! real embeddings, an embedder that looks them up by name (so embedding costs nothing), and
+//! the latency summary line.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ragway_core::{Embedder, ProviderError};
+
+/// The command line's `--key value` pairs.
+pub struct Flags(HashMap<String, String>);
+
+impl Flags {
+    pub fn parse() -> Result<Self, String> {
+        let mut map = HashMap::new();
+        let raw: Vec<String> = std::env::args().skip(1).collect();
+        for pair in raw.chunks(2) {
+            match pair {
+                [key, value] => {
+                    map.insert(key.trim_start_matches("--").to_owned(), value.clone());
+                }
+                _ => return Err(format!("missing value after {}", pair[0])),
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.get(key)
+    }
+
+    /// A whole number, `default` when absent.
+    pub fn number(&self, key: &str, default: usize) -> Result<usize, String> {
+        self.0.get(key).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("--{key}: not a number"))
+        })
+    }
+}
 
 /// Deterministic pseudo-random unit vectors.
 pub fn unit_vectors(count: usize, dim: usize, seed: u64) -> Vec<f32> {
