@@ -637,7 +637,9 @@ pub struct FaissStoreConfig {
 }
 
 /// How a store searches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetrievalMode {
     /// Nearest vectors to the query's embedding.

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use crate::config::RetrievalMode;
 use crate::{
     ChatRequest, ChatResponse, Delta, Document, Filter, IngestReport, Passage, ProviderError,
     StoreStats,
@@ -38,6 +39,25 @@ pub trait Retriever: Send + Sync {
         top_k: usize,
         filter: &Filter,
     ) -> Result<Vec<Passage>, ProviderError>;
+
+    /// The retrieval modes a request may choose for this store (`retrieval` in a request);
+    /// none for a store that searches in its own way only (Kendra).
+    fn modes(&self) -> &'static [RetrievalMode] {
+        &[]
+    }
+
+    /// Searches in `mode`, one of [`modes`](Self::modes) (the caller checks); a store with one
+    /// mode searches as [`search`](Self::search) does.
+    async fn search_as(
+        &self,
+        mode: RetrievalMode,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError> {
+        let _ = mode;
+        self.search(query, top_k, filter).await
+    }
 
     /// Whether searches can be served now (see [`ChatModel::ready`]).
     async fn ready(&self) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //! `vector_search_type` and `top_k` ground the last user message in retrieved passages. Fields
 //! OpenAI has that ragway does not use are ignored, as OpenAI ignores fields it does not know.
 
-use ragway_core::config::{NO_RETRIEVAL, ServerConfig};
+use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
 use ragway_core::{ChatRequest, Message, Role, Tool, ToolCall, ToolChoice};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -65,6 +65,10 @@ pub struct CompletionRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     top_k: Option<usize>,
+    /// ragway's extension: how the store searches, `dense`, `keyword` or `hybrid` (faiss
+    /// stores have all three); the store's configured way when absent.
+    #[serde(default)]
+    retrieval: Option<RetrievalMode>,
     /// Functions the model may call (OpenAI and Bedrock models).
     #[serde(default)]
     #[schema(value_type = Option<Vec<ChatTool>>)]
@@ -338,6 +342,8 @@ pub struct Conversation {
     pub llm_name: String,
     pub vector_search_type: String,
     pub top_k: Option<usize>,
+    /// How the store searches, when the request chose.
+    pub retrieval: Option<RetrievalMode>,
     pub request: ChatRequest,
 }
 
@@ -424,6 +430,7 @@ impl CompletionRequest {
                 llm_name: request.model,
                 vector_search_type,
                 top_k: request.top_k,
+                retrieval: request.retrieval,
                 request: ChatRequest {
                     messages,
                     max_tokens,

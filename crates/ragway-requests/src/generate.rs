@@ -1,6 +1,6 @@
 //! `POST /generate`: a prompt, the model to ask and the store to ground it in.
 
-use ragway_core::config::{NO_RETRIEVAL, ServerConfig};
+use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -14,6 +14,8 @@ pub struct Question {
     pub llm_name: String,
     pub vector_search_type: String,
     pub top_k: Option<usize>,
+    /// How the store searches, when the request chose (else the store's own way).
+    pub retrieval: Option<RetrievalMode>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub system: Option<String>,
@@ -34,6 +36,10 @@ pub struct GenerateRequest {
     /// Passages to retrieve: at least 1, at most the server's `max_top_k`.
     #[schema(minimum = 1)]
     top_k: Option<usize>,
+    /// How the store searches: `dense`, `keyword` or `hybrid` (faiss stores have all three);
+    /// the store's configured way when absent.
+    #[serde(default)]
+    retrieval: Option<RetrievalMode>,
     /// At least 1.
     #[schema(minimum = 1)]
     max_tokens: Option<u32>,
@@ -110,6 +116,7 @@ impl GenerateRequest {
                 llm_name: request.llm_name,
                 vector_search_type: request.vector_search_type,
                 top_k: request.top_k,
+                retrieval: request.retrieval,
                 max_tokens: request.max_tokens,
                 temperature: request.temperature,
                 system: request.system,

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use ragway_core::config::RetrievalMode;
 use ragway_core::prompt::{PromptInput, assemble, augment};
 use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage};
 use serde::Serialize;
@@ -70,7 +71,7 @@ impl Registry {
         metrics::label(&llm.name, &question.vector_search_type);
         let passages = match store {
             Some(store) => {
-                self.retrieve(store, &question.prompt, question.top_k)
+                self.retrieve(store, &question.prompt, question.top_k, question.retrieval)
                     .await?
             }
             None => Vec::new(),
@@ -120,8 +121,13 @@ impl Registry {
                         message: "retrieval needs a user message to search with".into(),
                     });
                 };
-                self.retrieve(store, &question.content, conversation.top_k)
-                    .await?
+                self.retrieve(
+                    store,
+                    &question.content,
+                    conversation.top_k,
+                    conversation.retrieval,
+                )
+                .await?
             }
             None => Vec::new(),
         };
@@ -143,21 +149,47 @@ impl Registry {
         })
     }
 
-    /// The `top_k` passages (the server's default when `None`) of `store` for `query`, timed.
+    /// The `top_k` passages (the server's default when `None`) of `store` for `query`, timed;
+    /// searched in `mode` when the request chose one (a mode the store does not have is a 400
+    /// naming the ones it has).
     pub async fn retrieve(
         &self,
         store: &Store,
         query: &str,
         top_k: Option<usize>,
+        mode: Option<RetrievalMode>,
     ) -> Result<Vec<Passage>, ApiError> {
+        if let Some(mode) = mode
+            && !store.retriever.modes().contains(&mode)
+        {
+            let modes: Vec<&str> = store.retriever.modes().iter().map(|m| m.name()).collect();
+            return Err(ApiError::BadRequest {
+                param: Some("retrieval".into()),
+                message: if modes.is_empty() {
+                    format!(
+                        "vector_store \"{}\" searches in its own way only: leave out \
+                         `retrieval` for it (dense, keyword and hybrid are for faiss stores)",
+                        store.name
+                    )
+                } else {
+                    format!(
+                        "vector_store \"{}\" cannot search in {} mode; it searches in: {}",
+                        store.name,
+                        mode.name(),
+                        modes.join(", ")
+                    )
+                },
+            });
+        }
         let started = Instant::now();
         let top_k = top_k.unwrap_or(self.server.default_top_k);
         let span = telemetry::retrieval(store, top_k);
-        let passages = store
-            .retriever
-            .search(query, top_k, &Filter::new())
-            .instrument(span.clone())
-            .await;
+        let filter = Filter::new();
+        let searched = match mode {
+            Some(mode) => store.retriever.search_as(mode, query, top_k, &filter),
+            None => store.retriever.search(query, top_k, &filter),
+        };
+        let passages = searched.instrument(span.clone()).await;
         metrics::retrieved(&store.name, started.elapsed());
         telemetry::retrieved(&span, &passages);
         Ok(passages?)

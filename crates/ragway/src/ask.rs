@@ -52,6 +52,7 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         llm_name,
         vector_search_type: store,
         top_k: args.top_k,
+        retrieval: None,
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         system: None,

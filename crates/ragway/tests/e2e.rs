@@ -408,3 +408,35 @@ async fn metrics_count_requests_by_route_model_store_and_status() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retrieval_mode_kendra_lacks_is_refused_by_generate_and_v1_before_any_call() {
+    let stack = Stack::start().await;
+    let (status, _, body) = stack
+        .server
+        .post(
+            "/generate",
+            &json!({"prompt": "Hello", "llm_name": "gpt-4o", "vector_search_type": "kendra", "retrieval": "keyword"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"kendra\" searches in its own way only"),
+        "{body}"
+    );
+    let (status, _, body) = stack
+        .server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}],
+                    "vector_search_type": "kendra", "retrieval": "hybrid"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "retrieval", "{body}");
+    assert!(stack.kendra.requests().is_empty());
+    assert!(stack.openai.requests().is_empty());
+}

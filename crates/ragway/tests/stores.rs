@@ -437,3 +437,55 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
     chmod("u+w");
     assert_eq!(before, after, "nothing was created in the folder");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_chooses_how_a_faiss_store_searches_and_others_refuse_it() {
+    let kendra = ragway_testkit::kendra::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(dir.path(), &kendra.url())).await;
+    let documents = json!({"documents": [
+        {"id": "qubits", "text": "A qubit can be in a superposition of 0 and 1.", "title": "Qubits"},
+        {"id": "planets", "text": "Jupiter is the largest planet of the Solar System."},
+        {"id": "bread", "text": "Yeast ferments sugar in dough and the loaf rises."},
+    ]});
+    let (status, _, report) = server.post("/stores/docs/documents", &documents).await;
+    assert_eq!(status, 200, "{report}");
+
+    let search = |retrieval: &str| json!({"query": "Jupiter planets", "vector_search_type": "docs", "top_k": 3, "retrieval": retrieval});
+    // Keyword: only the document with those words (stemmed: "planets" finds "planet"), scored
+    // by BM25. Dense: all three, by cosine similarity. Hybrid: fused reciprocal ranks.
+    let (status, _, keyword) = server.post("/search", &search("keyword")).await;
+    assert_eq!(status, 200, "{keyword}");
+    let passages = keyword["passages"].as_array().unwrap();
+    assert_eq!(passages.len(), 1, "{keyword}");
+    assert_eq!(passages[0]["id"], "planets#0");
+    let (_, _, dense) = server.post("/search", &search("dense")).await;
+    assert_eq!(dense["passages"].as_array().unwrap().len(), 3, "{dense}");
+    assert!(dense["passages"][0]["score"].as_f64().unwrap() <= 1.0);
+    let (_, _, hybrid) = server.post("/search", &search("hybrid")).await;
+    assert_eq!(hybrid["passages"][0]["id"], "planets#0", "{hybrid}");
+    assert!(hybrid["passages"][0]["score"].as_f64().unwrap() <= 2.0 / 61.0 + 1e-6);
+
+    // A store without modes (Kendra) is a 400 naming it.
+    let (status, _, refused) = server
+        .post(
+            "/search",
+            &json!({"query": "q", "vector_search_type": "kendra", "retrieval": "keyword"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("vector_store \"kendra\" searches in its own way only"),
+        "{refused}"
+    );
+    let (status, _, unknown) = server.post("/search", &search("sparse")).await;
+    assert_eq!(status, 422, "{unknown}");
+    assert_eq!(
+        unknown["detail"][0]["loc"],
+        json!(["body", "retrieval"]),
+        "{unknown}"
+    );
+}

@@ -553,6 +553,22 @@ impl Retriever for FaissStore {
             .map_err(|e| e.into_provider(&self.inner.provider))
     }
 
+    fn modes(&self) -> &'static [RetrievalMode] {
+        &RetrievalMode::ALL
+    }
+
+    async fn search_as(
+        &self,
+        mode: RetrievalMode,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError> {
+        FaissStore::search_as(self, mode, query, top_k, filter)
+            .await
+            .map_err(|e| e.into_provider(&self.inner.provider))
+    }
+
     async fn ready(&self) -> Result<(), String> {
         FaissStore::ready(self).await
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ragway_core::config::{PgMetric, PgvectorStoreConfig, is_sql_identifier, secs};
+use ragway_core::config::{PgMetric, PgvectorStoreConfig, RetrievalMode, is_sql_identifier, secs};
 use ragway_core::{
     Document, DocumentStore, Embedder, Filter, IngestReport, Passage, ProviderError, Retriever,
     StoreStats,
@@ -686,6 +686,10 @@ impl Retriever for PgvectorStore {
         PgvectorStore::search(self, query, top_k, filter)
             .await
             .map_err(|e| self.inner.provider_error(e))
+    }
+
+    fn modes(&self) -> &'static [RetrievalMode] {
+        &[RetrievalMode::Dense]
     }
 
     async fn ready(&self) -> Result<(), String> {

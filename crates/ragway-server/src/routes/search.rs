@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::{Extension, Json};
+use ragway_core::config::RetrievalMode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -27,6 +28,10 @@ pub struct SearchRequest {
     /// Passages to return: at least 1, at most the server's `max_top_k`.
     #[schema(minimum = 1)]
     top_k: Option<usize>,
+    /// How the store searches: `dense`, `keyword` or `hybrid` (faiss stores have all three);
+    /// the store's configured way when absent.
+    #[serde(default)]
+    retrieval: Option<RetrievalMode>,
 }
 
 /// `POST /search`.
@@ -73,7 +78,7 @@ pub async fn search(
         Some(store) => {
             crate::metrics::label("", &store.name);
             registry
-                .retrieve(store, &request.query, request.top_k)
+                .retrieve(store, &request.query, request.top_k, request.retrieval)
                 .await?
         }
         None => Vec::new(),
