@@ -385,6 +385,11 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
     // server runs without the capability that lets it (setpriv, util-linux).
     let store = dir.path().join("docs");
     let _ = std::fs::remove_file(store.join("write.lock"));
+    // As an older ragway wrote it: no keyword index (only a writable open could build one).
+    rusqlite::Connection::open(store.join("store.sqlite3"))
+        .unwrap()
+        .execute_batch("DROP TABLE keywords; DELETE FROM meta WHERE key = 'keywords';")
+        .unwrap();
     let before = file_names(&store);
     let chmod = |mode: &str| {
         let status = std::process::Command::new("chmod")
@@ -431,6 +436,21 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
     assert_eq!(status, 400, "{refused}");
     assert!(
         refused["detail"].as_str().unwrap().contains("read-only"),
+        "{refused}"
+    );
+    // Keyword search needs the index it cannot build here: a 400 that says how to get it.
+    let (status, _, refused) = server
+        .post(
+            "/search",
+            &json!({"query": "qubit", "vector_search_type": "docs", "retrieval": "keyword"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has no keyword index yet"),
         "{refused}"
     );
     let after = file_names(&store);
