@@ -107,30 +107,43 @@ pub async fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode> {
             return Ok(code);
         }
     }
-    let modes: Vec<RetrievalMode> = if args.mode.is_empty() {
-        vec![configured_mode(store)]
+    // One store, searched in each mode asked for (none asked: the store's own way).
+    let retriever = open(config, store).await?;
+    let modes: Vec<Option<RetrievalMode>> = if args.mode.is_empty() {
+        vec![None]
     } else {
-        args.mode.iter().map(|&m| m.into()).collect()
+        args.mode.iter().map(|&m| Some(m.into())).collect()
     };
+    for mode in modes.iter().flatten() {
+        if !retriever.modes().contains(mode) {
+            bail!(
+                "vector_store \"{}\" is a {} store, which cannot search in {} mode; \
+                 --mode dense, keyword and hybrid are for faiss stores",
+                store.name(),
+                store.kind(),
+                mode.name()
+            );
+        }
+    }
 
     let depth = args.depth as usize;
     let mut results = Vec::new();
     let mut runs = String::new();
     for mode in modes {
-        let retriever = open(config, store, mode).await?;
+        let name = mode.unwrap_or_else(|| configured_mode(store)).name();
         let mut run = Run::new();
         let mut latencies = Vec::with_capacity(dataset.queries.len());
         for (id, text) in &dataset.queries {
             let started = Instant::now();
-            let documents = search(retriever.as_ref(), text, depth)
+            let documents = search(retriever.as_ref(), mode, text, depth)
                 .await
                 .with_context(|| format!("searching \"{}\" for query {id}", args.store))?;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             run.insert(id.clone(), documents);
         }
-        runs.push_str(&eval::trec_run(&run, &format!("ragway-{}", mode.name())));
+        runs.push_str(&eval::trec_run(&run, &format!("ragway-{name}")));
         results.push(ModeResult {
-            mode: mode.name(),
+            mode: name,
             scores: eval::evaluate(&dataset.qrels, &run),
             search_ms: Latency {
                 p50: eval::percentile(&latencies, 50.0),
@@ -163,12 +176,17 @@ pub async fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode> {
 /// Searches deep enough to rank `depth` documents (a document may have many chunks).
 async fn search(
     retriever: &dyn ragway_core::Retriever,
+    mode: Option<RetrievalMode>,
     query: &str,
     depth: usize,
 ) -> Result<Vec<(String, f32)>> {
     let mut chunks = depth * 3;
+    let filter = Filter::new();
     loop {
-        let passages = retriever.search(query, chunks, &Filter::new()).await?;
+        let passages = match mode {
+            Some(mode) => retriever.search_as(mode, query, chunks, &filter).await?,
+            None => retriever.search(query, chunks, &filter).await?,
+        };
         let documents = eval::documents(&passages, depth);
         if documents.len() >= depth || passages.len() < chunks {
             return Ok(documents);
@@ -210,27 +228,11 @@ fn configured_mode(store: &VectorStoreConfig) -> RetrievalMode {
     }
 }
 
-/// The store searching in `mode`, built as `ragway serve` builds it (its embedder only; no
-/// model is loaded).
+/// The store, built as `ragway serve` builds it (its embedder only; no model is loaded).
 async fn open(
     config: &Config,
     store: &VectorStoreConfig,
-    mode: RetrievalMode,
 ) -> Result<Arc<dyn ragway_core::Retriever>> {
-    let mut store = store.clone();
-    match &mut store {
-        VectorStoreConfig::Faiss(c) => c.retrieval = mode,
-        other if mode != configured_mode(other) => bail!(
-            "vector_store \"{}\" is a {} store, which searches in {} mode only; \
-             --mode {} needs a faiss store",
-            other.name(),
-            other.kind(),
-            configured_mode(other).name(),
-            mode.name()
-        ),
-        _ => {}
-    }
-    let store = &store;
     // AWS settings when the store or its embedder is an AWS service, in its region.
     let embedder_region = config.embedder.iter().find_map(|e| match e {
         EmbedderConfig::Bedrock(c) if Some(e.name()) == store.embedder() => Some(c.region.clone()),
