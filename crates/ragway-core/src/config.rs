@@ -745,6 +745,13 @@ pub struct PgvectorStoreConfig {
     /// Seconds Postgres may spend on one statement before cancelling it.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_secs: f64,
+    /// How the store searches: by meaning (`dense`), by words (`keyword`, BM25 over Postgres's
+    /// full-text index of the chunks' text and title), or both fused (`hybrid`).
+    #[serde(default)]
+    pub retrieval: RetrievalMode,
+    /// How `hybrid` fuses the two rankings.
+    #[serde(default)]
+    pub hybrid: HybridConfig,
 }
 
 impl PgvectorStoreConfig {
@@ -1255,30 +1262,7 @@ impl Config {
                         );
                     }
                     at_least_one(&format!("{at}.ef_search"), c.ef_search as usize, &mut issue);
-                    let hybrid = &c.hybrid;
-                    for (key, value) in [
-                        ("rrf_k", hybrid.rrf_k),
-                        ("dense_weight", hybrid.dense_weight),
-                        ("keyword_weight", hybrid.keyword_weight),
-                    ] {
-                        if !(value.is_finite() && value >= 0.0) {
-                            issue(
-                                format!("{at}.hybrid.{key}"),
-                                format!("must be a number of at least 0, got {value}"),
-                            );
-                        }
-                    }
-                    if hybrid.dense_weight + hybrid.keyword_weight <= 0.0 {
-                        issue(
-                            format!("{at}.hybrid"),
-                            "dense_weight and keyword_weight cannot both be 0".into(),
-                        );
-                    }
-                    at_least_one(
-                        &format!("{at}.hybrid.candidates_factor"),
-                        hybrid.candidates_factor,
-                        &mut issue,
-                    );
+                    check_hybrid(&at, &c.hybrid, &mut issue);
                     if !(0.0..1.0).contains(&c.hnsw_max_deleted_share) {
                         issue(
                             format!("{at}.hnsw_max_deleted_share"),
@@ -1291,6 +1275,7 @@ impl Config {
                 }
                 VectorStoreConfig::Pgvector(c) => {
                     check_chunking(&at, c.chunk_size, c.chunk_overlap, &mut issue);
+                    check_hybrid(&at, &c.hybrid, &mut issue);
                     let schema = c.schema();
                     if !is_sql_identifier(&schema) {
                         issue(
@@ -1417,6 +1402,33 @@ fn check_chunking(
             format!("must be smaller than chunk_size ({chunk_size})"),
         );
     }
+}
+
+/// A store's `hybrid` settings: weights and `rrf_k` non-negative numbers, not both weights 0.
+fn check_hybrid(at: &str, hybrid: &HybridConfig, issue: &mut impl FnMut(String, String)) {
+    for (key, value) in [
+        ("rrf_k", hybrid.rrf_k),
+        ("dense_weight", hybrid.dense_weight),
+        ("keyword_weight", hybrid.keyword_weight),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            issue(
+                format!("{at}.hybrid.{key}"),
+                format!("must be a number of at least 0, got {value}"),
+            );
+        }
+    }
+    if hybrid.dense_weight + hybrid.keyword_weight <= 0.0 {
+        issue(
+            format!("{at}.hybrid"),
+            "dense_weight and keyword_weight cannot both be 0".into(),
+        );
+    }
+    at_least_one(
+        &format!("{at}.hybrid.candidates_factor"),
+        hybrid.candidates_factor,
+        issue,
+    );
 }
 
 fn at_least_one(path: &str, value: usize, issue: &mut impl FnMut(String, String)) {

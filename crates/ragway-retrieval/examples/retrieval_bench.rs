@@ -146,6 +146,8 @@ impl Store {
                         connect_timeout_secs: 3.0,
                         // Filling an indexed table in one transaction takes minutes.
                         statement_timeout_secs: 3600.0,
+                        retrieval: Default::default(),
+                        hybrid: Default::default(),
                     },
                     embedder,
                 )

@@ -4,8 +4,36 @@
 //! summed; the best `top_k` are kept. Passages are the same when their ids are.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use ragway_core::Passage;
+use ragway_core::config::{HybridConfig, RetrievalMode};
+
+/// A hybrid search: `search` asked for dense and keyword candidates at once (`candidates_factor`
+/// times `top_k` of each, at least 50), the two rankings fused by [`reciprocal_rank`].
+pub async fn hybrid<F, Fut, E>(
+    config: &HybridConfig,
+    top_k: usize,
+    search: F,
+) -> Result<Vec<Passage>, E>
+where
+    F: Fn(RetrievalMode, usize) -> Fut,
+    Fut: Future<Output = Result<Vec<Passage>, E>>,
+{
+    let candidates = top_k.saturating_mul(config.candidates_factor).max(50);
+    let (dense, keyword) = futures::try_join!(
+        search(RetrievalMode::Dense, candidates),
+        search(RetrievalMode::Keyword, candidates),
+    )?;
+    Ok(reciprocal_rank(
+        &[
+            (&dense, config.dense_weight),
+            (&keyword, config.keyword_weight),
+        ],
+        config.rrf_k,
+        top_k,
+    ))
+}
 
 /// Fuses `rankings` (each best first, with its weight) into the `top_k` best passages, with
 /// the fused score; ties keep the order of first appearance.

@@ -300,20 +300,13 @@ impl FaissStore {
             RetrievalMode::Dense => self.dense_search(query, top_k, filter).await,
             RetrievalMode::Keyword => self.keyword_search(query, top_k, filter).await,
             RetrievalMode::Hybrid => {
-                let hybrid = self.inner.settings.hybrid;
-                let candidates = top_k.saturating_mul(hybrid.candidates_factor).max(50);
-                let (dense, keyword) = futures::try_join!(
-                    self.dense_search(query, candidates, filter),
-                    self.keyword_search(query, candidates, filter),
-                )?;
-                Ok(crate::fusion::reciprocal_rank(
-                    &[
-                        (&dense, hybrid.dense_weight),
-                        (&keyword, hybrid.keyword_weight),
-                    ],
-                    hybrid.rrf_k,
-                    top_k,
-                ))
+                crate::fusion::hybrid(&self.inner.settings.hybrid, top_k, |mode, k| async move {
+                    match mode {
+                        RetrievalMode::Keyword => self.keyword_search(query, k, filter).await,
+                        _ => self.dense_search(query, k, filter).await,
+                    }
+                })
+                .await
             }
         }
     }

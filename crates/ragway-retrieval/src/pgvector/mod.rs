@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ragway_core::config::{PgMetric, PgvectorStoreConfig, RetrievalMode, is_sql_identifier, secs};
+use ragway_core::config::{
+    HybridConfig, PgMetric, PgvectorStoreConfig, RetrievalMode, is_sql_identifier, secs,
+};
 use ragway_core::{
     Document, DocumentStore, Embedder, Filter, IngestReport, Passage, ProviderError, Retriever,
     StoreStats,
@@ -62,6 +64,9 @@ struct Inner {
     queries: Queries,
     /// Postgres cancels a statement running longer (`statement_timeout`): a 504, not a 500.
     statement_timeout: Duration,
+    /// How a search without a mode of its own searches.
+    retrieval: RetrievalMode,
+    hybrid: HybridConfig,
 }
 
 /// How the store chunks and indexes, from the config.
@@ -79,6 +84,8 @@ pub(crate) struct Settings {
 struct Queries {
     search: SqlStr,
     search_filtered: SqlStr,
+    keyword_search: SqlStr,
+    keyword_search_filtered: SqlStr,
     hashes: SqlStr,
     upsert_documents: SqlStr,
     delete_chunks: SqlStr,
@@ -103,11 +110,15 @@ impl Queries {
         );
         // Equality on every key of the filter, as the FAISS store does (`@>` alone would let
         // an array that merely contains the wanted one through); `@>` lets the GIN index help.
-        let filter = "WHERE d.metadata @> $3::jsonb AND NOT EXISTS (
+        let filter = "d.metadata @> $3::jsonb AND NOT EXISTS (
                 SELECT 1 FROM jsonb_each($3::jsonb) f WHERE d.metadata -> f.key IS DISTINCT FROM f.value)";
         Self {
             search: sql_text(format!("{select} ORDER BY distance LIMIT $2")),
-            search_filtered: sql_text(format!("{select} {filter} ORDER BY distance LIMIT $2")),
+            search_filtered: sql_text(format!(
+                "{select} WHERE {filter} ORDER BY distance LIMIT $2"
+            )),
+            keyword_search: sql_text(keyword_search(schema, "true")),
+            keyword_search_filtered: sql_text(keyword_search(schema, filter)),
             hashes: sql_text(format!(
                 "SELECT id, content_hash FROM {schema}.documents WHERE id = ANY($1)"
             )),
@@ -123,11 +134,18 @@ impl Queries {
             delete_chunks: sql_text(format!(
                 "DELETE FROM {schema}.chunks WHERE document_id = ANY($1)"
             )),
+            // A chunk's keywords are its document's title and its text, as in the FAISS
+            // store's index; the documents were upserted first, in the same transaction.
             insert_chunks: sql_text(format!(
-                "INSERT INTO {schema}.chunks (document_id, position, text, embedding)
-                 SELECT document_id, position, text, embedding::vector
+                "INSERT INTO {schema}.chunks (document_id, position, text, embedding, keywords, words)
+                 SELECT u.document_id, u.position, u.text, u.embedding::vector, k.keywords,
+                        (SELECT coalesce(sum(cardinality(p.positions)), 0) FROM unnest(k.keywords) p)
                  FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::text[])
-                      AS u(document_id, position, text, embedding)"
+                      AS u(document_id, position, text, embedding)
+                 JOIN {schema}.documents d ON d.id = u.document_id
+                 CROSS JOIN LATERAL (
+                     SELECT to_tsvector('english', coalesce(d.title, '') || E'\\n' || u.text) AS keywords
+                 ) k"
             )),
             delete_document: sql_text(format!("DELETE FROM {schema}.documents WHERE id = $1")),
             counts: sql_text(format!(
@@ -136,6 +154,61 @@ impl Queries {
             )),
         }
     }
+}
+
+/// BM25 parameters, as the FAISS store's keyword index has them (SQLite FTS5's defaults).
+const BM25_K1: f64 = 1.2;
+const BM25_B: f64 = 0.75;
+
+/// BM25 over the keyword index, in SQL: `$1` the query's text (stemmed as the chunks were),
+/// `$2` how many chunks, `$3` the metadata filter when `filter` reads it. A chunk matches when
+/// it holds any word of the query (the GIN index finds them); each word weighs its inverse
+/// document frequency over the chunks, its count in the chunk saturating by `k1`, normalised
+/// by the chunk's length against the average (`b`). Query words reach the `tsquery` as quoted
+/// lexemes, so nothing a caller types is ever read as tsquery syntax.
+fn keyword_search(schema: &str, filter: &str) -> String {
+    // A lexeme as a quoted tsquery operand: backslashes and quotes doubled.
+    let quote = |column: &str| {
+        format!(r"('''' || replace(replace({column}, '\', '\\'), '''', '''''') || '''')")
+    };
+    let (each, term) = (quote("lexeme"), quote("t.lexeme"));
+    format!(
+        "WITH terms AS (
+             SELECT DISTINCT t.lexeme
+             FROM unnest(to_tsvector('english', $1)) AS t(lexeme, positions, weights)
+         ), stats AS (
+             SELECT greatest(chunks, 1)::float8 AS n,
+                    greatest(words, 1)::float8 / greatest(chunks, 1) AS avgdl
+             FROM {schema}.keyword_stats
+         ), query AS (
+             SELECT string_agg({each}, ' | ')::tsquery AS q FROM terms
+         ), weighted AS (
+             SELECT t.lexeme, ln(1 + (s.n - f.df + 0.5) / (f.df + 0.5)) AS idf
+             FROM terms t CROSS JOIN stats s
+             CROSS JOIN LATERAL (
+                 SELECT count(*)::float8 AS df FROM {schema}.chunks c
+                 WHERE c.keywords @@ {term}::tsquery
+             ) f
+         ), scored AS (
+             SELECT c.id, sum(w.idf * cardinality(u.positions) * ({k1} + 1)
+                    / (cardinality(u.positions) + {k1} * (1 - {b} + {b} * c.words / s.avgdl))) AS score
+             FROM {schema}.chunks c
+             JOIN {schema}.documents d ON d.id = c.document_id
+             CROSS JOIN query q CROSS JOIN stats s
+             CROSS JOIN LATERAL unnest(c.keywords) AS u(lexeme, positions, weights)
+             JOIN weighted w ON w.lexeme = u.lexeme
+             WHERE c.keywords @@ q.q AND {filter}
+             GROUP BY c.id
+         )
+         SELECT c.document_id, c.position, c.text, d.title, d.uri, d.metadata, sc.score
+         FROM scored sc
+         JOIN {schema}.chunks c ON c.id = sc.id
+         JOIN {schema}.documents d ON d.id = c.document_id
+         ORDER BY sc.score DESC, c.id
+         LIMIT $2",
+        k1 = BM25_K1,
+        b = BM25_B,
+    )
 }
 
 impl PgvectorStore {
@@ -220,6 +293,8 @@ impl PgvectorStore {
                 embedder_name: config.embedder.clone(),
                 dimension,
                 statement_timeout: Duration::from_secs_f64(config.statement_timeout_secs),
+                retrieval: config.retrieval,
+                hybrid: config.hybrid,
             }),
         })
     }
@@ -239,15 +314,82 @@ impl PgvectorStore {
         self.inner.dimension
     }
 
-    /// Searches by text: embeds `query` and returns the `top_k` best chunks whose document
-    /// metadata equals `filter` on every key.
+    /// Searches by text the store's way (`retrieval`: dense, keyword or hybrid) and returns the
+    /// `top_k` best chunks whose document metadata equals `filter` on every key.
     pub async fn search(&self, query: &str, top_k: usize, filter: &Filter) -> Result<Vec<Passage>> {
+        self.search_as(self.inner.retrieval, query, top_k, filter)
+            .await
+    }
+
+    /// Searches by text in the given mode. Scores: for `dense`, as [`search_vector`]
+    /// (Self::search_vector) says; for `keyword`, BM25; for `hybrid`, the fused reciprocal-rank
+    /// score. Higher is better in each.
+    pub async fn search_as(
+        &self,
+        mode: RetrievalMode,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        match mode {
+            RetrievalMode::Dense => self.dense_search(query, top_k, filter).await,
+            RetrievalMode::Keyword => self.keyword_search(query, top_k, filter).await,
+            RetrievalMode::Hybrid => {
+                crate::fusion::hybrid(&self.inner.hybrid, top_k, |mode, k| async move {
+                    match mode {
+                        RetrievalMode::Keyword => self.keyword_search(query, k, filter).await,
+                        _ => self.dense_search(query, k, filter).await,
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Embeds `query` and returns the nearest chunks.
+    async fn dense_search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
         if top_k == 0 {
             return Ok(Vec::new());
         }
         let mut vectors = self.inner.embed(&[query.to_owned()]).await?;
         let vector = vectors.pop().unwrap_or_default();
         self.search_vector(vector, top_k, filter).await
+    }
+
+    /// BM25 over the keyword index (see [`keyword_search`]); the score is the chunk's BM25.
+    async fn keyword_search(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>> {
+        if top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let limit = i64::try_from(top_k).unwrap_or(i64::MAX);
+        // Postgres's text cannot hold a NUL, and a NUL is no word: a separator, as a space.
+        let query = query.replace('\0', " ");
+        let search = if filter.is_empty() {
+            sqlx::query(inner.queries.keyword_search.clone())
+                .bind(&query)
+                .bind(limit)
+        } else {
+            sqlx::query(inner.queries.keyword_search_filtered.clone())
+                .bind(&query)
+                .bind(limit)
+                .bind(Value::Object(filter.clone()).to_string())
+        };
+        let rows = search
+            .fetch_all(&inner.pool)
+            .await
+            .map_err(|e| Error::postgres("searching by keywords", e))?;
+        passages(&rows, |score| score)
     }
 
     /// Searches by an already-embedded query vector.
@@ -280,26 +422,8 @@ impl PgvectorStore {
             .fetch_all(&inner.pool)
             .await
             .map_err(|e| Error::postgres("searching", e))?;
-        rows.iter()
-            .map(|row| {
-                let document: String = row.try_get(0)?;
-                let position: i32 = row.try_get(1)?;
-                let metadata: Value = row.try_get(5)?;
-                let distance: f64 = row.try_get(6)?;
-                Ok(Passage {
-                    id: format!("{document}#{position}"),
-                    text: row.try_get(2)?,
-                    score: score(inner.settings.metric, distance) as f32,
-                    title: row.try_get(3)?,
-                    uri: row.try_get(4)?,
-                    metadata: match metadata {
-                        Value::Object(map) => map,
-                        _ => Map::new(),
-                    },
-                })
-            })
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(|e| Error::postgres("reading search results", e))
+        let metric = inner.settings.metric;
+        passages(&rows, |distance| score(metric, distance))
     }
 
     /// Adds or replaces documents, reporting progress; see [`DocumentStore::add`]. Documents
@@ -576,6 +700,31 @@ impl Inner {
     }
 }
 
+/// Search results as passages: rows of (document id, position, text, title, uri, metadata,
+/// a number `score` makes the passage's score of).
+fn passages(rows: &[sqlx::postgres::PgRow], score: impl Fn(f64) -> f64) -> Result<Vec<Passage>> {
+    rows.iter()
+        .map(|row| {
+            let document: String = row.try_get(0)?;
+            let position: i32 = row.try_get(1)?;
+            let metadata: Value = row.try_get(5)?;
+            let number: f64 = row.try_get(6)?;
+            Ok(Passage {
+                id: format!("{document}#{position}"),
+                text: row.try_get(2)?,
+                score: score(number) as f32,
+                title: row.try_get(3)?,
+                uri: row.try_get(4)?,
+                metadata: match metadata {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                },
+            })
+        })
+        .collect::<std::result::Result<_, sqlx::Error>>()
+        .map_err(|e| Error::postgres("reading search results", e))
+}
+
 /// Why Postgres cannot store `document` as it is, if it cannot: its `text` and `jsonb` hold no
 /// NUL character, and the statement would fail half-way through a batch with a cryptic error.
 fn holds_nul(document: &Document) -> Option<String> {
@@ -689,7 +838,19 @@ impl Retriever for PgvectorStore {
     }
 
     fn modes(&self) -> &'static [RetrievalMode] {
-        &[RetrievalMode::Dense]
+        &RetrievalMode::ALL
+    }
+
+    async fn search_as(
+        &self,
+        mode: RetrievalMode,
+        query: &str,
+        top_k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Passage>, ProviderError> {
+        PgvectorStore::search_as(self, mode, query, top_k, filter)
+            .await
+            .map_err(|e| self.inner.provider_error(e))
     }
 
     async fn ready(&self) -> Result<(), String> {

@@ -17,10 +17,11 @@ use crate::error::{Error, Result};
 
 /// The migrations, oldest first; `{schema}` is replaced by the store's schema. Never edit one
 /// that has shipped (its checksum is recorded): add the next version instead.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "documents and chunks",
-    "CREATE EXTENSION IF NOT EXISTS vector;
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "documents and chunks",
+        "CREATE EXTENSION IF NOT EXISTS vector;
      CREATE TABLE {schema}.documents (
          id           text PRIMARY KEY,
          title        text,
@@ -43,7 +44,49 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
          key   text PRIMARY KEY,
          value text NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "keyword index",
+        // Each chunk's title and text stemmed for English (`keywords`, GIN-indexed) with its
+        // length in words, and the totals BM25 needs (`keyword_stats`, one row) kept by
+        // statement triggers: in the same transaction as the rows, whoever writes them.
+        "ALTER TABLE {schema}.chunks ADD COLUMN keywords tsvector, ADD COLUMN words integer;
+     UPDATE {schema}.chunks c
+        SET keywords = to_tsvector('english', coalesce(d.title, '') || E'\\n' || c.text)
+        FROM {schema}.documents d WHERE d.id = c.document_id;
+     UPDATE {schema}.chunks
+        SET words = (SELECT coalesce(sum(cardinality(positions)), 0) FROM unnest(keywords));
+     ALTER TABLE {schema}.chunks ALTER COLUMN keywords SET NOT NULL,
+                                 ALTER COLUMN words SET NOT NULL;
+     CREATE INDEX chunks_keywords ON {schema}.chunks USING gin (keywords);
+     CREATE TABLE {schema}.keyword_stats (
+         one    boolean PRIMARY KEY DEFAULT true CHECK (one),
+         chunks bigint NOT NULL,
+         words  bigint NOT NULL
+     );
+     INSERT INTO {schema}.keyword_stats (chunks, words)
+        SELECT count(*), coalesce(sum(words), 0) FROM {schema}.chunks;
+     CREATE FUNCTION {schema}.keyword_stats_added() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+         UPDATE {schema}.keyword_stats SET chunks = chunks + a.n, words = words + a.w
+         FROM (SELECT count(*) AS n, coalesce(sum(words), 0) AS w FROM added) a;
+         RETURN NULL;
+     END $$;
+     CREATE FUNCTION {schema}.keyword_stats_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+         UPDATE {schema}.keyword_stats SET chunks = chunks - r.n, words = words - r.w
+         FROM (SELECT count(*) AS n, coalesce(sum(words), 0) AS w FROM removed) r;
+         RETURN NULL;
+     END $$;
+     CREATE TRIGGER keyword_stats_added AFTER INSERT ON {schema}.chunks
+        REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+        EXECUTE FUNCTION {schema}.keyword_stats_added();
+     CREATE TRIGGER keyword_stats_removed AFTER DELETE ON {schema}.chunks
+        REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+        EXECUTE FUNCTION {schema}.keyword_stats_removed();",
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

@@ -1,12 +1,14 @@
 //! The pgvector store against a real PostgreSQL with pgvector (started by each test on a free
 //! port): the same document semantics as the FAISS store, two handles sharing one database as
 //! two replicas would, migrations under concurrent start-up and a schema newer than the
-//! binary, an outage and recovery, concurrent writers, hostile ids and filters, and a copy of
-//! a FAISS store without re-embedding.
+//! binary, an outage and recovery, concurrent writers, hostile ids and filters, a copy of a
+//! FAISS store without re-embedding, and the keyword index (BM25 over Postgres full-text
+//! search: scores, hostile queries, totals kept by triggers, the migration of an older
+//! database) with hybrid search.
 
 use std::sync::Arc;
 
-use ragway_core::config::{PgMetric, PgvectorStoreConfig};
+use ragway_core::config::{PgMetric, PgvectorStoreConfig, RetrievalMode};
 use ragway_core::{DocumentStore, Embedder, Filter, IngestReport, ProviderError, Retriever};
 use ragway_retrieval::ingest::EmbeddedDocument;
 use ragway_retrieval::pgvector::{PgvectorStore, latest_version};
@@ -577,4 +579,240 @@ async fn an_unreachable_database_fails_the_open_naming_it_without_the_password()
     let message = error.to_string();
     assert!(message.contains("RAGWAY_TEST_PG_DSN"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
+}
+
+fn untitled(id: &str, text: &str) -> ragway_core::Document {
+    ragway_core::Document {
+        id: id.into(),
+        text: text.into(),
+        title: None,
+        uri: None,
+        metadata: serde_json::Map::new(),
+    }
+}
+
+fn ids(passages: &[ragway_core::Passage]) -> Vec<&str> {
+    passages.iter().map(|p| p.id.as_str()).collect()
+}
+
+/// BM25 of one query word in one chunk, as the store computes it (k1 1.2, b 0.75, Lucene's idf).
+fn bm25(tf: f64, words: f64, average: f64, chunks: f64, holding: f64) -> f64 {
+    let idf = (1.0 + (chunks - holding + 0.5) / (holding + 0.5)).ln();
+    idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * words / average))
+}
+
+/// The keyword totals the triggers keep, and the same counted from the rows.
+async fn keyword_totals(db: &mut PgConnection, schema: &str) -> ((i64, i64), (i64, i64)) {
+    let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT chunks, words FROM {schema}.keyword_stats"
+    )))
+    .fetch_one(&mut *db)
+    .await
+    .unwrap();
+    let counted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), coalesce(sum(words), 0)::bigint FROM {schema}.chunks"
+    )))
+    .fetch_one(&mut *db)
+    .await
+    .unwrap();
+    ((kept.get(0), kept.get(1)), (counted.get(0), counted.get(1)))
+}
+
+#[tokio::test]
+async fn keyword_search_scores_bm25_over_stems_and_reads_no_query_syntax() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_words").await;
+    let mut tagged = untitled("birds", "tiger bear eagle hawk");
+    tagged.metadata.insert("kind".into(), json!("sky"));
+    DocumentStore::add(
+        &store,
+        vec![
+            untitled("stripes", "zebra zebra lion"),
+            untitled("cats", "lion tiger"),
+            tagged,
+        ],
+    )
+    .await
+    .unwrap();
+    let keyword = |query: &'static str, filter: Filter| {
+        let store = store.clone();
+        async move {
+            store
+                .search_as(RetrievalMode::Keyword, query, 5, &filter)
+                .await
+                .unwrap_or_else(|e| panic!("{query:?}: {e}"))
+        }
+    };
+
+    // Three chunks of 3, 2 and 4 words (average 3). "Zebras" is stemmed to the chunk's word.
+    let found = keyword("Zebras!", Filter::new()).await;
+    assert_eq!(ids(&found), ["stripes#0"]);
+    let expected = bm25(2.0, 3.0, 3.0, 3.0, 1.0);
+    assert!(
+        (f64::from(found[0].score) - expected).abs() < 1e-5,
+        "{found:?} vs {expected}"
+    );
+    // "lion" is in two chunks: the shorter ranks first, each by its own length.
+    let found = keyword("lions", Filter::new()).await;
+    assert_eq!(ids(&found), ["cats#0", "stripes#0"]);
+    for (passage, words) in found.iter().zip([2.0, 3.0]) {
+        let expected = bm25(1.0, words, 3.0, 3.0, 2.0);
+        assert!(
+            (f64::from(passage.score) - expected).abs() < 1e-5,
+            "{found:?}"
+        );
+    }
+    // Words add up: a chunk holding two query words beats one holding one.
+    let found = keyword("tiger hawk", Filter::new()).await;
+    assert_eq!(ids(&found), ["birds#0", "cats#0"]);
+    // A metadata filter applies as to dense search.
+    let mut sky = Filter::new();
+    sky.insert("kind".into(), json!("sky"));
+    assert_eq!(ids(&keyword("tiger lion", sky).await), ["birds#0"]);
+
+    // tsquery syntax in a query is taken as words: never an error, never an operator.
+    for hostile in [
+        "zebra & !lion",
+        "zebra <-> lion",
+        "zebra:*",
+        "!zebra",
+        "'zebra' | 'lion'",
+        "zebra\\",
+        "zebra'); DROP TABLE ragway_words.chunks; --",
+        "(zebra",
+        "",
+        "   ",
+        "the of and",
+        "!!!",
+        "\u{0}",
+        "zebra\u{0}",
+    ] {
+        let found = store
+            .search_as(RetrievalMode::Keyword, hostile, 5, &Filter::new())
+            .await;
+        let found = found.unwrap_or_else(|e| panic!("{hostile:?}: {e}"));
+        if hostile.contains("zebra") {
+            assert_eq!(ids(&found).first(), Some(&"stripes#0"), "{hostile:?}");
+        } else {
+            assert!(found.is_empty(), "{hostile:?}: {found:?}");
+        }
+    }
+    let mut db = sql(&pg).await;
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM ragway_words.chunks")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(chunks, 3);
+}
+
+#[tokio::test]
+async fn keyword_totals_follow_every_write_on_every_replica() {
+    let pg = Postgres::start().unwrap();
+    let one = open(&pg, "ragway_totals").await;
+    let two = open(&pg, "ragway_totals").await;
+    let mut db = sql(&pg).await;
+    DocumentStore::add(&one, corpus(6)).await.unwrap();
+    let (kept, counted) = keyword_totals(&mut db, "ragway_totals").await;
+    assert_eq!(kept, counted);
+    assert!(kept.0 > 6 && kept.1 > kept.0, "{kept:?}");
+
+    // Replaced by the other replica, deleted, written by both at once: the totals stay the
+    // rows' own, so the scores stay true.
+    DocumentStore::add(&two, vec![doc("doc-1", "zebra zebra zebra")])
+        .await
+        .unwrap();
+    assert!(DocumentStore::delete(&one, "doc-2").await.unwrap());
+    let (a, b) = tokio::join!(
+        DocumentStore::add(&one, corpus(9)),
+        DocumentStore::add(&two, corpus(12)),
+    );
+    a.unwrap();
+    b.unwrap();
+    let (kept, counted) = keyword_totals(&mut db, "ragway_totals").await;
+    assert_eq!(kept, counted);
+
+    // What one replica wrote, the other finds by its words.
+    let found = two
+        .search_as(RetrievalMode::Keyword, "topic11", 3, &Filter::new())
+        .await
+        .unwrap();
+    assert!(found[0].id.starts_with("doc-11#"), "{found:?}");
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_keyword_index_is_indexed_by_the_migration() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_upgrade").await;
+    DocumentStore::add(
+        &store,
+        vec![
+            doc("stripes", "zebra zebra lion"),
+            doc("cats", "lion tiger"),
+        ],
+    )
+    .await
+    .unwrap();
+    // As the first schema version left it: no keyword columns, totals or triggers.
+    let mut db = sql(&pg).await;
+    for statement in [
+        "DROP TRIGGER keyword_stats_added ON ragway_upgrade.chunks",
+        "DROP TRIGGER keyword_stats_removed ON ragway_upgrade.chunks",
+        "DROP FUNCTION ragway_upgrade.keyword_stats_added()",
+        "DROP FUNCTION ragway_upgrade.keyword_stats_removed()",
+        "DROP TABLE ragway_upgrade.keyword_stats",
+        "ALTER TABLE ragway_upgrade.chunks DROP COLUMN keywords, DROP COLUMN words",
+        "DELETE FROM ragway_upgrade.schema_migrations WHERE version = 2",
+    ] {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+    drop(store);
+
+    let store = open(&pg, "ragway_upgrade").await;
+    let found = store
+        .search_as(RetrievalMode::Keyword, "zebra tiger", 5, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(ids(&found).len(), 2, "{found:?}");
+    // Titles are indexed with the text, as for chunks written since.
+    let found = store
+        .search_as(RetrievalMode::Keyword, "title cats", 5, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(ids(&found)[0], "cats#0");
+    let (kept, counted) = keyword_totals(&mut db, "ragway_upgrade").await;
+    assert_eq!(kept, counted);
+    assert_eq!(kept.0, 2);
+}
+
+#[tokio::test]
+async fn a_pgvector_store_searches_hybrid_by_config_or_by_request() {
+    let pg = Postgres::start().unwrap();
+    let mut config = config("ragway_hybrid", PgMetric::Cosine);
+    config.retrieval = RetrievalMode::Hybrid;
+    let store = open_with(&pg, &config).await;
+    DocumentStore::add(&store, corpus(8)).await.unwrap();
+    assert_eq!(Retriever::modes(&store), RetrievalMode::ALL);
+    let query = "topic5 word3";
+    // Each ranking gives max(5 × top_k, 50) candidates; fused by reciprocal rank (k 60).
+    let dense = store
+        .search_as(RetrievalMode::Dense, query, 50, &Filter::new())
+        .await
+        .unwrap();
+    let keyword = store
+        .search_as(RetrievalMode::Keyword, query, 50, &Filter::new())
+        .await
+        .unwrap();
+    let fused = store.search(query, 4, &Filter::new()).await.unwrap();
+    let expected =
+        ragway_retrieval::fusion::reciprocal_rank(&[(&dense, 1.0), (&keyword, 1.0)], 60.0, 4);
+    assert_eq!(ids(&fused), ids(&expected));
+    assert!(fused[0].id.starts_with("doc-5#"), "{fused:?}");
+    for (got, want) in fused.iter().zip(&expected) {
+        assert!((got.score - want.score).abs() < 1e-7, "{fused:?}");
+    }
+    // Through the trait, as /search calls it.
+    let through = Retriever::search_as(&store, RetrievalMode::Keyword, query, 4, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(ids(&through), ids(&keyword[..4]));
 }
