@@ -27,6 +27,8 @@ pub struct Config {
     pub embedder: Vec<EmbedderConfig>,
     #[serde(default)]
     pub vector_store: Vec<VectorStoreConfig>,
+    #[serde(default)]
+    pub reranker: Vec<RerankerConfig>,
     /// How `ragway deploy` runs this configuration on AWS; `serve` ignores it.
     #[serde(default)]
     pub deploy: crate::deploy::DeployConfig,
@@ -547,6 +549,15 @@ impl VectorStoreConfig {
         }
     }
 
+    /// The reranker this store's candidates go through, if any.
+    pub fn rerank(&self) -> Option<&RerankConfig> {
+        match self {
+            Self::Kendra(c) => c.rerank.as_ref(),
+            Self::Faiss(c) => c.rerank.as_ref(),
+            Self::Pgvector(c) => c.rerank.as_ref(),
+        }
+    }
+
     /// The embedder this store needs, if it embeds queries itself.
     pub fn embedder(&self) -> Option<&str> {
         match self {
@@ -571,6 +582,103 @@ impl VectorStoreConfig {
     }
 }
 
+/// A store's `rerank = { reranker = "name", candidates = 20 }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankConfig {
+    /// The `[[reranker]]`.
+    pub reranker: String,
+    /// How many of the store's best passages the reranker reads (at least the request's
+    /// `top_k`, which it keeps).
+    #[serde(default = "default_rerank_candidates")]
+    pub candidates: usize,
+}
+
+fn default_rerank_candidates() -> usize {
+    20
+}
+
+/// Most candidates a store may hand a reranker (Bedrock Rerank's limit of sources).
+pub const MAX_RERANK_CANDIDATES: usize = 1000;
+
+/// `[[reranker]]`: orders a store's candidates by their relevance to the query.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RerankerConfig {
+    Local(LocalRerankerConfig),
+    Bedrock(BedrockRerankerConfig),
+}
+
+impl RerankerConfig {
+    pub const KINDS: &'static [&'static str] = &["bedrock", "local"];
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Local(c) => &c.name,
+            Self::Bedrock(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Bedrock(_) => "bedrock",
+        }
+    }
+
+    fn parse_kind(
+        kind: &str,
+        body: toml::Value,
+        at: &str,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<Option<Self>> {
+        Some(match kind {
+            "local" => parse_entry(body, at, issues).map(Self::Local),
+            "bedrock" => parse_entry(body, at, issues).map(Self::Bedrock),
+            _ => return None,
+        })
+    }
+}
+
+/// A BERT cross-encoder (a Hugging Face `BertForSequenceClassification` folder with one
+/// label, as `cross-encoder/ms-marco-MiniLM-L-6-v2`) run in-process on the CPU.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRerankerConfig {
+    pub name: String,
+    /// The model folder: `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub path: PathBuf,
+    /// Query and passage together are cut to this many tokens, the longer first.
+    #[serde(default = "default_rerank_max_tokens")]
+    pub max_tokens: usize,
+}
+
+fn default_rerank_max_tokens() -> usize {
+    512
+}
+
+/// Amazon Bedrock's Rerank API (bedrock-agent-runtime): `amazon.rerank-v1:0` or
+/// `cohere.rerank-v3-5:0`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockRerankerConfig {
+    pub name: String,
+    pub model_id: String,
+    /// AWS region; the standard chain (AWS_REGION, profile) when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another endpoint than AWS's own (a VPC endpoint, or a local fake in tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Attempts per call, the first included, for throttling and transient errors.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
 /// An AWS Kendra index, searched with the Retrieve API. Read-only.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -588,6 +696,9 @@ pub struct KendraStoreConfig {
     /// Drop results Kendra is less confident about than this.
     #[serde(default)]
     pub min_score_confidence: Option<ScoreConfidence>,
+    /// A `[[reranker]]` that orders this store's candidates before the best are kept.
+    #[serde(default)]
+    pub rerank: Option<RerankConfig>,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     #[serde(default = "default_connect_timeout")]
@@ -634,6 +745,9 @@ pub struct FaissStoreConfig {
     /// How `hybrid` fuses the two rankings.
     #[serde(default)]
     pub hybrid: HybridConfig,
+    /// A `[[reranker]]` that orders this store's candidates before the best are kept.
+    #[serde(default)]
+    pub rerank: Option<RerankConfig>,
 }
 
 /// How a store searches.
@@ -752,6 +866,9 @@ pub struct PgvectorStoreConfig {
     /// How `hybrid` fuses the two rankings.
     #[serde(default)]
     pub hybrid: HybridConfig,
+    /// A `[[reranker]]` that orders this store's candidates before the best are kept.
+    #[serde(default)]
+    pub rerank: Option<RerankConfig>,
 }
 
 impl PgvectorStoreConfig {
@@ -1214,9 +1331,54 @@ impl Config {
                 }
             }
         }
+        for (i, reranker) in self.reranker.iter().enumerate() {
+            let at = format!("reranker[{i}]");
+            match reranker {
+                RerankerConfig::Local(c) => {
+                    check_path(&format!("{at}.path"), &c.path, &mut issue);
+                    if c.max_tokens < 8 {
+                        issue(
+                            format!("{at}.max_tokens"),
+                            format!("must be at least 8, got {}", c.max_tokens),
+                        );
+                    }
+                }
+                RerankerConfig::Bedrock(c) => {
+                    if let Some(url) = &c.endpoint_url {
+                        check_url(&format!("{at}.endpoint_url"), url, &mut issue);
+                    }
+                    if c.max_attempts == 0 {
+                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
+                    }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+            }
+        }
+        let rerankers: Vec<&str> = self.reranker.iter().map(RerankerConfig::name).collect();
         let embedders: Vec<&str> = self.embedder.iter().map(EmbedderConfig::name).collect();
         for (i, store) in self.vector_store.iter().enumerate() {
             let at = format!("vector_store[{i}]");
+            if let Some(rerank) = store.rerank() {
+                if !rerankers.contains(&rerank.reranker.as_str()) {
+                    issue(
+                        format!("{at}.rerank.reranker"),
+                        format!(
+                            "no reranker named \"{}\"; known: {}",
+                            rerank.reranker,
+                            known(&rerankers)
+                        ),
+                    );
+                }
+                if !(1..=MAX_RERANK_CANDIDATES).contains(&rerank.candidates) {
+                    issue(
+                        format!("{at}.rerank.candidates"),
+                        format!(
+                            "must be between 1 and {MAX_RERANK_CANDIDATES}, got {}",
+                            rerank.candidates
+                        ),
+                    );
+                }
+            }
             if store.name() == NO_RETRIEVAL {
                 issue(
                     format!("{at}.name"),
@@ -1544,6 +1706,15 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
                     issues,
                 )
             }
+            "reranker" => {
+                config.reranker = parse_list(
+                    value,
+                    "reranker",
+                    RerankerConfig::KINDS,
+                    RerankerConfig::parse_kind,
+                    issues,
+                )
+            }
             "deploy" => {
                 if let Some(deploy) = parse_entry(value, "deploy", issues) {
                     config.deploy = deploy;
@@ -1551,9 +1722,9 @@ fn parse_sections(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
             }
             other => issues.push(ConfigIssue {
                 path: other.to_owned(),
-                message:
-                    "unknown section; expected one of server, llm, embedder, vector_store, deploy"
-                        .into(),
+                message: "unknown section; expected one of server, llm, embedder, vector_store, \
+                     reranker, deploy"
+                    .into(),
             }),
         }
     }
@@ -1677,6 +1848,57 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.issues.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn rerankers_are_read_and_a_store_names_one_that_exists() {
+        let text = |rerank: &str, rerankers: &str| {
+            format!(
+                "[[embedder]]\nname = \"minilm\"\ntype = \"local\"\npath = \"m\"\n\
+                 [[vector_store]]\nname = \"docs\"\ntype = \"pgvector\"\n\
+                 dsn = \"env::PG_DSN\"\nembedder = \"minilm\"\nretrieval = \"keyword\"\n{rerank}\n\
+                 {rerankers}"
+            )
+        };
+        let both = "[[reranker]]\nname = \"cross\"\ntype = \"local\"\npath = \"models/ce\"\n\
+                    [[reranker]]\nname = \"cohere\"\ntype = \"bedrock\"\n\
+                    model_id = \"cohere.rerank-v3-5:0\"\nregion = \"us-west-2\"\n";
+        let config = Config::parse(
+            &text("rerank = { reranker = \"cohere\" }", both),
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(config.reranker.len(), 2);
+        let rerank = config.vector_store[0].rerank().unwrap();
+        assert_eq!(
+            (rerank.reranker.as_str(), rerank.candidates),
+            ("cohere", 20)
+        );
+        let RerankerConfig::Local(local) = &config.reranker[0] else {
+            panic!("a local reranker");
+        };
+        assert_eq!(local.max_tokens, 512);
+        let VectorStoreConfig::Pgvector(pg) = &config.vector_store[0] else {
+            panic!("a pgvector store");
+        };
+        assert_eq!(pg.retrieval, RetrievalMode::Keyword);
+
+        assert_eq!(
+            issues(&text(
+                "rerank = { reranker = \"nope\", candidates = 0 }",
+                "[[reranker]]\nname = \"cross\"\ntype = \"local\"\npath = \"m\"\nmax_tokens = 2\n"
+            )),
+            [
+                "reranker[0].max_tokens: must be at least 8, got 2",
+                "vector_store[0].rerank.reranker: no reranker named \"nope\"; known: cross",
+                "vector_store[0].rerank.candidates: must be between 1 and 1000, got 0",
+            ]
+        );
+        let unknown_kind = issues(&text("", "[[reranker]]\nname = \"x\"\ntype = \"magic\"\n"));
+        assert!(
+            unknown_kind.iter().any(|i| i.contains("bedrock, local")),
+            "{unknown_kind:?}"
+        );
     }
 
     #[test]

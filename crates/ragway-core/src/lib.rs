@@ -20,7 +20,7 @@ pub mod web;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
 pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};
-pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Retriever};
+pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever};
 pub use types::{
     ChatRequest, ChatResponse, Delta, Document, Filter, FinishReason, IngestReport, Message,
     Passage, Role, StoreStats, Tool, ToolCall, ToolChoice, Usage,

@@ -1,5 +1,6 @@
-//! The component traits the factory builds and the handlers call: chat models, retrievers and
-//! embedders. They are small on purpose; everything provider-specific stays behind them.
+//! The component traits the factory builds and the handlers call: chat models, retrievers,
+//! rerankers and embedders. They are small on purpose; everything provider-specific stays
+//! behind them.
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -60,6 +61,25 @@ pub trait Retriever: Send + Sync {
     }
 
     /// Whether searches can be served now (see [`ChatModel::ready`]).
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Orders a store's candidates by their relevance to a query, as a second, closer look (a
+/// cross-encoder reads the query and each passage together).
+#[async_trait]
+pub trait Reranker: Send + Sync {
+    /// The `top_k` passages most relevant to `query`, best first, each with the reranker's
+    /// score (higher is better).
+    async fn rerank(
+        &self,
+        query: &str,
+        passages: Vec<Passage>,
+        top_k: usize,
+    ) -> Result<Vec<Passage>, ProviderError>;
+
+    /// Whether reranking can be served now (see [`ChatModel::ready`]).
     async fn ready(&self) -> Result<(), String> {
         Ok(())
     }

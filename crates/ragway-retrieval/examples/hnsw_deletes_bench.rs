@@ -117,6 +117,7 @@ impl Bench {
                 chunk_overlap: 0,
                 retrieval: Default::default(),
                 hybrid: Default::default(),
+                rerank: None,
             },
             self.embedder.clone(),
         )?)

@@ -125,6 +125,7 @@ impl Store {
                     chunk_overlap: 0,
                     retrieval: Default::default(),
                     hybrid: Default::default(),
+                    rerank: None,
                 },
                 embedder,
             )?),
@@ -148,6 +149,7 @@ impl Store {
                         statement_timeout_secs: 3600.0,
                         retrieval: Default::default(),
                         hybrid: Default::default(),
+                        rerank: None,
                     },
                     embedder,
                 )

@@ -9,6 +9,7 @@ pub mod fusion;
 pub mod ingest;
 pub mod kendra;
 pub mod pgvector;
+pub mod rerank;
 
 pub use error::{Error, Result};
 
@@ -16,8 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_types::SdkConfig;
-use ragway_core::config::VectorStoreConfig;
-use ragway_core::{BuildError, DocumentStore, Embedder, Retriever};
+use ragway_core::config::{RerankerConfig, VectorStoreConfig};
+use ragway_core::{BuildError, DocumentStore, Embedder, Reranker, Retriever};
 
 /// What stores share, made once at start-up by the registry.
 pub struct Shared<'a> {
@@ -25,6 +26,25 @@ pub struct Shared<'a> {
     pub aws: Option<&'a SdkConfig>,
     /// The built embedders, by name.
     pub embedders: &'a BTreeMap<String, Arc<dyn Embedder>>,
+    /// The built rerankers, by name.
+    pub rerankers: &'a BTreeMap<String, Arc<dyn Reranker>>,
+}
+
+/// Builds one configured reranker (a local cross-encoder loads its weights here).
+pub fn build_reranker(
+    config: &RerankerConfig,
+    aws: Option<&SdkConfig>,
+) -> Result<Arc<dyn Reranker>, BuildError> {
+    Ok(match config {
+        RerankerConfig::Local(c) => Arc::new(rerank::LocalReranker::new(c)?),
+        RerankerConfig::Bedrock(c) => {
+            let aws = aws.ok_or_else(|| BuildError {
+                component: format!("reranker \"{}\"", c.name),
+                message: "AWS settings were not loaded".into(),
+            })?;
+            Arc::new(rerank::BedrockReranker::new(c, aws)?)
+        }
+    })
 }
 
 /// A built store: every store searches; writable ones also take documents.
@@ -33,12 +53,37 @@ pub struct BuiltStore {
     pub documents: Option<Arc<dyn DocumentStore>>,
 }
 
-/// Builds one configured store (a pgvector store connects and migrates its schema here).
+/// Builds one configured store (a pgvector store connects and migrates its schema here); a
+/// store that names a reranker searches through it.
 pub async fn build(
     config: &VectorStoreConfig,
     shared: &Shared<'_>,
 ) -> Result<BuiltStore, BuildError> {
     let component = || format!("vector_store \"{}\"", config.name());
+    let mut built = build_store(config, shared, component).await?;
+    if let Some(rerank) = config.rerank() {
+        let reranker = shared
+            .rerankers
+            .get(&rerank.reranker)
+            .cloned()
+            .ok_or_else(|| BuildError {
+                component: component(),
+                message: format!("no reranker named \"{}\" was built", rerank.reranker),
+            })?;
+        built.retriever = Arc::new(rerank::Reranked::new(
+            built.retriever,
+            reranker,
+            rerank.candidates,
+        ));
+    }
+    Ok(built)
+}
+
+async fn build_store(
+    config: &VectorStoreConfig,
+    shared: &Shared<'_>,
+    component: impl Fn() -> String + Copy,
+) -> Result<BuiltStore, BuildError> {
     Ok(match config {
         VectorStoreConfig::Kendra(c) => {
             let aws = shared.aws.ok_or_else(|| BuildError {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragway_core::config::{
-    Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, RetryPolicy, ServerConfig, VectorStoreConfig,
-    secs,
+    Config, EmbedderConfig, LlmConfig, NO_RETRIEVAL, RerankerConfig, RetryPolicy, ServerConfig,
+    VectorStoreConfig, secs,
 };
 use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
@@ -252,11 +252,21 @@ impl Registry {
             .iter()
             .map(|(name, model)| (name.clone(), Arc::clone(&model.embedder)))
             .collect();
+        let mut rerankers = BTreeMap::new();
+        for reranker in &config.reranker {
+            match ragway_retrieval::build_reranker(reranker, aws.as_ref()) {
+                Ok(built) => {
+                    rerankers.insert(reranker.name().to_owned(), built);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
         let mut stores = BTreeMap::new();
         for store in &config.vector_store {
             let shared = ragway_retrieval::Shared {
                 aws: aws.as_ref(),
                 embedders: &store_embedders,
+                rerankers: &rerankers,
             };
             match ragway_retrieval::build(store, &shared).await {
                 Ok(built) => {
@@ -410,6 +420,15 @@ fn aws_region_hint(config: &Config) -> Option<Option<String>> {
             VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
             VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => None,
         }))
+        .chain(
+            config
+                .reranker
+                .iter()
+                .filter_map(|reranker| match reranker {
+                    RerankerConfig::Bedrock(c) => Some(c.region.clone()),
+                    RerankerConfig::Local(_) => None,
+                }),
+        )
         .peekable();
     regions.peek()?;
     Some(regions.flatten().next())

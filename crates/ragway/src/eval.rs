@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ragway_core::Filter;
-use ragway_core::config::{Config, EmbedderConfig, RetrievalMode, VectorStoreConfig, known};
+use ragway_core::config::{
+    Config, EmbedderConfig, RerankerConfig, RetrievalMode, VectorStoreConfig, known,
+};
 use ragway_retrieval::eval::{self, Dataset, Run, Scores};
 use serde::Serialize;
 
@@ -224,11 +226,13 @@ fn print_table(report: &Report) {
 fn configured_mode(store: &VectorStoreConfig) -> RetrievalMode {
     match store {
         VectorStoreConfig::Faiss(c) => c.retrieval,
-        VectorStoreConfig::Pgvector(_) | VectorStoreConfig::Kendra(_) => RetrievalMode::Dense,
+        VectorStoreConfig::Pgvector(c) => c.retrieval,
+        VectorStoreConfig::Kendra(_) => RetrievalMode::Dense,
     }
 }
 
-/// The store, built as `ragway serve` builds it (its embedder only; no model is loaded).
+/// The store, built as `ragway serve` builds it (its embedder and reranker only; no model is
+/// loaded).
 async fn open(
     config: &Config,
     store: &VectorStoreConfig,
@@ -238,9 +242,25 @@ async fn open(
         EmbedderConfig::Bedrock(c) if Some(e.name()) == store.embedder() => Some(c.region.clone()),
         _ => None,
     });
+    let reranker = match store.rerank() {
+        Some(rerank) => Some(
+            config
+                .reranker
+                .iter()
+                .find(|r| r.name() == rerank.reranker)
+                .with_context(|| format!("no reranker named \"{}\"", rerank.reranker))?,
+        ),
+        None => None,
+    };
+    let reranker_region = match reranker {
+        Some(RerankerConfig::Bedrock(c)) => Some(c.region.clone()),
+        _ => None,
+    };
     let region = match store {
         VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
-        VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => embedder_region,
+        VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => {
+            embedder_region.or(reranker_region)
+        }
     };
     let aws = match region {
         Some(region) => Some(ragway_aws::load_sdk_config(region).await),
@@ -262,9 +282,15 @@ async fn open(
         let embedder = ragway_retrieval::embedder::build(embedder_config, &shared)?;
         embedders.insert(embedder_name.to_owned(), embedder);
     }
+    let mut rerankers = BTreeMap::new();
+    if let Some(reranker) = reranker {
+        let built = ragway_retrieval::build_reranker(reranker, aws.as_ref())?;
+        rerankers.insert(reranker.name().to_owned(), built);
+    }
     let shared = ragway_retrieval::Shared {
         aws: aws.as_ref(),
         embedders: &embedders,
+        rerankers: &rerankers,
     };
     let built = ragway_retrieval::build(store, &shared).await?;
     Ok(built.retriever)

@@ -57,8 +57,10 @@ pub struct Encoder {
     positions: usize,
     word_embeddings: Vec<f32>,
     position_embeddings: Vec<f32>,
-    /// Token type 0's embedding: sentence embeddings read one segment.
-    token_type_embedding: Vec<f32>,
+    /// One row per token type: a sentence embedding reads type 0 only, a cross-encoder's
+    /// second segment (the passage) type 1.
+    token_type_embeddings: Vec<f32>,
+    token_types: usize,
     embeddings_norm: Norm,
     layers: Vec<Layer>,
 }
@@ -100,10 +102,11 @@ impl Encoder {
                 .pp("position_embeddings")
                 .get((config.max_position_embeddings, hidden), "weight")?,
         )?;
-        let token_types = embeddings
-            .pp("token_type_embeddings")
-            .get((config.type_vocab_size, hidden), "weight")?;
-        let token_type_embedding = values(token_types.get(0)?)?;
+        let token_type_embeddings = values(
+            embeddings
+                .pp("token_type_embeddings")
+                .get((config.type_vocab_size, hidden), "weight")?,
+        )?;
         let embeddings_norm = norm(embeddings.pp("LayerNorm"), hidden)?;
 
         let layers = (0..config.num_hidden_layers)
@@ -118,7 +121,8 @@ impl Encoder {
             positions: config.max_position_embeddings,
             word_embeddings,
             position_embeddings,
-            token_type_embedding,
+            token_type_embeddings,
+            token_types: config.type_vocab_size,
             embeddings_norm,
             layers,
         })
@@ -132,6 +136,47 @@ impl Encoder {
     /// Each text's tokens through the encoder, mean-pooled and L2-normalised (sentence-
     /// transformers' Pooling(mean) + Normalize). Texts of no tokens give zero vectors.
     pub fn embed(&self, texts: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
+        let (states, spans) = self.encode(texts, None)?;
+        Ok(spans
+            .iter()
+            .map(|(start, len)| {
+                pool(
+                    &states[start * self.hidden..(start + len) * self.hidden],
+                    self.hidden,
+                )
+            })
+            .collect())
+    }
+
+    /// The last hidden state of each pair's first token (`[CLS]`), each pair's tokens with the
+    /// position its second segment starts at (token type 1 from there): what a cross-encoder's
+    /// classification head reads.
+    pub fn first_token_states(&self, pairs: &[(&[u32], usize)]) -> Result<Vec<Vec<f32>>, String> {
+        if self.token_types < 2 {
+            return Err("the model has one token type: it cannot read pairs".into());
+        }
+        let texts: Vec<&[u32]> = pairs.iter().map(|(tokens, _)| *tokens).collect();
+        let seconds: Vec<usize> = pairs.iter().map(|(_, second)| *second).collect();
+        let (states, spans) = self.encode(&texts, Some(&seconds))?;
+        Ok(spans
+            .iter()
+            .map(|(start, len)| {
+                if len == 0 {
+                    vec![0.0; self.hidden]
+                } else {
+                    states[start * self.hidden..(start + 1) * self.hidden].to_vec()
+                }
+            })
+            .collect())
+    }
+
+    /// Every text's tokens through the encoder: the last hidden states, `[tokens, hidden]`.
+    /// `seconds` gives, per text, where token type 1 starts (none: all type 0).
+    fn encode(
+        &self,
+        texts: &[&[u32]],
+        seconds: Option<&[usize]>,
+    ) -> Result<(Vec<f32>, Spans), String> {
         for tokens in texts {
             if tokens.len() > self.positions {
                 return Err(format!(
@@ -149,42 +194,36 @@ impl Encoder {
             }
         }
         let spans = Spans::new(texts);
-        let mut states = self.embeddings(texts, &spans);
+        let mut states = self.embeddings(texts, seconds, &spans);
         for layer in &self.layers {
             states = self.layer(layer, &states, &spans);
         }
-        Ok(spans
-            .iter()
-            .map(|(start, len)| {
-                pool(
-                    &states[start * self.hidden..(start + len) * self.hidden],
-                    self.hidden,
-                )
-            })
-            .collect())
+        Ok((states, spans))
     }
 
     /// Word + position + token type embeddings, layer-normalised: `[tokens, hidden]`.
-    fn embeddings(&self, texts: &[&[u32]], spans: &Spans) -> Vec<f32> {
+    fn embeddings(&self, texts: &[&[u32]], seconds: Option<&[usize]>, spans: &Spans) -> Vec<f32> {
         let h = self.hidden;
         let mut states = vec![0.0f32; spans.total * h];
-        let tokens: Vec<(u32, usize)> = texts
+        let tokens: Vec<(u32, usize, usize)> = texts
             .iter()
-            .flat_map(|t| t.iter().enumerate().map(|(position, &id)| (id, position)))
+            .enumerate()
+            .flat_map(|(i, t)| {
+                let second = seconds.map_or(usize::MAX, |s| s[i]);
+                t.iter()
+                    .enumerate()
+                    .map(move |(position, &id)| (id, position, usize::from(position >= second)))
+            })
             .collect();
         states
             .par_chunks_mut(h * ROWS_PER_TASK)
             .zip(tokens.par_chunks(ROWS_PER_TASK))
             .for_each(|(rows, tokens)| {
-                for (row, &(id, position)) in rows.chunks_exact_mut(h).zip(tokens) {
+                for (row, &(id, position, kind)) in rows.chunks_exact_mut(h).zip(tokens) {
                     let word = &self.word_embeddings[id as usize * h..][..h];
                     let place = &self.position_embeddings[position * h..][..h];
-                    for (((out, w), p), t) in row
-                        .iter_mut()
-                        .zip(word)
-                        .zip(place)
-                        .zip(&self.token_type_embedding)
-                    {
+                    let kind = &self.token_type_embeddings[kind * h..][..h];
+                    for (((out, w), p), t) in row.iter_mut().zip(word).zip(place).zip(kind) {
                         *out = w + p + t;
                     }
                     layer_norm(row, &self.embeddings_norm, self.epsilon);

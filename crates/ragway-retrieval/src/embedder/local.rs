@@ -47,68 +47,16 @@ impl LocalEmbedder {
         if config.batch_size == 0 {
             return Err(fail("batch_size must be at least 1".into()));
         }
-        let dir = config.path.as_path();
-        if !dir.is_dir() {
-            return Err(fail(format!(
-                "model folder {} not found: {FETCH_HINT}",
-                dir.display()
-            )));
-        }
-
-        let bert_config: BertConfig = serde_json::from_slice(
-            &read_model_file(dir, "config.json").map_err(fail)?,
-        )
-        .map_err(|e| {
-            fail(format!(
-                "{} is not a BERT config: {e}",
-                dir.join("config.json").display()
-            ))
-        })?;
-        if config.max_tokens > bert_config.max_position_embeddings {
-            return Err(fail(format!(
-                "max_tokens is {} but the model reads at most {} tokens",
-                config.max_tokens, bert_config.max_position_embeddings
-            )));
-        }
-
-        let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            Tokenizer::from_bytes(read_model_file(dir, "tokenizer.json").map_err(fail)?)
-                .map_err(|e| fail(format!("cannot load {}: {e}", tokenizer_path.display())))?;
-        // sentence-transformers truncates at max_seq_length (special tokens included), whatever
-        // tokenizer.json says (MiniLM's: 128). Nothing is padded: each text is encoded alone.
-        let special = tokenizer
-            .get_post_processor()
-            .map_or(0, |p| p.added_tokens(false));
-        if config.max_tokens <= special {
-            return Err(fail(format!(
-                "max_tokens must be more than the {special} special tokens the model adds"
-            )));
-        }
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: config.max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| fail(format!("cannot set truncation: {e}")))?;
-        tokenizer.with_padding(None);
-
-        let device = Device::Cpu;
-        let weights_path = dir.join("model.safetensors");
-        let weights = read_model_file(dir, "model.safetensors").map_err(fail)?;
-        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
-            .map_err(|e| fail(format!("cannot read {}: {e}", weights_path.display())))?;
-        drop(weights);
-        let encoder = Encoder::load(
-            VarBuilder::from_tensors(tensors, DType::F32, &device),
-            &bert_config,
-        )
-        .map_err(|e| {
+        let BertFolder {
+            config: bert_config,
+            tokenizer,
+            weights,
+            ..
+        } = BertFolder::read(&config.path, config.max_tokens).map_err(fail)?;
+        let encoder = Encoder::load(weights, &bert_config).map_err(|e| {
             fail(format!(
                 "{} does not hold the BERT model config.json describes: {e}",
-                weights_path.display()
+                config.path.join("model.safetensors").display()
             ))
         })?;
 
@@ -117,6 +65,89 @@ impl LocalEmbedder {
             model: Arc::new(Model { encoder, tokenizer }),
             batch_size: config.batch_size,
             provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
+        })
+    }
+}
+
+/// A BERT model folder, read: `config.json`, `tokenizer.json` (set to truncate at `max_tokens`,
+/// special tokens included, longest segment first, and never to pad) and `model.safetensors`.
+pub(crate) struct BertFolder {
+    pub config: BertConfig,
+    /// The labels of a classification head (`id2label`, or `num_labels`; 2 when neither is
+    /// given, as in Hugging Face's configs).
+    pub labels: usize,
+    pub tokenizer: Tokenizer,
+    pub weights: VarBuilder<'static>,
+}
+
+impl BertFolder {
+    /// Reads the folder; the error names the file and what is wrong with it.
+    pub fn read(dir: &Path, max_tokens: usize) -> Result<Self, String> {
+        if !dir.is_dir() {
+            return Err(format!(
+                "model folder {} not found: {FETCH_HINT}",
+                dir.display()
+            ));
+        }
+        let config_file = read_model_file(dir, "config.json")?;
+        let not_bert = |e: &dyn std::fmt::Display| {
+            format!(
+                "{} is not a BERT config: {e}",
+                dir.join("config.json").display()
+            )
+        };
+        let config: BertConfig = serde_json::from_slice(&config_file).map_err(|e| not_bert(&e))?;
+        if let Some(kind) = config.model_type.as_deref().filter(|kind| *kind != "bert") {
+            return Err(not_bert(&format!("its model_type is \"{kind}\"")));
+        }
+        let raw: serde_json::Value =
+            serde_json::from_slice(&config_file).map_err(|e| not_bert(&e))?;
+        let labels = match (raw.get("id2label"), raw.get("num_labels")) {
+            (Some(serde_json::Value::Object(labels)), _) => labels.len(),
+            (_, Some(n)) => n.as_u64().map_or(0, |n| n as usize),
+            _ => 2,
+        };
+        if max_tokens > config.max_position_embeddings {
+            return Err(format!(
+                "max_tokens is {max_tokens} but the model reads at most {} tokens",
+                config.max_position_embeddings
+            ));
+        }
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_bytes(read_model_file(dir, "tokenizer.json")?)
+            .map_err(|e| format!("cannot load {}: {e}", tokenizer_path.display()))?;
+        // sentence-transformers truncates at max_seq_length (special tokens included),
+        // whatever tokenizer.json says (MiniLM's: 128). Nothing is padded: each text is
+        // encoded alone.
+        let special = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if max_tokens <= special {
+            return Err(format!(
+                "max_tokens must be more than the {special} special tokens the model adds"
+            ));
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| format!("cannot set truncation: {e}"))?;
+        tokenizer.with_padding(None);
+
+        let device = Device::Cpu;
+        let weights_path = dir.join("model.safetensors");
+        let bytes = read_model_file(dir, "model.safetensors")?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
+            .map_err(|e| format!("cannot read {}: {e}", weights_path.display()))?;
+        Ok(Self {
+            config,
+            labels,
+            tokenizer,
+            weights: VarBuilder::from_tensors(tensors, DType::F32, &device),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Embedders, one file per provider, and the factory for `[[embedder]]` entries.
 
 pub mod bedrock;
-mod bert;
+pub(crate) mod bert;
 pub mod local;
 pub mod openai;
 

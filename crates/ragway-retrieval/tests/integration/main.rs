@@ -1,6 +1,6 @@
 //! ragway-retrieval's integration tests, one binary: the FAISS store and its HNSW deletes, crash
 //! safety under SIGKILL, compatibility with Python's FAISS and LangChain, the file readers, and
-//! the pgvector store against a real PostgreSQL.
+//! the pgvector store against a real PostgreSQL, and the local reranker against a reference.
 
 // Helpers outside #[test] functions panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,5 +12,6 @@ mod langchain;
 mod pgvector;
 mod python;
 mod readers;
+mod rerank;
 mod store;
 mod support;

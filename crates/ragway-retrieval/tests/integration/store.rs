@@ -289,6 +289,7 @@ async fn an_embedder_of_another_dimension_is_refused_naming_both() {
     let shared = ragway_retrieval::Shared {
         aws: None,
         embedders: &embedders,
+        rerankers: &Default::default(),
     };
     let Err(error) = ragway_retrieval::build(&config, &shared).await else {
         panic!("a dimension mismatch must fail the build");
@@ -310,6 +311,7 @@ async fn the_factory_builds_a_searchable_writable_store() {
     let shared = ragway_retrieval::Shared {
         aws: None,
         embedders: &embedders,
+        rerankers: &Default::default(),
     };
     let config =
         VectorStoreConfig::Faiss(config(dir.path(), Metric::InnerProduct, IndexKind::Flat));
@@ -328,6 +330,7 @@ async fn the_factory_builds_a_searchable_writable_store() {
     let shared = ragway_retrieval::Shared {
         aws: None,
         embedders: &unknown,
+        rerankers: &Default::default(),
     };
     assert!(ragway_retrieval::build(&config, &shared).await.is_err());
 }

@@ -74,6 +74,7 @@ pub fn config(path: &Path, metric: Metric, index: IndexKind) -> FaissStoreConfig
         chunk_overlap: 30,
         retrieval: Default::default(),
         hybrid: Default::default(),
+        rerank: None,
     }
 }
 
