@@ -1,14 +1,15 @@
-//! Wire-level fakes of OpenAI, Bedrock Runtime and Kendra that ragway's tests and benchmarks
-//! talk to, a fake OpenTelemetry collector ([`otlp`]) that records the spans it receives, a
-//! real PostgreSQL with pgvector ([`postgres`]) for the shared store's tests, with a TLS front
-//! ([`postgres_tls`]), and a real
-//! `redis-server` started on a free port ([`redis`]) for the limits replicas share.
+//! Wire-level fakes of OpenAI, Bedrock Runtime, Bedrock Agent Runtime ([`bedrock_agent`]: Rerank
+//! and knowledge-base Retrieve) and Kendra that ragway's tests and benchmarks talk to, a fake
+//! OpenTelemetry collector ([`otlp`]) that records the spans it receives, a real PostgreSQL with
+//! pgvector ([`postgres`]) for the shared store's tests, with a TLS front ([`postgres_tls`]), and a
+//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share.
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
 //! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
 //! from another process, with `POST /__fake/script`; `GET /__fake/requests` lists what was received.
 
 pub mod bedrock;
+pub mod bedrock_agent;
 pub mod kendra;
 pub mod openai;
 pub mod otlp;

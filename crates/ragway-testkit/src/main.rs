@@ -1,9 +1,10 @@
-//! `ragway-fakes`: serves the OpenAI, Bedrock and Kendra fakes on loopback until killed.
+//! `ragway-fakes`: serves the OpenAI, Bedrock, Bedrock Agent Runtime and Kendra fakes on loopback
+//! until killed.
 
 use std::io::Write as _;
 
 use clap::Parser;
-use ragway_testkit::{FakeOptions, bedrock, kendra, openai};
+use ragway_testkit::{FakeOptions, bedrock, bedrock_agent, kendra, openai};
 
 /// Start the fakes and print their base URLs as one JSON line.
 #[derive(Debug, Parser)]
@@ -18,6 +19,10 @@ struct Args {
     /// Port of the Kendra fake (0 = any free port).
     #[arg(long, default_value_t = 0)]
     kendra_port: u16,
+    /// Port of the Bedrock Agent Runtime fake (0 = any free port); it serves knowledge base
+    /// `KB12345678`.
+    #[arg(long, default_value_t = 0)]
+    bedrock_agent_port: u16,
     /// Pause before each streamed chunk of the OpenAI and Bedrock fakes, in milliseconds, so
     /// streams pace like a model writing (0 = send at once).
     #[arg(long, default_value_t = 0)]
@@ -58,10 +63,21 @@ async fn main() -> anyhow::Result<()> {
         kendra::default_passages(),
     )
     .await?;
+    let bedrock_agent = bedrock_agent::start_with_options(
+        FakeOptions {
+            port: args.bedrock_agent_port,
+            record: true,
+            chunk_delay: None,
+            answer_words: None,
+        },
+        bedrock_agent::KnowledgeBase::default(),
+    )
+    .await?;
     let urls = serde_json::json!({
         "openai": openai.url(),
         "bedrock": bedrock.url(),
         "kendra": kendra.url(),
+        "bedrock_agent": bedrock_agent.url(),
     });
     {
         let mut stdout = std::io::stdout().lock();

@@ -1,6 +1,8 @@
-"""Drives the Bedrock Runtime and Kendra fakes with boto3, to prove they speak the real wire format.
+"""Drives the Bedrock Runtime, Bedrock Agent Runtime and Kendra fakes with boto3, to prove they
+speak the real wire format.
 
-Run by tests/boto3.rs with BEDROCK_URL and KENDRA_URL set; exits non-zero listing every mismatch.
+Run by tests/boto3.rs with BEDROCK_URL, KENDRA_URL and BEDROCK_AGENT_URL set; exits non-zero listing
+every mismatch.
 """
 
 import json
@@ -14,6 +16,7 @@ from botocore.exceptions import ClientError, EventStreamError
 
 BEDROCK_URL = os.environ["BEDROCK_URL"]
 KENDRA_URL = os.environ["KENDRA_URL"]
+BEDROCK_AGENT_URL = os.environ["BEDROCK_AGENT_URL"]
 MODEL = "us.anthropic.claude-3-opus-20240229-v1:0"
 EXPECTED_TEXT = f"ragway fake answer from {MODEL}."
 TITAN_EMBED = "amazon.titan-embed-text-v2:0"
@@ -191,11 +194,182 @@ def check_kendra():
         check(code == "ThrottlingException", f"Kendra error code {code!r}")
 
 
+RERANK_ARN = "arn:aws:bedrock:us-west-2::foundation-model/amazon.rerank-v1:0"
+KB = "KB12345678"
+QUBITS = "s3://ragway-fake-kb/quantum/qubits.md"
+SUPERPOSITION = "https://docs.example.com/quantum/superposition"
+CORRECTION = "s3://ragway-fake-kb/quantum/error-correction.md"
+CLASSICAL = "https://blog.example.com/classical-computing"
+
+
+def rerank_request(model_arn=RERANK_ARN, number_of_results=5):
+    texts = [
+        "Classical bits are either 0 or 1.",
+        "Quantum error correction protects qubits.",
+        "Quantum computers use qubits.",
+        "Error bars in quantum experiments.",
+        "Quantum annealing.",
+    ]
+    sources = [
+        {"type": "INLINE", "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": text}}}
+        for text in texts
+    ]
+    # Scored by its serialized text, {"title":"Quantum error"}.
+    sources.append(
+        {
+            "type": "INLINE",
+            "inlineDocumentSource": {"type": "JSON", "jsonDocument": {"title": "Quantum error"}},
+        }
+    )
+    return {
+        "queries": [{"type": "TEXT", "textQuery": {"text": "quantum error correction"}}],
+        "sources": sources,
+        "rerankingConfiguration": {
+            "type": "BEDROCK_RERANKING_MODEL",
+            "bedrockRerankingConfiguration": {
+                "numberOfResults": number_of_results,
+                "modelConfiguration": {"modelArn": model_arn},
+            },
+        },
+    }
+
+
+def expect_client_error(call, code, status, what):
+    try:
+        call()
+        check(False, f"{what}: no {code} was raised")
+    except ClientError as err:
+        got = err.response["Error"]["Code"]
+        check(got == code, f"{what}: error code {got!r}")
+        got_status = err.response["ResponseMetadata"]["HTTPStatusCode"]
+        check(got_status == status, f"{what}: HTTP status {got_status}")
+        return err.response["Error"]["Message"]
+    return ""
+
+
+def check_rerank():
+    agent = boto3.client("bedrock-agent-runtime", endpoint_url=BEDROCK_AGENT_URL, config=NO_RETRIES)
+    # Scores are the share of the query's words in each source: 3/3, 2/3, 2/3, 1/3, 1/3 (and 0
+    # for source 0, cut by numberOfResults); ties go to the lower index.
+    reply = agent.rerank(**rerank_request())
+    results = reply["results"]
+    order = [result["index"] for result in results]
+    check(order == [1, 3, 5, 2, 4], f"rerank order {order!r}")
+    scores = [result["relevanceScore"] for result in results]
+    check(scores == [1.0, 2 / 3, 2 / 3, 1 / 3, 1 / 3], f"rerank scores {scores!r}")
+    check(all("document" not in result for result in results), "rerank echoed documents")
+
+    bad_arn = "arn:aws:bedrock:us-west-2::foundation-model/amazon.titan-embed-text-v2:0"
+    message = expect_client_error(
+        lambda: agent.rerank(**rerank_request(model_arn=bad_arn)),
+        "ValidationException",
+        400,
+        "rerank with a non-reranking model",
+    )
+    check("amazon.titan-embed-text-v2:0" in message, f"bad ARN message {message!r}")
+    expect_client_error(
+        lambda: agent.rerank(**rerank_request(number_of_results=1001)),
+        "ValidationException",
+        400,
+        "rerank with numberOfResults 1001",
+    )
+
+
+def check_retrieve():
+    agent = boto3.client("bedrock-agent-runtime", endpoint_url=BEDROCK_AGENT_URL, config=NO_RETRIES)
+    query = {"text": "quantum error correction with qubits"}
+
+    def address(result):
+        location = result["location"]
+        if location["type"] == "S3":
+            return location["s3Location"]["uri"]
+        return location["webLocation"]["url"]
+
+    def retrieve(**search):
+        reply = agent.retrieve(
+            knowledgeBaseId=KB,
+            retrievalQuery=query,
+            retrievalConfiguration={"vectorSearchConfiguration": search},
+        )
+        return [address(result) for result in reply["retrievalResults"]]
+
+    # No configuration: at most 5 results, best first.
+    reply = agent.retrieve(knowledgeBaseId=KB, retrievalQuery=query)
+    results = reply["retrievalResults"]
+    got = [(address(result), result["score"]) for result in results]
+    expected = [(CORRECTION, 0.8), (QUBITS, 0.2), (SUPERPOSITION, 0.2), (CLASSICAL, 0.0)]
+    check(got == expected, f"retrieve results {got!r}")
+    first = results[0]
+    check(first["content"]["type"] == "TEXT", f"content type {first['content']['type']!r}")
+    check(first["content"]["text"].startswith("Quantum error correction"), "first content text")
+    check(first["location"]["type"] == "S3", f"first location {first['location']!r}")
+    metadata = first["metadata"]
+    check(
+        (metadata["category"], metadata["year"], metadata["tags"])
+        == ("engineering", 2023, ["quantum", "hardware"]),
+        f"first metadata {metadata!r}",
+    )
+    check(results[2]["location"]["type"] == "WEB", "third result is a web page")
+
+    got = retrieve(
+        numberOfResults=3,
+        overrideSearchType="HYBRID",
+        filter={
+            "andAll": [
+                {"equals": {"key": "category", "value": "physics"}},
+                {"greaterThan": {"key": "year", "value": 2020}},
+            ]
+        },
+    )
+    check(got == [QUBITS], f"andAll(physics, after 2020) {got!r}")
+    got = retrieve(
+        filter={
+            "orAll": [
+                {"equals": {"key": "category", "value": "history"}},
+                {"lessThan": {"key": "year", "value": 2020}},
+            ]
+        },
+    )
+    check(got == [SUPERPOSITION, CLASSICAL], f"orAll(history, before 2020) {got!r}")
+    got = retrieve(filter={"in": {"key": "category", "value": ["engineering", "history"]}})
+    check(got == [CORRECTION, CLASSICAL], f"in(engineering, history) {got!r}")
+    got = retrieve(filter={"listContains": {"key": "tags", "value": "basics"}})
+    check(got == [QUBITS, CLASSICAL], f"listContains(tags, basics) {got!r}")
+    got = retrieve(numberOfResults=2, overrideSearchType="SEMANTIC")
+    check(got == [CORRECTION, QUBITS], f"numberOfResults 2 {got!r}")
+
+    expect_client_error(
+        lambda: retrieve(numberOfResults=101),
+        "ValidationException",
+        400,
+        "retrieve with numberOfResults 101",
+    )
+    expect_client_error(
+        lambda: agent.retrieve(knowledgeBaseId="KBNOTTHERE", retrievalQuery=query),
+        "ResourceNotFoundException",
+        404,
+        "retrieve from an unknown knowledge base",
+    )
+    script(
+        BEDROCK_AGENT_URL,
+        {"kind": "error", "status": 429, "error": "ThrottlingException", "message": "slow down"},
+    )
+    message = expect_client_error(
+        lambda: agent.retrieve(knowledgeBaseId=KB, retrievalQuery=query),
+        "ThrottlingException",
+        429,
+        "scripted retrieve throttle",
+    )
+    check(message == "slow down", f"throttle message {message!r}")
+
+
 def main():
     print(f"boto3 {boto3.__version__}")
     check_bedrock()
     check_titan_embeddings()
     check_kendra()
+    check_rerank()
+    check_retrieve()
     if failures:
         print(f"{len(failures)} mismatches", file=sys.stderr)
         return 1

@@ -2,17 +2,19 @@
 //! cross-encoder written by `tests/python/cross_encoder_reference.py`, which also tokenises the
 //! pairs with Hugging Face's `tokenizers` and scores them with BERT written in NumPy. Then a
 //! store that names the reranker, built by the factory, answers in the reranker's order; and
-//! folders that are not one-label BERT cross-encoders are refused naming why.
+//! folders that are not one-label BERT cross-encoders are refused naming why. Bedrock's Rerank
+//! against the test kit's fake of it (checked by boto3 in ragway-testkit).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ragway_core::config::{
-    IndexKind, LocalRerankerConfig, Metric, RerankConfig, RerankerConfig, VectorStoreConfig,
+    BedrockRerankerConfig, IndexKind, LocalRerankerConfig, Metric, RerankConfig, RerankerConfig,
+    VectorStoreConfig,
 };
 use ragway_core::{Embedder, Filter, Passage, Reranker};
-use ragway_retrieval::rerank::LocalReranker;
+use ragway_retrieval::rerank::{BedrockReranker, LocalReranker};
 use serde::Deserialize;
 
 use crate::support::{HashEmbedder, config, doc, python};
@@ -224,4 +226,97 @@ fn folders_that_are_not_one_label_bert_cross_encoders_are_refused() {
     .unwrap()
     .to_string();
     assert!(missing.contains("not found"), "{missing}");
+}
+
+/// An AWS configuration for a fake: static credentials, one region.
+fn fake_aws() -> aws_types::SdkConfig {
+    use aws_sdk_bedrockagentruntime::config::{
+        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
+    };
+    aws_types::SdkConfig::builder()
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "test",
+        )))
+        .region(Region::new("us-west-2"))
+        .behavior_version(BehaviorVersion::latest())
+        .build()
+}
+
+fn bedrock_config(model_id: &str, url: String) -> BedrockRerankerConfig {
+    BedrockRerankerConfig {
+        name: "cohere".into(),
+        model_id: model_id.into(),
+        region: None,
+        endpoint_url: Some(url),
+        max_attempts: 1,
+        connect_timeout_secs: 2.0,
+        timeout_secs: 10.0,
+    }
+}
+
+#[tokio::test]
+async fn bedrock_rerank_sends_the_candidates_and_keeps_the_models_order() {
+    let fake = ragway_testkit::bedrock_agent::start().await.unwrap();
+    let reranker = BedrockReranker::new(
+        &bedrock_config("cohere.rerank-v3-5:0", fake.url()),
+        &fake_aws(),
+    )
+    .unwrap();
+    let query = "quantum error correction with qubits";
+    let candidates: Vec<Passage> = [
+        (None, "Classical computers use bits."),
+        (Some("Qubits"), "A qubit holds a superposition."),
+        (
+            Some("Error correction"),
+            "Quantum error correction protects qubits.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (title, text))| Passage {
+        id: format!("p{i}"),
+        text: text.into(),
+        score: 0.0,
+        title: title.map(str::to_owned),
+        uri: None,
+        metadata: serde_json::Map::new(),
+    })
+    .collect();
+    let ranked = reranker.rerank(query, candidates.clone(), 2).await.unwrap();
+    let ids: Vec<&str> = ranked.iter().map(|p| p.id.as_str()).collect();
+    // The fake scores by the query's words found in title + text: all five, then two.
+    assert_eq!(ids, ["p2", "p1"]);
+    let overlap = ragway_testkit::bedrock_agent::word_overlap(
+        query,
+        "Error correction Quantum error correction protects qubits.",
+    );
+    assert!((f64::from(ranked[0].score) - overlap).abs() < 1e-6);
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/rerank");
+    let body = &requests[0].body;
+    let configuration = &body["rerankingConfiguration"]["bedrockRerankingConfiguration"];
+    assert_eq!(
+        configuration["modelConfiguration"]["modelArn"],
+        "arn:aws:bedrock:us-west-2::foundation-model/cohere.rerank-v3-5:0"
+    );
+    assert_eq!(configuration["numberOfResults"], 2);
+    assert_eq!(
+        body["sources"][1]["inlineDocumentSource"]["textDocument"]["text"],
+        "Qubits A qubit holds a superposition."
+    );
+    assert_eq!(body["queries"][0]["textQuery"]["text"], query);
+
+    // A model Bedrock does not rerank with is refused by it, and the error says so.
+    let wrong = BedrockReranker::new(
+        &bedrock_config("amazon.titan-embed-text-v2:0", fake.url()),
+        &fake_aws(),
+    )
+    .unwrap();
+    let error = wrong.rerank(query, candidates, 2).await.unwrap_err();
+    assert!(
+        error.to_string().contains("bedrock reranker \"cohere\""),
+        "{error}"
+    );
 }
