@@ -256,7 +256,7 @@ fn scripted_tool_call(call: &Call, streaming: bool) -> Option<Response> {
         Err(err) => return Some(malformed(&err)),
     };
     if request.tool_config.is_none() {
-        return Some(aws_error(
+        return Some(server::rest_json_error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
             "a tool call was scripted but the request has no toolConfig",
@@ -336,7 +336,7 @@ async fn invoke_model(Path(model_id): Path<String>, call: Call) -> Response {
         return response;
     }
     if !model_id.contains("titan-embed-text") {
-        return aws_error(
+        return server::rest_json_error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
             &format!("the fake serves InvokeModel for Titan text embeddings only, not {model_id}"),
@@ -348,7 +348,7 @@ async fn invoke_model(Path(model_id): Path<String>, call: Call) -> Response {
     };
     let dimensions = request.dimensions.unwrap_or(1024);
     if !TITAN_DIMENSIONS.contains(&dimensions) {
-        return aws_error(
+        return server::rest_json_error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
             &format!(
@@ -357,7 +357,7 @@ async fn invoke_model(Path(model_id): Path<String>, call: Call) -> Response {
         );
     }
     if request.input_text.trim().is_empty() {
-        return aws_error(
+        return server::rest_json_error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
             "Malformed input request: inputText must not be empty",
@@ -409,7 +409,7 @@ fn frame(headers: Vec<Header>, payload: &Value) -> Result<Bytes, io::Error> {
 }
 
 fn malformed(err: &serde_json::Error) -> Response {
-    aws_error(
+    server::rest_json_error(
         StatusCode::BAD_REQUEST,
         "ValidationException",
         &format!("Malformed input request: {err}"),
@@ -422,7 +422,11 @@ fn scripted_error(call: &Call) -> Option<Response> {
             status,
             kind,
             message,
-        }) => Some(aws_error(server::status(*status), kind, message)),
+        }) => Some(server::rest_json_error(
+            server::status(*status),
+            kind,
+            message,
+        )),
         _ => None,
     }
 }
@@ -436,20 +440,10 @@ fn add_request_id(response: &mut Response, state: &Shared) {
 
 /// Unknown paths are still recorded (through `Call`), so tests can see what was asked for.
 async fn unknown_route(_call: Call) -> Response {
-    aws_error(
+    server::rest_json_error(
         StatusCode::NOT_FOUND,
         "UnknownOperationException",
         "The requested operation is not recognized by the fake.",
-    )
-}
-
-/// restJson1 error: the type in `x-amzn-ErrorType`, the text in `{"message": ...}`.
-fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    server::json_error(
-        status,
-        "application/json",
-        &[("x-amzn-errortype", kind)],
-        &json!({ "message": message }),
     )
 }
 

@@ -562,7 +562,7 @@ async fn retrieve(
     };
     // As in AWS, the input is checked before the resource is looked up.
     if knowledge_base_id != knowledge_base.id {
-        return aws_error(
+        return server::rest_json_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
             &format!("Knowledge base {knowledge_base_id} does not exist."),
@@ -874,7 +874,11 @@ fn scripted(call: &Call) -> Option<Response> {
         message,
     }) = &call.script
     {
-        return Some(aws_error(server::status(*status), kind, message));
+        return Some(server::rest_json_error(
+            server::status(*status),
+            kind,
+            message,
+        ));
     }
     server::scripted_fault(call, "application/json", b"{\"results\": [{\"index\": ")
 }
@@ -894,25 +898,15 @@ fn malformed(err: &serde_json::Error) -> Response {
 }
 
 fn invalid(message: &str) -> Response {
-    aws_error(StatusCode::BAD_REQUEST, "ValidationException", message)
+    server::rest_json_error(StatusCode::BAD_REQUEST, "ValidationException", message)
 }
 
 /// Unknown paths are still recorded (through `Call`), so tests can see what was asked for.
 async fn unknown_route(_call: Call) -> Response {
-    aws_error(
+    server::rest_json_error(
         StatusCode::NOT_FOUND,
         "UnknownOperationException",
         "The fake serves POST /rerank and POST /knowledgebases/{knowledgeBaseId}/retrieve.",
-    )
-}
-
-/// restJson1 error: the type in `x-amzn-ErrorType`, the text in `{"message": ...}`.
-fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    server::json_error(
-        status,
-        "application/json",
-        &[("x-amzn-errortype", kind)],
-        &json!({ "message": message }),
     )
 }
 

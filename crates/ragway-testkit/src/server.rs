@@ -397,6 +397,17 @@ pub(crate) fn json_error(
     response
 }
 
+/// An AWS restJson1 error (Bedrock's protocols): the type in `x-amzn-ErrorType`, the text in
+/// `{"message": ...}`.
+pub(crate) fn rest_json_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    json_error(
+        status,
+        "application/json",
+        &[("x-amzn-errortype", kind)],
+        &serde_json::json!({ "message": message }),
+    )
+}
+
 /// Decodes `%XX` escapes; malformed escapes stay as written.
 fn percent_decode(path: &str) -> String {
     let bytes = path.as_bytes();

@@ -96,12 +96,12 @@ impl BertFolder {
                 dir.join("config.json").display()
             )
         };
-        let config: BertConfig = serde_json::from_slice(&config_file).map_err(|e| not_bert(&e))?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&config_file).map_err(|e| not_bert(&e))?;
+        let config: BertConfig = serde_json::from_value(raw.clone()).map_err(|e| not_bert(&e))?;
         if let Some(kind) = config.model_type.as_deref().filter(|kind| *kind != "bert") {
             return Err(not_bert(&format!("its model_type is \"{kind}\"")));
         }
-        let raw: serde_json::Value =
-            serde_json::from_slice(&config_file).map_err(|e| not_bert(&e))?;
         let labels = match (raw.get("id2label"), raw.get("num_labels")) {
             (Some(serde_json::Value::Object(labels)), _) => labels.len(),
             (_, Some(n)) => n.as_u64().map_or(0, |n| n as usize),
