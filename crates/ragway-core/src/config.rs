@@ -526,16 +526,18 @@ pub struct LocalEmbedderConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum VectorStoreConfig {
     Kendra(KendraStoreConfig),
+    BedrockKb(BedrockKbStoreConfig),
     Faiss(FaissStoreConfig),
     Pgvector(PgvectorStoreConfig),
 }
 
 impl VectorStoreConfig {
-    pub const KINDS: &'static [&'static str] = &["faiss", "kendra", "pgvector"];
+    pub const KINDS: &'static [&'static str] = &["faiss", "kendra", "bedrock_kb", "pgvector"];
 
     pub fn name(&self) -> &str {
         match self {
             Self::Kendra(c) => &c.name,
+            Self::BedrockKb(c) => &c.name,
             Self::Faiss(c) => &c.name,
             Self::Pgvector(c) => &c.name,
         }
@@ -544,6 +546,7 @@ impl VectorStoreConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Kendra(_) => "kendra",
+            Self::BedrockKb(_) => "bedrock_kb",
             Self::Faiss(_) => "faiss",
             Self::Pgvector(_) => "pgvector",
         }
@@ -553,6 +556,7 @@ impl VectorStoreConfig {
     pub fn rerank(&self) -> Option<&RerankConfig> {
         match self {
             Self::Kendra(c) => c.rerank.as_ref(),
+            Self::BedrockKb(c) => c.rerank.as_ref(),
             Self::Faiss(c) => c.rerank.as_ref(),
             Self::Pgvector(c) => c.rerank.as_ref(),
         }
@@ -561,7 +565,7 @@ impl VectorStoreConfig {
     /// The embedder this store needs, if it embeds queries itself.
     pub fn embedder(&self) -> Option<&str> {
         match self {
-            Self::Kendra(_) => None,
+            Self::Kendra(_) | Self::BedrockKb(_) => None,
             Self::Faiss(c) => Some(&c.embedder),
             Self::Pgvector(c) => Some(&c.embedder),
         }
@@ -575,6 +579,7 @@ impl VectorStoreConfig {
     ) -> Option<Option<Self>> {
         Some(match kind {
             "kendra" => parse_entry(body, at, issues).map(Self::Kendra),
+            "bedrock_kb" => parse_entry(body, at, issues).map(Self::BedrockKb),
             "faiss" => parse_entry(body, at, issues).map(Self::Faiss),
             "pgvector" => parse_entry(body, at, issues).map(Self::Pgvector),
             _ => return None,
@@ -690,7 +695,8 @@ pub struct KendraStoreConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub endpoint_url: Option<String>,
-    /// Only documents whose attributes equal these values (`{ _language_code = "en" }`).
+    /// Only documents whose attributes pass this filter (`{ _language_code = "en" }`; the
+    /// syntax of a request's `filter`), on top of each request's own.
     #[serde(default)]
     pub attribute_filter: crate::Filter,
     /// Drop results Kendra is less confident about than this.
@@ -705,6 +711,56 @@ pub struct KendraStoreConfig {
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+}
+
+/// An Amazon Bedrock knowledge base, searched with bedrock-agent-runtime's Retrieve API.
+/// Read-only: Bedrock ingests the knowledge base's data sources itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockKbStoreConfig {
+    pub name: String,
+    /// The knowledge base id (ten upper-case letters and digits), literally or as `env::NAME`.
+    pub knowledge_base_id: EnvOr,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `hybrid` or `semantic`; Bedrock chooses when absent (hybrid needs a vector store with
+    /// a filterable text field, such as OpenSearch Serverless).
+    #[serde(default)]
+    pub search_type: Option<KnowledgeBaseSearchType>,
+    /// Only chunks whose metadata passes this filter (`{ category = "physics" }`; the syntax
+    /// of a request's `filter`), on top of each request's own.
+    #[serde(default)]
+    pub filter: crate::Filter,
+    /// A `[[reranker]]` that orders this store's candidates before the best are kept.
+    #[serde(default)]
+    pub rerank: Option<RerankConfig>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// How a knowledge base is searched (Retrieve's `overrideSearchType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnowledgeBaseSearchType {
+    /// Vector embeddings and the raw text together.
+    Hybrid,
+    /// Vector embeddings only.
+    Semantic,
+}
+
+/// Whether a literal knowledge base id has the form Bedrock gives them: ten upper-case ASCII
+/// letters and digits (`AES9P3MT9T`).
+pub fn is_knowledge_base_id(id: &str) -> bool {
+    id.len() == 10
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// A local FAISS index with its documents: a folder holding the index file (readable by
@@ -1149,6 +1205,10 @@ impl Config {
                     format!("vector_store[{i}].index_id"),
                     &c.index_id,
                 )),
+                VectorStoreConfig::BedrockKb(c) => found.extend(EnvReference::setting(
+                    format!("vector_store[{i}].knowledge_base_id"),
+                    &c.knowledge_base_id,
+                )),
                 VectorStoreConfig::Pgvector(c) => found.push(EnvReference::secret(
                     format!("vector_store[{i}].dsn"),
                     &c.dsn,
@@ -1404,13 +1464,25 @@ impl Config {
                     if c.max_attempts == 0 {
                         issue(format!("{at}.max_attempts"), "must be at least 1".into());
                     }
-                    for (key, value) in &c.attribute_filter {
-                        if !(value.is_string() || value.is_i64() || value.is_boolean()) {
-                            issue(
-                                format!("{at}.attribute_filter.{key}"),
-                                "must be a string, an integer or a boolean".into(),
-                            );
-                        }
+                    check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
+                }
+                VectorStoreConfig::BedrockKb(c) => {
+                    if let EnvOr::Literal(id) = &c.knowledge_base_id
+                        && !is_knowledge_base_id(id)
+                    {
+                        issue(
+                            format!("{at}.knowledge_base_id"),
+                            format!(
+                                "\"{id}\" is not a Bedrock knowledge base id: ten upper-case \
+                                 letters and digits, as the console shows it (or env::NAME)"
+                            ),
+                        );
+                    }
+                    if let Some(url) = &c.endpoint_url {
+                        check_url(&format!("{at}.endpoint_url"), url, &mut issue);
+                    }
+                    if c.max_attempts == 0 {
+                        issue(format!("{at}.max_attempts"), "must be at least 1".into());
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
@@ -2143,6 +2215,118 @@ write_stores = ["faiss"]
     }
 
     #[test]
+    fn a_bedrock_knowledge_base_is_read_with_kendras_defaults_and_checks() {
+        let config = Config::parse(
+            r#"
+            [[reranker]]
+            name = "cohere"
+            type = "bedrock"
+            model_id = "cohere.rerank-v3-5:0"
+            [[vector_store]]
+            name = "kb"
+            type = "bedrock_kb"
+            knowledge_base_id = "AES9P3MT9T"
+            region = "eu-west-1"
+            search_type = "hybrid"
+            filter = { category = "physics", year = { "$gte" = 2020 } }
+            rerank = { reranker = "cohere", candidates = 30 }
+            [[vector_store]]
+            name = "from-env"
+            type = "bedrock_kb"
+            knowledge_base_id = "env::KB_ID"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        let VectorStoreConfig::BedrockKb(kb) = &config.vector_store[0] else {
+            panic!("{:?}", config.vector_store[0]);
+        };
+        assert!(matches!(&kb.knowledge_base_id, EnvOr::Literal(id) if id == "AES9P3MT9T"));
+        assert_eq!(kb.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(kb.search_type, Some(KnowledgeBaseSearchType::Hybrid));
+        assert_eq!(
+            kb.filter,
+            crate::Filter::parse(
+                &serde_json::json!({"category": "physics", "year": {"$gte": 2020}})
+            )
+            .unwrap()
+        );
+        assert_eq!(config.vector_store[0].kind(), "bedrock_kb");
+        assert_eq!(config.vector_store[0].embedder(), None);
+        assert_eq!(
+            config.vector_store[0].rerank().map(|r| r.candidates),
+            Some(30)
+        );
+        let VectorStoreConfig::BedrockKb(defaults) = &config.vector_store[1] else {
+            panic!("{:?}", config.vector_store[1]);
+        };
+        assert_eq!(defaults.search_type, None);
+        assert!(defaults.filter.is_empty());
+        assert_eq!(defaults.max_attempts, default_max_attempts());
+        assert_eq!(defaults.connect_timeout_secs, default_connect_timeout());
+        assert_eq!(defaults.timeout_secs, default_timeout());
+
+        // What does not read is reported first, each with its path...
+        let found = issues(
+            r#"
+            [[vector_store]]
+            name = "a"
+            type = "bedrock_kb"
+            knowledge_base_id = "AES9P3MT9T"
+            search_type = "keyword"
+            [[vector_store]]
+            name = "b"
+            type = "bedrock_kb"
+            knowledge_base_id = "AES9P3MT9T"
+            filter = { year = { "$between" = 1 } }
+            "#,
+        );
+        let text = found.join("\n");
+        assert!(
+            text.contains("vector_store[0].search_type: unknown variant `keyword`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vector_store[1].filter: filter.year.$between: unknown operator"),
+            "{text}"
+        );
+        assert_eq!(found.len(), 2, "{text}");
+        // ...then what reads but is wrong, all together.
+        let found = issues(
+            r#"
+            [[vector_store]]
+            name = "a"
+            type = "bedrock_kb"
+            knowledge_base_id = "kb-lower"
+            [[vector_store]]
+            name = "b"
+            type = "bedrock_kb"
+            knowledge_base_id = "AES9P3MT9T"
+            endpoint_url = "ftp://x"
+            max_attempts = 0
+            timeout_secs = 0
+            [[vector_store]]
+            name = "c"
+            type = "bedrock_kb"
+            knowledge_base_id = "AES9P3MT9"
+            "#,
+        );
+        let text = found.join("\n");
+        for expected in [
+            "vector_store[0].knowledge_base_id: \"kb-lower\" is not a Bedrock knowledge base id",
+            "vector_store[1].endpoint_url: \"ftp://x\" is not an http",
+            "vector_store[1].max_attempts: must be at least 1",
+            "vector_store[1].timeout_secs: must be between",
+            "vector_store[2].knowledge_base_id: \"AES9P3MT9\" is not a Bedrock knowledge base id",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+        assert_eq!(found.len(), 5, "{text}");
+        assert!(is_knowledge_base_id("KB12345678"));
+        assert!(!is_knowledge_base_id("kb12345678"));
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_path() {
         let found = issues(
             r#"
@@ -2525,6 +2709,14 @@ write_stores = ["faiss"]
         name = "literal"
         type = "kendra"
         index_id = "0123-literal"
+        [[vector_store]]
+        name = "kb"
+        type = "bedrock_kb"
+        knowledge_base_id = "env::KB_ID"
+        [[vector_store]]
+        name = "kb-literal"
+        type = "bedrock_kb"
+        knowledge_base_id = "KB12345678"
     "#;
 
     #[test]
@@ -2542,6 +2734,11 @@ write_stores = ["faiss"]
             (
                 "vector_store[0].index_id",
                 "KENDRA_INDEX_ID",
+                EnvKind::Setting,
+            ),
+            (
+                "vector_store[2].knowledge_base_id",
+                "KB_ID",
                 EnvKind::Setting,
             ),
         ]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cpu;
 pub mod deploy;
 pub mod error;
+pub mod filter;
 pub mod limits;
 pub mod prompt;
 pub mod quiet;
@@ -19,9 +20,10 @@ pub mod upstream;
 pub mod web;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
+pub use filter::Filter;
 pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};
 pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever};
 pub use types::{
-    ChatRequest, ChatResponse, Delta, Document, Filter, FinishReason, IngestReport, Message,
-    Passage, Role, StoreStats, Tool, ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Delta, Document, FinishReason, IngestReport, Message, Passage, Role,
+    StoreStats, Tool, ToolCall, ToolChoice, Usage,
 };

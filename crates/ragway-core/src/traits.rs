@@ -60,6 +60,14 @@ pub trait Retriever: Send + Sync {
         self.search(query, top_k, filter).await
     }
 
+    /// Whether the store can apply `filter`; the error names what it cannot (an operator,
+    /// a kind of value, a depth), for a 400 before any search. Stores that apply every filter
+    /// (FAISS, pgvector) keep this default.
+    fn check_filter(&self, filter: &Filter) -> Result<(), String> {
+        let _ = filter;
+        Ok(())
+    }
+
     /// Whether searches can be served now (see [`ChatModel::ready`]).
     async fn ready(&self) -> Result<(), String> {
         Ok(())

@@ -192,9 +192,6 @@ pub struct Passage {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Equality constraints on passage metadata (`{"lang": "en"}`); empty means no filter.
-pub type Filter = serde_json::Map<String, serde_json::Value>;
-
 /// A document handed to a writable store: whole text, split into chunks by the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Document {

@@ -1,12 +1,13 @@
 //! The two IAM roles a task needs: the execution role (ECS pulls the image, writes logs, reads
 //! the configured secrets) and the task role, with least privilege derived from the config:
-//! Bedrock invoke on the configured model and inference-profile ARNs, Kendra on the configured
+//! Bedrock invoke on the configured model and inference-profile ARNs (rerank models included),
+//! Bedrock Rerank, Retrieve on the configured knowledge bases, Kendra on the configured
 //! indexes. Created when missing; an inline policy is rewritten only when it differs.
 
 use std::collections::BTreeSet;
 
 use aws_sdk_iam::Client;
-use ragway_core::config::{Config, EmbedderConfig, LlmConfig, VectorStoreConfig};
+use ragway_core::config::{Config, EmbedderConfig, LlmConfig, RerankerConfig, VectorStoreConfig};
 use serde_json::{Value, json};
 
 use crate::error::{DeployError, code};
@@ -43,6 +44,7 @@ pub fn task_policy(
     let mut bedrock = BTreeSet::new();
     let mut bedrock_stream = false;
     let mut kendra = BTreeSet::new();
+    let mut knowledge_bases = BTreeSet::new();
     let mut model = |model_id: &str, component_region: &Option<String>| {
         let region = component_region.as_deref().unwrap_or(region);
         match PROFILE_PREFIXES
@@ -74,16 +76,49 @@ pub fn task_policy(
             model(&c.model_id, &c.region);
         }
     }
+    // Rerank has no resource-level permission (its statement is on "*"); the model it calls
+    // is invoked, and that is what the policy narrows.
+    let mut rerank = false;
+    for reranker in &config.reranker {
+        if let RerankerConfig::Bedrock(c) = reranker {
+            rerank = true;
+            if c.model_id.starts_with("arn:") {
+                bedrock.insert(c.model_id.clone());
+            } else {
+                let region = c.region.as_deref().unwrap_or(region);
+                bedrock.insert(format!(
+                    "arn:aws:bedrock:{region}::foundation-model/{}",
+                    c.model_id
+                ));
+            }
+        }
+    }
     for (i, store) in config.vector_store.iter().enumerate() {
-        if let VectorStoreConfig::Kendra(c) = store {
-            let index = c.index_id.resolve().map_err(|why| {
-                DeployError::Invalid(format!(
-                    "vector_store[{i}].index_id: {why}; deploy needs the index id where it runs \
-                     too, to name that index in the task role's policy"
-                ))
-            })?;
-            let region = c.region.as_deref().unwrap_or(region);
-            kendra.insert(format!("arn:aws:kendra:{region}:{account}:index/{index}"));
+        match store {
+            VectorStoreConfig::Kendra(c) => {
+                let index = c.index_id.resolve().map_err(|why| {
+                    DeployError::Invalid(format!(
+                        "vector_store[{i}].index_id: {why}; deploy needs the index id where it \
+                         runs too, to name that index in the task role's policy"
+                    ))
+                })?;
+                let region = c.region.as_deref().unwrap_or(region);
+                kendra.insert(format!("arn:aws:kendra:{region}:{account}:index/{index}"));
+            }
+            VectorStoreConfig::BedrockKb(c) => {
+                let id = c.knowledge_base_id.resolve().map_err(|why| {
+                    DeployError::Invalid(format!(
+                        "vector_store[{i}].knowledge_base_id: {why}; deploy needs the knowledge \
+                         base id where it runs too, to name that knowledge base in the task \
+                         role's policy"
+                    ))
+                })?;
+                let region = c.region.as_deref().unwrap_or(region);
+                knowledge_bases.insert(format!(
+                    "arn:aws:bedrock:{region}:{account}:knowledge-base/{id}"
+                ));
+            }
+            VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => {}
         }
     }
     let mut statements = Vec::new();
@@ -101,6 +136,18 @@ pub fn task_policy(
         statements.push(json!({
             "Sid": "Kendra", "Effect": "Allow", "Action": ["kendra:Retrieve", "kendra:Query"],
             "Resource": kendra.into_iter().collect::<Vec<_>>()
+        }));
+    }
+    if !knowledge_bases.is_empty() {
+        statements.push(json!({
+            "Sid": "BedrockKnowledgeBases", "Effect": "Allow", "Action": ["bedrock:Retrieve"],
+            "Resource": knowledge_bases.into_iter().collect::<Vec<_>>()
+        }));
+    }
+    if rerank {
+        statements.push(json!({
+            "Sid": "BedrockRerank", "Effect": "Allow", "Action": ["bedrock:Rerank"],
+            "Resource": "*"
         }));
     }
     Ok((!statements.is_empty()).then(|| json!({"Version": "2012-10-17", "Statement": statements})))
@@ -378,6 +425,91 @@ index_id = "0123abcd-0123-0123-0123-0123456789ab"
             json!([
                 "arn:aws:kendra:us-east-1:123456789012:index/0123abcd-0123-0123-0123-0123456789ab"
             ])
+        );
+    }
+
+    #[test]
+    fn knowledge_bases_get_retrieve_and_rerankers_rerank_and_their_model() {
+        let config = Config::parse(
+            r#"
+[[reranker]]
+name = "cohere"
+type = "bedrock"
+model_id = "cohere.rerank-v3-5:0"
+[[reranker]]
+name = "amazon"
+type = "bedrock"
+model_id = "amazon.rerank-v1:0"
+region = "us-west-2"
+[[reranker]]
+name = "local"
+type = "local"
+path = "models/cross-encoder"
+[[vector_store]]
+name = "kb"
+type = "bedrock_kb"
+knowledge_base_id = "AES9P3MT9T"
+rerank = { reranker = "cohere" }
+[[vector_store]]
+name = "kb-eu"
+type = "bedrock_kb"
+knowledge_base_id = "KB12345678"
+region = "eu-central-1"
+"#,
+            "t",
+        )
+        .unwrap();
+        let policy = task_policy(&config, "us-east-1", "123456789012")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            policy["Statement"],
+            json!([
+                {
+                    "Sid": "Bedrock", "Effect": "Allow", "Action": ["bedrock:InvokeModel"],
+                    "Resource": [
+                        "arn:aws:bedrock:us-east-1::foundation-model/cohere.rerank-v3-5:0",
+                        "arn:aws:bedrock:us-west-2::foundation-model/amazon.rerank-v1:0",
+                    ]
+                },
+                {
+                    "Sid": "BedrockKnowledgeBases", "Effect": "Allow",
+                    "Action": ["bedrock:Retrieve"],
+                    "Resource": [
+                        "arn:aws:bedrock:eu-central-1:123456789012:knowledge-base/KB12345678",
+                        "arn:aws:bedrock:us-east-1:123456789012:knowledge-base/AES9P3MT9T",
+                    ]
+                },
+                {
+                    "Sid": "BedrockRerank", "Effect": "Allow", "Action": ["bedrock:Rerank"],
+                    "Resource": "*"
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_knowledge_base_id_from_the_environment_is_resolved_or_named() {
+        let text = |var: &str| {
+            format!(
+                "[[vector_store]]\nname = 'kb'\ntype = 'bedrock_kb'\nknowledge_base_id = 'env::{var}'\n"
+            )
+        };
+        let config = Config::parse(&text("RAGWAY_TEST_IAM_KB_UNSET"), "t").unwrap();
+        let error = task_policy(&config, "us-east-1", "1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("vector_store[0].knowledge_base_id: environment variable RAGWAY_TEST_IAM_KB_UNSET is not set"),
+            "{error}"
+        );
+        // PATH is set wherever tests run; its value stands in for an id here.
+        let config = Config::parse(&text("PATH"), "t").unwrap();
+        let path = std::env::var("PATH").unwrap();
+        let policy = task_policy(&config, "us-east-1", "1").unwrap().unwrap();
+        assert_eq!(
+            policy["Statement"][0]["Resource"],
+            json!([format!("arn:aws:bedrock:us-east-1:1:knowledge-base/{path}")])
         );
     }
 

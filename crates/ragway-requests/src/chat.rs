@@ -4,12 +4,13 @@
 //! OpenAI has that ragway does not use are ignored, as OpenAI ignores fields it does not know.
 
 use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
-use ragway_core::{ChatRequest, Message, Role, Tool, ToolCall, ToolChoice};
+use ragway_core::{ChatRequest, Filter, Message, Role, Tool, ToolCall, ToolChoice};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::error::RequestError;
+use crate::filter::read_filter;
 use crate::limits::check_top_k;
 use crate::schemas::{ChatMessage, ChatTool, ChatToolChoice, Stop};
 
@@ -69,6 +70,11 @@ pub struct CompletionRequest {
     /// stores have all three); the store's configured way when absent.
     #[serde(default)]
     retrieval: Option<RetrievalMode>,
+    /// ragway's extension: only passages whose metadata passes this filter, as in
+    /// `/generate`'s `filter`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Value>,
     /// Functions the model may call (OpenAI and Bedrock models).
     #[serde(default)]
     #[schema(value_type = Option<Vec<ChatTool>>)]
@@ -344,6 +350,8 @@ pub struct Conversation {
     pub top_k: Option<usize>,
     /// How the store searches, when the request chose.
     pub retrieval: Option<RetrievalMode>,
+    /// Only passages whose metadata passes this.
+    pub filter: Filter,
     pub request: ChatRequest,
 }
 
@@ -410,6 +418,13 @@ impl CompletionRequest {
         if let Some(error) = check_top_k(request.top_k, server.max_top_k) {
             return Err(bad("top_k", error.msg));
         }
+        let filter = read_filter(request.filter.as_ref()).map_err(|e| {
+            let place = std::iter::once("filter".to_owned())
+                .chain(e.path.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(".");
+            bad(&place, format!("{place}: {}", e.message))
+        })?;
         let stream = request.stream.unwrap_or(false);
         let choices = request.n.unwrap_or(1);
         if choices == 0 || choices > MAX_CHOICES {
@@ -431,6 +446,7 @@ impl CompletionRequest {
                 vector_search_type,
                 top_k: request.top_k,
                 retrieval: request.retrieval,
+                filter,
                 request: ChatRequest {
                     messages,
                     max_tokens,

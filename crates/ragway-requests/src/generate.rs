@@ -1,10 +1,13 @@
 //! `POST /generate`: a prompt, the model to ask and the store to ground it in.
 
+use ragway_core::Filter;
 use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::{FieldError, RequestError};
+use crate::filter::{filter_field_error, read_filter};
 use crate::limits::{check_length, check_max_tokens, check_top_k};
 
 /// A question as a route or the CLI received it, already checked.
@@ -16,6 +19,8 @@ pub struct Question {
     pub top_k: Option<usize>,
     /// How the store searches, when the request chose (else the store's own way).
     pub retrieval: Option<RetrievalMode>,
+    /// Only passages whose metadata passes this.
+    pub filter: Filter,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub system: Option<String>,
@@ -40,6 +45,12 @@ pub struct GenerateRequest {
     /// the store's configured way when absent.
     #[serde(default)]
     retrieval: Option<RetrievalMode>,
+    /// Only passages whose metadata passes this filter: `{"lang": "en", "year": {"$gte":
+    /// 2020}}`; operators `$eq`, `$ne`, `$in`, `$nin`, `$contains`, `$gt`, `$gte`, `$lt`,
+    /// `$lte`, `$and`, `$or`, `$not` (see docs/retrieval.md).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Value>,
     /// At least 1.
     #[schema(minimum = 1)]
     max_tokens: Option<u32>,
@@ -96,6 +107,9 @@ impl GenerateRequest {
             ));
         }
         errors.extend(check_top_k(request.top_k, server.max_top_k));
+        let filter = read_filter(request.filter.as_ref())
+            .map_err(|e| errors.push(filter_field_error(&e)))
+            .unwrap_or_default();
         errors.extend(check_max_tokens(request.max_tokens, limits.max_tokens));
         if let Some(t) = request.temperature
             && !(0.0..=2.0).contains(&t)
@@ -117,6 +131,7 @@ impl GenerateRequest {
                 vector_search_type: request.vector_search_type,
                 top_k: request.top_k,
                 retrieval: request.retrieval,
+                filter,
                 max_tokens: request.max_tokens,
                 temperature: request.temperature,
                 system: request.system,
@@ -147,7 +162,7 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let server = ServerConfig::default();
         let body = format!(
-            r#"{{"prompt": " ", "llm_name": "", "top_k": {}, "max_tokens": 0, "temperature": 3}}"#,
+            r#"{{"prompt": " ", "llm_name": "", "top_k": {}, "filter": {{"a": []}}, "max_tokens": 0, "temperature": 3}}"#,
             server.max_top_k + 1
         );
         let Err(RequestError::Invalid(errors)) = read(body.as_bytes(), &server) else {
@@ -156,7 +171,14 @@ mod tests {
         let places: Vec<&str> = errors.iter().map(|e| e.loc[1].as_str()).collect();
         assert_eq!(
             places,
-            ["prompt", "llm_name", "top_k", "max_tokens", "temperature"]
+            [
+                "prompt",
+                "llm_name",
+                "top_k",
+                "filter",
+                "max_tokens",
+                "temperature"
+            ]
         );
     }
 

@@ -5,6 +5,7 @@
 
 pub mod chat;
 mod error;
+mod filter;
 pub mod generate;
 mod json;
 mod limits;
@@ -12,6 +13,7 @@ pub mod schemas;
 
 pub use chat::Conversation;
 pub use error::{FieldError, RequestError};
+pub use filter::{filter_field_error, read_filter};
 pub use generate::Question;
 pub use json::parse;
 pub use limits::{check_length, check_max_tokens, check_top_k, too_long};

@@ -1,6 +1,7 @@
 //! ragway's retrievers and the factory that builds a configured `[[vector_store]]` entry into
 //! an `Arc<dyn Retriever>` (and, for writable stores, an `Arc<dyn DocumentStore>`).
 
+pub mod bedrock_kb;
 pub mod embedder;
 pub mod error;
 pub mod eval;
@@ -95,6 +96,16 @@ async fn build_store(
                 documents: None,
             }
         }
+        VectorStoreConfig::BedrockKb(c) => {
+            let aws = shared.aws.ok_or_else(|| BuildError {
+                component: component(),
+                message: "AWS settings were not loaded".into(),
+            })?;
+            BuiltStore {
+                retriever: Arc::new(bedrock_kb::KnowledgeBaseRetriever::new(c, aws)?),
+                documents: None,
+            }
+        }
         VectorStoreConfig::Faiss(c) => {
             let embedder = shared.embedder(&c.embedder, component)?;
             let store = faiss::FaissStore::open(c, embedder).map_err(|e| BuildError {
@@ -132,9 +143,9 @@ pub enum WritableStore {
 
 impl WritableStore {
     /// Opens the store a `[[vector_store]]` entry describes with its embedder; `None` for a
-    /// read-only kind (Kendra). With `reindex`, a FAISS store built with other index settings
-    /// than configured is rebuilt with the config's (pgvector follows its config on every
-    /// open).
+    /// read-only kind (Kendra, Bedrock knowledge bases). With `reindex`, a FAISS store built
+    /// with other index settings than configured is rebuilt with the config's (pgvector follows
+    /// its config on every open).
     pub async fn open(
         config: &VectorStoreConfig,
         embedder: Arc<dyn Embedder>,
@@ -148,7 +159,7 @@ impl WritableStore {
             VectorStoreConfig::Pgvector(c) => pgvector::PgvectorStore::open(c, embedder)
                 .await
                 .map(Self::Pgvector),
-            VectorStoreConfig::Kendra(_) => return None,
+            VectorStoreConfig::Kendra(_) | VectorStoreConfig::BedrockKb(_) => return None,
         })
     }
 

@@ -58,6 +58,17 @@ impl Prepared {
     }
 }
 
+/// How one request searches a store.
+#[derive(Clone, Copy, Debug)]
+pub struct Search<'a> {
+    /// Passages to return; the server's `default_top_k` when `None`.
+    pub top_k: Option<usize>,
+    /// The mode the request chose, else the store's own.
+    pub mode: Option<RetrievalMode>,
+    /// Only passages whose metadata passes this.
+    pub filter: &'a Filter,
+}
+
 pub fn millis(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
 }
@@ -71,8 +82,12 @@ impl Registry {
         metrics::label(&llm.name, &question.vector_search_type);
         let passages = match store {
             Some(store) => {
-                self.retrieve(store, &question.prompt, question.top_k, question.retrieval)
-                    .await?
+                let search = Search {
+                    top_k: question.top_k,
+                    mode: question.retrieval,
+                    filter: &question.filter,
+                };
+                self.retrieve(store, &question.prompt, search).await?
             }
             None => Vec::new(),
         };
@@ -121,13 +136,12 @@ impl Registry {
                         message: "retrieval needs a user message to search with".into(),
                     });
                 };
-                self.retrieve(
-                    store,
-                    &question.content,
-                    conversation.top_k,
-                    conversation.retrieval,
-                )
-                .await?
+                let search = Search {
+                    top_k: conversation.top_k,
+                    mode: conversation.retrieval,
+                    filter: &conversation.filter,
+                };
+                self.retrieve(store, &question.content, search).await?
             }
             None => Vec::new(),
         };
@@ -149,16 +163,19 @@ impl Registry {
         })
     }
 
-    /// The `top_k` passages (the server's default when `None`) of `store` for `query`, timed;
-    /// searched in `mode` when the request chose one (a mode the store does not have is a 400
-    /// naming the ones it has).
+    /// The passages of `store` for `query`, timed, as `search` asks: a mode the store does
+    /// not have, or a filter it cannot apply, is a 400 naming what it can do.
     pub async fn retrieve(
         &self,
         store: &Store,
         query: &str,
-        top_k: Option<usize>,
-        mode: Option<RetrievalMode>,
+        search: Search<'_>,
     ) -> Result<Vec<Passage>, ApiError> {
+        let Search {
+            top_k,
+            mode,
+            filter,
+        } = search;
         if let Some(mode) = mode
             && !store.retriever.modes().contains(&mode)
         {
@@ -181,13 +198,21 @@ impl Registry {
                 },
             });
         }
+        if let Err(reason) = store.retriever.check_filter(filter) {
+            return Err(ApiError::BadRequest {
+                param: Some("filter".into()),
+                message: format!(
+                    "vector_store \"{}\" cannot apply this filter: {reason}",
+                    store.name
+                ),
+            });
+        }
         let started = Instant::now();
         let top_k = top_k.unwrap_or(self.server.default_top_k);
         let span = telemetry::retrieval(store, top_k);
-        let filter = Filter::new();
         let searched = match mode {
-            Some(mode) => store.retriever.search_as(mode, query, top_k, &filter),
-            None => store.retriever.search(query, top_k, &filter),
+            Some(mode) => store.retriever.search_as(mode, query, top_k, filter),
+            None => store.retriever.search(query, top_k, filter),
         };
         let passages = searched.instrument(span.clone()).await;
         metrics::retrieved(&store.name, started.elapsed());

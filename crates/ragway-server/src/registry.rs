@@ -418,6 +418,7 @@ fn aws_region_hint(config: &Config) -> Option<Option<String>> {
         )
         .chain(config.vector_store.iter().filter_map(|store| match store {
             VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
+            VectorStoreConfig::BedrockKb(c) => Some(c.region.clone()),
             VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => None,
         }))
         .chain(

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use futures::StreamExt;
-use ragway_core::Delta;
 use ragway_core::config::NO_RETRIEVAL;
+use ragway_core::{Delta, Filter};
 use ragway_server::Registry;
 use ragway_server::pipeline::Question;
 
@@ -26,10 +26,19 @@ pub struct AskArgs {
     /// Passages to retrieve.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Only passages whose metadata passes this filter, as JSON: '{"lang": "en"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_filter)]
+    filter: Option<Filter>,
     #[arg(long)]
     max_tokens: Option<u32>,
     #[arg(long)]
     temperature: Option<f32>,
+}
+
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    Filter::parse(&value).map_err(|e| e.to_string())
 }
 
 pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
@@ -53,6 +62,7 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         vector_search_type: store,
         top_k: args.top_k,
         retrieval: None,
+        filter: args.filter.unwrap_or_default(),
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         system: None,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ragway_core::Filter;
 use ragway_core::config::{
-    Config, EmbedderConfig, RerankerConfig, RetrievalMode, VectorStoreConfig, known,
+    Config, EmbedderConfig, KnowledgeBaseSearchType, RerankerConfig, RetrievalMode,
+    VectorStoreConfig, known,
 };
 use ragway_retrieval::eval::{self, Dataset, Run, Scores};
 use serde::Serialize;
@@ -228,6 +229,10 @@ fn configured_mode(store: &VectorStoreConfig) -> RetrievalMode {
         VectorStoreConfig::Faiss(c) => c.retrieval,
         VectorStoreConfig::Pgvector(c) => c.retrieval,
         VectorStoreConfig::Kendra(_) => RetrievalMode::Dense,
+        VectorStoreConfig::BedrockKb(c) => match c.search_type {
+            Some(KnowledgeBaseSearchType::Hybrid) => RetrievalMode::Hybrid,
+            Some(KnowledgeBaseSearchType::Semantic) | None => RetrievalMode::Dense,
+        },
     }
 }
 
@@ -258,6 +263,7 @@ async fn open(
     };
     let region = match store {
         VectorStoreConfig::Kendra(c) => Some(c.region.clone()),
+        VectorStoreConfig::BedrockKb(c) => Some(c.region.clone()),
         VectorStoreConfig::Faiss(_) | VectorStoreConfig::Pgvector(_) => {
             embedder_region.or(reranker_region)
         }

@@ -233,7 +233,12 @@ async fn open_store(config: &Config, name: &str, reindex: bool) -> Result<Writab
         config
             .vector_store
             .iter()
-            .filter(|s| !matches!(s, VectorStoreConfig::Kendra(_)))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    VectorStoreConfig::Kendra(_) | VectorStoreConfig::BedrockKb(_)
+                )
+            })
             .map(|s| s.name())
             .collect()
     };

@@ -509,3 +509,189 @@ async fn a_request_chooses_how_a_faiss_store_searches_and_others_refuse_it() {
         "{unknown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_filters_narrow_every_route_and_a_store_says_what_it_cannot_apply() {
+    let kendra = ragway_testkit::kendra::start().await.unwrap();
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}
+[[llm]]
+name = "gpt"
+type = "openai"
+model = "gpt-4o"
+base_url = "{}/v1"
+api_key = "env::TEST_OPENAI_KEY"
+"#,
+        config(dir.path(), &kendra.url()),
+        openai.url()
+    );
+    let server = Server::start(&config).await;
+    let documents = json!({"documents": [
+        {"id": "q20", "text": "Qubits and superposition, a survey.", "metadata": {"lang": "en", "year": 2020, "published": "2020-03-01", "tags": ["physics"]}},
+        {"id": "q22", "text": "Qubits in superconducting circuits.", "metadata": {"lang": "en", "year": 2022, "published": "2022-11-30T23:30:00-02:00", "tags": ["physics", "hardware"]}},
+        {"id": "q23", "text": "Les qubits et la superposition.", "metadata": {"lang": "fr", "year": 2023.0, "published": "2023-01-15"}},
+        {"id": "q24", "text": "Qubits for beginners.", "metadata": {"lang": "en", "year": "2024", "published": "soon"}},
+    ]});
+    let (status, _, report) = server.post("/stores/docs/documents", &documents).await;
+    assert_eq!(status, 200, "{report}");
+
+    let search = |filter: serde_json::Value, retrieval: &str| {
+        json!({"query": "qubits superposition", "vector_search_type": "docs", "top_k": 10,
+               "retrieval": retrieval, "filter": filter})
+    };
+    let ids = |body: &serde_json::Value| {
+        let mut ids: Vec<String> = body["passages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().trim_end_matches("#0").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let cases = [
+        (json!({"lang": "en"}), vec!["q20", "q22", "q24"]),
+        (json!({"year": {"$gte": 2021}}), vec!["q22", "q23"]),
+        (json!({"year": {"$in": [2020, 2023]}}), vec!["q20", "q23"]),
+        (
+            json!({"lang": {"$nin": ["fr"]}, "year": {"$lt": 2021}}),
+            vec!["q20"],
+        ),
+        (
+            json!({"published": {"$gte": "2022-12-01"}}),
+            vec!["q22", "q23"],
+        ),
+        (json!({"tags": {"$contains": "hardware"}}), vec!["q22"]),
+        (
+            json!({"$or": [{"lang": "fr"}, {"year": "2024"}]}),
+            vec!["q23", "q24"],
+        ),
+        (
+            json!({"$not": {"tags": {"$contains": "physics"}}}),
+            vec!["q23", "q24"],
+        ),
+        (json!({"lang": "de"}), vec![]),
+        (json!({}), vec!["q20", "q22", "q23", "q24"]),
+    ];
+    for (filter, expected) in cases {
+        for retrieval in ["dense", "keyword", "hybrid"] {
+            let (status, _, body) = server
+                .post("/search", &search(filter.clone(), retrieval))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(ids(&body), expected, "{filter} in {retrieval} mode: {body}");
+        }
+    }
+
+    // /generate and /v1/chat/completions ground the answer in the filtered passages only.
+    let (status, _, answer) = server
+        .post(
+            "/generate",
+            &json!({"prompt": "What is a qubit?", "llm_name": "gpt", "vector_search_type": "docs",
+                    "filter": {"lang": "fr"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let sources: Vec<&str> = answer["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["q23#0"], "{answer}");
+    let (status, _, completion) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt", "messages": [{"role": "user", "content": "What is a qubit?"}],
+                    "vector_search_type": "docs", "filter": {"year": {"$gt": 2021, "$lt": 2023}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{completion}");
+    let sources: Vec<&str> = completion["sources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{completion}"))
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["q22#0"], "{completion}");
+    let sent = openai.requests().last().unwrap().body.clone();
+    let prompt = sent["messages"].to_string();
+    assert!(
+        prompt.contains("superconducting") && !prompt.contains("beginners"),
+        "{prompt}"
+    );
+
+    // A filter that cannot be read is a 422 (ragway's routes) or a 400 (OpenAI's) at its place.
+    let (status, _, body) = server
+        .post(
+            "/search",
+            &search(json!({"$or": [{"year": {"$gt": "soon"}}]}), "dense"),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "filter", "$or", "0", "year", "$gt"])
+    );
+    let (status, _, body) = server
+        .post(
+            "/generate",
+            &json!({"prompt": "q", "llm_name": "gpt", "vector_search_type": "docs",
+                    "filter": {"lang": {"$regex": "e.*"}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unknown operator $regex"),
+        "{body}"
+    );
+    let (status, _, body) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt", "messages": [{"role": "user", "content": "q"}],
+                    "vector_search_type": "docs", "filter": ["lang", "en"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "filter", "{body}");
+
+    // Kendra gets the filter as its AttributeFilter; what it cannot apply is a 400 naming the
+    // store and the reason, and Kendra is never called.
+    let kendra_search = |filter: serde_json::Value| json!({"query": "qubits", "vector_search_type": "kendra", "filter": filter});
+    let (status, _, body) = server
+        .post(
+            "/search",
+            &kendra_search(json!({"_category": {"$in": ["a", "b"]}, "year": {"$gte": 2020}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = kendra.requests().last().unwrap().body.clone();
+    assert_eq!(
+        sent["AttributeFilter"],
+        json!({"AndAllFilters": [
+            {"OrAllFilters": [
+                {"EqualsTo": {"Key": "_category", "Value": {"StringValue": "a"}}},
+                {"EqualsTo": {"Key": "_category", "Value": {"StringValue": "b"}}}
+            ]},
+            {"GreaterThanOrEquals": {"Key": "year", "Value": {"LongValue": 2020}}}
+        ]}),
+        "{sent}"
+    );
+    let calls = kendra.requests().len();
+    let (status, _, body) = server
+        .post("/search", &kendra_search(json!({"score": {"$gt": 0.5}})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vector_store \"kendra\" cannot apply this filter")
+            && detail.contains("whole numbers"),
+        "{body}"
+    );
+    assert_eq!(kendra.requests().len(), calls, "Kendra was not called");
+}

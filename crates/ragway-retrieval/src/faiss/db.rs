@@ -508,7 +508,7 @@ pub fn chunk_rows(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i6
     Ok(rows)
 }
 
-/// Ids of the chunks whose document metadata equals `filter` on every key.
+/// Ids of the chunks whose document metadata passes `filter`.
 pub fn matching_chunks(conn: &Connection, filter: &Filter) -> rusqlite::Result<HashSet<i64>> {
     let mut documents = conn.prepare_cached("SELECT key, metadata FROM documents")?;
     let mut keys = Vec::new();
@@ -518,7 +518,7 @@ pub fn matching_chunks(conn: &Connection, filter: &Filter) -> rusqlite::Result<H
         let Ok(Value::Object(metadata)) = serde_json::from_str::<Value>(&metadata) else {
             continue;
         };
-        if filter.iter().all(|(k, v)| metadata.get(k) == Some(v)) {
+        if filter.matches(&metadata) {
             keys.push(row.get::<_, i64>(0)?);
         }
     }
@@ -594,8 +594,7 @@ mod tests {
         assert_eq!(rows[&ids[1]].position, 1);
         assert_eq!(rows[&ids[1]].metadata["lang"], "en");
 
-        let mut filter = Filter::new();
-        filter.insert("lang".into(), "en".into());
+        let filter = Filter::equals([("lang".to_owned(), "en".into())]);
         assert_eq!(
             matching_chunks(&conn, &filter).unwrap(),
             ids.iter().copied().collect()

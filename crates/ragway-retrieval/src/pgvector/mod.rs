@@ -15,7 +15,21 @@
 //! back). Documents are upserted in id order before their chunks are replaced, so two replicas
 //! writing the same documents wait on each other's row locks instead of deadlocking, and the
 //! last to commit wins.
+//!
+//! # Metadata filters
+//! A filter becomes a SQL condition on the document's JSONB metadata, made per search: its
+//! text follows the filter's shape, and every key, value and bound is a bound parameter (an
+//! `$in` or `$nin` list at most two: its numbers and its strings). It means exactly what
+//! [`Filter::matches`] means: numbers compared as `f64`s, strings and booleans exactly (by
+//! `@>`, which the GIN index serves), a missing field failing a test and passing `$ne` and
+//! `$nin`. A date range reads the document's string as
+//! [`parse_date`](ragway_core::filter::parse_date) does, in integers from a regex's parts
+//! rather than by a cast to a timestamp (which would fail the search on a malformed date, keep
+//! only microseconds and read a zoneless time in the session's time zone); so any Postgres
+//! this store runs on applies every filter. Dense search keeps scanning the HNSW graph until
+//! `top_k` chunks pass (pgvector's iterative scans).
 
+mod filter;
 mod schema;
 
 use std::sync::Arc;
@@ -36,6 +50,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, Row as _, SqlSafeStr as _, SqlStr
 
 use crate::error::{Error, Result};
 use crate::ingest::{EmbeddedDocument, Phase, Progress, chunk_text, content_hash, last_of_each_id};
+use filter::SqlFilter;
 
 pub use schema::latest_version;
 
@@ -80,12 +95,14 @@ pub(crate) struct Settings {
     pub chunk_overlap: usize,
 }
 
-/// The store's statements, with its schema written in once.
+/// The store's statements, with its schema written in once. A filtered search's statement
+/// depends on the filter's shape and is made per search ([`Queries::search_filtered`]).
 struct Queries {
+    schema: String,
+    /// The dense search up to its `WHERE`.
+    dense_select: String,
     search: SqlStr,
-    search_filtered: SqlStr,
     keyword_search: SqlStr,
-    keyword_search_filtered: SqlStr,
     hashes: SqlStr,
     upsert_documents: SqlStr,
     delete_chunks: SqlStr,
@@ -95,7 +112,8 @@ struct Queries {
 }
 
 /// SQL text made at run time. Only validated identifiers (the schema, checked by
-/// [`is_sql_identifier`]) and numbers are ever written into it; values are bound.
+/// [`is_sql_identifier`]), numbers and fixed fragments (a filter's, with its parameter numbers)
+/// are ever written into it; values are bound.
 pub(crate) fn sql_text(text: String) -> SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
@@ -108,17 +126,11 @@ impl Queries {
                     c.embedding {op} $1::real[]::vector AS distance
              FROM {schema}.chunks c JOIN {schema}.documents d ON d.id = c.document_id"
         );
-        // Equality on every key of the filter, as the FAISS store does (`@>` alone would let
-        // an array that merely contains the wanted one through); `@>` lets the GIN index help.
-        let filter = "d.metadata @> $3::jsonb AND NOT EXISTS (
-                SELECT 1 FROM jsonb_each($3::jsonb) f WHERE d.metadata -> f.key IS DISTINCT FROM f.value)";
         Self {
+            schema: schema.to_owned(),
             search: sql_text(format!("{select} ORDER BY distance LIMIT $2")),
-            search_filtered: sql_text(format!(
-                "{select} WHERE {filter} ORDER BY distance LIMIT $2"
-            )),
+            dense_select: select,
             keyword_search: sql_text(keyword_search(schema, "true")),
-            keyword_search_filtered: sql_text(keyword_search(schema, filter)),
             hashes: sql_text(format!(
                 "SELECT id, content_hash FROM {schema}.documents WHERE id = ANY($1)"
             )),
@@ -154,6 +166,21 @@ impl Queries {
             )),
         }
     }
+
+    /// The dense search of the chunks whose document passes `filter` (`$1` the vector, `$2`
+    /// how many, the filter's values after).
+    fn search_filtered(&self, filter: &SqlFilter) -> SqlStr {
+        sql_text(format!(
+            "{} WHERE {} ORDER BY distance LIMIT $2",
+            self.dense_select, filter.condition
+        ))
+    }
+
+    /// The keyword search of the chunks whose document passes `filter` (`$1` the query, `$2`
+    /// how many, the filter's values after).
+    fn keyword_search_filtered(&self, filter: &SqlFilter) -> SqlStr {
+        sql_text(keyword_search(&self.schema, &filter.condition))
+    }
 }
 
 /// BM25 parameters, as the FAISS store's keyword index has them (SQLite FTS5's defaults).
@@ -161,11 +188,11 @@ const BM25_K1: f64 = 1.2;
 const BM25_B: f64 = 0.75;
 
 /// BM25 over the keyword index, in SQL: `$1` the query's text (stemmed as the chunks were),
-/// `$2` how many chunks, `$3` the metadata filter when `filter` reads it. A chunk matches when
-/// it holds any word of the query (the GIN index finds them); each word weighs its inverse
-/// document frequency over the chunks, its count in the chunk saturating by `k1`, normalised
-/// by the chunk's length against the average (`b`). Query words reach the `tsquery` as quoted
-/// lexemes, so nothing a caller types is ever read as tsquery syntax.
+/// `$2` how many chunks, `filter` the condition each chunk's document (`d`) must pass. A chunk
+/// matches when it holds any word of the query (the GIN index finds them); each word weighs
+/// its inverse document frequency over the chunks, its count in the chunk saturating by `k1`,
+/// normalised by the chunk's length against the average (`b`). Query words reach the
+/// `tsquery` as quoted lexemes, so nothing a caller types is ever read as tsquery syntax.
 fn keyword_search(schema: &str, filter: &str) -> String {
     // A lexeme as a quoted tsquery operand: backslashes and quotes doubled.
     let quote = |column: &str| {
@@ -315,7 +342,7 @@ impl PgvectorStore {
     }
 
     /// Searches by text the store's way (`retrieval`: dense, keyword or hybrid) and returns the
-    /// `top_k` best chunks whose document metadata equals `filter` on every key.
+    /// `top_k` best chunks whose document's metadata passes `filter`.
     pub async fn search(&self, query: &str, top_k: usize, filter: &Filter) -> Result<Vec<Passage>> {
         self.search_as(self.inner.retrieval, query, top_k, filter)
             .await
@@ -380,10 +407,9 @@ impl PgvectorStore {
                 .bind(&query)
                 .bind(limit)
         } else {
-            sqlx::query(inner.queries.keyword_search_filtered.clone())
-                .bind(&query)
-                .bind(limit)
-                .bind(Value::Object(filter.clone()).to_string())
+            let filter = SqlFilter::new(filter, 3);
+            let statement = inner.queries.keyword_search_filtered(&filter);
+            filter.bind(sqlx::query(statement).bind(&query).bind(limit))
         };
         let rows = search
             .fetch_all(&inner.pool)
@@ -413,10 +439,9 @@ impl PgvectorStore {
                 .bind(vector)
                 .bind(limit)
         } else {
-            sqlx::query(inner.queries.search_filtered.clone())
-                .bind(vector)
-                .bind(limit)
-                .bind(Value::Object(filter.clone()).to_string())
+            let filter = SqlFilter::new(filter, 3);
+            let statement = inner.queries.search_filtered(&filter);
+            filter.bind(sqlx::query(statement).bind(vector).bind(limit))
         };
         let rows = query
             .fetch_all(&inner.pool)
@@ -751,7 +776,7 @@ fn holds_nul(document: &Document) -> Option<String> {
     ))
 }
 
-fn json_holds_nul(value: &Value) -> bool {
+pub(crate) fn json_holds_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
         Value::Array(items) => items.iter().any(json_holds_nul),

@@ -76,6 +76,10 @@ impl Retriever for Reranked {
         self.rerank(query, top_k, candidates).await
     }
 
+    fn check_filter(&self, filter: &Filter) -> Result<(), String> {
+        self.store.check_filter(filter)
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.store.ready().await?;
         self.reranker.ready().await
@@ -140,6 +144,14 @@ mod tests {
                 .map(|i| passage(&format!("p{i}"), &"x".repeat(i)))
                 .collect())
         }
+
+        fn check_filter(&self, filter: &Filter) -> Result<(), String> {
+            if filter.is_empty() {
+                Ok(())
+            } else {
+                Err("Ten filters nothing".into())
+            }
+        }
     }
 
     /// Scores a passage by its length: the store's last is the most relevant.
@@ -178,6 +190,13 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(*store.0.lock().unwrap(), [8, 9, 8]);
+        // What the store cannot filter, the reranked store cannot either.
+        assert!(reranked.check_filter(&Filter::new()).is_ok());
+        let lang = Filter::equals([("lang".to_owned(), "en".into())]);
+        assert_eq!(
+            reranked.check_filter(&lang).unwrap_err(),
+            "Ten filters nothing"
+        );
     }
 
     #[test]

@@ -85,8 +85,7 @@ async fn keyword_search_finds_words_and_their_stems_and_reads_no_syntax() {
         }
     }
     // A metadata filter applies to keyword search as to dense.
-    let mut kitchen = Filter::new();
-    kitchen.insert("kind".into(), "kitchen".into());
+    let kitchen = Filter::equals([("kind".to_owned(), "kitchen".into())]);
     let found = store
         .search_as(RetrievalMode::Keyword, "dough tides", 5, &kitchen)
         .await

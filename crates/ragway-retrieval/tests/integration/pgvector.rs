@@ -1,11 +1,13 @@
 //! The pgvector store against a real PostgreSQL with pgvector (started by each test on a free
 //! port): the same document semantics as the FAISS store, two handles sharing one database as
 //! two replicas would, migrations under concurrent start-up and a schema newer than the
-//! binary, an outage and recovery, concurrent writers, hostile ids and filters, a copy of a
+//! binary, an outage and recovery, concurrent writers, hostile ids, every filter operator
+//! finding exactly what `Filter::matches` accepts (dates as `parse_date` reads them), a copy of a
 //! FAISS store without re-embedding, and the keyword index (BM25 over Postgres full-text
 //! search: scores, hostile queries, totals kept by triggers, the migration of an older
 //! database) with hybrid search.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ragway_core::config::{PgMetric, PgvectorStoreConfig, RetrievalMode};
@@ -131,7 +133,7 @@ async fn documents_are_added_searched_replaced_and_deleted() {
 }
 
 #[tokio::test]
-async fn filters_match_metadata_by_equality_on_every_key() {
+async fn filters_pick_list_fields_by_contains_and_values_by_in_before_top_k() {
     let pg = Postgres::start().unwrap();
     let store = open(&pg, "ragway_filters").await;
     let mut docs = Vec::new();
@@ -147,7 +149,7 @@ async fn filters_match_metadata_by_equality_on_every_key() {
     }
     DocumentStore::add(&store, docs).await.unwrap();
 
-    let filter = |value: serde_json::Value| value.as_object().unwrap().clone();
+    let filter = |value: serde_json::Value| Filter::parse(&value).unwrap();
     let ids = |passages: Vec<ragway_core::Passage>| {
         let mut ids: Vec<String> = passages.into_iter().map(|p| p.id).collect();
         ids.sort();
@@ -158,17 +160,26 @@ async fn filters_match_metadata_by_equality_on_every_key() {
         .await
         .unwrap();
     assert_eq!(ids(found), ["en-1#0", "en-2#0"]);
-    // Equality, not containment: ["a"] is contained in ["a", "b"] but not equal to it.
+    // A list field holds a value ($contains); it does not equal one.
     let found = store
-        .search("topic", 10, &filter(json!({"tags": ["a"]})))
+        .search("topic", 10, &filter(json!({"tags": {"$contains": "b"}})))
         .await
         .unwrap();
-    assert_eq!(ids(found), ["en-2#0", "fr-1#0"]);
+    assert_eq!(ids(found), ["en-1#0"]);
     let found = store
-        .search("topic", 10, &filter(json!({"lang": "en", "tags": ["a"]})))
+        .search("topic", 10, &filter(json!({"tags": "a"})))
         .await
         .unwrap();
-    assert_eq!(ids(found), ["en-2#0"]);
+    assert!(found.is_empty(), "{found:?}");
+    let found = store
+        .search(
+            "topic",
+            10,
+            &filter(json!({"lang": {"$in": ["fr", "de"]}, "tags": {"$contains": "a"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["fr-1#0"]);
     // A hostile key is a value like any other, bound rather than written into the SQL.
     let found = store
         .search("topic", 10, &filter(json!({"x') OR 1=1 --": "y"})))
@@ -190,6 +201,362 @@ async fn filters_match_metadata_by_equality_on_every_key() {
         .await
         .unwrap();
     assert_eq!(found.len(), 25);
+    let found = store
+        .search(
+            "topic",
+            25,
+            &filter(json!({"lang": {"$nin": ["it", "en"]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 25);
+    assert!(
+        found.iter().all(|p| p.metadata["lang"] != "it"),
+        "{found:?}"
+    );
+}
+
+/// Documents of one chunk each, all holding the word "shared", with metadata of every kind a
+/// filter meets: strings, integers, floats, booleans, dates with and without offsets, dates
+/// that are not ("2023-02-30", "now"), lists, nulls, objects, missing fields and hostile keys.
+fn filtered_corpus() -> Vec<ragway_core::Document> {
+    let metadata = [
+        (
+            "en-2021",
+            json!({"lang": "en", "year": 2021, "score": 0.5, "draft": false,
+                   "published": "2021-06-01", "seen": "2021-06-01T12:30:00+02:00",
+                   "tags": ["a", "b"], "ratings": [1, 2.5]}),
+        ),
+        (
+            "fr-2020",
+            json!({"lang": "fr", "year": 2020, "score": 1, "draft": true,
+                   "published": "2020-12-31T23:59:59Z", "tags": ["a"],
+                   "it's \"quoted\"": "yes"}),
+        ),
+        (
+            "en-float-year",
+            json!({"lang": "en", "year": 2022.0, "score": -0.0, "published": "2023-02-30",
+                   "tags": []}),
+        ),
+        (
+            "de-strings",
+            json!({"lang": "de", "year": "2021", "published": "now", "tags": "a",
+                   "draft": "false"}),
+        ),
+        ("empty", json!({})),
+        (
+            "upper-1999",
+            json!({"lang": "EN", "year": 1999, "published": "2021-06-01T00:00:00.000000001Z",
+                   "seen": "2021-06-01T10:29:59", "ratings": [2.5]}),
+        ),
+        (
+            "big-numbers",
+            json!({"year": 9_007_199_254_740_993_u64, "score": 9_007_199_254_740_992.0,
+                   "published": " 2021-6-1 ", "seen": "2021-06-01t10:30:00z",
+                   "tags": [["a"]]}),
+        ),
+        (
+            "leap-second",
+            json!({"lang": "it", "published": "+002021-05-31T23:59:60",
+                   "tags": ["b", 1, true]}),
+        ),
+        (
+            "nulls",
+            json!({"lang": null, "tags": [1, 2, "1"], "ratings": [1.0],
+                   "nested": {"lang": "en"}}),
+        ),
+        (
+            "minus-offset",
+            json!({"lang": "en ') OR 1=1 --", "score": 0.25,
+                   "published": "2021-06-01T00:30:00\u{2212}01:00"}),
+        ),
+        (
+            "space-separator",
+            json!({"lang": "en", "year": 2021, "draft": "false",
+                   "published": "2021-06-01 01:00:00+00:00"}),
+        ),
+        (
+            "number-date",
+            json!({"lang": ["en"], "published": 20_210_601, "seen": "2021-06-01T24:00:00Z",
+                   "x') OR 1=1 --": "y"}),
+        ),
+    ];
+    metadata
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, metadata))| {
+            let mut d = doc(id, &format!("shared words number {i}"));
+            d.metadata = metadata.as_object().unwrap().clone();
+            d
+        })
+        .collect()
+}
+
+/// The documents a search finds by a filter, by id: each of one chunk, `#0`.
+async fn found_by(
+    store: &PgvectorStore,
+    mode: RetrievalMode,
+    filter: &Filter,
+) -> Result<BTreeSet<String>, String> {
+    let found = store
+        .search_as(mode, "shared", 1000, filter)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(found
+        .into_iter()
+        .map(|p| p.id.trim_end_matches("#0").to_owned())
+        .collect())
+}
+
+/// The ids of `documents` whose metadata `filter` matches: what every store must find.
+fn matched_by(documents: &[ragway_core::Document], filter: &Filter) -> BTreeSet<String> {
+    documents
+        .iter()
+        .filter(|d| filter.matches(&d.metadata))
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_filter_finds_in_postgres_exactly_what_filter_matches_accepts() {
+    let pg = Postgres::start().unwrap();
+    let store = open(&pg, "ragway_operators").await;
+    let documents = filtered_corpus();
+    DocumentStore::add(&store, documents.clone()).await.unwrap();
+
+    let mut filters = vec![
+        json!({"lang": "en"}),
+        json!({"lang": {"$eq": "EN"}}),
+        // Numbers by value: 2021 is not "2021", 2022 is 2022.0, 0 is -0.0, and two integers
+        // the same as f64s are equal (as Filter::matches compares them).
+        json!({"year": 2021}),
+        json!({"year": 2022}),
+        json!({"year": 9_007_199_254_740_992_u64}),
+        json!({"score": 0}),
+        json!({"draft": false}),
+        json!({"draft": "false"}),
+        json!({"lang": {"$ne": "en"}}),
+        json!({"lang": {"$in": ["fr", "de", "EN"]}}),
+        json!({"year": {"$in": [2020, 1999.0, "2021"]}}),
+        json!({"lang": {"$nin": ["en", "fr"]}}),
+        json!({"lang": {"$nin": [1, true, "en"]}}),
+        json!({"tags": {"$in": ["a"]}}),
+        json!({"tags": {"$contains": "a"}}),
+        json!({"tags": {"$contains": 1}}),
+        json!({"tags": {"$contains": true}}),
+        json!({"ratings": {"$contains": 1}}),
+        json!({"ratings": {"$contains": 2.5}}),
+        json!({"lang": {"$contains": "en"}}),
+        json!({"year": {"$gte": 2020, "$lt": 2022}}),
+        json!({"score": {"$gt": 0, "$lte": 1}}),
+        json!({"score": {"$lte": 0}}),
+        json!({"published": {"$gt": 20_210_000}}),
+        json!({"year": {"$gt": "2000-01-01"}}),
+        // Dates: midnight UTC for a day, offsets applied, nanoseconds kept, a leap second
+        // after the second before it, chrono's leniency (" 2021-6-1 ") kept, what is no date
+        // ("2023-02-30", "now", an hour of 24, a number) never in range.
+        json!({"published": {"$gte": "2021-06-01"}}),
+        json!({"published": {"$gt": "2021-06-01T00:00:00Z"}}),
+        json!({"published": {"$lt": "2021-06-01"}}),
+        json!({"published": {"$gt": "2021-05-31T23:59:59.999999999Z"}}),
+        json!({"published": {"$lte": "2021-06-01T01:30:00+00:00"}}),
+        json!({"published": {"$gte": "2021-06-01T01:30:00.000000001"}}),
+        json!({"seen": {"$lt": "2021-06-01T12:00:00Z", "$gt": "2021-06-01T10:29:59"}}),
+        json!({"seen": {"$gte": "2021-06-01T10:29:59+00:00"}}),
+        json!({"published": {"$lte": "2030-01-01"}, "lang": {"$ne": "fr"}}),
+        json!({"$or": [{"lang": "fr"}, {"year": {"$gte": 2022}}]}),
+        json!({"$and": [{"lang": "en"}, {"$not": {"year": {"$lt": 2021.5}}}]}),
+        json!({"$not": {"lang": "en"}}),
+        json!({"$not": {"$or": [{"tags": {"$contains": "a"}}, {"draft": true}]}}),
+        json!({"$or": [
+            {"$and": [{"lang": "en"}, {"draft": false}]},
+            {"$not": {"published": {"$gte": "2000-01-01"}}},
+        ]}),
+        json!({"nested": {"$ne": "x"}}),
+        // Keys and values that would be SQL if written into the statement.
+        json!({"it's \"quoted\"": "yes"}),
+        json!({"x') OR 1=1 --": "y"}),
+        json!({"x') OR 1=1 --": {"$ne": "y"}}),
+        json!({"lang": "en ') OR 1=1 --"}),
+        json!({"'; DROP TABLE ragway_operators.documents; --": {"$in": ["') OR 1=1 --", 1]}}),
+        json!({"k$1": {"$gte": "2021-01-01"}, "\\": {"$nin": ["\"", "'", "$$"]}}),
+        // NUL, which Postgres text cannot hold: a key with one is missing everywhere, a value
+        // with one equals nothing.
+        json!({"lang\u{0}": "en"}),
+        json!({"lang\u{0}": {"$ne": "en"}}),
+        json!({"lang": "en\u{0}"}),
+        json!({"lang": {"$ne": "en\u{0}"}}),
+        json!({"lang": {"$in": ["en\u{0}", "fr"]}}),
+        json!({"lang": {"$nin": ["en\u{0}"]}}),
+        json!({"tags": {"$contains": "a\u{0}"}}),
+        json!({"published\u{0}": {"$gt": "2020-01-01"}}),
+        json!({"$not": {"lang\u{0}": {"$in": ["a\u{0}"]}}}),
+    ];
+    // A filter as large as the parser takes: its conditions and values up to the limits,
+    // each list one parameter.
+    let lists = ragway_core::filter::MAX_CONDITIONS - 11;
+    let per_list = ragway_core::filter::MAX_VALUES / lists;
+    let mut widest: Vec<serde_json::Value> = (0..lists)
+        .map(|i| {
+            let values: Vec<serde_json::Value> = (0..per_list)
+                .map(|j| match j % 3 {
+                    0 => json!(format!("v{i}-{j}")),
+                    1 => json!(i * 1000 + j),
+                    _ => json!(j % 2 == 0),
+                })
+                .collect();
+            json!({ format!("k{i}"): {"$in": values} })
+        })
+        .collect();
+    widest.extend((0..10).map(|i| json!({"published": {"$gt": format!("20{i:02}-01-01")}})));
+    widest.push(json!({"lang": {"$in": ["fr", "it"]}}));
+    let widest = json!({"$or": widest});
+    assert!(Filter::parse(&widest).is_ok(), "the limits moved");
+    filters.push(widest);
+
+    let mut telling = 0;
+    for value in filters {
+        let filter = Filter::parse(&value).unwrap_or_else(|e| panic!("{value}: {e}"));
+        let expected = matched_by(&documents, &filter);
+        if !expected.is_empty() && expected.len() < documents.len() {
+            telling += 1;
+        }
+        for mode in [RetrievalMode::Dense, RetrievalMode::Keyword] {
+            let found = found_by(&store, mode, &filter)
+                .await
+                .unwrap_or_else(|e| panic!("{value} ({mode:?}): {e}"));
+            assert_eq!(found, expected, "{value} ({mode:?})");
+        }
+    }
+    assert!(telling >= 40, "only {telling} filters tell documents apart");
+    assert_eq!(
+        DocumentStore::stats(&store).await.unwrap().documents,
+        documents.len()
+    );
+}
+
+#[tokio::test]
+async fn date_ranges_read_document_dates_exactly_as_parse_date_does() {
+    let pg = Postgres::start().unwrap();
+    // A zoneless date is UTC whatever the sessions' time zone.
+    let mut db = sql(&pg).await;
+    sqlx::query("ALTER DATABASE postgres SET TimeZone = 'Asia/Kolkata'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let store = open(&pg, "ragway_dates").await;
+    let texts = [
+        // Read by parse_date.
+        "2021-06-01",
+        "2021-06-01T00:00",
+        "2021-06-01T00:00:00",
+        "2021-06-01T00:00:00.5",
+        "2021-06-01T00:00:00.123456789123",
+        "2021-06-01T00:00:00Z",
+        "2021-06-01t00:00:00z",
+        "2021-06-01 00:00:00+00:00",
+        "2021-06-01T02:00:00+02:00",
+        "2021-05-31T23:00:00-01:00",
+        "2021-05-31T23:00:00\u{2212}01:00",
+        "2021-06-01T00:00:00.000+00:00",
+        "2021-06-01T23:59:00+23:59",
+        "2021-05-31T23:59:60Z",
+        "2021-05-31T23:59:60.5",
+        " 2021-06-01 ",
+        "\u{3000}2021-06-01T00:00\u{a0}",
+        "2021-6-1",
+        "2021- 6- 1T 0: 0",
+        "21-06-01",
+        "+2021-06-01",
+        "+0002021-06-01T00:00:00.000000001",
+        "-0001-01-01",
+        "0000-02-29",
+        "2024-02-29",
+        "1900-02-28",
+        "2000-02-29",
+        "1970-01-01T00:00:00.000000001Z",
+        "1969-12-31T23:59:59.999999999",
+        "+262142-12-31T23:59:59",
+        "-262143-01-01",
+        // Not.
+        "2023-02-29",
+        "1900-02-29",
+        "2021-13-01",
+        "2021-00-10",
+        "2021-06-00",
+        "2021-06-31",
+        "2021-06-01T24:00",
+        "2021-06-01T23:60",
+        "2021-06-01T23:59:61",
+        "2021-06-01T00:00:00+24:00",
+        "2021-06-01T00:00:00+01:60",
+        "2021-06-01T00:00:00+0100",
+        "2021-06-01T00:00:00 +01:00",
+        "2021-06-01T",
+        "2021-06-01T00:00:00.",
+        "2021-06-01Z",
+        "2021-06-01T00:00Z",
+        "2021-06-01 00:00",
+        "2021-06-01T00:00:00UTC",
+        "2021/06/01",
+        "20210601",
+        "June 1, 2021",
+        "now",
+        "today",
+        "epoch",
+        "infinity",
+        "",
+        "+-2021-06-01",
+        "2021 -06-01",
+        "12021-06-01",
+        "2021-006-01",
+        "\u{661}\u{662}\u{663}\u{664}-01-01",
+        "+262143-01-01",
+        "-262144-12-31",
+        "99999999999999999999999-01-01",
+        "+99999999999999999999999-01-01",
+    ];
+    let documents: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut d = doc(&format!("date-{i}"), &format!("shared date {i}"));
+            d.metadata.insert("when".into(), json!(text));
+            d
+        })
+        .collect();
+    let readable = texts
+        .iter()
+        .filter(|t| ragway_core::filter::parse_date(t).is_some())
+        .count();
+    assert_eq!(
+        readable, 31,
+        "the list's first part is what parse_date reads"
+    );
+    DocumentStore::add(&store, documents.clone()).await.unwrap();
+
+    for bound in [
+        "2021-06-01",
+        "2021-06-01T00:00:00.000000001Z",
+        "2021-05-31T23:59:59.999999999Z",
+        "2021-06-01T00:00:00.5",
+        "1970-01-01",
+        "0001-01-01",
+        "-0001-06-01",
+        "+262142-12-31",
+    ] {
+        for operator in ["$gt", "$gte", "$lt", "$lte"] {
+            let value = json!({"when": {operator: bound}});
+            let filter = Filter::parse(&value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            let expected = matched_by(&documents, &filter);
+            for mode in [RetrievalMode::Keyword, RetrievalMode::Dense] {
+                let found = found_by(&store, mode, &filter)
+                    .await
+                    .unwrap_or_else(|e| panic!("{value} ({mode:?}): {e}"));
+                assert_eq!(found, expected, "{value} ({mode:?})");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -666,8 +1033,7 @@ async fn keyword_search_scores_bm25_over_stems_and_reads_no_query_syntax() {
     let found = keyword("tiger hawk", Filter::new()).await;
     assert_eq!(ids(&found), ["birds#0", "cats#0"]);
     // A metadata filter applies as to dense search.
-    let mut sky = Filter::new();
-    sky.insert("kind".into(), json!("sky"));
+    let sky = Filter::equals([("kind".to_owned(), json!("sky"))]);
     assert_eq!(ids(&keyword("tiger lion", sky).await), ["birds#0"]);
 
     // tsquery syntax in a query is taken as words: never an error, never an operator.

@@ -189,8 +189,8 @@ async fn metadata_filters_select_documents() {
     }
     DocumentStore::add(&store, documents).await.unwrap();
 
-    let mut filter = Filter::new();
-    filter.insert("lang".into(), "fr".into());
+    let fr = ("lang".to_owned(), "fr".into());
+    let filter = Filter::equals([fr.clone()]);
     let passages = store.search("topic17", 3, &filter).await.unwrap();
     assert_eq!(passages.len(), 3);
     assert!(
@@ -198,12 +198,12 @@ async fn metadata_filters_select_documents() {
         "{passages:?}"
     );
 
-    filter.insert("n".into(), 20.into());
+    let filter = Filter::equals([fr.clone(), ("n".to_owned(), 20.into())]);
     let passages = store.search("common", 100, &filter).await.unwrap();
     assert!(!passages.is_empty());
     assert!(passages.iter().all(|p| p.id.starts_with("doc-20#")));
 
-    filter.insert("n".into(), 21.into());
+    let filter = Filter::equals([fr, ("n".to_owned(), 21.into())]);
     assert!(store.search("common", 5, &filter).await.unwrap().is_empty());
 }
 

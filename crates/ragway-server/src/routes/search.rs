@@ -15,7 +15,7 @@ use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, SearchResults};
-use crate::pipeline::millis;
+use crate::pipeline::{Search, millis};
 use crate::registry::Registry;
 
 /// A query for one store. Other fields are ignored.
@@ -32,6 +32,10 @@ pub struct SearchRequest {
     /// the store's configured way when absent.
     #[serde(default)]
     retrieval: Option<RetrievalMode>,
+    /// Only passages whose metadata passes this filter, as in `/generate`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Value>,
 }
 
 /// `POST /search`.
@@ -69,6 +73,9 @@ pub async fn search(
     if let Some(error) = ragway_requests::check_top_k(request.top_k, registry.server.max_top_k) {
         errors.push(error);
     }
+    let filter = ragway_requests::read_filter(request.filter.as_ref())
+        .map_err(|e| errors.push(ragway_requests::filter_field_error(&e)))
+        .unwrap_or_default();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -77,9 +84,12 @@ pub async fn search(
     let passages = match registry.store(&request.vector_search_type)? {
         Some(store) => {
             crate::metrics::label("", &store.name);
-            registry
-                .retrieve(store, &request.query, request.top_k, request.retrieval)
-                .await?
+            let search = Search {
+                top_k: request.top_k,
+                mode: request.retrieval,
+                filter: &filter,
+            };
+            registry.retrieve(store, &request.query, search).await?
         }
         None => Vec::new(),
     };
