@@ -13,9 +13,16 @@
 # the BEIR table), all-MiniLM-L6-v2 dense about 0.645 (MTEB). The set is read where it is, never
 # copied. The store is kept in bench/out/retrieval_quality/ and reused when the corpus is
 # unchanged (ingest skips what is there); delete it to time the ingest again.
+#
+# Then the same documents in a pgvector store (PostgreSQL + pgvector started on a free loopback
+# port, as bench/pgvector.sh does; the chunks and vectors copied by `ragway ingest --from-store`,
+# not embedded again) are measured in the same three modes: keyword there is BM25 over Postgres
+# full-text search. PGVECTOR=0 skips it.
 # PROFILE=dev uses a debug build (dependencies optimised); BIN_DIR=DIR a prebuilt ragway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pids=()
+source bench/lib.sh
 dataset=$(realpath "${1:-../shared/data/retrieval/scifact}")
 name=$(basename "$dataset")
 profile=${PROFILE:-release}
@@ -48,18 +55,44 @@ ingest_s=$(python3 -c "import time; print(f'{time.time() - $started:.0f}')")
 
 "$bin/ragway" --config "$config" eval --store dense "$dataset" --json --mode dense,keyword,hybrid \
   --run-file "$out/$name-dense.trec" > "$out/$name-eval.json"
-python3 - "$out/$name-eval.json" "$name" "$ingest_s" <<'PY'
+reports=("$out/$name-eval.json")
+
+if [ "${PGVECTOR:-1}" != 0 ]; then
+  start_state "$out/pgvector-state"
+  export RAGWAY_BENCH_PG_DSN=$RAGWAY_PG_DSN
+  cat >> "$config" <<EOF
+
+[[vector_store]]
+name = "pg"
+type = "pgvector"
+dsn = "env::RAGWAY_BENCH_PG_DSN"
+embedder = "minilm"
+EOF
+  echo "copy: the FAISS store's documents, chunks and vectors into a pgvector store"
+  "$bin/ragway" --config "$config" ingest --store pg --from-store dense | tail -1
+  "$bin/ragway" --config "$config" eval --store pg "$dataset" --json --mode dense,keyword,hybrid \
+    > "$out/$name-eval-pgvector.json"
+  reports+=("$out/$name-eval-pgvector.json")
+fi
+
+python3 - "$name" "$ingest_s" "${reports[@]}" <<'PY'
 import json, sys
-report, name, ingest_s = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
-print(f"\n{name} ({report['split']}): {report['queries']} queries, {report['judgements']} judgements;"
-      f" ingest (incl. model load) {ingest_s} s\n")
+name, ingest_s, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+labels = [
+    {"dense": "dense (MiniLM, FAISS HNSW)", "keyword": "keyword (BM25, SQLite FTS5)",
+     "hybrid": "hybrid (RRF of both)"},
+    {"dense": "pgvector dense (HNSW)", "keyword": "pgvector keyword (BM25, Postgres FTS)",
+     "hybrid": "pgvector hybrid (RRF of both)"},
+]
+first = json.load(open(paths[0]))
+print(f"\n{name} ({first['split']}): {first['queries']} queries, {first['judgements']} judgements;"
+      f" FAISS ingest (incl. model load) {ingest_s} s\n")
 print(f"{'system':<44} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'MAP':>7} {'p50 ms':>7} {'p99 ms':>7}")
-for r in report["results"]:
-    label = {"dense": "dense (MiniLM, FAISS HNSW)", "keyword": "keyword (BM25, SQLite FTS5)",
-             "hybrid": "hybrid (RRF of both)"}[r["mode"]]
-    print(f"{'ragway ' + label:<44} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f}"
-          f" {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f} {r['map']:>7.4f}"
-          f" {r['search_ms']['p50']:>7.2f} {r['search_ms']['p99']:>7.2f}")
+for path, label in zip(paths, labels):
+    for r in json.load(open(path))["results"]:
+        print(f"{'ragway ' + label[r['mode']]:<44} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f}"
+              f" {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f} {r['map']:>7.4f}"
+              f" {r['search_ms']['p50']:>7.2f} {r['search_ms']['p99']:>7.2f}")
 if name == "scifact":
     for system, ndcg, r100 in [
         ("BM25, BEIR paper (Elasticsearch)", 0.665, None),
