@@ -452,6 +452,23 @@ impl EmbedderConfig {
     }
 }
 
+/// The vector length of OpenAI's embedding models, when a request names none.
+pub fn openai_embedding_size(model: &str) -> Option<usize> {
+    match model {
+        "text-embedding-3-small" | "text-embedding-ada-002" => Some(1536),
+        "text-embedding-3-large" => Some(3072),
+        _ => None,
+    }
+}
+
+impl OpenAiEmbedderConfig {
+    /// The vectors' length: the configured `dimensions`, else the model's own size.
+    pub fn dimension(&self) -> Option<usize> {
+        self.dimensions
+            .or_else(|| openai_embedding_size(&self.model))
+    }
+}
+
 /// An OpenAI-compatible `/v1/embeddings` endpoint.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,8 +479,10 @@ pub struct OpenAiEmbedderConfig {
     pub api_key: Option<SecretRef>,
     #[serde(default = "default_openai_base_url")]
     pub base_url: String,
-    /// Vector length; sent as `dimensions` to models that can shorten their vectors.
-    pub dimensions: usize,
+    /// Vector length, sent as `dimensions` to models that can shorten their vectors; may be
+    /// left out for a model whose size ragway knows ([`openai_embedding_size`]).
+    #[serde(default)]
+    pub dimensions: Option<usize>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
@@ -1359,8 +1378,18 @@ impl Config {
             match embedder {
                 EmbedderConfig::Openai(c) => {
                     check_url(&format!("{at}.base_url"), &c.base_url, &mut issue);
-                    if c.dimensions == 0 {
-                        issue(format!("{at}.dimensions"), "must be at least 1".into());
+                    match c.dimension() {
+                        Some(0) => issue(format!("{at}.dimensions"), "must be at least 1".into()),
+                        Some(_) => {}
+                        None => issue(
+                            format!("{at}.dimensions"),
+                            format!(
+                                "missing: the size of \"{}\"'s vectors (ragway knows it only for \
+                                 text-embedding-3-small, text-embedding-3-large and \
+                                 text-embedding-ada-002)",
+                                c.model
+                            ),
+                        ),
                     }
                     check_timeouts(&at, c.connect_timeout_secs, c.timeout_secs, &mut issue);
                 }
@@ -2518,6 +2547,37 @@ write_stores = ["faiss"]
                 )]
             );
         }
+    }
+
+    #[test]
+    fn an_openai_embedder_of_a_known_model_needs_no_dimensions() {
+        let config = Config::parse(
+            r#"
+            [[embedder]]
+            name = "large"
+            type = "openai"
+            model = "text-embedding-3-large"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        let EmbedderConfig::Openai(large) = &config.embedder[0] else {
+            panic!("not an openai embedder: {:?}", config.embedder[0]);
+        };
+        assert_eq!((large.dimensions, large.dimension()), (None, Some(3072)));
+        let found = issues(
+            r#"
+            [[embedder]]
+            name = "mine"
+            type = "openai"
+            model = "my-embedder"
+            "#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("embedder[0].dimensions: missing: the size of \"my-embedder\"'s"),
+            "{found:?}"
+        );
     }
 
     #[test]

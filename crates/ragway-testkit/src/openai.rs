@@ -19,8 +19,20 @@ use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared};
 /// Model ids listed by `GET /v1/models`.
 const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"];
 
-/// Embedding size when the request names none.
+/// Embedding size when the request names none, for models other than OpenAI's own (which make
+/// their own sizes: [`native_dimensions`]).
 const DEFAULT_DIMENSIONS: usize = 8;
+
+/// The size OpenAI's embedding models make when a request names none, and whether they take
+/// `dimensions` (ada-002 refuses it).
+fn native_dimensions(model: &str) -> Option<(usize, bool)> {
+    match model {
+        "text-embedding-3-small" => Some((1536, true)),
+        "text-embedding-3-large" => Some((3072, true)),
+        "text-embedding-ada-002" => Some((1536, false)),
+        _ => None,
+    }
+}
 
 /// Largest embedding the fake will make, so a typo cannot exhaust memory.
 const MAX_DIMENSIONS: usize = 16_384;
@@ -454,7 +466,14 @@ async fn embeddings(call: Call) -> Response {
         return openai_error(server::status(*status), kind, message);
     }
     call.scripted_delay().await;
-    let dimensions = request.dimensions.unwrap_or(DEFAULT_DIMENSIONS);
+    let native = native_dimensions(&request.model);
+    if request.dimensions.is_some() && native.is_some_and(|(_, shortens)| !shortens) {
+        return invalid_request("This model does not support specifying dimensions.");
+    }
+    let dimensions = request
+        .dimensions
+        .or(native.map(|(size, _)| size))
+        .unwrap_or(DEFAULT_DIMENSIONS);
     if !(1..=MAX_DIMENSIONS).contains(&dimensions) {
         return invalid_request(&format!(
             "dimensions must be between 1 and {MAX_DIMENSIONS}"
@@ -856,7 +875,8 @@ mod tests {
     #[tokio::test]
     async fn embeddings_are_deterministic_unit_vectors() {
         let fake = start().await.unwrap();
-        let request = json!({ "model": "text-embedding-3-small", "input": ["qubits", "qubits", "entanglement"] });
+        let request =
+            json!({ "model": "my-embedder", "input": ["qubits", "qubits", "entanglement"] });
         let body: Value = post(&fake, "/v1/embeddings", &request)
             .await
             .json()
@@ -876,6 +896,19 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5);
         assert_eq!(body["data"][2]["index"], 2);
         assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+        // OpenAI's models make their own sizes; ada-002 refuses to be asked for another.
+        let native = |model: &str| json!({ "model": model, "input": "qubits" });
+        let body: Value = post(&fake, "/v1/embeddings", &native("text-embedding-3-large"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 3072);
+        let mut asked = native("text-embedding-ada-002");
+        asked["dimensions"] = json!(256);
+        let refused = post(&fake, "/v1/embeddings", &asked).await;
+        assert_eq!(refused.status(), 400);
 
         let request = json!({ "model": "m", "input": "qubits", "dimensions": 4, "encoding_format": "base64" });
         let body: Value = post(&fake, "/v1/embeddings", &request)

@@ -19,7 +19,10 @@ pub struct OpenAiEmbedder {
     url: String,
     model: String,
     api_key: Option<SecretString>,
+    /// The vectors' length.
     dimensions: usize,
+    /// Whether the config chose it, so that it is asked for (ada-002 refuses the parameter).
+    ask_dimensions: bool,
     timeout: Duration,
     provider: String,
 }
@@ -33,12 +36,17 @@ impl OpenAiEmbedder {
             })?),
             None => None,
         };
+        let dimensions = config.dimension().ok_or_else(|| BuildError {
+            component: format!("embedder \"{}\" dimensions", config.name),
+            message: format!("missing: the size of \"{}\"'s vectors", config.model),
+        })?;
         Ok(Self {
             http,
             url: format!("{}/embeddings", config.base_url.trim_end_matches('/')),
             model: config.model.clone(),
             api_key,
-            dimensions: config.dimensions,
+            dimensions,
+            ask_dimensions: config.dimensions.is_some(),
             timeout: secs(config.timeout_secs),
             provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
         })
@@ -55,7 +63,10 @@ impl Embedder for OpenAiEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let body = json!({ "model": self.model, "input": texts, "dimensions": self.dimensions });
+        let mut body = json!({ "model": self.model, "input": texts });
+        if self.ask_dimensions {
+            body["dimensions"] = json!(self.dimensions);
+        }
         let mut request = self.http.post(&self.url).timeout(self.timeout).json(&body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
@@ -191,6 +202,36 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_known_model_needs_no_dimensions_and_is_not_asked_for_them() {
+        let fake = ragway_testkit::openai::start().await.unwrap();
+        for (model, size) in [
+            ("text-embedding-ada-002", 1536),
+            ("text-embedding-3-large", 3072),
+        ] {
+            let config: OpenAiEmbedderConfig = toml::from_str(&format!(
+                "name = 'e'\nmodel = '{model}'\nbase_url = '{}/v1'\n",
+                fake.url()
+            ))
+            .unwrap();
+            let embedder = OpenAiEmbedder::new(&config, reqwest::Client::new()).unwrap();
+            assert_eq!(embedder.dimension(), size);
+            let vectors = embedder.embed(&["a text".to_owned()]).await.unwrap();
+            assert_eq!(vectors[0].len(), size, "{model}");
+            let sent = fake.requests().last().unwrap().body.clone();
+            assert!(sent.get("dimensions").is_none(), "{sent}");
+        }
+        let unknown: OpenAiEmbedderConfig = toml::from_str(&format!(
+            "name = 'e'\nmodel = 'my-embedder'\nbase_url = '{}/v1'\n",
+            fake.url()
+        ))
+        .unwrap();
+        let Err(error) = OpenAiEmbedder::new(&unknown, reqwest::Client::new()) else {
+            panic!("an embedder of unknown size was built");
+        };
+        assert!(error.to_string().contains("my-embedder"), "{error}");
     }
 
     #[tokio::test]
