@@ -419,11 +419,11 @@ impl CompletionRequest {
             return Err(bad("top_k", error.msg));
         }
         let filter = read_filter(request.filter.as_ref()).map_err(|e| {
-            let place = std::iter::once("filter".to_owned())
-                .chain(e.path.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(".");
-            bad(&place, format!("{place}: {}", e.message))
+            // FilterError's text starts with the same place: `filter.$or.0.year: ...`.
+            let place = ["filter"]
+                .into_iter()
+                .chain(e.path.iter().map(String::as_str));
+            bad(place.collect::<Vec<_>>().join("."), e.to_string())
         })?;
         let stream = request.stream.unwrap_or(false);
         let choices = request.n.unwrap_or(1);
