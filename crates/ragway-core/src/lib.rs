@@ -22,7 +22,9 @@ pub mod web;
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
 pub use filter::Filter;
 pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};
-pub use traits::{ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever};
+pub use traits::{
+    Capabilities, ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever,
+};
 pub use types::{
     ChatRequest, ChatResponse, Delta, Document, FinishReason, IngestReport, Message, Passage, Role,
     StoreStats, Tool, ToolCall, ToolChoice, Usage,

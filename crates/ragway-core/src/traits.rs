@@ -14,9 +14,31 @@ use crate::{
 /// A streamed answer: text pieces, then the finish reason and usage; an `Err` ends it.
 pub type DeltaStream = BoxStream<'static, Result<Delta, ProviderError>>;
 
+/// What a chat model can do beyond text in, text out. The engine checks a request against it
+/// before anything is retrieved or called, so that a model without a feature answers a 400
+/// naming it rather than ignoring what was asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// Takes tools and calls them.
+    pub tools: bool,
+    /// Reads images in messages.
+    pub images: bool,
+    /// Answers in JSON that follows a given schema.
+    pub structured_output: bool,
+    /// Samples repeatably given a seed.
+    pub seed: bool,
+    /// Serves several calls at once, so a request may ask for several choices (`n`).
+    pub choices: bool,
+}
+
 /// A language model that answers a conversation.
 #[async_trait]
 pub trait ChatModel: Send + Sync {
+    /// What the model can do; the default is text only.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
     /// Answers in one piece.
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError>;
 

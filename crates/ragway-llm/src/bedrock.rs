@@ -23,8 +23,8 @@ use ragway_aws::{
 use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::quiet::QuietTimer;
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason,
-    ProviderError, Role, ToolCall, ToolChoice, Usage,
+    BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
+    FinishReason, ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
 
 pub const PROVIDER_TYPE: &str = "bedrock";
@@ -244,6 +244,15 @@ impl BedrockChat {
 
 #[async_trait]
 impl ChatModel for BedrockChat {
+    /// Tools through Converse; several choices as calls of their own. Converse takes no seed.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tools: true,
+            choices: true,
+            ..Capabilities::default()
+        }
+    }
+
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let (system, messages) = self.conversation(&request)?;
         let tool_config = self.tool_config(&request, &messages)?;

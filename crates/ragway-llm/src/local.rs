@@ -30,8 +30,8 @@ use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 use ragway_core::config::LocalLlmConfig;
 use ragway_core::cpu::{Gate, Turn};
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
-    ProviderError, Role, Usage,
+    BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
+    FinishReason, Message, ProviderError, Role, Usage,
 };
 use tokio::sync::mpsc as async_mpsc;
 
@@ -216,6 +216,14 @@ impl LocalChat {
 
 #[async_trait]
 impl ChatModel for LocalChat {
+    /// Repeatable sampling; one choice per request (its slots are shared by every caller).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            seed: true,
+            ..Capabilities::default()
+        }
+    }
+
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let mut stream = self.stream(request).await?;
         let mut text = String::new();

@@ -15,8 +15,8 @@ use ragway_core::upstream::{
     CappedError, MAX_COMPLETION_BYTES, MAX_ERROR_BYTES, read_capped, read_prefix,
 };
 use ragway_core::{
-    BuildError, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream, FinishReason, Message,
-    ProviderError, Role, ToolCall, ToolChoice, Usage,
+    BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
+    FinishReason, Message, ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::ExposeSecret;
@@ -226,6 +226,17 @@ impl OpenAiChat {
 
 #[async_trait]
 impl ChatModel for OpenAiChat {
+    /// Everything: requests pass through to the server as they are.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tools: true,
+            images: true,
+            structured_output: true,
+            seed: true,
+            choices: true,
+        }
+    }
+
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.send(&self.body(&request, false), false).await?;
         let body = read_capped(response.bytes_stream(), MAX_COMPLETION_BYTES)

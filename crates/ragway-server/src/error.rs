@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ragway_core::ProviderError;
+use ragway_engine::EngineError;
 pub use ragway_requests::FieldError;
 use ragway_requests::RequestError;
 use serde_json::json;
@@ -17,12 +18,6 @@ pub enum ApiError {
     /// The body is not what the route expects; each entry says what and where.
     #[error("invalid request: {}", .0.iter().map(|e| format!("{}: {}", e.loc.join("."), e.msg)).collect::<Vec<_>>().join("; "))]
     Validation(Vec<FieldError>),
-
-    #[error("Unknown llm_name \"{name}\". Valid names: {}", .known.join(", "))]
-    UnknownModel { name: String, known: Vec<String> },
-
-    #[error("Unknown vector_search_type \"{name}\". Valid names: {}", .known.join(", "))]
-    UnknownStore { name: String, known: Vec<String> },
 
     /// A document route names a store that does not exist.
     #[error("No store named \"{name}\". Stores: {}", .known.join(", "))]
@@ -108,37 +103,13 @@ pub enum ApiError {
     )]
     LimitsUnavailable,
 
-    /// Every model that could answer is set aside after failing repeatedly.
-    #[error("{}", cooling_message(.models))]
-    CoolingDown {
-        /// Each model with the time left in its cooldown.
-        models: Vec<(String, Duration)>,
-    },
+    /// What the engine refused or failed with: an unknown model or store, a request the
+    /// model cannot serve, every model cooling down, a provider's failure.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 
     #[error(transparent)]
     Provider(#[from] ProviderError),
-}
-
-fn cooling_message(models: &[(String, Duration)]) -> String {
-    let listed: Vec<String> = models
-        .iter()
-        .map(|(name, left)| format!("\"{name}\" ({}s left)", left.as_secs_f64().ceil()))
-        .collect();
-    format!(
-        "Every model that could answer is cooling down after repeated upstream failures: {}. \
-         Try again in {}s.",
-        listed.join(", "),
-        earliest_end(models).as_secs().max(1)
-    )
-}
-
-/// When the first of these cooldowns ends.
-fn earliest_end(models: &[(String, Duration)]) -> Duration {
-    let earliest = models.iter().map(|(_, left)| *left).min();
-    // Rounded up to whole seconds, so a client that waits as told finds a model ready.
-    earliest.map_or(DEFAULT_RETRY_AFTER, |left| {
-        Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-    })
 }
 
 /// `message` with anything that looks like a credential replaced by `[redacted]`. Providers'
@@ -252,9 +223,7 @@ impl ApiError {
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
         match self {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            Self::UnknownModel { .. } | Self::UnknownStore { .. } | Self::BadRequest { .. } => {
-                (StatusCode::BAD_REQUEST, None)
-            }
+            Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, None),
             Self::NoSuchStore { .. }
             | Self::NoSuchDocument { .. }
             | Self::UnknownEmbedder { .. }
@@ -271,24 +240,16 @@ impl ApiError {
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY)),
             Self::LimitsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(LIMITS_RETRY)),
             Self::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
-            Self::CoolingDown { models } => {
-                (StatusCode::SERVICE_UNAVAILABLE, Some(earliest_end(models)))
-            }
-            Self::Provider(error) => match error {
-                ProviderError::Upstream { .. }
-                | ProviderError::Unreachable { .. }
-                | ProviderError::InvalidResponse { .. } => (StatusCode::BAD_GATEWAY, None),
-                ProviderError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
-                ProviderError::Unavailable { .. } | ProviderError::Busy { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY))
+            Self::Engine(error) => match error {
+                EngineError::UnknownModel { .. }
+                | EngineError::UnknownStore { .. }
+                | EngineError::BadRequest { .. } => (StatusCode::BAD_REQUEST, None),
+                EngineError::CoolingDown { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, error.cooldown_ends())
                 }
-                ProviderError::Throttled { retry_after, .. } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
-                ),
-                ProviderError::Unsupported { .. } => (StatusCode::BAD_REQUEST, None),
-                ProviderError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
+                EngineError::Provider(error) => provider_status(error),
             },
+            Self::Provider(error) => provider_status(error),
         }
     }
 
@@ -305,12 +266,32 @@ impl ApiError {
     /// log. Anything else is told as it is, with credentials redacted.
     fn public_message(&self) -> String {
         match self {
-            Self::Provider(ProviderError::Internal { provider, message }) => {
+            Self::Provider(ProviderError::Internal { provider, message })
+            | Self::Engine(EngineError::Provider(ProviderError::Internal { provider, message })) => {
                 tracing::error!(provider = %provider, "internal error: {message}");
                 format!("{provider} failed inside ragway; the server's log says why")
             }
             other => redact_credentials(&other.to_string()),
         }
+    }
+}
+
+/// The status of a provider's failure and, for throttling, how long to wait.
+fn provider_status(error: &ProviderError) -> (StatusCode, Option<Duration>) {
+    match error {
+        ProviderError::Upstream { .. }
+        | ProviderError::Unreachable { .. }
+        | ProviderError::InvalidResponse { .. } => (StatusCode::BAD_GATEWAY, None),
+        ProviderError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+        ProviderError::Unavailable { .. } | ProviderError::Busy { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some(OVERLOAD_RETRY))
+        }
+        ProviderError::Throttled { retry_after, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+        ),
+        ProviderError::Unsupported { .. } => (StatusCode::BAD_REQUEST, None),
+        ProviderError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
     }
 }
 
@@ -335,7 +316,9 @@ fn respond(
     if status.is_server_error() {
         tracing::warn!(%error, status = status.as_u16(), "request failed upstream");
     }
-    if let ApiError::Provider(ProviderError::Busy { provider, .. }) = error {
+    if let ApiError::Provider(ProviderError::Busy { provider, .. })
+    | ApiError::Engine(EngineError::Provider(ProviderError::Busy { provider, .. })) = error
+    {
         metrics::counter!("ragway_busy_total", "component" => provider.clone()).increment(1);
     }
     let mut response = (status, axum::Json(body)).into_response();
@@ -383,6 +366,12 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
+impl From<EngineError> for OpenAiError {
+    fn from(error: EngineError) -> Self {
+        Self(error.into())
+    }
+}
+
 impl From<ProviderError> for OpenAiError {
     fn from(error: ProviderError) -> Self {
         Self(error.into())
@@ -408,19 +397,21 @@ impl OpenAiError {
                 });
                 (StatusCode::BAD_REQUEST, invalid, param, None)
             }
-            ApiError::UnknownModel { .. } | ApiError::UnknownEmbedder { .. } => (
+            ApiError::Engine(EngineError::UnknownModel { .. })
+            | ApiError::UnknownEmbedder { .. } => (
                 StatusCode::NOT_FOUND,
                 invalid,
                 Some("model".into()),
                 Some("model_not_found"),
             ),
-            ApiError::UnknownStore { .. } => (
+            ApiError::Engine(EngineError::UnknownStore { .. }) => (
                 StatusCode::BAD_REQUEST,
                 invalid,
                 Some("vector_search_type".into()),
                 Some("store_not_found"),
             ),
-            ApiError::BadRequest { param, .. } => {
+            ApiError::BadRequest { param, .. }
+            | ApiError::Engine(EngineError::BadRequest { param, .. }) => {
                 (StatusCode::BAD_REQUEST, invalid, param.clone(), None)
             }
             ApiError::UnknownRoute { .. } => {
@@ -493,7 +484,7 @@ impl OpenAiError {
     pub fn body(&self) -> serde_json::Value {
         let (_, kind, param, code) = self.parts();
         let message = match &self.0 {
-            ApiError::UnknownModel { name, known } => format!(
+            ApiError::Engine(EngineError::UnknownModel { name, known }) => format!(
                 "The model \"{name}\" does not exist. Models: {}",
                 known.join(", ")
             ),

@@ -1,20 +1,18 @@
-//! ragway's HTTP server: the registry built from config, the pipeline that answers (with
-//! retries, fallbacks and cooldowns), the routes behind API keys and limits, the single mapping
-//! from errors to HTTP, their OpenAPI document, trace spans, and graceful shutdown.
+//! ragway's HTTP server over the engine (`ragway_engine`): the routes behind API keys and
+//! limits, rendering the engine's answers as `/generate` and OpenAI's `/v1`, the single mapping
+//! from errors to HTTP, their OpenAPI document, metrics, trace spans, and graceful shutdown.
 
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod gateway;
 mod held_body;
 pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
-pub mod pipeline;
 pub mod rate_limit;
-pub mod registry;
 pub mod request_id;
-pub mod resilience;
 mod routes;
 pub mod shutdown;
 mod sse;
@@ -56,7 +54,8 @@ impl<S> HttpService for S where
 }
 
 pub use error::ApiError;
-pub use registry::{Registry, StartupError};
+pub use gateway::Gateway;
+pub use ragway_engine::{Registry, StartupError};
 pub use routes::app;
 pub use shutdown::{InFlight, Readiness, Shutdown};
 
@@ -83,7 +82,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result
 /// `[server.limits]`'s header-read timeout and connection cap (see [`connections`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
+    registry: Arc<Gateway>,
     signal: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<Shutdown> {

@@ -20,17 +20,8 @@ use crate::HttpService;
 /// The header that carries the id both ways.
 pub const HEADER: &str = "x-request-id";
 
-tokio::task_local! {
-    static CURRENT: String;
-}
-
-/// The id of the request being served, for the trace spans its handler opens (they carry it
-/// as `request_id`); empty when traces are off or outside a request (the CLI).
-pub fn current() -> String {
-    CURRENT.try_with(Clone::clone).unwrap_or_default()
-}
-
-/// Middleware: makes the request's id available to [`current`] while it is handled, inside
+/// Middleware: makes the request's id available to the engine's spans
+/// (`ragway_engine::telemetry::request_id`) while it is handled, inside
 /// the request's trace span when traces are exported.
 async fn scope(request: AxumRequest, next: Next) -> AxumResponse {
     if !crate::telemetry::exporting() {
@@ -43,7 +34,7 @@ async fn scope(request: AxumRequest, next: Next) -> AxumResponse {
         .unwrap_or_default()
         .to_owned();
     let span = crate::telemetry::server(request.method(), request.headers(), &id);
-    let response = CURRENT
+    let response = ragway_engine::telemetry::REQUEST_ID
         .scope(id, next.run(request))
         .instrument(span.clone())
         .await;

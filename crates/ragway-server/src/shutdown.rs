@@ -96,14 +96,10 @@ mod tests {
     use tower::{Layer as _, ServiceExt as _};
 
     use super::*;
-    use crate::{Registry, app};
+    use crate::{Gateway, app};
 
-    fn registry() -> Arc<Registry> {
-        Arc::new(Registry::from_parts(
-            ServerConfig::default(),
-            vec![],
-            vec![],
-        ))
+    fn registry() -> Arc<Gateway> {
+        Arc::new(Gateway::from_parts(ServerConfig::default(), vec![], vec![]))
     }
 
     async fn readyz(readiness: &Readiness) -> (StatusCode, serde_json::Value) {

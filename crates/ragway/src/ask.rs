@@ -3,14 +3,12 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Result;
 use futures::StreamExt;
+use ragway_core::Filter;
 use ragway_core::config::NO_RETRIEVAL;
-use ragway_core::{Delta, Filter};
-use ragway_server::Registry;
-use ragway_server::pipeline::Question;
+use ragway_engine::{Piece, Question, Registry};
 
 #[derive(clap::Args)]
 pub struct AskArgs {
@@ -68,22 +66,22 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         system: None,
     };
     let prepared = registry.prepare(&question).await?;
-    let started = Instant::now();
-    let (mut stream, answered) = registry.stream(&prepared).await?;
+    let (mut pieces, answered) = registry.stream(&prepared, |deltas| deltas).await?;
     if let Some(asked) = &answered.fallback_from {
         eprintln!("({asked} failed; {} answers)", answered.model);
     }
     let mut stdout = std::io::stdout();
-    let mut usage = None;
-    while let Some(delta) = stream.next().await {
-        match delta? {
-            Delta::Text(text) => {
+    let mut summary = None;
+    while let Some(piece) = pieces.next().await {
+        match piece {
+            Piece::Text(text) => {
                 write!(stdout, "{text}")?;
                 stdout.flush()?;
             }
-            Delta::Usage(u) => usage = Some(u),
+            Piece::Failed(error) => return Err(error.into()),
+            Piece::Done(done) => summary = Some(done),
             // `ask` offers no tools, so no model calls one.
-            Delta::Started | Delta::Finish(_) | Delta::ToolCall { .. } => {}
+            Piece::ToolCall { .. } => {}
         }
     }
     writeln!(stdout)?;
@@ -104,13 +102,12 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
             )?;
         }
     }
-    let timings = prepared.timings(started);
-    let tokens = usage
-        .map(|u| format!(", {} tokens in, {} out", u.input_tokens, u.output_tokens))
-        .unwrap_or_default();
-    eprintln!(
-        "({:.0} ms retrieval, {:.0} ms total{tokens})",
-        timings.retrieval, timings.total
-    );
+    if let Some(summary) = summary {
+        let (timings, usage) = (summary.timings, summary.usage);
+        eprintln!(
+            "({:.0} ms retrieval, {:.0} ms total, {} tokens in, {} out)",
+            timings.retrieval, timings.total, usage.input_tokens, usage.output_tokens
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ragway_core::config::Config;
-use ragway_server::{Registry, Shutdown};
+use ragway_engine::Registry;
+use ragway_server::{Gateway, Shutdown};
 
 /// mimalloc rather than glibc's malloc: a gateway makes many small, short-lived allocations
 /// on every worker thread, and glibc's arena locks cost a sixth of the CPU under load
@@ -162,7 +163,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             {
                 config.server.allowed_hosts = Some(vec!["*".to_owned()]);
             }
-            let registry = Arc::new(Registry::build(&config).await?);
+            let registry = Arc::new(Gateway::build(&config).await?);
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;

@@ -7,8 +7,8 @@ use ragway_core::{Passage, Usage};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::pipeline::Timings;
-use crate::registry::ComponentCheck;
+use ragway_engine::ComponentCheck;
+use ragway_engine::pipeline::Timings;
 use ragway_requests::FieldError;
 
 // ---------------------------------------------------------------------------------------------

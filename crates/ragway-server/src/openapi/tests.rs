@@ -10,7 +10,7 @@ use ragway_core::config::ServerConfig;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use crate::{Readiness, Registry, app};
+use crate::{Gateway, Readiness, app};
 
 /// Every route the router serves, as `METHOD /path` with OpenAPI's `{param}` spelling. A route
 /// added to the router must be added here, and documented, or the tests below fail.
@@ -103,11 +103,7 @@ fn every_route_the_router_serves_is_documented_and_nothing_else() {
 
 #[tokio::test]
 async fn every_listed_route_is_routed() {
-    let registry = Arc::new(Registry::from_parts(
-        ServerConfig::default(),
-        vec![],
-        vec![],
-    ));
+    let registry = Arc::new(Gateway::from_parts(ServerConfig::default(), vec![], vec![]));
     for route in ROUTES {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path
@@ -233,11 +229,7 @@ fn throttling_and_a_busy_server_document_retry_after() {
 }
 
 async fn get(path: &str) -> (StatusCode, String, String, String) {
-    let registry = Arc::new(Registry::from_parts(
-        ServerConfig::default(),
-        vec![],
-        vec![],
-    ));
+    let registry = Arc::new(Gateway::from_parts(ServerConfig::default(), vec![], vec![]));
     let response = app(registry, Readiness::new())
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await

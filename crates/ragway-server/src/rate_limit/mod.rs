@@ -25,7 +25,7 @@ use ragway_core::BuildError;
 use ragway_core::state::{StateConfig, Unavailable};
 
 use crate::error::ApiError;
-use crate::registry::ComponentCheck;
+use ragway_engine::ComponentCheck;
 use redis_store::RedisStore;
 
 const MINUTE_MS: u64 = 60_000;

@@ -24,7 +24,7 @@ use ragway_core::{BuildError, SecretRef};
 use secrecy::ExposeSecret as _;
 
 use super::{Refusal, Taken, Unit};
-use crate::registry::ComponentCheck;
+use ragway_engine::ComponentCheck;
 
 /// Reads the counts and moves them to Redis' current minute (shared by both scripts).
 const ROLL: &str = r"

@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::openapi::responses::Access;
 use crate::openapi::schemas::{Health, ModelNames, NotReady, Ready, Welcome};
-use crate::registry::{ComponentCheck, Registry};
 use crate::shutdown::Readiness;
+use ragway_engine::ComponentCheck;
 
 /// `GET /`: the seed's welcome message, plus where to go next.
 #[utoipa::path(get, path = "/", tag = "service", responses((status = 200, description = "The welcome message", body = Welcome)))]
@@ -34,7 +35,7 @@ pub async fn healthz() -> Json<Value> {
 /// What `/readyz` looks at.
 #[derive(Clone)]
 pub struct ReadyState {
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Gateway>,
     pub readiness: Readiness,
 }
 
@@ -159,7 +160,7 @@ fn public_readiness(checks: &[ComponentCheck]) -> (StatusCode, Json<Value>) {
     responses((status = 200, description = "Model and store names", body = ModelNames), Access),
 )]
 pub async fn models(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Json<Value> {
     let llms: Vec<String> = registry

@@ -13,14 +13,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{delete, get, post};
+use ragway_engine::{Accounted, Answered, EngineError, Prepared};
 use tower::ServiceBuilder;
 
+use crate::Gateway;
 use crate::HttpService;
 use crate::error::ApiError;
-use crate::registry::Registry;
+use crate::rate_limit::reservation::{self, Reservation};
 use crate::shutdown::Readiness;
 use crate::{auth, limits};
 
@@ -30,7 +33,7 @@ use crate::{auth, limits};
 /// The layers every request passes through (its id and log span, CORS, the `Host` check, the
 /// body limit) wrap the router as a whole; those that need the route (its metrics, and the API key and in-flight
 /// slot of the routes that do work) are route layers inside it.
-pub fn app(registry: Arc<Registry>, readiness: Readiness) -> impl HttpService {
+pub fn app(registry: Arc<Gateway>, readiness: Readiness) -> impl HttpService {
     let max_body_bytes = registry.server.limits.max_body_bytes;
     let hosts = Arc::new(crate::web::AllowedHosts::new(&registry.server));
     let cors = crate::web::cors(&registry.server.cors);
@@ -47,7 +50,7 @@ pub fn app(registry: Arc<Registry>, readiness: Readiness) -> impl HttpService {
 }
 
 /// The routes, each with the route layers it needs.
-fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+fn router(registry: Arc<Gateway>, readiness: Readiness) -> Router {
     let server = &registry.server;
     // Everything that does work needs a key (when keys are configured), counts against the
     // key's limits, takes one of the in-flight slots and is bounded in time (and, like every
@@ -101,4 +104,48 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
         method: method.to_string(),
         path: uri.path().to_owned(),
     }
+}
+
+/// Names the model that answered in `response`: `x-ragway-model`, and after a fallback
+/// `x-ragway-fallback-from` with the model asked for.
+pub(crate) fn name_model(answered: &Answered, mut response: Response) -> Response {
+    let names = [
+        ("x-ragway-model", Some(&answered.model)),
+        ("x-ragway-fallback-from", answered.fallback_from.as_ref()),
+    ];
+    for (header, name) in names {
+        // Config names that are not valid header text are left out rather than failing.
+        if let Some(value) = name.and_then(|n| HeaderValue::from_str(n).ok()) {
+            response.headers_mut().insert(header, value);
+        }
+    }
+    response
+}
+
+/// The most tokens answering `prepared` with `choices` choices may cost, to reserve against
+/// the key's tokens-per-minute before the model is called: the prompt, and `max_tokens`, else
+/// the model's default answer length, else `[server.prompt] answer_reserve`, for each choice.
+pub(crate) fn tokens_needed(gateway: &Gateway, prepared: &Prepared, choices: u32) -> u64 {
+    let default_answer = gateway
+        .default_max_tokens(prepared)
+        .unwrap_or(gateway.server.prompt.answer_reserve);
+    reservation::estimate(&prepared.request, default_answer, choices)
+}
+
+/// Streams `prepared`'s answer within the server's limits (an idle timeout and the request's
+/// deadline), its tokens metered against `reservation` as they come and settled when it ends
+/// or the client leaves.
+pub(crate) async fn stream(
+    gateway: &Gateway,
+    prepared: &Prepared,
+    reservation: Reservation,
+) -> Result<(Accounted, Answered), EngineError> {
+    let limits = &gateway.server.limits;
+    let prompt_tokens = reservation::prompt_tokens(&prepared.request);
+    gateway
+        .stream(prepared, |deltas| {
+            let bounded = limits::bound_stream(deltas, limits, prepared.started);
+            reservation.meter(bounded, prompt_tokens)
+        })
+        .await
 }

@@ -10,13 +10,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, SearchResults};
-use crate::pipeline::{Search, millis};
-use crate::registry::Registry;
+use ragway_engine::pipeline::{Search, millis};
 
 /// A query for one store. Other fields are ignored.
 #[derive(Deserialize, ToSchema)]
@@ -53,7 +53,7 @@ pub struct SearchRequest {
     ),
 )]
 pub async fn search(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     Body(request): Body<SearchRequest>,
 ) -> Result<Json<Value>, ApiError> {

@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{Deleted, ErrorMessage, StoreList};
-use crate::registry::Registry;
 
 /// `GET /stores`: every store the caller may read, the size of the writable ones, and
 /// whether the caller may write each.
@@ -32,7 +32,7 @@ use crate::registry::Registry;
     ),
 )]
 pub async fn list(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<Value>, ApiError> {
     let mut stores = Vec::new();
@@ -97,7 +97,7 @@ const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
     ),
 )]
 pub async fn add(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     Path(name): Path<String>,
     Body(request): Body<AddDocuments>,
@@ -170,7 +170,7 @@ pub async fn add(
     ),
 )]
 pub async fn delete(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -184,7 +184,7 @@ pub async fn delete(
     }
 }
 
-fn writable(registry: &Registry, name: &str) -> Result<Arc<dyn DocumentStore>, ApiError> {
+fn writable(registry: &Gateway, name: &str) -> Result<Arc<dyn DocumentStore>, ApiError> {
     let Some(store) = registry.stores().find(|s| s.name == name) else {
         return Err(ApiError::NoSuchStore {
             name: name.to_owned(),

@@ -12,25 +12,23 @@ use std::task::{Context, Poll, ready};
 use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures::future::try_join_all;
 use futures::{Stream, StreamExt as _};
-use ragway_core::{Delta, DeltaStream, FinishReason, Passage, Usage};
+use ragway_core::{FinishReason, Passage, Usage};
+use ragway_engine::{Accounted, Piece, Prepared};
 use ragway_llm::openai::tool_calls_json;
 use ragway_requests::chat::{Checked, CompletionRequest};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tracing::Instrument as _;
 
 use super::now;
+use crate::Gateway;
 use crate::auth::Caller;
-use crate::error::{ApiError, OpenAiError};
+use crate::error::OpenAiError;
 use crate::json::OpenAiBody;
-use crate::limits::bound_stream;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
-use crate::pipeline::Prepared;
 use crate::rate_limit::reservation::{Reservation, cost};
-use crate::registry::Registry;
+use crate::routes::{name_model, tokens_needed};
 use crate::sse::{self, Event};
 
 fn completion_id() -> String {
@@ -67,7 +65,7 @@ fn usage_json(usage: Usage) -> Value {
     ),
 )]
 pub async fn completions(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     OpenAiBody(request): OpenAiBody<CompletionRequest>,
 ) -> Result<Response, OpenAiError> {
@@ -76,17 +74,6 @@ pub async fn completions(
     // do) is told before.
     caller.check_model(&checked.conversation.llm_name)?;
     caller.check_store(&checked.conversation.vector_search_type)?;
-    let llm = registry.llm(&checked.conversation.llm_name)?;
-    if checked.choices > 1 && llm.kind == ragway_llm::local::PROVIDER_TYPE {
-        return Err(ApiError::BadRequest {
-            param: Some("n".into()),
-            message: format!(
-                "model \"{}\" runs locally and answers one choice per request; n must be 1",
-                checked.conversation.llm_name
-            ),
-        }
-        .into());
-    }
     let Checked {
         conversation,
         choices,
@@ -94,49 +81,30 @@ pub async fn completions(
         include_usage,
         grounded,
     } = checked;
-    let prepared = registry.prepare_conversation(conversation).await?;
+    let prepared = registry.prepare_conversation(conversation, choices).await?;
     // Held against the key's tokens-per-minute until the answer ends (see `rate_limit`): `n`
     // choices are `n` calls, each reading the prompt.
     let reservation = caller
-        .reserve(registry.tokens_needed(&prepared, choices))
+        .reserve(tokens_needed(&registry, &prepared, choices))
         .await?;
     if streamed {
         return stream(&registry, prepared, include_usage, grounded, reservation).await;
     }
-    let generation_started = std::time::Instant::now();
-    let span = registry.chat_span(&prepared);
-    // All choices come from one model: a failed choice retries (or falls back) them all.
-    let (answers, answered) = registry
-        .call_with_fallbacks(&prepared.llm_name, |model| {
-            let calls: Vec<_> = (0..choices)
-                .map(|_| {
-                    let (model, request) = (model.clone(), prepared.request.clone());
-                    async move { model.generate(request).await }
-                })
-                .collect();
-            try_join_all(calls)
-        })
-        .instrument(span.clone())
-        .await
-        .inspect_err(|error| crate::telemetry::failed(&span, error))?;
-    crate::telemetry::answered(&span, &registry, &answered);
-    let mut usage = Usage::default();
+    let answer = registry.answer(prepared, choices).await?;
     // Each choice was a call of its own, prompt included: what the key is charged.
-    let mut charged = 0;
-    let choices: Vec<Value> = answers
-        .into_iter()
+    reservation
+        .settle(answer.choices.iter().map(|c| cost(&c.usage)).sum())
+        .await;
+    let choices: Vec<Value> = answer
+        .choices
+        .iter()
         .enumerate()
-        .map(|(index, answer)| {
-            // The prompt is the same for every choice (OpenAI reports it once); the answers
-            // each cost their own.
-            charged += cost(&answer.usage);
-            usage.input_tokens = answer.usage.input_tokens;
-            usage.output_tokens += answer.usage.output_tokens;
+        .map(|(index, choice)| {
             let mut message =
-                json!({ "role": "assistant", "content": answer.text, "refusal": null });
-            if !answer.tool_calls.is_empty() {
-                message["tool_calls"] = tool_calls_json(&answer.tool_calls);
-                if answer.text.is_empty() {
+                json!({ "role": "assistant", "content": choice.text, "refusal": null });
+            if !choice.tool_calls.is_empty() {
+                message["tool_calls"] = tool_calls_json(&choice.tool_calls);
+                if choice.text.is_empty() {
                     message["content"] = Value::Null;
                 }
             }
@@ -144,26 +112,26 @@ pub async fn completions(
                 "index": index,
                 "message": message,
                 "logprobs": null,
-                "finish_reason": answer.finish_reason.as_str(),
+                "finish_reason": choice.finish_reason.as_str(),
             })
         })
         .collect();
-    crate::metrics::generated(&answered.model, generation_started.elapsed(), &usage);
-    crate::telemetry::usage(&span, &usage);
-    reservation.settle(charged).await;
     let mut body = json!({
         "id": completion_id(),
         "object": "chat.completion",
         "created": now(),
-        "model": answered.model,
+        "model": answer.answered.model,
         "choices": choices,
-        "usage": usage_json(usage),
+        "usage": usage_json(answer.usage),
         "system_fingerprint": null,
     });
     if grounded {
-        body["sources"] = json!(prepared.sources);
+        body["sources"] = json!(answer.sources);
     }
-    Ok(answered.name_in(axum::Json(body).into_response()))
+    Ok(name_model(
+        &answer.answered,
+        axum::Json(body).into_response(),
+    ))
 }
 
 /// `chat.completion.chunk` events: the role (and the sources) first, then the text as the
@@ -172,25 +140,22 @@ pub async fn completions(
 /// event that ends the stream (the SDKs raise it). Dropping the connection drops the upstream
 /// request.
 async fn stream(
-    registry: &Registry,
+    registry: &Gateway,
     prepared: Prepared,
     include_usage: bool,
     grounded: bool,
     reservation: Reservation,
 ) -> Result<Response, OpenAiError> {
-    let (deltas, answered) = registry.stream(&prepared).await?;
-    let deltas = bound_stream(deltas, &registry.server.limits, prepared.started);
-    // Charged for what it generates, whether it ends or the client leaves.
-    let deltas = reservation.meter(deltas, registry.prompt_tokens(&prepared));
+    let (pieces, answered) = crate::routes::stream(registry, &prepared, reservation).await?;
     let events = Chunks {
         head: ChunkHead::new(&completion_id(), now(), &answered.model, include_usage),
         sources: grounded.then_some(prepared.sources),
-        deltas,
+        pieces,
         usage: Usage::default(),
         finish: FinishReason::Stop,
         next: Next::Role,
     };
-    Ok(answered.name_in(sse::response(events)))
+    Ok(name_model(&answered, sse::response(events)))
 }
 
 /// A streamed answer's `chat.completion.chunk` events, made from the model's deltas as they
@@ -199,7 +164,8 @@ struct Chunks {
     head: ChunkHead,
     /// The passages, for the first chunk of a grounded answer.
     sources: Option<Vec<Passage>>,
-    deltas: DeltaStream,
+    pieces: Accounted,
+    /// From the answer's summary, for the last chunks.
     usage: Usage,
     finish: FinishReason,
     next: Next,
@@ -238,14 +204,14 @@ impl Stream for Chunks {
                     this.head
                         .event(&[ChunkChoice::new(role, None)], None, sources.as_deref())
                 }
-                Next::Deltas => match ready!(this.deltas.poll_next_unpin(cx)) {
-                    Some(Ok(Delta::Text(text))) => this.head.text(&text),
-                    Some(Ok(Delta::ToolCall {
+                Next::Deltas => match ready!(this.pieces.poll_next_unpin(cx)) {
+                    Some(Piece::Text(text)) => this.head.text(&text),
+                    Some(Piece::ToolCall {
                         index,
                         id,
                         name,
                         arguments,
-                    })) => {
+                    }) => {
                         let mut call =
                             json!({ "index": index, "function": { "arguments": arguments } });
                         if let Some(id) = id {
@@ -261,24 +227,18 @@ impl Stream for Chunks {
                         };
                         this.head.event(&[ChunkChoice::new(call, None)], None, None)
                     }
-                    Some(Ok(Delta::Usage(usage))) => {
-                        this.usage = usage;
-                        continue;
-                    }
-                    Some(Ok(Delta::Finish(reason))) => {
-                        this.finish = reason;
-                        continue;
-                    }
-                    // The role chunk stands for the start.
-                    Some(Ok(Delta::Started)) => continue,
-                    Some(Err(error)) => {
+                    Some(Piece::Failed(error)) => {
                         this.next = Next::End;
-                        let error = OpenAiError::from(error);
-                        tracing::warn!(error = %error.0, "stream failed mid-answer");
-                        Event::json(None, &error.body())
+                        Event::json(None, &OpenAiError::from(error).body())
+                    }
+                    Some(Piece::Done(summary)) => {
+                        this.usage = summary.usage;
+                        this.finish = summary.finish_reason;
+                        this.next = Next::Finish;
+                        continue;
                     }
                     None => {
-                        this.next = Next::Finish;
+                        this.next = Next::End;
                         continue;
                     }
                 },

@@ -13,13 +13,13 @@ use serde_json::{Value, json};
 use tracing::Instrument as _;
 use utoipa::ToSchema;
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::json::OpenAiBody;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{EmbeddingInput, EmbeddingList, EncodingFormat, OpenAiErrorBody};
 use crate::rate_limit::reservation::cost;
-use crate::registry::Registry;
 
 /// Texts embedded in one request at most (OpenAI's own limit).
 const MAX_INPUTS: usize = 2048;
@@ -106,7 +106,7 @@ fn texts(input: Value) -> Result<Vec<String>, OpenAiError> {
     ),
 )]
 pub async fn embeddings(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     OpenAiBody(request): OpenAiBody<EmbeddingsRequest>,
 ) -> Result<Response, OpenAiError> {
@@ -169,8 +169,8 @@ pub async fn embeddings(
         .embed(&texts)
         .instrument(span.clone())
         .await
-        .map_err(ApiError::from)
-        .inspect_err(|error| crate::telemetry::failed(&span, error))?;
+        .inspect_err(|error| crate::telemetry::failed_as(&span, error.kind()))
+        .map_err(ApiError::from)?;
     crate::telemetry::usage(&span, &usage);
     crate::metrics::tokens(&request.model, &usage);
     reservation.settle(cost(&usage)).await;

@@ -12,16 +12,17 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use ragway_engine::EngineError;
 use serde_json::{Value, json};
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::{ApiError, OpenAiError};
 use crate::openapi::responses::OpenAiAccess;
 use crate::openapi::schemas::{ModelList, ModelObject, OpenAiErrorBody};
-use crate::registry::Registry;
 
 /// The `/v1` routes, to be nested under `/v1`.
-pub fn router() -> Router<Arc<Registry>> {
+pub fn router() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/chat/completions", post(chat::completions))
         .route("/embeddings", post(embeddings::embeddings))
@@ -38,7 +39,7 @@ fn now() -> u64 {
 }
 
 /// The model objects the caller may use: chat models first, then embedding models.
-fn model_objects(registry: &Registry, caller: &Caller) -> Vec<Value> {
+fn model_objects(registry: &Gateway, caller: &Caller) -> Vec<Value> {
     let chat = registry
         .llms()
         .map(|llm| (llm.name.clone(), format!("ragway:{}", llm.kind)));
@@ -65,7 +66,7 @@ fn model_objects(registry: &Registry, caller: &Caller) -> Vec<Value> {
     ),
 )]
 pub async fn models(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Response {
     axum::Json(json!({ "object": "list", "data": model_objects(&registry, &caller) }))
@@ -85,7 +86,7 @@ pub async fn models(
     ),
 )]
 pub async fn model(
-    State(registry): State<Arc<Registry>>,
+    State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, OpenAiError> {
@@ -94,14 +95,14 @@ pub async fn model(
         .find(|m| m["id"] == id.as_str())
         .map(|m| axum::Json(m).into_response())
         .ok_or_else(|| {
-            OpenAiError(ApiError::UnknownModel {
+            OpenAiError(ApiError::Engine(EngineError::UnknownModel {
                 name: id,
                 known: registry
                     .llm_names()
                     .into_iter()
                     .chain(registry.embedder_names())
                     .collect(),
-            })
+            }))
         })
 }
 

@@ -1,5 +1,6 @@
 //! The factory: builds every configured chat model, embedder and store once at start-up into
-//! a read-only `Registry` that handlers share. Handlers never construct providers.
+//! a read-only `Registry` that the server's handlers and the CLI share. Nothing else
+//! constructs providers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,9 +12,7 @@ use ragway_core::config::{
 };
 use ragway_core::{BuildError, ChatModel, DocumentStore, Embedder, Retriever};
 
-use crate::auth::Auth;
-use crate::error::ApiError;
-use crate::rate_limit::LimitStore;
+use crate::error::EngineError;
 use crate::resilience::Health;
 
 /// A built chat model with what the server needs to know about it.
@@ -56,11 +55,8 @@ pub struct EmbedderModel {
 
 /// Every component, by name. Shared read-only behind an `Arc`.
 pub struct Registry {
+    /// The `[server]` section: the prompt's assembly, `default_top_k`, the limits.
     pub server: ServerConfig,
-    /// The API keys and what each may do.
-    pub auth: Arc<Auth>,
-    /// Where the keys' limits are counted (checked by `/readyz` when it is Redis).
-    pub limit_store: LimitStore,
     llms: BTreeMap<String, Llm>,
     stores: BTreeMap<String, Store>,
     embedders: BTreeMap<String, EmbedderModel>,
@@ -160,14 +156,6 @@ impl Registry {
         };
         let mut http = HttpClients::default();
         let mut errors = Vec::new();
-        let limit_store = LimitStore::build(&config.server.state).unwrap_or_else(|failed| {
-            errors.push(failed);
-            LimitStore::memory()
-        });
-        let auth = Auth::build(&config.server.auth, &limit_store).unwrap_or_else(|failed| {
-            errors.extend(failed);
-            Auth::open()
-        });
 
         let mut llms = BTreeMap::new();
         for llm in &config.llm {
@@ -289,8 +277,6 @@ impl Registry {
         }
         Ok(Self {
             server: config.server.clone(),
-            auth: Arc::new(auth),
-            limit_store,
             llms,
             stores,
             embedders,
@@ -299,17 +285,7 @@ impl Registry {
 
     /// A registry from components built elsewhere (tests, embedding ragway in another program).
     pub fn from_parts(server: ServerConfig, llms: Vec<Llm>, stores: Vec<Store>) -> Self {
-        // Keys (or a Redis URL) that cannot be read lock the API rather than open it.
-        let (limit_store, auth) = match LimitStore::build(&server.state) {
-            Ok(store) => {
-                let auth = Auth::build(&server.auth, &store).unwrap_or_else(|_| Auth::closed());
-                (store, auth)
-            }
-            Err(_) => (LimitStore::memory(), Auth::closed()),
-        };
         Self {
-            auth: Arc::new(auth),
-            limit_store,
             server,
             llms: llms.into_iter().map(|l| (l.name.clone(), l)).collect(),
             stores: stores.into_iter().map(|s| (s.name.clone(), s)).collect(),
@@ -319,7 +295,7 @@ impl Registry {
 
     /// Asks every component, all at once, whether it can serve now (`/readyz`): the local
     /// model's generation threads run, FAISS indexes match their documents, AWS credentials
-    /// resolve, Redis answers (when limits are counted there). Each answer is bounded in time.
+    /// resolve. Each answer is bounded in time.
     pub async fn check_components(&self) -> Vec<ComponentCheck> {
         let llms = self
             .llms
@@ -333,35 +309,35 @@ impl Registry {
             .stores
             .values()
             .map(|store| check_one("vector_store", &store.name, store.retriever.ready()));
-        let (mut checks, embedders, stores, limits) = futures::join!(
+        let (mut checks, embedders, stores) = futures::join!(
             futures::future::join_all(llms),
             futures::future::join_all(embedders),
             futures::future::join_all(stores),
-            self.limit_store.check(),
         );
         checks.extend(embedders);
         checks.extend(stores);
-        checks.extend(limits);
         checks
     }
 
     /// The chat model a request names, or a 400 that lists the valid names.
-    pub fn llm(&self, name: &str) -> Result<&Llm, ApiError> {
-        self.llms.get(name).ok_or_else(|| ApiError::UnknownModel {
-            name: name.to_owned(),
-            known: self.llm_names(),
-        })
+    pub fn llm(&self, name: &str) -> Result<&Llm, EngineError> {
+        self.llms
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownModel {
+                name: name.to_owned(),
+                known: self.llm_names(),
+            })
     }
 
     /// The store a request names (`None` for "none"), or a 400 that lists the valid names.
-    pub fn store(&self, name: &str) -> Result<Option<&Store>, ApiError> {
+    pub fn store(&self, name: &str) -> Result<Option<&Store>, EngineError> {
         if name == NO_RETRIEVAL {
             return Ok(None);
         }
         self.stores
             .get(name)
             .map(Some)
-            .ok_or_else(|| ApiError::UnknownStore {
+            .ok_or_else(|| EngineError::UnknownStore {
                 name: name.to_owned(),
                 known: self.store_names(),
             })

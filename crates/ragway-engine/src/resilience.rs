@@ -8,14 +8,12 @@ use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::http::HeaderValue;
-use axum::response::Response;
 use futures::StreamExt as _;
 use ragway_core::config::{CooldownPolicy, RetryPolicy};
 use ragway_core::{ChatModel, DeltaStream, ProviderError};
 use tokio::time::Instant;
 
-use crate::error::ApiError;
+use crate::error::EngineError;
 use crate::registry::{Llm, Registry};
 
 /// The model that answered a request, and the one asked for when a fallback answered.
@@ -23,24 +21,6 @@ use crate::registry::{Llm, Registry};
 pub struct Answered {
     pub model: String,
     pub fallback_from: Option<String>,
-}
-
-impl Answered {
-    /// Names the model in a response: `x-ragway-model`, and after a fallback
-    /// `x-ragway-fallback-from` with the model asked for.
-    pub fn name_in(&self, mut response: Response) -> Response {
-        let names = [
-            ("x-ragway-model", Some(&self.model)),
-            ("x-ragway-fallback-from", self.fallback_from.as_ref()),
-        ];
-        for (header, name) in names {
-            // Config names that are not valid header text are left out rather than failing.
-            if let Some(value) = name.and_then(|n| HeaderValue::from_str(n).ok()) {
-                response.headers_mut().insert(header, value);
-            }
-        }
-        response
-    }
 }
 
 /// A model's recent failures: how many calls in a row failed and whether it is set aside.
@@ -156,7 +136,7 @@ impl Registry {
         &self,
         requested: &str,
         mut call: F,
-    ) -> Result<(T, Answered), ApiError>
+    ) -> Result<(T, Answered), EngineError>
     where
         F: FnMut(Arc<dyn ChatModel>) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
@@ -203,7 +183,7 @@ impl Registry {
         }
         match last_error {
             Some(error) => Err(error.into()),
-            None => Err(ApiError::CoolingDown { models: cooling }),
+            None => Err(EngineError::CoolingDown { models: cooling }),
         }
     }
 }
@@ -404,7 +384,7 @@ mod tests {
         ProviderError::upstream("p", Some(400), "too long")
     }
 
-    async fn ask(registry: &Registry, name: &str) -> Result<(String, Answered), ApiError> {
+    async fn ask(registry: &Registry, name: &str) -> Result<(String, Answered), EngineError> {
         registry
             .call_with_fallbacks(name, |model| async move {
                 model.generate(Default::default()).await.map(|r| r.text)
@@ -436,7 +416,10 @@ mod tests {
 
         // The asked-for model's own 400 goes to the client; no fallback is tried.
         let error = ask(&registry, "alone").await.unwrap_err();
-        assert_eq!(error.status().0.as_u16(), 502, "{error}");
+        assert!(
+            matches!(&error, EngineError::Provider(e) if !e.is_provider_fault()),
+            "{error}"
+        );
         assert_eq!(calls(&backup), 1);
 
         // Five more failures make ten in a row: main cools down, then is skipped without a call.
@@ -451,17 +434,13 @@ mod tests {
             vec![llm("main", model("main", vec![server_error()]), &[], 1)],
             vec![],
         );
-        assert_eq!(
-            ask(&only_main, "main")
-                .await
-                .unwrap_err()
-                .status()
-                .0
-                .as_u16(),
-            502
+        let error = ask(&only_main, "main").await.unwrap_err();
+        assert!(
+            matches!(&error, EngineError::Provider(e) if e.is_provider_fault()),
+            "{error}"
         );
         let error = ask(&only_main, "main").await.unwrap_err();
-        assert_eq!(error.status().0.as_u16(), 503, "{error}");
+        assert!(matches!(error, EngineError::CoolingDown { .. }), "{error}");
         assert!(error.to_string().contains("\"main\""), "{error}");
     }
 

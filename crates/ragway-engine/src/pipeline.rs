@@ -1,20 +1,23 @@
-//! The retrieval-augmented answer: resolve the named model and store, retrieve passages,
-//! assemble the prompt within the model's context window, and generate (whole or streamed)
-//! through the model's retries and fallbacks.
+//! The retrieval-augmented answer, one path for every API: resolve the named model and store,
+//! check the request against what the model can do, retrieve passages, assemble the prompt
+//! within the model's context window ([`Registry::prepare`]), then generate through the
+//! model's retries and fallbacks, whole with `n` choices ([`Registry::answer`]) or streamed
+//! ([`Registry::stream`], read through [`crate::stream::Accounted`]).
 
 use std::time::Instant;
 
+use futures::future::try_join_all;
 use ragway_core::config::RetrievalMode;
 use ragway_core::prompt::{PromptInput, assemble, augment};
-use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, Usage};
+use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, ToolCall, Usage};
 use serde::Serialize;
 use tracing::Instrument as _;
 
-use crate::error::ApiError;
+use crate::error::EngineError;
 use crate::metrics;
-use crate::rate_limit::reservation;
-use crate::registry::{Registry, Store};
+use crate::registry::{Llm, Registry, Store};
 use crate::resilience::{Answered, opened};
+use crate::stream::{Accounted, Clock};
 use crate::telemetry;
 
 pub use ragway_requests::{Conversation, Question};
@@ -27,15 +30,33 @@ pub struct Timings {
     pub total: f64,
 }
 
-/// A complete answer with its sources.
+/// A complete answer with its sources: one or more choices from one model.
 #[derive(Clone, Debug)]
 pub struct Answer {
-    pub text: String,
+    /// At least one; as many as were asked for.
+    pub choices: Vec<Choice>,
     pub sources: Vec<Passage>,
+    /// The prompt's tokens once (it is the same for every choice) and every choice's output.
     pub usage: Usage,
-    pub finish_reason: FinishReason,
     pub timings: Timings,
     pub answered: Answered,
+}
+
+/// One of an answer's choices: a call of its own.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: FinishReason,
+    /// What this call read and wrote, the prompt included.
+    pub usage: Usage,
+}
+
+impl Answer {
+    /// The first (for one choice, the only) choice.
+    pub fn first(&self) -> &Choice {
+        &self.choices[0]
+    }
 }
 
 /// Everything decided before generation starts.
@@ -75,7 +96,7 @@ pub fn millis(since: Instant) -> f64 {
 
 impl Registry {
     /// Resolves names, retrieves and assembles the prompt.
-    pub async fn prepare(&self, question: &Question) -> Result<Prepared, ApiError> {
+    pub async fn prepare(&self, question: &Question) -> Result<Prepared, EngineError> {
         let started = Instant::now();
         let llm = self.llm(&question.llm_name)?;
         let store = self.store(&question.vector_search_type)?;
@@ -118,12 +139,16 @@ impl Registry {
 
     /// Resolves names, retrieves with the conversation's last user message and grounds that
     /// message in the passages (the OpenAI-compatible route).
+    /// A request the model cannot serve (tools for a model without them, several choices
+    /// from one that answers one at a time) is a 400 naming the model, before any retrieval.
     pub async fn prepare_conversation(
         &self,
         conversation: Conversation,
-    ) -> Result<Prepared, ApiError> {
+        choices: u32,
+    ) -> Result<Prepared, EngineError> {
         let started = Instant::now();
         let llm = self.llm(&conversation.llm_name)?;
+        check_capabilities(llm, &conversation.request, choices)?;
         let store = self.store(&conversation.vector_search_type)?;
         metrics::label(&llm.name, &conversation.vector_search_type);
         let mut request = conversation.request;
@@ -131,10 +156,10 @@ impl Registry {
             Some(store) => {
                 let Some(question) = request.messages.iter().rev().find(|m| m.role == Role::User)
                 else {
-                    return Err(ApiError::BadRequest {
-                        param: Some("messages".into()),
-                        message: "retrieval needs a user message to search with".into(),
-                    });
+                    return Err(EngineError::bad_request(
+                        "messages",
+                        "retrieval needs a user message to search with",
+                    ));
                 };
                 let search = Search {
                     top_k: conversation.top_k,
@@ -170,7 +195,7 @@ impl Registry {
         store: &Store,
         query: &str,
         search: Search<'_>,
-    ) -> Result<Vec<Passage>, ApiError> {
+    ) -> Result<Vec<Passage>, EngineError> {
         let Search {
             top_k,
             mode,
@@ -180,7 +205,7 @@ impl Registry {
             && !store.retriever.modes().contains(&mode)
         {
             let modes: Vec<&str> = store.retriever.modes().iter().map(|m| m.name()).collect();
-            return Err(ApiError::BadRequest {
+            return Err(EngineError::BadRequest {
                 param: Some("retrieval".into()),
                 message: if modes.is_empty() {
                     format!(
@@ -199,7 +224,7 @@ impl Registry {
             });
         }
         if let Err(reason) = store.retriever.check_filter(filter) {
-            return Err(ApiError::BadRequest {
+            return Err(EngineError::BadRequest {
                 param: Some("filter".into()),
                 message: format!(
                     "vector_store \"{}\" cannot apply this filter: {reason}",
@@ -220,48 +245,54 @@ impl Registry {
         Ok(passages?)
     }
 
-    /// The most tokens answering `prepared` with `choices` choices may cost, to reserve against
-    /// the key's tokens-per-minute before the model is called: the prompt, and `max_tokens`,
-    /// else the model's default answer length, else `[server.prompt] answer_reserve`, for each
-    /// choice.
-    pub fn tokens_needed(&self, prepared: &Prepared, choices: u32) -> u64 {
-        let default_answer = self
-            .llm(&prepared.llm_name)
+    /// The answer length `prepared`'s model keeps to when the request gives no `max_tokens`,
+    /// where ragway sets it (local models).
+    pub fn default_max_tokens(&self, prepared: &Prepared) -> Option<u32> {
+        self.llm(&prepared.llm_name)
             .ok()
             .and_then(|llm| llm.default_max_tokens)
-            .unwrap_or(self.server.prompt.answer_reserve);
-        reservation::estimate(&prepared.request, default_answer, choices)
     }
 
-    /// The tokens `prepared`'s prompt is estimated to take (what a stream is charged from the
-    /// moment the model starts, until it reports its usage).
-    pub fn prompt_tokens(&self, prepared: &Prepared) -> u64 {
-        reservation::prompt_tokens(&prepared.request)
-    }
-
-    /// Answers `prepared` in one piece.
-    pub async fn answer(&self, prepared: Prepared) -> Result<Answer, ApiError> {
+    /// Answers `prepared` in one piece, with `choices` choices: as many calls to one model,
+    /// at once. A failed choice retries (or falls back) them all.
+    pub async fn answer(&self, prepared: Prepared, choices: u32) -> Result<Answer, EngineError> {
         let generation_started = Instant::now();
         let span = self.chat_span(&prepared);
-        let (response, answered) = self
+        let (responses, answered) = self
             .call_with_fallbacks(&prepared.llm_name, |model| {
-                let request = prepared.request.clone();
-                async move { model.generate(request).await }
+                let calls: Vec<_> = (0..choices.max(1))
+                    .map(|_| {
+                        let (model, request) = (model.clone(), prepared.request.clone());
+                        async move { model.generate(request).await }
+                    })
+                    .collect();
+                try_join_all(calls)
             })
             .instrument(span.clone())
             .await
             .inspect_err(|error| telemetry::failed(&span, error))?;
         telemetry::answered(&span, self, &answered);
-        telemetry::usage(&span, &response.usage);
-        metrics::generated(
-            &answered.model,
-            generation_started.elapsed(),
-            &response.usage,
-        );
+        let mut usage = Usage::default();
+        let choices: Vec<Choice> = responses
+            .into_iter()
+            .map(|response| {
+                // The prompt is the same for every choice (it is reported once); the answers
+                // each add their own.
+                usage.input_tokens = response.usage.input_tokens;
+                usage.output_tokens += response.usage.output_tokens;
+                Choice {
+                    text: response.text,
+                    tool_calls: response.tool_calls,
+                    finish_reason: response.finish_reason,
+                    usage: response.usage,
+                }
+            })
+            .collect();
+        telemetry::usage(&span, &usage);
+        metrics::generated(&answered.model, generation_started.elapsed(), &usage);
         Ok(Answer {
-            text: response.text,
-            usage: response.usage,
-            finish_reason: response.finish_reason,
+            choices,
+            usage,
             timings: prepared.timings(generation_started),
             sources: prepared.sources,
             answered,
@@ -275,8 +306,16 @@ impl Registry {
     ///
     /// Records the time to the first words (from the first call, retries and fallbacks
     /// included: what the client waited), and the stream's usage and length when it ends.
-    pub async fn stream(&self, prepared: &Prepared) -> Result<(DeltaStream, Answered), ApiError> {
-        let called = Instant::now();
+    /// `adapt` wraps the model's deltas before they are accounted for (the server bounds the
+    /// stream's length and meters its tokens there); the deltas come out as
+    /// [`crate::stream::Piece`]s, the last of which tells the usage, finish and timings.
+    pub async fn stream(
+        &self,
+        prepared: &Prepared,
+        adapt: impl FnOnce(DeltaStream) -> DeltaStream,
+    ) -> Result<(Accounted, Answered), EngineError> {
+        let generation_started = Instant::now();
+        let called = generation_started;
         let span = self.chat_span(prepared);
         let (stream, answered) = self
             .call_with_fallbacks(&prepared.llm_name, |model| {
@@ -290,7 +329,12 @@ impl Registry {
         let stream = metrics::observe_stream(stream, answered.model.clone(), called);
         // The span lasts as long as the stream and records its usage.
         let stream = telemetry::observe_stream(stream, span);
-        Ok((stream, answered))
+        let clock = Clock {
+            started: prepared.started,
+            retrieval_ms: prepared.retrieval_ms,
+            generation_started,
+        };
+        Ok((Accounted::new(adapt(stream), clock), answered))
     }
 
     /// The trace span of the model call that answers `prepared` (nothing unless traces are
@@ -301,4 +345,33 @@ impl Registry {
             Err(_) => tracing::Span::none(),
         }
     }
+}
+
+/// A 400 naming the model when `request` (with `choices` choices) asks for what it cannot do.
+fn check_capabilities(llm: &Llm, request: &ChatRequest, choices: u32) -> Result<(), EngineError> {
+    let can = llm.model.capabilities();
+    let uses_tools = !request.tools.is_empty()
+        || request
+            .messages
+            .iter()
+            .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
+    if uses_tools && !can.tools {
+        return Err(EngineError::bad_request(
+            "tools",
+            format!(
+                "model \"{}\" cannot call tools; send tools to a model that can (OpenAI, Bedrock)",
+                llm.name
+            ),
+        ));
+    }
+    if choices > 1 && !can.choices {
+        return Err(EngineError::bad_request(
+            "n",
+            format!(
+                "model \"{}\" answers one choice per request; n must be 1",
+                llm.name
+            ),
+        ));
+    }
+    Ok(())
 }
