@@ -1,6 +1,6 @@
 //! Shared vocabulary of ragway: chat and retrieval types, the component traits, errors,
-//! configuration, prompt assembly, and the quiet-spell timer every stream's timeouts use. Every
-//! other crate builds on these.
+//! configuration, prompt assembly, the quiet-spell timer every stream's timeouts use, and how
+//! calls to OpenAI-compatible servers fail. Every other crate builds on these.
 
 pub mod access;
 pub mod config;
@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod error;
 pub mod filter;
 pub mod limits;
+pub mod openai_http;
 pub mod prompt;
 pub mod quiet;
 pub mod secret;

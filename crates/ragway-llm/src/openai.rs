@@ -10,15 +10,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use ragway_core::config::{OpenAiLlmConfig, secs};
+use ragway_core::openai_http::{OpenAiServer, SendFailure, error_chain};
 use ragway_core::quiet::QuietTimer;
-use ragway_core::upstream::{
-    CappedError, MAX_COMPLETION_BYTES, MAX_ERROR_BYTES, read_capped, read_prefix,
-};
+use ragway_core::upstream::MAX_COMPLETION_BYTES;
 use ragway_core::{
     BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
     FinishReason, Message, ProviderError, Role, ToolCall, ToolChoice, Usage,
 };
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,8 +35,8 @@ pub struct OpenAiChat {
     /// `Bearer <key>`, made once and marked sensitive (kept out of debug output).
     authorization: Option<HeaderValue>,
     reasoning: bool,
-    timeout: Duration,
-    provider: String,
+    /// The name failures carry and the time each call may take.
+    server: OpenAiServer,
 }
 
 impl OpenAiChat {
@@ -78,8 +77,10 @@ impl OpenAiChat {
             reasoning: config
                 .reasoning
                 .unwrap_or_else(|| is_reasoning_model(&config.model)),
-            timeout: secs(config.timeout_secs),
-            provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
+            server: OpenAiServer::new(
+                format!("{PROVIDER_TYPE} model \"{}\"", config.name),
+                secs(config.timeout_secs),
+            ),
         })
     }
 
@@ -154,12 +155,13 @@ impl OpenAiChat {
         if let Some(authorization) = &self.authorization {
             builder = builder.header(AUTHORIZATION, authorization.clone());
         }
+        let timeout = self.server.timeout();
         if !stream {
-            return self.response(builder.timeout(self.timeout)).await;
+            return self.response(builder.timeout(timeout)).await;
         }
-        tokio::time::timeout(self.timeout, self.response(builder))
+        tokio::time::timeout(timeout, self.response(builder))
             .await
-            .unwrap_or_else(|_| Err(self.timed_out()))
+            .unwrap_or_else(|_| Err(self.server.timed_out()))
     }
 
     /// The response to `request` if it succeeded, else the failure it stands for.
@@ -167,60 +169,24 @@ impl OpenAiChat {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ProviderError> {
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
-        if response.status().is_success() {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.server.send_error(failure(&e), &e))?;
+        let status = response.status();
+        if status.is_success() {
             return Ok(response);
         }
-        Err(self.status_error(response).await)
-    }
-
-    fn timed_out(&self) -> ProviderError {
-        ProviderError::Timeout {
-            provider: self.provider.clone(),
-            after: self.timeout,
-        }
-    }
-
-    fn transport_error(&self, error: reqwest::Error) -> ProviderError {
-        if error.is_timeout() {
-            return self.timed_out();
-        }
-        // reqwest's Display names the URL, never headers, so no key can leak through it.
-        let message = error_chain(&error);
-        if error.is_decode() {
-            ProviderError::invalid_response(&self.provider, message)
-        } else {
-            ProviderError::unreachable(&self.provider, message)
-        }
-    }
-
-    async fn status_error(&self, response: reqwest::Response) -> ProviderError {
-        let status = response.status().as_u16();
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // Only the start of it: an upstream's error body is no reason to hold megabytes.
-        let text = read_prefix(response.bytes_stream(), MAX_ERROR_BYTES).await;
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| truncate(&text, 500));
-        match status {
-            429 => ProviderError::Throttled {
-                provider: self.provider.clone(),
-                message,
-                retry_after,
-            },
-            408 | 504 => self.timed_out(),
-            _ => ProviderError::upstream(&self.provider, Some(status), message),
-        }
+            .map(str::to_owned);
+        let body = response.bytes_stream();
+        Err(self
+            .server
+            .status_error(status.as_u16(), retry_after.as_deref(), body)
+            .await)
     }
 }
 
@@ -239,26 +205,22 @@ impl ChatModel for OpenAiChat {
 
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let response = self.send(&self.body(&request, false), false).await?;
-        let body = read_capped(response.bytes_stream(), MAX_COMPLETION_BYTES)
-            .await
-            .map_err(|error| match error {
-                CappedError::TooLarge { limit } => ProviderError::invalid_response(
-                    &self.provider,
-                    format!(
-                        "the answer is larger than {} MiB; not read further",
-                        limit >> 20
-                    ),
-                ),
-                CappedError::Failed(error) => self.transport_error(error),
-            })?;
-        let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::invalid_response(
-                &self.provider,
-                format!("error decoding the answer: {e}"),
+        let limit = format!("{} MiB", MAX_COMPLETION_BYTES >> 20);
+        let body = self
+            .server
+            .read_body(
+                response.bytes_stream(),
+                MAX_COMPLETION_BYTES,
+                &limit,
+                failure,
             )
+            .await?;
+        let provider = self.server.provider();
+        let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::invalid_response(provider, format!("error decoding the answer: {e}"))
         })?;
         let choice = completion.choices.into_iter().next().ok_or_else(|| {
-            ProviderError::invalid_response(&self.provider, "no choices in the completion")
+            ProviderError::invalid_response(provider, "no choices in the completion")
         })?;
         Ok(ChatResponse {
             text: choice.message.content.unwrap_or_default(),
@@ -282,8 +244,8 @@ impl ChatModel for OpenAiChat {
         let body = Box::pin(response.bytes_stream());
         Ok(Box::pin(ChunkStream::new(
             body,
-            &self.provider,
-            self.timeout,
+            self.server.provider(),
+            self.server.timeout(),
         )))
     }
 }
@@ -500,21 +462,14 @@ fn finish_reason(reason: Option<&str>) -> FinishReason {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
+/// What kind of failure reqwest reported, in the terms of `ragway_core::openai_http`.
+fn failure(error: &reqwest::Error) -> SendFailure {
+    if error.is_timeout() {
+        SendFailure::TimedOut
+    } else if error.is_decode() {
+        SendFailure::Undecodable
+    } else {
+        SendFailure::Unreachable
     }
 }
 

@@ -200,13 +200,8 @@ async fn chat_completions(call: Call) -> Response {
         Ok(request) => request,
         Err(err) => return invalid_request(&format!("invalid chat completion request: {err}")),
     };
-    if let Some(Scripted::Error {
-        status,
-        kind,
-        message,
-    }) = &call.script
-    {
-        return openai_error(server::status(*status), kind, message);
+    if let Some(response) = scripted_error(&call) {
+        return response;
     }
     let streaming = request.stream.unwrap_or(false);
     let garbage: &'static [u8] = if streaming {
@@ -457,13 +452,8 @@ async fn embeddings(call: Call) -> Response {
         Ok(request) => request,
         Err(err) => return invalid_request(&format!("invalid embeddings request: {err}")),
     };
-    if let Some(Scripted::Error {
-        status,
-        kind,
-        message,
-    }) = &call.script
-    {
-        return openai_error(server::status(*status), kind, message);
+    if let Some(response) = scripted_error(&call) {
+        return response;
     }
     call.scripted_delay().await;
     let native = native_dimensions(&request.model);
@@ -545,13 +535,8 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 async fn models(call: Call) -> Response {
-    if let Some(Scripted::Error {
-        status,
-        kind,
-        message,
-    }) = &call.script
-    {
-        return openai_error(server::status(*status), kind, message);
+    if let Some(response) = scripted_error(&call) {
+        return response;
     }
     call.scripted_delay().await;
     let data: Vec<serde_json::Value> = MODELS
@@ -576,12 +561,40 @@ fn invalid_request(message: &str) -> Response {
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
 fn openai_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    openai_error_with(status, &[], kind, message)
+}
+
+/// [`openai_error`] with extra headers.
+fn openai_error_with(
+    status: StatusCode,
+    headers: &[(&'static str, &str)],
+    kind: &str,
+    message: &str,
+) -> Response {
     server::json_error(
         status,
         "application/json",
-        &[],
+        headers,
         &json!({ "error": { "message": message, "type": kind, "param": null, "code": null } }),
     )
+}
+
+/// The scripted error answer, if an error or throttling was scripted.
+fn scripted_error(call: &Call) -> Option<Response> {
+    match &call.script {
+        Some(Scripted::Error {
+            status,
+            kind,
+            message,
+        }) => Some(openai_error(server::status(*status), kind, message)),
+        Some(Scripted::Throttled { retry_after_secs }) => Some(openai_error_with(
+            StatusCode::TOO_MANY_REQUESTS,
+            &[("retry-after", &retry_after_secs.to_string())],
+            "rate_limit_exceeded",
+            "Rate limit reached; try again later.",
+        )),
+        _ => None,
+    }
 }
 
 fn unix_now() -> u64 {
@@ -728,6 +741,24 @@ mod tests {
         // The queue is spent: the next request is answered normally.
         let response = post(&fake, "/v1/chat/completions", &chat_body(false)).await;
         assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn scripted_throttling_sends_its_retry_after() {
+        let fake = start().await.unwrap();
+        fake.push(Scripted::Throttled {
+            retry_after_secs: 7,
+        });
+        let response = post(
+            &fake,
+            "/v1/embeddings",
+            &json!({ "model": "m", "input": "x" }),
+        )
+        .await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "7");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "rate_limit_exceeded");
     }
 
     #[tokio::test]

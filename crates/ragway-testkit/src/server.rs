@@ -134,6 +134,9 @@ pub enum Scripted {
         kind: String,
         message: String,
     },
+    /// OpenAI only: fail with 429 in OpenAI's error shape and `retry-after` of this many
+    /// seconds, for clients that must honour the server's wait.
+    Throttled { retry_after_secs: u64 },
     /// Wait this long before the first byte, then answer normally.
     Delay(Duration),
     /// Report this stop reason (Bedrock `stopReason`, OpenAI `finish_reason`).

@@ -1,12 +1,11 @@
 //! OpenAI-compatible embeddings (`POST {base_url}/embeddings`), for OpenAI or any server that
 //! speaks the same API.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use ragway_core::config::{OpenAiEmbedderConfig, secs};
-use ragway_core::upstream::{CappedError, MAX_ERROR_BYTES, read_capped, read_prefix};
+use ragway_core::openai_http::{OpenAiServer, SendFailure};
 use ragway_core::{BuildError, Embedder, ProviderError};
+use reqwest::header::RETRY_AFTER;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,8 +22,8 @@ pub struct OpenAiEmbedder {
     dimensions: usize,
     /// Whether the config chose it, so that it is asked for (ada-002 refuses the parameter).
     ask_dimensions: bool,
-    timeout: Duration,
-    provider: String,
+    /// The name failures carry and the time each call may take.
+    server: OpenAiServer,
 }
 
 impl OpenAiEmbedder {
@@ -47,9 +46,36 @@ impl OpenAiEmbedder {
             api_key,
             dimensions,
             ask_dimensions: config.dimensions.is_some(),
-            timeout: secs(config.timeout_secs),
-            provider: format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
+            server: OpenAiServer::new(
+                format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
+                secs(config.timeout_secs),
+            ),
         })
+    }
+
+    /// The response to `request` if it succeeded, else the failure it stands for.
+    async fn response(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.server.send_error(failure(&e), &e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes_stream();
+        Err(self
+            .server
+            .status_error(status.as_u16(), retry_after.as_deref(), body)
+            .await)
     }
 }
 
@@ -67,66 +93,33 @@ impl Embedder for OpenAiEmbedder {
         if self.ask_dimensions {
             body["dimensions"] = json!(self.dimensions);
         }
-        let mut request = self.http.post(&self.url).timeout(self.timeout).json(&body);
+        let mut request = self
+            .http
+            .post(&self.url)
+            .timeout(self.server.timeout())
+            .json(&body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ProviderError::Timeout {
-                    provider: self.provider.clone(),
-                    after: self.timeout,
-                }
-            } else {
-                ProviderError::unreachable(&self.provider, e.to_string())
-            }
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = read_prefix(response.bytes_stream(), MAX_ERROR_BYTES).await;
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/error/message")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or(text);
-            return Err(if status.as_u16() == 429 {
-                ProviderError::Throttled {
-                    provider: self.provider.clone(),
-                    message,
-                    retry_after: None,
-                }
-            } else {
-                ProviderError::upstream(&self.provider, Some(status.as_u16()), message)
-            });
-        }
+        let response = self.response(request).await?;
         // Room for every vector as JSON (a float is at most about 25 characters), and no more.
         let limit = texts.len() * self.dimensions * 32 + (1 << 20);
-        let body =
-            read_capped(response.bytes_stream(), limit)
-                .await
-                .map_err(|error| match error {
-                    CappedError::TooLarge { limit } => ProviderError::invalid_response(
-                        &self.provider,
-                        format!(
-                            "the answer is larger than {limit} bytes, more than {} vectors of {} \
-                         dimensions take; not read further",
-                            texts.len(),
-                            self.dimensions
-                        ),
-                    ),
-                    CappedError::Failed(error) => {
-                        ProviderError::unreachable(&self.provider, error.to_string())
-                    }
-                })?;
+        let limit_in_words = format!(
+            "{limit} bytes, more than {} vectors of {} dimensions take",
+            texts.len(),
+            self.dimensions
+        );
+        let body = self
+            .server
+            .read_body(response.bytes_stream(), limit, &limit_in_words, failure)
+            .await?;
+        let provider = self.server.provider();
         let mut answer: EmbeddingList = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::invalid_response(&self.provider, e.to_string()))?;
+            .map_err(|e| ProviderError::invalid_response(provider, e.to_string()))?;
         answer.data.sort_by_key(|d| d.index);
         if answer.data.len() != texts.len() {
             return Err(ProviderError::invalid_response(
-                &self.provider,
+                provider,
                 format!(
                     "asked for {} vectors, got {}",
                     texts.len(),
@@ -138,7 +131,7 @@ impl Embedder for OpenAiEmbedder {
         for item in answer.data {
             if item.embedding.len() != self.dimensions {
                 return Err(ProviderError::invalid_response(
-                    &self.provider,
+                    provider,
                     format!(
                         "expected vectors of {} dimensions, got {}",
                         self.dimensions,
@@ -149,6 +142,17 @@ impl Embedder for OpenAiEmbedder {
             vectors.push(item.embedding);
         }
         Ok(vectors)
+    }
+}
+
+/// What kind of failure reqwest reported, in the terms of `ragway_core::openai_http`.
+fn failure(error: &reqwest::Error) -> SendFailure {
+    if error.is_timeout() {
+        SendFailure::TimedOut
+    } else if error.is_decode() {
+        SendFailure::Undecodable
+    } else {
+        SendFailure::Unreachable
     }
 }
 
@@ -247,5 +251,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, ProviderError::Throttled { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn throttling_carries_the_servers_retry_after() {
+        let fake = ragway_testkit::openai::start().await.unwrap();
+        fake.push(Scripted::Throttled {
+            retry_after_secs: 7,
+        });
+        let error = embedder(&fake.url(), 8)
+            .embed(&["x".to_owned()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ProviderError::Throttled {
+                    retry_after: Some(wait),
+                    ..
+                } if wait == std::time::Duration::from_secs(7)
+            ),
+            "{error:?}"
+        );
     }
 }
