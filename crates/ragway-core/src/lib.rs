@@ -27,6 +27,6 @@ pub use traits::{
     Capabilities, ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever,
 };
 pub use types::{
-    ChatRequest, ChatResponse, Delta, Document, FinishReason, IngestReport, Message, Passage, Role,
-    StoreStats, Tool, ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Delta, Document, FinishReason, IngestReport, Message, Passage,
+    ResponseFormat, Role, StoreStats, Tool, ToolCall, ToolChoice, Usage,
 };

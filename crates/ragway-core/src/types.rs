@@ -101,6 +101,55 @@ pub struct ChatRequest {
     /// Functions the model may call; empty means none.
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
+    /// The shape the answer must take (`response_format`); free text when `None`.
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// The shape a structured answer takes: JSON, as OpenAI's `response_format` asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    /// Any JSON object (`{"type": "json_object"}`).
+    JsonObject,
+    /// JSON that follows a JSON Schema (`{"type": "json_schema", "json_schema": {...}}`).
+    JsonSchema {
+        /// The schema's name: letters, digits, `_` and `-`, at most 64.
+        name: String,
+        description: Option<String>,
+        /// A JSON Schema, checked to be an object.
+        schema: serde_json::Value,
+        /// OpenAI's strict mode, passed on to models that know it.
+        strict: bool,
+    },
+}
+
+impl ResponseFormat {
+    /// The schema the answer follows: `json_object`'s is any object.
+    pub fn schema(&self) -> serde_json::Value {
+        match self {
+            Self::JsonObject => serde_json::json!({ "type": "object" }),
+            Self::JsonSchema { schema, .. } => schema.clone(),
+        }
+    }
+
+    /// OpenAI's wire form.
+    pub fn to_openai(&self) -> serde_json::Value {
+        match self {
+            Self::JsonObject => serde_json::json!({ "type": "json_object" }),
+            Self::JsonSchema {
+                name,
+                description,
+                schema,
+                strict,
+            } => {
+                let mut json_schema =
+                    serde_json::json!({ "name": name, "schema": schema, "strict": strict });
+                if let Some(description) = description {
+                    json_schema["description"] = serde_json::json!(description);
+                }
+                serde_json::json!({ "type": "json_schema", "json_schema": json_schema })
+            }
+        }
+    }
 }
 
 impl ChatRequest {

@@ -29,6 +29,10 @@ pub enum EngineError {
         models: Vec<(String, Duration)>,
     },
 
+    /// The model's answer is not the JSON the request's `response_format` asked for.
+    #[error("model \"{model}\" did not answer in the requested response_format: {reason}")]
+    InvalidAnswer { model: String, reason: String },
+
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod resilience;
+pub mod shape;
 pub mod stream;
 pub mod telemetry;
 

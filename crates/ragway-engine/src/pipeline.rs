@@ -17,6 +17,7 @@ use crate::error::EngineError;
 use crate::metrics;
 use crate::registry::{Llm, Registry, Store};
 use crate::resilience::{Answered, opened};
+use crate::shape::Shape;
 use crate::stream::{Accounted, Clock};
 use crate::telemetry;
 
@@ -64,6 +65,8 @@ pub struct Prepared {
     /// The model the request names (its fallbacks may answer instead).
     pub llm_name: String,
     pub request: ChatRequest,
+    /// The request's `response_format`, compiled: every answer is checked against it.
+    pub shape: Option<Shape>,
     pub sources: Vec<Passage>,
     pub started: Instant,
     pub retrieval_ms: f64,
@@ -100,6 +103,14 @@ impl Registry {
         let started = Instant::now();
         let llm = self.llm(&question.llm_name)?;
         let store = self.store(&question.vector_search_type)?;
+        let request = ChatRequest {
+            max_tokens: question.max_tokens,
+            temperature: question.temperature,
+            response_format: question.response_format.clone(),
+            ..ChatRequest::default()
+        };
+        check_capabilities(llm, &request, 1)?;
+        let shape = compile(&request)?;
         metrics::label(&llm.name, &question.vector_search_type);
         let passages = match store {
             Some(store) => {
@@ -127,10 +138,9 @@ impl Registry {
             llm_name: llm.name.clone(),
             request: ChatRequest {
                 messages: prompt.messages,
-                max_tokens: question.max_tokens,
-                temperature: question.temperature,
-                ..ChatRequest::default()
+                ..request
             },
+            shape,
             sources: prompt.passages,
             started,
             retrieval_ms,
@@ -149,6 +159,7 @@ impl Registry {
         let started = Instant::now();
         let llm = self.llm(&conversation.llm_name)?;
         check_capabilities(llm, &conversation.request, choices)?;
+        let shape = compile(&conversation.request)?;
         let store = self.store(&conversation.vector_search_type)?;
         metrics::label(&llm.name, &conversation.vector_search_type);
         let mut request = conversation.request;
@@ -182,6 +193,7 @@ impl Registry {
         Ok(Prepared {
             llm_name: llm.name.clone(),
             request,
+            shape,
             sources: prompt.passages,
             started,
             retrieval_ms,
@@ -290,6 +302,14 @@ impl Registry {
             .collect();
         telemetry::usage(&span, &usage);
         metrics::generated(&answered.model, generation_started.elapsed(), &usage);
+        if let Some(shape) = &prepared.shape {
+            for choice in &choices {
+                // A choice that calls a tool instead of answering has no text to check.
+                if choice.tool_calls.is_empty() || !choice.text.is_empty() {
+                    shape.check(&answered.model, &choice.text)?;
+                }
+            }
+        }
         Ok(Answer {
             choices,
             usage,
@@ -334,7 +354,11 @@ impl Registry {
             retrieval_ms: prepared.retrieval_ms,
             generation_started,
         };
-        Ok((Accounted::new(adapt(stream), clock), answered))
+        let checked = prepared
+            .shape
+            .clone()
+            .map(|shape| (shape, answered.model.clone()));
+        Ok((Accounted::new(adapt(stream), clock, checked), answered))
     }
 
     /// The trace span of the model call that answers `prepared` (nothing unless traces are
@@ -364,6 +388,16 @@ fn check_capabilities(llm: &Llm, request: &ChatRequest, choices: u32) -> Result<
             ),
         ));
     }
+    if request.response_format.is_some() && !can.structured_output {
+        return Err(EngineError::bad_request(
+            "response_format",
+            format!(
+                "model \"{}\" cannot answer in a given JSON shape (response_format); ask a \
+                 model that can, or leave response_format out",
+                llm.name
+            ),
+        ));
+    }
     if choices > 1 && !can.choices {
         return Err(EngineError::bad_request(
             "n",
@@ -374,4 +408,13 @@ fn check_capabilities(llm: &Llm, request: &ChatRequest, choices: u32) -> Result<
         ));
     }
     Ok(())
+}
+
+/// The request's `response_format`, compiled (a schema ragway cannot apply is a 400).
+fn compile(request: &ChatRequest) -> Result<Option<Shape>, EngineError> {
+    request
+        .response_format
+        .as_ref()
+        .map(Shape::compile)
+        .transpose()
 }

@@ -12,6 +12,7 @@ use ragway_core::{Delta, DeltaStream, FinishReason, Usage};
 
 use crate::error::EngineError;
 use crate::pipeline::{Timings, millis};
+use crate::shape::Shape;
 
 /// A piece of a streamed answer.
 #[derive(Debug)]
@@ -69,16 +70,23 @@ pub struct Accounted {
     usage: Usage,
     finish: FinishReason,
     ended: bool,
+    /// The shape the answer must take and the model answering, with the text so far: a
+    /// structured answer is checked when it ends, and one that is not the JSON asked for
+    /// ends in a failure rather than a summary.
+    checked: Option<(Shape, String)>,
+    text: String,
 }
 
 impl Accounted {
-    pub fn new(deltas: DeltaStream, clock: Clock) -> Self {
+    pub fn new(deltas: DeltaStream, clock: Clock, checked: Option<(Shape, String)>) -> Self {
         Self {
             deltas,
             clock,
             usage: Usage::default(),
             finish: FinishReason::Stop,
             ended: false,
+            checked,
+            text: String::new(),
         }
     }
 }
@@ -93,7 +101,12 @@ impl Stream for Accounted {
                 return Poll::Ready(None);
             }
             let piece = match ready!(this.deltas.poll_next_unpin(cx)) {
-                Some(Ok(Delta::Text(text))) => Piece::Text(text),
+                Some(Ok(Delta::Text(text))) => {
+                    if this.checked.is_some() {
+                        this.text.push_str(&text);
+                    }
+                    Piece::Text(text)
+                }
                 Some(Ok(Delta::ToolCall {
                     index,
                     id,
@@ -122,6 +135,12 @@ impl Stream for Accounted {
                 }
                 None => {
                     this.ended = true;
+                    if let Some((shape, model)) = &this.checked
+                        && let Err(error) = shape.check(model, &this.text)
+                    {
+                        tracing::warn!(%error, "a structured answer did not follow its schema");
+                        return Poll::Ready(Some(Piece::Failed(error)));
+                    }
                     Piece::Done(Summary {
                         usage: this.usage,
                         finish_reason: std::mem::replace(&mut this.finish, FinishReason::Stop),
@@ -147,7 +166,7 @@ mod tests {
             retrieval_ms: 1.5,
             generation_started: Instant::now(),
         };
-        block_on(Accounted::new(Box::pin(futures::stream::iter(items)), clock).collect())
+        block_on(Accounted::new(Box::pin(futures::stream::iter(items)), clock, None).collect())
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub fn failed(span: &Span, error: &EngineError) {
         | EngineError::UnknownStore { .. }
         | EngineError::BadRequest { .. } => "400",
         EngineError::CoolingDown { .. } => "503",
+        EngineError::InvalidAnswer { .. } => "invalid_answer",
     };
     failed_as(span, kind);
 }

@@ -10,9 +10,10 @@ use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
     ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
-    Message as BedrockMessage, SpecificToolChoice, StopReason, SystemContentBlock, TokenUsage,
-    Tool as BedrockTool, ToolChoice as BedrockToolChoice, ToolConfiguration, ToolInputSchema,
-    ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
+    JsonSchemaDefinition, Message as BedrockMessage, OutputConfig, OutputFormat,
+    OutputFormatStructure, OutputFormatType, SpecificToolChoice, StopReason, SystemContentBlock,
+    TokenUsage, Tool as BedrockTool, ToolChoice as BedrockToolChoice, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_types::event_stream::RawMessage;
 use aws_types::SdkConfig;
@@ -24,7 +25,7 @@ use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::quiet::QuietTimer;
 use ragway_core::{
     BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
-    FinishReason, ProviderError, Role, ToolCall, ToolChoice, Usage,
+    FinishReason, ProviderError, ResponseFormat, Role, ToolCall, ToolChoice, Usage,
 };
 
 pub const PROVIDER_TYPE: &str = "bedrock";
@@ -36,6 +37,8 @@ pub struct BedrockChat {
     /// False for families that reject a system prompt; it is then folded into the first
     /// user message.
     system_prompt: bool,
+    /// Whether the model answers in a given JSON Schema (Converse's `outputConfig`).
+    structured_output: bool,
     timeout: Duration,
     provider: String,
     credentials: CredentialsCheck,
@@ -63,6 +66,7 @@ impl BedrockChat {
             system_prompt: config
                 .system_prompt
                 .unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
+            structured_output: follows_json_schemas(&config.model_id),
             timeout,
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
             credentials: CredentialsCheck::new(&sdk),
@@ -228,6 +232,34 @@ impl BedrockChat {
             .map_err(|e| self.unsupported(e))
     }
 
+    /// The request's `response_format` as Converse's `outputConfig.textFormat`: a JSON Schema
+    /// sent as text (`json_object` is the schema of any object).
+    fn output_config(&self, request: &ChatRequest) -> Result<Option<OutputConfig>, ProviderError> {
+        let Some(format) = &request.response_format else {
+            return Ok(None);
+        };
+        let (name, description) = match format {
+            ResponseFormat::JsonObject => ("json_object", None),
+            ResponseFormat::JsonSchema {
+                name, description, ..
+            } => (name.as_str(), description.clone()),
+        };
+        let definition = JsonSchemaDefinition::builder()
+            .schema(format.schema().to_string())
+            .name(name)
+            .set_description(description)
+            .build()
+            .map_err(|e| self.unsupported(e))?;
+        let text_format = OutputFormat::builder()
+            .r#type(OutputFormatType::JsonSchema)
+            .structure(OutputFormatStructure::JsonSchema(definition))
+            .build()
+            .map_err(|e| self.unsupported(e))?;
+        Ok(Some(
+            OutputConfig::builder().text_format(text_format).build(),
+        ))
+    }
+
     fn inference_config(request: &ChatRequest) -> InferenceConfiguration {
         InferenceConfiguration::builder()
             .set_max_tokens(
@@ -244,11 +276,13 @@ impl BedrockChat {
 
 #[async_trait]
 impl ChatModel for BedrockChat {
-    /// Tools through Converse; several choices as calls of their own. Converse takes no seed.
+    /// Tools through Converse; several choices as calls of their own; JSON Schemas for the
+    /// models Bedrock offers structured outputs on. Converse takes no seed.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             tools: true,
             choices: true,
+            structured_output: self.structured_output,
             ..Capabilities::default()
         }
     }
@@ -256,6 +290,7 @@ impl ChatModel for BedrockChat {
     async fn generate(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let (system, messages) = self.conversation(&request)?;
         let tool_config = self.tool_config(&request, &messages)?;
+        let output_config = self.output_config(&request)?;
         let output = self
             .client
             .converse()
@@ -263,6 +298,7 @@ impl ChatModel for BedrockChat {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .set_tool_config(tool_config)
+            .set_output_config(output_config)
             .inference_config(Self::inference_config(&request))
             .send()
             .await
@@ -302,6 +338,7 @@ impl ChatModel for BedrockChat {
     async fn stream(&self, request: ChatRequest) -> Result<DeltaStream, ProviderError> {
         let (system, messages) = self.conversation(&request)?;
         let tool_config = self.tool_config(&request, &messages)?;
+        let output_config = self.output_config(&request)?;
         let output = self
             .client
             .converse_stream()
@@ -309,6 +346,7 @@ impl ChatModel for BedrockChat {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .set_tool_config(tool_config)
+            .set_output_config(output_config)
             .inference_config(Self::inference_config(&request))
             .send()
             .await
@@ -438,6 +476,37 @@ fn stream_error(
 }
 
 /// Titan text models and the Mistral Instruct models reject a system prompt in Converse.
+/// Whether Bedrock offers structured outputs (a JSON Schema in `outputConfig`) on the model:
+/// Claude from Haiku 4.5, Sonnet 4.5 and Opus 4.5 on, and the open-weight families AWS lists
+/// (Qwen, DeepSeek, Mistral, Gemma, Nemotron, MiniMax, Kimi, gpt-oss). Others refuse it, so
+/// ragway answers a 400 naming the model before calling.
+fn follows_json_schemas(model_id: &str) -> bool {
+    let id = model_id.to_ascii_lowercase();
+    // Cross-region profiles put a geography first: `us.anthropic.…`, `global.anthropic.…`.
+    let id = id
+        .split_once("anthropic.")
+        .map_or(id.as_str(), |(_, rest)| rest);
+    const CLAUDE: [&str; 5] = [
+        "claude-haiku-4-5",
+        "claude-sonnet-4-5",
+        "claude-opus-4-5",
+        "claude-opus-4-6",
+        "claude-sonnet-4-6",
+    ];
+    const OPEN_WEIGHT: [&str; 8] = [
+        "qwen.",
+        "deepseek.",
+        "mistral.",
+        "google.gemma",
+        "nvidia.",
+        "minimax.",
+        "moonshot",
+        "openai.gpt-oss",
+    ];
+    CLAUDE.iter().any(|family| id.starts_with(family))
+        || OPEN_WEIGHT.iter().any(|family| id.contains(family))
+}
+
 fn accepts_system_prompt(model_id: &str) -> bool {
     let id = model_id.to_ascii_lowercase();
     let titan = id.contains("amazon.titan-text") || id.contains("amazon.titan-tg1");
@@ -468,6 +537,27 @@ fn finish_reason(reason: &StopReason) -> FinishReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn structured_outputs_are_offered_on_the_families_bedrock_lists() {
+        for id in [
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "global.anthropic.claude-opus-4-5-20251101-v1:0",
+            "qwen.qwen3-32b-v1:0",
+            "openai.gpt-oss-120b-1:0",
+        ] {
+            assert!(follows_json_schemas(id), "{id}");
+        }
+        for id in [
+            "us.anthropic.claude-3-opus-20240229-v1:0",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "amazon.titan-text-express-v1",
+            "meta.llama3-70b-instruct-v1:0",
+        ] {
+            assert!(!follows_json_schemas(id), "{id}");
+        }
+    }
     use ragway_core::Message;
 
     #[test]

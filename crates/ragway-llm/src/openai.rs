@@ -140,6 +140,9 @@ impl OpenAiChat {
             };
             fields.insert("tool_choice".into(), choice);
         }
+        if let Some(format) = &request.response_format {
+            fields.insert("response_format".into(), format.to_openai());
+        }
         if stream {
             fields.insert("stream".into(), json!(true));
             fields.insert("stream_options".into(), json!({ "include_usage": true }));

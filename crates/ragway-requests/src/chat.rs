@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::error::RequestError;
 use crate::filter::read_filter;
 use crate::limits::check_top_k;
+use crate::response_format::read_response_format;
 use crate::schemas::{ChatMessage, ChatTool, ChatToolChoice, Stop};
 
 /// Most choices one request may ask for.
@@ -83,6 +84,12 @@ pub struct CompletionRequest {
     #[serde(default)]
     #[schema(value_type = Option<ChatToolChoice>)]
     tool_choice: Option<Value>,
+    /// The answer's shape: `{"type": "text"}` (the default), `{"type": "json_object"}`, or
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`. ragway checks
+    /// every structured answer against the schema: one that does not follow it is a 502.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    response_format: Option<Value>,
 }
 
 #[derive(Default, Deserialize, ToSchema)]
@@ -425,6 +432,13 @@ impl CompletionRequest {
                 .chain(e.path.iter().map(String::as_str));
             bad(place.collect::<Vec<_>>().join("."), e.to_string())
         })?;
+        let response_format =
+            read_response_format(request.response_format.as_ref()).map_err(|e| {
+                let place = ["response_format"]
+                    .into_iter()
+                    .chain(e.path.iter().map(String::as_str));
+                bad(place.collect::<Vec<_>>().join("."), e.message)
+            })?;
         let stream = request.stream.unwrap_or(false);
         let choices = request.n.unwrap_or(1);
         if choices == 0 || choices > MAX_CHOICES {
@@ -458,6 +472,7 @@ impl CompletionRequest {
                     user: request.user,
                     tools,
                     tool_choice,
+                    response_format,
                 },
             },
             choices,

@@ -1,7 +1,7 @@
 //! `POST /generate`: a prompt, the model to ask and the store to ground it in.
 
-use ragway_core::Filter;
 use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
+use ragway_core::{Filter, ResponseFormat};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::error::{FieldError, RequestError};
 use crate::filter::{filter_field_error, read_filter};
 use crate::limits::{check_length, check_max_tokens, check_top_k};
+use crate::response_format::read_response_format;
 
 /// A question as a route or the CLI received it, already checked.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct Question {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub system: Option<String>,
+    /// The answer's shape (`response_format`); free text when `None`.
+    pub response_format: Option<ResponseFormat>,
 }
 
 /// A question: the prompt, the model to ask and the store to ground it in. Other fields are
@@ -62,6 +65,13 @@ pub struct GenerateRequest {
     /// Answer as server-sent events.
     #[serde(default)]
     stream: bool,
+    /// The answer's shape, as in OpenAI's chat API: `{"type": "json_object"}` or `{"type":
+    /// "json_schema", "json_schema": {"name", "schema", "strict"}}`; free text when absent.
+    /// Every structured answer is checked against the schema: one that does not follow it is
+    /// a 502.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    response_format: Option<Value>,
 }
 
 fn no_retrieval() -> String {
@@ -110,6 +120,15 @@ impl GenerateRequest {
         let filter = read_filter(request.filter.as_ref())
             .map_err(|e| errors.push(filter_field_error(&e)))
             .unwrap_or_default();
+        let response_format = read_response_format(request.response_format.as_ref())
+            .map_err(|e| {
+                let place: Vec<&str> = ["body", "response_format"]
+                    .into_iter()
+                    .chain(e.path.iter().map(String::as_str))
+                    .collect();
+                errors.push(FieldError::new(&place, &e.message, "response_format"));
+            })
+            .unwrap_or_default();
         errors.extend(check_max_tokens(request.max_tokens, limits.max_tokens));
         if let Some(t) = request.temperature
             && !(0.0..=2.0).contains(&t)
@@ -135,6 +154,7 @@ impl GenerateRequest {
                 max_tokens: request.max_tokens,
                 temperature: request.temperature,
                 system: request.system,
+                response_format,
             },
             stream,
         ))

@@ -9,6 +9,7 @@ mod filter;
 pub mod generate;
 mod json;
 mod limits;
+mod response_format;
 pub mod schemas;
 
 pub use chat::Conversation;
@@ -17,3 +18,4 @@ pub use filter::{filter_field_error, read_filter};
 pub use generate::Question;
 pub use json::parse;
 pub use limits::{check_length, check_max_tokens, check_top_k, too_long};
+pub use response_format::{FormatError, read_response_format};

@@ -247,6 +247,7 @@ impl ApiError {
                 EngineError::CoolingDown { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, error.cooldown_ends())
                 }
+                EngineError::InvalidAnswer { .. } => (StatusCode::BAD_GATEWAY, None),
                 EngineError::Provider(error) => provider_status(error),
             },
             Self::Provider(error) => provider_status(error),

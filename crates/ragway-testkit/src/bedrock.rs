@@ -50,6 +50,41 @@ struct ConverseRequest<'a> {
     inference_config: Option<InferenceConfig>,
     #[serde(rename = "toolConfig", default)]
     tool_config: Option<Value>,
+    #[serde(rename = "outputConfig", default)]
+    output_config: Option<Value>,
+}
+
+/// The JSON Schema an `outputConfig.textFormat` asks the answer to follow, checked as Bedrock
+/// checks it: type `json_schema`, the schema as a JSON string, and a model that offers
+/// structured outputs (Claude 3 models do not).
+fn output_schema(request: &ConverseRequest<'_>, model_id: &str) -> Result<Option<Value>, String> {
+    let Some(config) = &request.output_config else {
+        return Ok(None);
+    };
+    let Some(format) = config.get("textFormat") else {
+        return Ok(None);
+    };
+    if model_id.contains("claude-3") {
+        return Err(format!(
+            "The model {model_id} doesn't support structured output (outputConfig.textFormat)."
+        ));
+    }
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err("outputConfig.textFormat.type must be json_schema".into());
+    }
+    let Some(text) = format
+        .pointer("/structure/jsonSchema/schema")
+        .and_then(Value::as_str)
+    else {
+        return Err("outputConfig.textFormat.structure.jsonSchema.schema must be a string".into());
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(schema @ Value::Object(_)) => Ok(Some(schema)),
+        _ => Err(
+            "outputConfig.textFormat.structure.jsonSchema.schema is not a JSON Schema object"
+                .into(),
+        ),
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,10 +114,19 @@ struct Reply {
 }
 
 impl Reply {
-    fn new(call: &Call, model_id: &str) -> Result<Self, serde_json::Error> {
-        let request: ConverseRequest<'_> = serde_json::from_slice(&call.body)?;
-        let text = match &call.script {
-            Some(Scripted::Text(text)) => text.clone(),
+    fn new(call: &Call, model_id: &str) -> Result<Self, Box<Response>> {
+        let request: ConverseRequest<'_> =
+            serde_json::from_slice(&call.body).map_err(|err| Box::new(malformed(&err)))?;
+        let schema = output_schema(&request, model_id).map_err(|message| {
+            Box::new(server::rest_json_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                &message,
+            ))
+        })?;
+        let text = match (&call.script, schema) {
+            (Some(Scripted::Text(text)), _) => text.clone(),
+            (_, Some(schema)) => reply::instance_of(&schema).to_string(),
             _ => reply::default_text(model_id, call.state.answer_words),
         };
         let answer = Answer::new(
@@ -135,7 +179,7 @@ async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
     }
     let reply = match Reply::new(&call, &model_id) {
         Ok(reply) => reply,
-        Err(err) => return malformed(&err),
+        Err(refused) => return *refused,
     };
     call.scripted_delay().await;
     let body = json!({
@@ -166,7 +210,7 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
     }
     let reply = match Reply::new(&call, &model_id) {
         Ok(reply) => reply,
-        Err(err) => return malformed(&err),
+        Err(refused) => return *refused,
     };
     // Made before the delay so a client that hangs up while waiting counts as a cancellation.
     let guard = call.stream_guard();

@@ -81,6 +81,55 @@ struct ChatRequest<'a> {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     tools: Vec<serde_json::Value>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
+}
+
+impl ChatRequest<'_> {
+    /// The JSON Schema `response_format` asks the answer to follow, checked as OpenAI checks
+    /// it (`json_object` needs the word "json" in the messages); `None` for free text.
+    fn answer_schema(&self) -> Result<Option<serde_json::Value>, String> {
+        let Some(format) = &self.response_format else {
+            return Ok(None);
+        };
+        match format.get("type").and_then(serde_json::Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => {
+                let mentions_json = self.messages.iter().any(|m| {
+                    m.content
+                        .as_ref()
+                        .is_some_and(|c| c.text().to_ascii_lowercase().contains("json"))
+                });
+                if !mentions_json {
+                    return Err(
+                        "'messages' must contain the word 'json' in some form, to use \
+                                'response_format' of type 'json_object'."
+                            .into(),
+                    );
+                }
+                Ok(Some(json!({
+                    "type": "object",
+                    "properties": { "answer": { "type": "string" } },
+                })))
+            }
+            Some("json_schema") => {
+                let definition = format.get("json_schema");
+                let named = definition
+                    .and_then(|d| d.get("name"))
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|name| !name.is_empty());
+                match definition.and_then(|d| d.get("schema")) {
+                    Some(schema) if named && schema.is_object() => Ok(Some(schema.clone())),
+                    _ => Err(
+                        "Invalid 'response_format.json_schema': a name and a schema \
+                              object are required."
+                            .into(),
+                    ),
+                }
+            }
+            _ => Err("Invalid value for 'response_format.type'.".into()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,6 +152,18 @@ struct ContentPart<'a> {
 }
 
 impl Content<'_> {
+    /// The text of the message, parts joined.
+    fn text(&self) -> String {
+        match self {
+            Content::Text(text) => text.to_string(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|part| part.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
     fn words(&self) -> u64 {
         match self {
             Content::Text(text) => reply::words(text),
@@ -228,8 +289,13 @@ async fn chat_completions(call: Call) -> Response {
     let guard = streaming.then(|| call.stream_guard());
     call.scripted_delay().await;
 
-    let text = match &call.script {
-        Some(Scripted::Text(text)) => text.clone(),
+    let schema = match request.answer_schema() {
+        Ok(schema) => schema,
+        Err(message) => return invalid_request(&message),
+    };
+    let text = match (&call.script, schema) {
+        (Some(Scripted::Text(text)), _) => text.clone(),
+        (_, Some(schema)) => reply::instance_of(&schema).to_string(),
         _ => reply::default_text(&request.model, call.state.answer_words),
     };
     let answer = Answer::new(text, request.max_completion_tokens.or(request.max_tokens));

@@ -1,6 +1,8 @@
 //! The deterministic answers the fakes give: default text, word counts, truncation, chunking
 //! and embedding vectors.
 
+use serde_json::Value;
+
 /// The answer when nothing is scripted: `ragway fake answer from <model>.`, or with
 /// `words` set, that many words (the sentence, then `more` repeated), for streams as long as
 /// a real model's.
@@ -9,6 +11,80 @@ pub(crate) fn default_text(model: &str, words: Option<usize>) -> String {
     match words {
         Some(n) if n > 5 => format!("{sentence}{}", " more".repeat(n - 5)),
         _ => sentence,
+    }
+}
+
+/// A small JSON value that follows `schema`, as a model that honours structured outputs would
+/// answer: every property of an object (required or not), the first of an `enum` or
+/// `anyOf`, one item of an array (or `minItems`), local `$ref`s (`#/$defs/Address`, as
+/// Pydantic writes nested models) followed. Enough of JSON Schema for the fakes' tests.
+pub(crate) fn instance_of(schema: &Value) -> Value {
+    instance_within(schema, schema, 0)
+}
+
+fn instance_within(schema: &Value, root: &Value, depth: usize) -> Value {
+    // A schema that refers to itself ends in `null` rather than recursing forever.
+    if depth > 16 {
+        return Value::Null;
+    }
+    let instance_of = |schema: &Value| instance_within(schema, root, depth + 1);
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+        let found = target
+            .strip_prefix('#')
+            .and_then(|pointer| root.pointer(pointer));
+        return found.map_or(Value::Null, instance_of);
+    }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|v| v.first())
+    {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|v| v.first())
+        {
+            return instance_of(first);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        // `["string", "null"]`: the first.
+        Some(Value::Array(kinds)) => kinds.first().and_then(Value::as_str).unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "null",
+    };
+    match kind {
+        "object" => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            Value::Object(
+                properties
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, property)| (name.clone(), instance_of(property)))
+                    .collect(),
+            )
+        }
+        "array" => {
+            let items = schema.get("items").cloned().unwrap_or(Value::Null);
+            let count = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 16);
+            Value::Array((0..count).map(|_| instance_of(&items)).collect())
+        }
+        "string" => Value::from("fake"),
+        "integer" => Value::from(schema.get("minimum").and_then(Value::as_i64).unwrap_or(1)),
+        "number" => Value::from(schema.get("minimum").and_then(Value::as_f64).unwrap_or(1.5)),
+        "boolean" => Value::Bool(true),
+        _ => Value::Null,
     }
 }
 

@@ -64,6 +64,7 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         system: None,
+        response_format: None,
     };
     let prepared = registry.prepare(&question).await?;
     let (mut pieces, answered) = registry.stream(&prepared, |deltas| deltas).await?;

@@ -509,11 +509,16 @@ async fn the_openai_sdk_and_langchain_work_against_the_fakes() {
     let stack = V1Stack::start().await;
     let fake_openai = stack.openai.url();
     let fake_bedrock = stack.bedrock.url();
-    for (model, fake) in [("gpt-4o", &fake_openai), ("claude-3-opus", &fake_bedrock)] {
+    // claude-3-opus has no structured outputs on Bedrock: the check expects them refused.
+    for (model, fake, structured) in [
+        ("gpt-4o", &fake_openai, "1"),
+        ("claude-3-opus", &fake_bedrock, "0"),
+    ] {
         run_sdk_check(
             &stack.server.url,
             &[
                 ("CHAT_MODEL", model),
+                ("STRUCTURED", structured),
                 ("CHAT_FAKE_URL", fake),
                 ("FAKE_OPENAI_URL", &fake_openai),
                 ("EMBEDDING_MODEL", "text-embedding-3-small"),

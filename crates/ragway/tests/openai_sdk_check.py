@@ -7,6 +7,8 @@ Environment: as client_checks.py says, and
   CHAT_FAKE_URL       the fake behind CHAT_MODEL (optional): a tool call is scripted on it to
                       check tool calling; without it, tools must be refused (the local model)
   MAX_TOKENS          answer length cap (default 64)
+  STRUCTURED          "0" when CHAT_MODEL cannot follow a JSON Schema: response_format must
+                      then be refused with a 400 naming it (default "1")
 
 Exits non-zero listing every mismatch.
 """
@@ -17,8 +19,10 @@ import os
 import struct
 import sys
 import urllib.request
+from typing import Annotated
 
 import openai
+import pydantic
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
@@ -28,6 +32,7 @@ FAKE_OPENAI_URL = os.environ.get("FAKE_OPENAI_URL")
 THROTTLED_MODEL = os.environ.get("THROTTLED_MODEL", "gpt-4o")
 CHAT_FAKE_URL = os.environ.get("CHAT_FAKE_URL")
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "64"))
+STRUCTURED = os.environ.get("STRUCTURED", "1") == "1"
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -198,6 +203,66 @@ def check_tools():
     check(finish == "tool_calls", f"streamed tool finish_reason {finish!r}")
 
 
+# Bounded, so that a small local model's answer ends within max_tokens: the grammar made
+# from the schema keeps strings and lists to these lengths.
+Short = Annotated[str, pydantic.StringConstraints(max_length=40)]
+
+
+class Address(pydantic.BaseModel):
+    city: Short
+    country: Short
+
+
+class Person(pydantic.BaseModel):
+    name: Short
+    born: int
+    address: Address
+    known_for: list[Short] = pydantic.Field(max_length=3)
+
+
+def check_structured():
+    """`response_format` through the SDK's own helper: a Pydantic model in, a parsed instance
+    out; and `json_object` through the plain call."""
+    messages = [
+        {"role": "system", "content": "Answer in JSON."},
+        {"role": "user", "content": "Describe Ada Lovelace: her name, the year she was born, "
+         "where she lived, and what she is known for."},
+    ]
+    if not STRUCTURED:
+        try:
+            client.chat.completions.parse(model=MODEL, messages=messages, response_format=Person)
+            check(False, "response_format was not refused by a model that cannot follow it")
+        except openai.BadRequestError as err:
+            check(MODEL in str(err) and "response_format" in str(err), f"refusal {err}")
+        return
+    # Enough room for the whole object: a cut answer is not the JSON asked for.
+    reply = client.beta.chat.completions.parse(
+        model=MODEL, messages=messages, response_format=Person, max_tokens=512, temperature=0
+    )
+    person = reply.choices[0].message.parsed
+    check(isinstance(person, Person), f"parsed {person!r} from {reply.choices[0].message.content!r}")
+    if isinstance(person, Person):
+        check(isinstance(person.address, Address), f"nested address {person.address!r}")
+    if not CHAT_FAKE_URL:
+        # Any object is an unbounded grammar: a small local model can write on until
+        # max_tokens. The local model is held to schemas (above), which bound it.
+        return
+    short = [{"role": "user", "content": 'Reply in JSON: an object whose one key, "capital", '
+              "holds the capital of France."}]
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=short,
+        response_format={"type": "json_object"},
+        max_tokens=512,
+        temperature=0,
+    )
+    text = reply.choices[0].message.content
+    try:
+        check(isinstance(json.loads(text), dict), f"json_object answer {text!r}")
+    except ValueError:
+        check(False, f"json_object answer is not JSON: {text!r}")
+
+
 def check_errors():
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
@@ -239,6 +304,7 @@ def main():
     check_models()
     check_embeddings()
     check_tools()
+    check_structured()
     check_errors()
     check_langchain()
     return finish("openai SDK")

@@ -22,6 +22,7 @@ mod shared_limits;
 mod shutdown;
 mod store_grants;
 mod stores;
+mod structured;
 mod support;
 mod traces;
 mod web_pages;

@@ -11,6 +11,7 @@
 //! conversation into prompt tokens, `sampling` chooses each next token, `slots` runs the
 //! generation threads, and `text` turns their tokens into answer text.
 
+mod grammar;
 mod sampling;
 mod slots;
 mod template;
@@ -177,10 +178,12 @@ impl LocalChat {
 
 #[async_trait]
 impl ChatModel for LocalChat {
-    /// Repeatable sampling; one choice per request (its slots are shared by every caller).
+    /// Repeatable sampling, and JSON Schemas by constrained decoding; one choice per
+    /// request (its slots are shared by every caller).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             seed: true,
+            structured_output: true,
             ..Capabilities::default()
         }
     }
@@ -222,6 +225,7 @@ impl ChatModel for LocalChat {
             user: _,
             tools,
             tool_choice: _,
+            response_format,
         } = request;
         if !tools.is_empty()
             || messages
@@ -237,16 +241,20 @@ impl ChatModel for LocalChat {
         // Templating and tokenizing are CPU work: off the async runtime like generation.
         let model = Arc::clone(&self.model);
         let template = self.template.clone();
-        let prompt = ragway_core::cpu::run(&self.provider, move || {
-            prompt_tokens(&model, &template, &messages)
+        let (prompt, grammar) = ragway_core::cpu::run(&self.provider, move || {
+            let grammar = response_format
+                .map(|format| grammar::from_schema(&format.schema()))
+                .transpose();
+            (prompt_tokens(&model, &template, &messages), grammar)
         })
-        .await?
-        .map_err(|e| match e {
+        .await?;
+        let prompt = prompt.map_err(|e| match e {
             PromptError::Nul => self.unsupported("a message contains a NUL character"),
             PromptError::Template(message) => {
                 ProviderError::upstream(&self.provider, None, message)
             }
         })?;
+        let grammar = grammar.map_err(|e| self.unsupported(e))?;
         let needed = prompt.len() as u64 + u64::from(max_tokens);
         if needed > u64::from(self.context_window) {
             return Err(self.unsupported(format!(
@@ -265,6 +273,7 @@ impl ChatModel for LocalChat {
                 prompt,
                 max_tokens,
                 sampling: Sampling::new(temperature, top_p, seed),
+                grammar,
                 stop,
                 events,
                 _slot: slot,

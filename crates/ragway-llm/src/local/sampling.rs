@@ -5,6 +5,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::SystemTime;
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 
 /// Sampling truncation for non-greedy requests, llama-server's defaults, which keep small
@@ -42,21 +43,37 @@ impl Sampling {
         }
     }
 
-    pub(super) fn sampler(self) -> LlamaSampler {
-        match self {
-            Self::Greedy => LlamaSampler::greedy(),
+    /// The sampler; with a `grammar` (GBNF, from a request's JSON Schema), only tokens the
+    /// grammar allows are ever chosen, so the answer parses whatever the model's taste.
+    pub(super) fn sampler(
+        self,
+        model: &LlamaModel,
+        grammar: Option<&str>,
+    ) -> Result<LlamaSampler, String> {
+        let constrained = match grammar {
+            Some(grammar) => Some(
+                LlamaSampler::grammar(model, grammar, "root")
+                    .map_err(|e| format!("the answer's grammar cannot be used: {e}"))?,
+            ),
+            None => None,
+        };
+        let choose = match self {
+            Self::Greedy => vec![LlamaSampler::greedy()],
             Self::Random {
                 temperature,
                 top_p,
                 seed,
-            } => LlamaSampler::chain_simple([
+            } => vec![
                 LlamaSampler::top_k(TOP_K),
                 LlamaSampler::top_p(top_p, 1),
                 LlamaSampler::min_p(MIN_P, 1),
                 LlamaSampler::temp(temperature),
                 LlamaSampler::dist(seed),
-            ]),
-        }
+            ],
+        };
+        Ok(LlamaSampler::chain_simple(
+            constrained.into_iter().chain(choose),
+        ))
     }
 }
 

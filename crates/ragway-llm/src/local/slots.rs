@@ -52,6 +52,8 @@ pub(super) struct Job {
     pub(super) prompt: Vec<LlamaToken>,
     pub(super) max_tokens: u32,
     pub(super) sampling: Sampling,
+    /// The answer's grammar (GBNF), when the request asks for JSON.
+    pub(super) grammar: Option<String>,
     pub(super) stop: Vec<String>,
     pub(super) events: async_mpsc::UnboundedSender<Result<Delta, ProviderError>>,
     /// Released when the job is dropped, that is when its slot is free again.
@@ -179,7 +181,7 @@ impl Slot<'_> {
         if !self.load_prompt(&job.prompt, &job.events)? {
             return Ok(Outcome::Cancelled);
         }
-        let mut sampler = job.sampling.sampler();
+        let mut sampler = job.sampling.sampler(self.model, job.grammar.as_deref())?;
         let mut text = TextAssembler::new(&job.stop);
         let mut generated: u32 = 0;
         let reason = loop {
