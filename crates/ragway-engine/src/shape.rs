@@ -140,6 +140,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_made_to_backtrack_forever_still_ends() {
+        // Exponential for a naive backtracking engine; jsonschema's is bounded.
+        let shape = schema(json!({ "type": "string", "pattern": "^(a+)+$" }));
+        let answer = format!("\"{}!\"", "a".repeat(64));
+        let error = shape.check("m", &answer).unwrap_err();
+        assert!(error.to_string().contains("does not match"), "{error}");
+        // With a back-reference, which needs the backtracking engine itself.
+        let shape = schema(json!({ "type": "string", "pattern": "^(a+)+\\1$" }));
+        assert!(shape.check("m", &answer).is_err());
+    }
+
+    #[test]
     fn a_schema_that_cannot_be_applied_is_the_callers_mistake() {
         for bad in [
             json!({ "type": "no-such-type" }),
