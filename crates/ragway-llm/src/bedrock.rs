@@ -66,7 +66,9 @@ impl BedrockChat {
             system_prompt: config
                 .system_prompt
                 .unwrap_or_else(|| accepts_system_prompt(&config.model_id)),
-            structured_output: follows_json_schemas(&config.model_id),
+            structured_output: config
+                .structured_output
+                .unwrap_or_else(|| follows_json_schemas(&config.model_id)),
             timeout,
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
             credentials: CredentialsCheck::new(&sdk),

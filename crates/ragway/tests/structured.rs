@@ -65,8 +65,18 @@ model_id = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 region = "us-west-2"
 endpoint_url = "{}"
 max_attempts = 1
+
+# A model id ragway does not know, said to follow schemas.
+[[llm]]
+name = "newer-model"
+type = "bedrock"
+model_id = "us.example.newer-model-v1:0"
+region = "us-west-2"
+endpoint_url = "{}"
+structured_output = true
 "#,
         config(&openai.url(), &bedrock.url(), &kendra.url()),
+        bedrock.url(),
         bedrock.url()
     ))
     .await;

@@ -247,6 +247,11 @@ llm_config! {
         /// (Titan and Mistral Instruct do not).
         #[serde(default)]
         pub system_prompt: Option<bool>,
+        /// Whether the model answers in a given JSON Schema (`response_format`, sent as
+        /// Converse's `outputConfig`); detected from the model id unless set here (the
+        /// families Bedrock lists: Claude 4.5 and later, Qwen, DeepSeek, Mistral, Gemma, ...).
+        #[serde(default)]
+        pub structured_output: Option<bool>,
         /// The older spelling of `retry.attempts`, kept working; ragway makes every retry itself
         /// (the AWS SDK's own retries are off), so one setting covers all providers.
         #[serde(default)]
