@@ -248,7 +248,7 @@ fn check_exposure(bind: SocketAddr, config: &Config, insecure_no_auth: bool) -> 
     }
     anyhow::bail!(
         "refusing to serve on {bind} without API keys: anyone who can reach this address could \
-         use every model and store. Configure keys in [server.auth] (see the README), serve on \
+         use every model and store. Configure keys in [server.auth] (see docs/configuration.md), serve on \
          127.0.0.1, or pass --insecure-no-auth (RAGWAY_INSECURE_NO_AUTH=true) when something in \
          front of ragway decides who may call it"
     )
