@@ -31,7 +31,13 @@ pub enum EngineError {
 
     /// The model's answer is not the JSON the request's `response_format` asked for.
     #[error("model \"{model}\" did not answer in the requested response_format: {reason}")]
-    InvalidAnswer { model: String, reason: String },
+    InvalidAnswer {
+        model: String,
+        reason: String,
+        /// The tokens the model read and wrote all the same (every choice's prompt and
+        /// answer): spent, so charged, though the answer is refused.
+        tokens_spent: u64,
+    },
 
     #[error(transparent)]
     Provider(#[from] ProviderError),

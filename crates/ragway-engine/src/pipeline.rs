@@ -58,6 +58,18 @@ impl Answer {
     pub fn first(&self) -> &Choice {
         &self.choices[0]
     }
+
+    /// The tokens the answer cost: each choice was a call of its own, prompt included.
+    pub fn tokens_spent(&self) -> u64 {
+        tokens_spent(&self.choices)
+    }
+}
+
+fn tokens_spent(choices: &[Choice]) -> u64 {
+    choices
+        .iter()
+        .map(|c| u64::from(c.usage.input_tokens) + u64::from(c.usage.output_tokens))
+        .sum()
 }
 
 /// Everything decided before generation starts.
@@ -306,7 +318,18 @@ impl Registry {
             for choice in &choices {
                 // A choice that calls a tool instead of answering has no text to check.
                 if choice.tool_calls.is_empty() || !choice.text.is_empty() {
-                    shape.check(&answered.model, &choice.text)?;
+                    shape
+                        .check(&answered.model, &choice.text)
+                        .map_err(|error| match error {
+                            EngineError::InvalidAnswer { model, reason, .. } => {
+                                EngineError::InvalidAnswer {
+                                    model,
+                                    reason,
+                                    tokens_spent: tokens_spent(&choices),
+                                }
+                            }
+                            other => other,
+                        })?;
                 }
             }
         }

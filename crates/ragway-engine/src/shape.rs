@@ -55,6 +55,7 @@ impl Shape {
         let invalid = |reason: String| EngineError::InvalidAnswer {
             model: model.to_owned(),
             reason,
+            tokens_spent: 0,
         };
         let value: Value = serde_json::from_str(text.trim())
             .map_err(|error| invalid(format!("the answer is not JSON ({error})")))?;

@@ -399,6 +399,44 @@ async fn tokens_are_reserved_before_the_model_is_called_and_settled_after() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_refused_for_its_format_is_charged_all_the_same() {
+    let (openai, server, _dir) = start("").await;
+    let thrifty = Key::Bearer(THRIFTY_KEY);
+    // Sixty words that are not the JSON asked for: a 502, but the model read and wrote them.
+    openai.push(Scripted::Text(vec!["word"; 60].join(" ")));
+    let structured = json!({"model": "gpt-4o", "max_tokens": 70,
+        "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "Answer in JSON."}]});
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&structured),
+        &thrifty,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+
+    // Those 60-odd tokens count: another 9 + 60 no longer fits in the 100 a minute.
+    let mut next = chat("gpt-4o");
+    next["max_tokens"] = json!(60);
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&next),
+        &thrifty,
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        openai.requests().len(),
+        1,
+        "the second request went upstream"
+    );
+}
+
 const TIGHT: &str = r#"
 [server.limits]
 max_body_bytes = 2048

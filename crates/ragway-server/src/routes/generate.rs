@@ -21,7 +21,6 @@ use crate::error::ApiError;
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
 use crate::openapi::schemas::{ErrorMessage, GenerateEvent, GenerateResponse};
-use crate::rate_limit::reservation::cost;
 use crate::sse::{self, Event};
 
 /// `POST /generate`.
@@ -71,8 +70,7 @@ pub async fn generate(
             .filter_map(futures::future::ready);
         return Ok(name_model(&answered, sse::response(events)));
     }
-    let answer = registry.answer(prepared, 1).await?;
-    reservation.settle(cost(&answer.usage)).await;
+    let answer = super::answer(&registry, prepared, 1, reservation).await?;
     let choice = answer.first();
     let mut body = json!({
         "response": choice.text,

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use ragway_engine::{Accounted, Answered, EngineError, Prepared};
+use ragway_engine::{Accounted, Answer, Answered, EngineError, Prepared};
 use tower::ServiceBuilder;
 
 use crate::Gateway;
@@ -130,6 +130,29 @@ pub(crate) fn tokens_needed(gateway: &Gateway, prepared: &Prepared, choices: u32
         .default_max_tokens(prepared)
         .unwrap_or(gateway.server.prompt.answer_reserve);
     reservation::estimate(&prepared.request, default_answer, choices)
+}
+
+/// Answers `prepared` with `choices` choices and settles `reservation` to what the model
+/// spent, also when its answer is refused for not following the request's `response_format`
+/// (the tokens were spent all the same). Other failures give the reservation back.
+pub(crate) async fn answer(
+    gateway: &Gateway,
+    prepared: Prepared,
+    choices: u32,
+    reservation: Reservation,
+) -> Result<Answer, EngineError> {
+    match gateway.answer(prepared, choices).await {
+        Ok(answer) => {
+            reservation.settle(answer.tokens_spent()).await;
+            Ok(answer)
+        }
+        Err(error) => {
+            if let EngineError::InvalidAnswer { tokens_spent, .. } = &error {
+                reservation.settle(*tokens_spent).await;
+            }
+            Err(error)
+        }
+    }
 }
 
 /// Streams `prepared`'s answer within the server's limits (an idle timeout and the request's

@@ -27,8 +27,8 @@ use crate::error::OpenAiError;
 use crate::json::OpenAiBody;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
-use crate::rate_limit::reservation::{Reservation, cost};
-use crate::routes::{name_model, tokens_needed};
+use crate::rate_limit::reservation::Reservation;
+use crate::routes::{self, name_model, tokens_needed};
 use crate::sse::{self, Event};
 
 fn completion_id() -> String {
@@ -90,11 +90,7 @@ pub async fn completions(
     if streamed {
         return stream(&registry, prepared, include_usage, grounded, reservation).await;
     }
-    let answer = registry.answer(prepared, choices).await?;
-    // Each choice was a call of its own, prompt included: what the key is charged.
-    reservation
-        .settle(answer.choices.iter().map(|c| cost(&c.usage)).sum())
-        .await;
+    let answer = routes::answer(&registry, prepared, choices, reservation).await?;
     let choices: Vec<Value> = answer
         .choices
         .iter()
@@ -146,7 +142,7 @@ async fn stream(
     grounded: bool,
     reservation: Reservation,
 ) -> Result<Response, OpenAiError> {
-    let (pieces, answered) = crate::routes::stream(registry, &prepared, reservation).await?;
+    let (pieces, answered) = routes::stream(registry, &prepared, reservation).await?;
     let events = Chunks {
         head: ChunkHead::new(&completion_id(), now(), &answered.model, include_usage),
         sources: grounded.then_some(prepared.sources),
