@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod deploy;
 pub mod error;
 pub mod filter;
+pub mod image;
 pub mod limits;
 pub mod openai_http;
 pub mod prompt;
@@ -22,6 +23,7 @@ pub mod web;
 
 pub use error::{BuildError, ConfigError, ConfigIssue, ProviderError};
 pub use filter::Filter;
+pub use image::{Image, ImageData, ImageFormat, ImageLimits, ImageSource};
 pub use secret::{EnvKind, EnvOr, EnvReference, SecretRef};
 pub use traits::{
     Capabilities, ChatModel, DeltaStream, DocumentStore, Embedder, Reranker, Retriever,

@@ -17,12 +17,12 @@ pub type DeltaStream = BoxStream<'static, Result<Delta, ProviderError>>;
 /// What a chat model can do beyond text in, text out. The engine checks a request against it
 /// before anything is retrieved or called, so that a model without a feature answers a 400
 /// naming it rather than ignoring what was asked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// Takes tools and calls them.
     pub tools: bool,
-    /// Reads images in messages.
-    pub images: bool,
+    /// Reads images in messages, within these limits.
+    pub images: Option<crate::image::ImageLimits>,
     /// Answers in JSON that follows a given schema.
     pub structured_output: bool,
     /// Samples repeatably given a seed.

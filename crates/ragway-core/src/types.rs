@@ -16,15 +16,15 @@ pub enum Role {
 }
 
 /// One message of a conversation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// Images of a user message, in the order given; models see them before the text.
+    pub images: Vec<crate::image::Image>,
     /// The tools an assistant message asked to call.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
 }
 

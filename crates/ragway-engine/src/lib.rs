@@ -6,6 +6,7 @@
 //! map its [`EngineError`]s.
 
 pub mod error;
+mod images;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

@@ -9,11 +9,14 @@ use std::time::Instant;
 use futures::future::try_join_all;
 use ragway_core::config::RetrievalMode;
 use ragway_core::prompt::{PromptInput, assemble, augment};
-use ragway_core::{ChatRequest, DeltaStream, Filter, FinishReason, Passage, Role, ToolCall, Usage};
+use ragway_core::{
+    ChatRequest, DeltaStream, Filter, FinishReason, Message, Passage, Role, ToolCall, Usage,
+};
 use serde::Serialize;
 use tracing::Instrument as _;
 
 use crate::error::EngineError;
+use crate::images;
 use crate::metrics;
 use crate::registry::{Llm, Registry, Store};
 use crate::resilience::{Answered, opened};
@@ -175,6 +178,10 @@ impl Registry {
         let store = self.store(&conversation.vector_search_type)?;
         metrics::label(&llm.name, &conversation.vector_search_type);
         let mut request = conversation.request;
+        if request.messages.iter().any(|m| !m.images.is_empty()) {
+            images::fetch_all(&self.server.images, &mut request.messages).await?;
+            check_images(llm, &request.messages)?;
+        }
         let passages = match store {
             Some(store) => {
                 let Some(question) = request.messages.iter().rev().find(|m| m.role == Role::User)
@@ -411,6 +418,9 @@ fn check_capabilities(llm: &Llm, request: &ChatRequest, choices: u32) -> Result<
             ),
         ));
     }
+    if request.messages.iter().any(|m| !m.images.is_empty()) {
+        check_images(llm, &request.messages)?;
+    }
     if request.response_format.is_some() && !can.structured_output {
         return Err(EngineError::bad_request(
             "response_format",
@@ -431,6 +441,25 @@ fn check_capabilities(llm: &Llm, request: &ChatRequest, choices: u32) -> Result<
         ));
     }
     Ok(())
+}
+
+/// Checks the images of `messages` against what `llm` reads: none at all is a 400 naming it,
+/// and so is an image past its limits (those given by address count, and are measured once
+/// fetched).
+fn check_images(llm: &Llm, messages: &[Message]) -> Result<(), EngineError> {
+    let Some(limits) = llm.model.capabilities().images else {
+        return Err(EngineError::bad_request(
+            "messages",
+            format!(
+                "model \"{}\" does not read images; send them to a model that does, or leave \
+                 them out",
+                llm.name
+            ),
+        ));
+    };
+    limits.check(messages).map_err(|(param, message)| {
+        EngineError::bad_request(&param, format!("model \"{}\": {message}", llm.name))
+    })
 }
 
 /// The request's `response_format`, compiled (a schema ragway cannot apply is a 400).

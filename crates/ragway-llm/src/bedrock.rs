@@ -9,12 +9,14 @@ use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
+    ConversationRole, ConverseOutput, ConverseStreamOutput, ImageBlock,
+    ImageFormat as BedrockImageFormat, ImageSource as BedrockImageSource, InferenceConfiguration,
     JsonSchemaDefinition, Message as BedrockMessage, OutputConfig, OutputFormat,
     OutputFormatStructure, OutputFormatType, SpecificToolChoice, StopReason, SystemContentBlock,
     TokenUsage, Tool as BedrockTool, ToolChoice as BedrockToolChoice, ToolConfiguration,
     ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
+use aws_smithy_types::Blob;
 use aws_smithy_types::event_stream::RawMessage;
 use aws_types::SdkConfig;
 use ragway_aws::{
@@ -25,7 +27,8 @@ use ragway_core::config::{BedrockLlmConfig, secs};
 use ragway_core::quiet::QuietTimer;
 use ragway_core::{
     BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
-    FinishReason, ProviderError, ResponseFormat, Role, ToolCall, ToolChoice, Usage,
+    FinishReason, Image, ImageFormat, ImageLimits, ImageSource, ProviderError, ResponseFormat,
+    Role, ToolCall, ToolChoice, Usage,
 };
 
 pub const PROVIDER_TYPE: &str = "bedrock";
@@ -39,6 +42,8 @@ pub struct BedrockChat {
     system_prompt: bool,
     /// Whether the model answers in a given JSON Schema (Converse's `outputConfig`).
     structured_output: bool,
+    /// Whether the model reads image blocks.
+    images: bool,
     timeout: Duration,
     provider: String,
     credentials: CredentialsCheck,
@@ -69,6 +74,9 @@ impl BedrockChat {
             structured_output: config
                 .structured_output
                 .unwrap_or_else(|| follows_json_schemas(&config.model_id)),
+            images: config
+                .images
+                .unwrap_or_else(|| reads_images(&config.model_id)),
             timeout,
             provider: format!("{PROVIDER_TYPE} model \"{}\"", config.name),
             credentials: CredentialsCheck::new(&sdk),
@@ -86,7 +94,15 @@ impl BedrockChat {
         for message in &request.messages {
             let (role, blocks) = match message.role {
                 Role::System => continue,
-                Role::User => (ConversationRole::User, text_block(&message.content)),
+                Role::User => {
+                    let mut blocks = message
+                        .images
+                        .iter()
+                        .map(|image| self.image_block(image))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    blocks.extend(text_block(&message.content));
+                    (ConversationRole::User, blocks)
+                }
                 Role::Assistant => {
                     let mut blocks = text_block(&message.content);
                     for call in &message.tool_calls {
@@ -153,6 +169,25 @@ impl BedrockChat {
             return Err(self.unsupported("the conversation has no user message"));
         }
         Ok((system_blocks, messages))
+    }
+
+    /// An image as Converse's image block, its bytes inline.
+    fn image_block(&self, image: &Image) -> Result<ContentBlock, ProviderError> {
+        let ImageSource::Data(data) = &image.source else {
+            return Err(self.unsupported("an image was not fetched before the call"));
+        };
+        let format = match data.format {
+            ImageFormat::Png => BedrockImageFormat::Png,
+            ImageFormat::Jpeg => BedrockImageFormat::Jpeg,
+            ImageFormat::Gif => BedrockImageFormat::Gif,
+            ImageFormat::Webp => BedrockImageFormat::Webp,
+        };
+        let block = ImageBlock::builder()
+            .format(format)
+            .source(BedrockImageSource::Bytes(Blob::new(data.bytes())))
+            .build()
+            .map_err(|e| self.unsupported(e))?;
+        Ok(ContentBlock::Image(block))
     }
 
     fn unsupported(&self, error: impl std::fmt::Display) -> ProviderError {
@@ -285,6 +320,7 @@ impl ChatModel for BedrockChat {
             tools: true,
             choices: true,
             structured_output: self.structured_output,
+            images: self.images.then_some(IMAGE_LIMITS),
             ..Capabilities::default()
         }
     }
@@ -477,7 +513,6 @@ fn stream_error(
     ProviderError::upstream(provider, status, message)
 }
 
-/// Titan text models and the Mistral Instruct models reject a system prompt in Converse.
 /// Whether Bedrock offers structured outputs (a JSON Schema in `outputConfig`) on the model:
 /// Claude from Haiku 4.5, Sonnet 4.5 and Opus 4.5 on, and the open-weight families AWS lists
 /// (Qwen, DeepSeek, Mistral, Gemma, Nemotron, MiniMax, Kimi, gpt-oss). Others refuse it, so
@@ -509,6 +544,33 @@ fn follows_json_schemas(model_id: &str) -> bool {
         || OPEN_WEIGHT.iter().any(|family| id.contains(family))
 }
 
+/// What Converse takes in images (AWS's `Message.content`): 20 in one request, each at most
+/// 3.75 MB and 8,000 pixels a side.
+const IMAGE_LIMITS: ImageLimits = ImageLimits {
+    max_images: 20,
+    max_bytes: 3_750_000,
+    max_side: 8_000,
+};
+
+/// Whether the model reads images: Claude 3 and later, Nova Lite, Pro and Premier, Llama 3.2
+/// 11B and 90B, Llama 4, and Pixtral. Others refuse image blocks, so ragway answers a 400
+/// naming the model before calling.
+fn reads_images(model_id: &str) -> bool {
+    let id = model_id.to_ascii_lowercase();
+    let claude = id.contains("anthropic.claude-")
+        && !id.contains("claude-v2")
+        && !id.contains("claude-instant")
+        && !id.contains("claude-2");
+    let nova = ["nova-lite", "nova-pro", "nova-premier", "nova-2-lite"]
+        .iter()
+        .any(|family| id.contains(family));
+    let llama = ["llama3-2-11b", "llama3-2-90b", "llama4-"]
+        .iter()
+        .any(|family| id.contains(family));
+    claude || nova || llama || id.contains("pixtral")
+}
+
+/// Titan text models and the Mistral Instruct models reject a system prompt in Converse.
 fn accepts_system_prompt(model_id: &str) -> bool {
     let id = model_id.to_ascii_lowercase();
     let titan = id.contains("amazon.titan-text") || id.contains("amazon.titan-tg1");
@@ -560,6 +622,35 @@ mod tests {
             assert!(!follows_json_schemas(id), "{id}");
         }
     }
+
+    #[test]
+    fn images_are_read_by_the_vision_families() {
+        for id in [
+            "us.anthropic.claude-3-opus-20240229-v1:0",
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "us.amazon.nova-pro-v1:0",
+            "amazon.nova-lite-v1:0",
+            "us.meta.llama3-2-90b-instruct-v1:0",
+            "us.meta.llama4-maverick-17b-instruct-v1:0",
+            "us.mistral.pixtral-large-2502-v1:0",
+        ] {
+            assert!(reads_images(id), "{id}");
+        }
+        for id in [
+            "anthropic.claude-v2:1",
+            "anthropic.claude-instant-v1",
+            "amazon.nova-micro-v1:0",
+            "amazon.titan-text-express-v1",
+            "meta.llama3-70b-instruct-v1:0",
+            "us.meta.llama3-2-3b-instruct-v1:0",
+            "mistral.mistral-large-2402-v1:0",
+            "ai21.jamba-1-5-large-v1:0",
+            "cohere.command-r-plus-v1:0",
+        ] {
+            assert!(!reads_images(id), "{id}");
+        }
+    }
+
     use ragway_core::Message;
 
     #[test]

@@ -15,7 +15,8 @@ use ragway_core::quiet::QuietTimer;
 use ragway_core::upstream::MAX_COMPLETION_BYTES;
 use ragway_core::{
     BuildError, Capabilities, ChatModel, ChatRequest, ChatResponse, Delta, DeltaStream,
-    FinishReason, Message, ProviderError, Role, ToolCall, ToolChoice, Usage,
+    FinishReason, ImageLimits, ImageSource, Message, ProviderError, Role, ToolCall, ToolChoice,
+    Usage,
 };
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret;
@@ -25,6 +26,15 @@ use serde_json::{Value, json};
 use crate::sse::{DataEvents, EventTooLarge, MAX_EVENT_BYTES};
 
 pub const PROVIDER_TYPE: &str = "openai";
+
+/// What OpenAI takes in images: 500 in one request, 20 MB each; it scales large ones down
+/// itself. A server behind the same API with a model that reads no images answers its own
+/// error.
+const IMAGE_LIMITS: ImageLimits = ImageLimits {
+    max_images: 500,
+    max_bytes: 20 * 1024 * 1024,
+    max_side: u32::MAX,
+};
 
 /// A chat model behind an OpenAI-compatible `/chat/completions` endpoint.
 pub struct OpenAiChat {
@@ -199,7 +209,7 @@ impl ChatModel for OpenAiChat {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             tools: true,
-            images: true,
+            images: Some(IMAGE_LIMITS),
             structured_output: true,
             seed: true,
             choices: true,
@@ -434,6 +444,9 @@ fn wire_message(message: &Message) -> Value {
         Role::Tool => "tool",
     };
     let mut wire = json!({ "role": role, "content": message.content });
+    if !message.images.is_empty() {
+        wire["content"] = content_parts(message);
+    }
     if !message.tool_calls.is_empty() {
         wire["tool_calls"] = tool_calls_json(&message.tool_calls);
         if message.content.is_empty() {
@@ -444,6 +457,35 @@ fn wire_message(message: &Message) -> Value {
         wire["tool_call_id"] = json!(id);
     }
     wire
+}
+
+/// A user message with images as content parts: the images as data URLs (ragway fetched any
+/// given by address), then the text.
+fn content_parts(message: &Message) -> Value {
+    use base64::Engine as _;
+    let mut parts: Vec<Value> = message
+        .images
+        .iter()
+        .map(|image| {
+            let url = match &image.source {
+                ImageSource::Data(data) => format!(
+                    "data:{};base64,{}",
+                    data.format.media_type(),
+                    base64::engine::general_purpose::STANDARD.encode(data.bytes())
+                ),
+                ImageSource::Url(url) => url.clone(),
+            };
+            let mut image_url = json!({ "url": url });
+            if let Some(detail) = &image.detail {
+                image_url["detail"] = json!(detail);
+            }
+            json!({ "type": "image_url", "image_url": image_url })
+        })
+        .collect();
+    if !message.content.is_empty() {
+        parts.push(json!({ "type": "text", "text": message.content }));
+    }
+    Value::Array(parts)
 }
 
 /// o1, o3, o4-mini, gpt-5 and their dated variants take `max_completion_tokens` and no

@@ -4,6 +4,7 @@
 //! OpenAI has that ragway does not use are ignored, as OpenAI ignores fields it does not know.
 
 use ragway_core::config::{NO_RETRIEVAL, RetrievalMode, ServerConfig};
+use ragway_core::image::ImagesConfig;
 use ragway_core::{ChatRequest, Filter, Message, Role, Tool, ToolCall, ToolChoice};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::RequestError;
 use crate::filter::read_filter;
+use crate::image;
 use crate::limits::check_top_k;
 use crate::response_format::read_response_format;
 use crate::schemas::{ChatMessage, ChatTool, ChatToolChoice, Stop};
@@ -103,7 +105,7 @@ fn bad(param: impl Into<String>, message: impl Into<String>) -> RequestError {
 }
 
 /// One message in ragway's terms, with OpenAI's field path in every error.
-fn message(i: usize, value: Value) -> Result<Message, RequestError> {
+fn message(i: usize, value: Value, config: &ImagesConfig) -> Result<Message, RequestError> {
     let at = format!("messages.{i}");
     let Value::Object(fields) = value else {
         return Err(bad(&at, format!("{at} must be an object")));
@@ -151,6 +153,7 @@ fn message(i: usize, value: Value) -> Result<Message, RequestError> {
     } else {
         None
     };
+    let mut images = Vec::new();
     let content = match fields.get("content") {
         None | Some(Value::Null) if role == Role::Assistant => String::new(),
         None | Some(Value::Null) => {
@@ -163,29 +166,33 @@ fn message(i: usize, value: Value) -> Result<Message, RequestError> {
         Some(Value::Array(parts)) => {
             let mut texts = Vec::with_capacity(parts.len());
             for (j, part) in parts.iter().enumerate() {
-                match (
-                    part.get("type").and_then(Value::as_str),
-                    part.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(text)) => texts.push(text),
-                    (Some("text"), None) => {
+                let at = format!("{at}.content.{j}");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => match part.get("text").and_then(Value::as_str) {
+                        Some(text) => texts.push(text),
+                        None => {
+                            return Err(bad(
+                                format!("{at}.text"),
+                                "a text part needs a \"text\" string",
+                            ));
+                        }
+                    },
+                    Some("image_url") if role == Role::User => {
+                        images.push(image::image_part(&at, part, config)?);
+                    }
+                    Some("image_url") => {
                         return Err(bad(
-                            format!("{at}.content.{j}.text"),
-                            "a text part needs a \"text\" string",
+                            format!("{at}.type"),
+                            "images are read in user messages only",
                         ));
                     }
-                    (Some(other), _) => {
+                    Some(other) => {
                         return Err(bad(
-                            format!("{at}.content.{j}.type"),
-                            format!("only text content parts are supported, not \"{other}\""),
+                            format!("{at}.type"),
+                            format!("content parts are \"text\" or \"image_url\", not \"{other}\""),
                         ));
                     }
-                    (None, _) => {
-                        return Err(bad(
-                            format!("{at}.content.{j}"),
-                            "each content part needs a \"type\"",
-                        ));
-                    }
+                    None => return Err(bad(at, "each content part needs a \"type\"")),
                 }
             }
             texts.join("\n")
@@ -193,13 +200,14 @@ fn message(i: usize, value: Value) -> Result<Message, RequestError> {
         Some(_) => {
             return Err(bad(
                 format!("{at}.content"),
-                "content must be a string or an array of text parts",
+                "content must be a string or an array of text and image_url parts",
             ));
         }
     };
     Ok(Message {
         role,
         content,
+        images,
         tool_calls,
         tool_call_id,
     })
@@ -378,7 +386,7 @@ impl CompletionRequest {
             .messages
             .into_iter()
             .enumerate()
-            .map(|(i, m)| message(i, m))
+            .map(|(i, m)| message(i, m, &server.images))
             .collect::<Result<Vec<_>, _>>()?;
         let limits = &server.limits;
         let prompt_chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
@@ -548,6 +556,16 @@ mod tests {
             ),
             (
                 json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "messages.0.content.0.image_url.url",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+                "messages.0.content.0.type",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "assistant", "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]}]}),
                 "messages.0.content.0.type",
             ),
             (

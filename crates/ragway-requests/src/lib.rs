@@ -7,6 +7,7 @@ pub mod chat;
 mod error;
 mod filter;
 pub mod generate;
+mod image;
 mod json;
 mod limits;
 mod response_format;

@@ -32,12 +32,52 @@ pub struct ChatMessage {
     pub name: Option<String>,
 }
 
-/// A string, or text parts (joined by newlines); other part types are refused.
+/// A string, or parts: text (joined by newlines) and, in user messages, images; other part
+/// types are refused.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
-    Parts(Vec<TextPart>),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ContentPart {
+    Text(TextPart),
+    Image(ImagePart),
+}
+
+/// An image for models that read them: PNG, JPEG, GIF or WebP.
+#[derive(Serialize, ToSchema)]
+pub struct ImagePart {
+    #[serde(rename = "type")]
+    pub kind: ImagePartType,
+    pub image_url: ImageUrl,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImagePartType {
+    ImageUrl,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImageUrl {
+    /// A data URL (`data:image/png;base64,…`), or an `https` address when `[server.images]
+    /// fetch_hosts` lists its host.
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ImageDetail>,
+}
+
+/// Passed on to OpenAI models.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDetail {
+    Auto,
+    Low,
+    High,
 }
 
 #[derive(Serialize, ToSchema)]

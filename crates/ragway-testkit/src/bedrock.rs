@@ -17,6 +17,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::image::{ImageFormat, decode_base64};
 use crate::reply::{self, Answer, embed};
 use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared, StreamGuard};
 
@@ -90,14 +91,171 @@ fn output_schema(request: &ConverseRequest<'_>, model_id: &str) -> Result<Option
 #[derive(Deserialize)]
 struct ConverseMessage<'a> {
     #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     content: Vec<ContentBlock<'a>>,
 }
 
-/// Only text blocks count; images, documents and tool blocks are ignored.
+/// Only text blocks count; images are checked ([`check_images`]) but count for nothing;
+/// documents and tool blocks are ignored.
 #[derive(Deserialize)]
 struct ContentBlock<'a> {
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    image: Option<ImageBlock<'a>>,
+}
+
+/// `{"image": {"format": "png", "source": {"bytes": "<base64>"}}}`.
+#[derive(Deserialize)]
+struct ImageBlock<'a> {
+    #[serde(borrow)]
+    format: Cow<'a, str>,
+    #[serde(borrow)]
+    source: ImageSource<'a>,
+}
+
+#[derive(Deserialize)]
+struct ImageSource<'a> {
+    #[serde(borrow, default)]
+    bytes: Option<Cow<'a, str>>,
+    #[serde(rename = "s3Location", default)]
+    s3_location: Option<Value>,
+}
+
+/// Images in one request, all messages together (Bedrock API reference, `Message.content`).
+const MAX_IMAGES: usize = 20;
+/// Bytes of one image once decoded: 3.75 MB.
+const MAX_IMAGE_BYTES: usize = 3_750_000;
+/// Pixels of one image's width and of its height.
+const MAX_IMAGE_SIDE: u32 = 8_000;
+
+/// What Bedrock answers when a model that reads no images is sent one.
+const NO_IMAGES: &str = "This model doesn't support the image content block that you provided.";
+
+/// Checks the images of a request as Bedrock does: a model that reads images, only in user
+/// turns, at most [`MAX_IMAGES`], each base64 bytes of the format it names (magic bytes) of
+/// at most [`MAX_IMAGE_BYTES`] and [`MAX_IMAGE_SIDE`] pixels a side (read from the header of
+/// any of the four formats; an image whose size cannot be read is refused, as Bedrock cannot
+/// decode it either).
+fn check_images(request: &ConverseRequest<'_>, model_id: &str) -> Result<(), String> {
+    if request.system.iter().any(|block| block.image.is_some()) {
+        return Err("system: a system prompt takes text blocks, not image blocks".into());
+    }
+    let images: Vec<(String, &str, &ImageBlock<'_>)> = request
+        .messages
+        .iter()
+        .enumerate()
+        .flat_map(|(i, message)| {
+            let role = message.role.as_deref().unwrap_or("(none)");
+            message
+                .content
+                .iter()
+                .enumerate()
+                .filter_map(move |(j, block)| {
+                    let image = block.image.as_ref()?;
+                    Some((format!("messages.{i}.content.{j}.image"), role, image))
+                })
+        })
+        .collect();
+    if images.is_empty() {
+        return Ok(());
+    }
+    if !reads_images(model_id) {
+        return Err(NO_IMAGES.into());
+    }
+    if images.len() > MAX_IMAGES {
+        return Err(format!(
+            "Too many images: the request has {}, at most {MAX_IMAGES} are allowed.",
+            images.len()
+        ));
+    }
+    for (at, role, image) in images {
+        if role != "user" {
+            return Err(format!(
+                "{at}: image blocks are allowed only in user messages, not in {role} messages"
+            ));
+        }
+        let Some(format) = ImageFormat::from_name(&image.format) else {
+            return Err(format!(
+                "1 validation error detected: Value '{}' at '{at}.format' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [png, jpeg, gif, webp]",
+                image.format
+            ));
+        };
+        let Some(text) = image.source.bytes.as_deref() else {
+            let given = if image.source.s3_location.is_some() {
+                "an s3Location (ragway always sends the bytes)"
+            } else {
+                "nothing"
+            };
+            return Err(format!("{at}.source: the fake takes bytes, got {given}"));
+        };
+        let Some(bytes) = decode_base64(text) else {
+            return Err(format!("{at}.source.bytes: the value is not valid base64"));
+        };
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(format!(
+                "{at}.source.bytes: image exceeds 3.75 MB maximum: {} bytes > \
+                 {MAX_IMAGE_BYTES} bytes",
+                bytes.len()
+            ));
+        }
+        if !format.opens(&bytes) {
+            return Err(format!(
+                "{at}.source.bytes: the bytes are not a {} image, which {at}.format says",
+                format.name()
+            ));
+        }
+        let Some((width, height)) = format.size(&bytes) else {
+            return Err(format!(
+                "{at}.source.bytes: could not process the {} image: its header is cut short \
+                 or damaged",
+                format.name()
+            ));
+        };
+        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+            return Err(format!(
+                "{at}.source.bytes: image dimensions exceed max allowed size: \
+                 {MAX_IMAGE_SIDE} pixels ({width}x{height})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the model behind `model_id` reads images, per Bedrock's model cards: Claude 3 and
+/// later (Claude 3.x, and Sonnet, Opus and Haiku 4 on), Nova Lite, Pro and Premier (not
+/// Micro), Llama 3.2 11B and 90B and Llama 4, and Pixtral. A cross-region prefix (`us.`) or a
+/// foundation-model or inference-profile ARN still names the model; the ARN of an application
+/// inference profile, a provisioned or a custom model does not, so those are taken to read.
+fn reads_images(model_id: &str) -> bool {
+    let id = model_id.to_ascii_lowercase();
+    if id.starts_with("arn:")
+        && !id.contains(":foundation-model/")
+        && !id.contains(":inference-profile/")
+    {
+        return true;
+    }
+    let claude_4_on = id.split("anthropic.claude-").nth(1).is_some_and(|rest| {
+        let mut words = rest.split('-');
+        matches!(words.next(), Some("sonnet" | "opus" | "haiku"))
+            && words
+                .next()
+                .and_then(|major| major.parse::<u32>().ok())
+                .is_some_and(|major| major >= 4)
+    });
+    let nova = id.contains("amazon.nova-")
+        && !id.contains("micro")
+        && ["-lite", "-pro", "-premier"]
+            .iter()
+            .any(|tier| id.contains(tier));
+    id.contains("anthropic.claude-3")
+        || claude_4_on
+        || nova
+        || ["llama3-2-11b", "llama3-2-90b", "llama4", "pixtral"]
+            .iter()
+            .any(|family| id.contains(family))
 }
 
 #[derive(Deserialize)]
@@ -117,13 +275,9 @@ impl Reply {
     fn new(call: &Call, model_id: &str) -> Result<Self, Box<Response>> {
         let request: ConverseRequest<'_> =
             serde_json::from_slice(&call.body).map_err(|err| Box::new(malformed(&err)))?;
-        let schema = output_schema(&request, model_id).map_err(|message| {
-            Box::new(server::rest_json_error(
-                StatusCode::BAD_REQUEST,
-                "ValidationException",
-                &message,
-            ))
-        })?;
+        check_images(&request, model_id).map_err(|message| Box::new(invalid(&message)))?;
+        let schema =
+            output_schema(&request, model_id).map_err(|message| Box::new(invalid(&message)))?;
         let text = match (&call.script, schema) {
             (Some(Scripted::Text(text)), _) => text.clone(),
             (_, Some(schema)) => reply::instance_of(&schema).to_string(),
@@ -174,7 +328,7 @@ async fn converse(Path(model_id): Path<String>, call: Call) -> Response {
     {
         return response;
     }
-    if let Some(response) = scripted_tool_call(&call, false) {
+    if let Some(response) = scripted_tool_call(&call, &model_id, false) {
         return response;
     }
     let reply = match Reply::new(&call, &model_id) {
@@ -205,7 +359,7 @@ async fn converse_stream(Path(model_id): Path<String>, call: Call) -> Response {
     ) {
         return response;
     }
-    if let Some(response) = scripted_tool_call(&call, true) {
+    if let Some(response) = scripted_tool_call(&call, &model_id, true) {
         return response;
     }
     let reply = match Reply::new(&call, &model_id) {
@@ -291,7 +445,7 @@ fn event_stream(
 
 /// A scripted tool call, answered as Converse answers one (`toolUse` content, stop reason
 /// `tool_use`), whole or as stream events; a request without `toolConfig` is refused.
-fn scripted_tool_call(call: &Call, streaming: bool) -> Option<Response> {
+fn scripted_tool_call(call: &Call, model_id: &str, streaming: bool) -> Option<Response> {
     let Some(Scripted::ToolCall { name, arguments }) = &call.script else {
         return None;
     };
@@ -299,6 +453,9 @@ fn scripted_tool_call(call: &Call, streaming: bool) -> Option<Response> {
         Ok(request) => request,
         Err(err) => return Some(malformed(&err)),
     };
+    if let Err(message) = check_images(&request, model_id) {
+        return Some(invalid(&message));
+    }
     if request.tool_config.is_none() {
         return Some(server::rest_json_error(
             StatusCode::BAD_REQUEST,
@@ -452,6 +609,11 @@ fn frame(headers: Vec<Header>, payload: &Value) -> Result<Bytes, io::Error> {
     Ok(Bytes::from(buffer))
 }
 
+/// A 400 `ValidationException` saying `message`.
+fn invalid(message: &str) -> Response {
+    server::rest_json_error(StatusCode::BAD_REQUEST, "ValidationException", message)
+}
+
 fn malformed(err: &serde_json::Error) -> Response {
     server::rest_json_error(
         StatusCode::BAD_REQUEST,
@@ -495,6 +657,7 @@ async fn unknown_route(_call: Call) -> Response {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::image::header_only;
     use aws_smithy_eventstream::frame::read_message_from;
 
     const MODEL: &str = "us.anthropic.claude-3-opus-20240229-v1:0";
@@ -656,6 +819,230 @@ mod tests {
             .send()
             .await
             .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+
+    fn image_block(format: &str, bytes: &[u8]) -> Value {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.encode(bytes);
+        json!({ "image": { "format": format, "source": { "bytes": bytes } } })
+    }
+
+    fn png(width: u16, height: u16) -> Value {
+        image_block("png", &header_only(ImageFormat::Png, width, height))
+    }
+
+    /// A request of one `role` turn holding a question and `blocks`, answered by a user turn.
+    fn with_blocks(role: &str, blocks: Vec<Value>) -> Value {
+        let mut content = vec![json!({ "text": "What is this?" })];
+        content.extend(blocks);
+        let mut messages = vec![json!({ "role": role, "content": content })];
+        if role != "user" {
+            messages.push(json!({ "role": "user", "content": [{ "text": "And so?" }] }));
+        }
+        json!({ "messages": messages })
+    }
+
+    fn check(body: &Value, model_id: &str) -> Result<(), String> {
+        let text = body.to_string();
+        let request: ConverseRequest<'_> = serde_json::from_str(&text).unwrap();
+        check_images(&request, model_id)
+    }
+
+    #[test]
+    fn images_pass_for_every_model_that_reads_them() {
+        let formats = [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::Gif,
+            ImageFormat::Webp,
+        ];
+        let all_formats: Vec<Value> = formats
+            .iter()
+            .map(|format| image_block(format.name(), &header_only(*format, 8_000, 8_000)))
+            .collect();
+        for model in [
+            MODEL,
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "global.anthropic.claude-opus-4-1-20250805-v1:0",
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "amazon.nova-lite-v1:0",
+            "us.amazon.nova-pro-v1:0",
+            "us.amazon.nova-premier-v1:0",
+            "global.amazon.nova-2-lite-v1:0",
+            "us.meta.llama3-2-11b-instruct-v1:0",
+            "us.meta.llama3-2-90b-instruct-v1:0",
+            "us.meta.llama4-maverick-17b-instruct-v1:0",
+            "us.mistral.pixtral-large-2502-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+        ] {
+            assert_eq!(
+                check(&with_blocks("user", vec![png(1, 1)]), model),
+                Ok(()),
+                "{model}"
+            );
+            let body = with_blocks("user", all_formats.clone());
+            assert_eq!(check(&body, model), Ok(()), "{model}");
+        }
+        let twenty = with_blocks("user", vec![png(4, 4); MAX_IMAGES]);
+        assert_eq!(check(&twenty, MODEL), Ok(()));
+        let no_images = with_blocks("assistant", Vec::new());
+        assert_eq!(check(&no_images, "amazon.titan-text-express-v1"), Ok(()));
+    }
+
+    #[test]
+    fn images_past_bedrock_rules_are_refused() {
+        let jpeg = header_only(ImageFormat::Jpeg, 10, 10);
+        let mut too_big = header_only(ImageFormat::Png, 10, 10);
+        too_big.resize(MAX_IMAGE_BYTES + 1, 0);
+        let png_bytes = header_only(ImageFormat::Png, 10, 10);
+        let at = "messages.0.content.1.image";
+        let cases = [
+            (
+                with_blocks("user", vec![image_block("png", &jpeg)]),
+                format!("{at}.source.bytes: the bytes are not a png image"),
+            ),
+            (
+                with_blocks(
+                    "user",
+                    vec![
+                        json!({ "image": { "format": "png", "source": { "bytes": "iVBO@@==" } } }),
+                    ],
+                ),
+                format!("{at}.source.bytes: the value is not valid base64"),
+            ),
+            (
+                with_blocks("user", vec![png(4, 4); MAX_IMAGES + 1]),
+                "Too many images: the request has 21, at most 20 are allowed.".to_owned(),
+            ),
+            (
+                with_blocks("user", vec![png(8_001, 1)]),
+                format!(
+                    "{at}.source.bytes: image dimensions exceed max allowed size: 8000 pixels \
+                     (8001x1)"
+                ),
+            ),
+            (
+                with_blocks(
+                    "user",
+                    vec![image_block("gif", &header_only(ImageFormat::Gif, 1, 8_001))],
+                ),
+                "8000 pixels (1x8001)".to_owned(),
+            ),
+            (
+                with_blocks("user", vec![image_block("png", &too_big)]),
+                format!(
+                    "{at}.source.bytes: image exceeds 3.75 MB maximum: 3750001 bytes > 3750000 \
+                     bytes"
+                ),
+            ),
+            (
+                with_blocks("user", vec![image_block("png", &png_bytes[..18])]),
+                format!("{at}.source.bytes: could not process the png image"),
+            ),
+            (
+                with_blocks("assistant", vec![png(1, 1)]),
+                format!("{at}: image blocks are allowed only in user messages, not in assistant"),
+            ),
+            (
+                with_blocks("user", vec![image_block("bmp", b"BM\0\0")]),
+                format!(
+                    "Value 'bmp' at '{at}.format' failed to satisfy constraint: Member must \
+                     satisfy enum value set: [png, jpeg, gif, webp]"
+                ),
+            ),
+            (
+                with_blocks(
+                    "user",
+                    vec![json!({ "image": { "format": "png", "source": {
+                        "s3Location": { "uri": "s3://bucket/cat.png" } } } })],
+                ),
+                format!("{at}.source: the fake takes bytes, got an s3Location"),
+            ),
+            (
+                json!({
+                    "system": [{ "text": "Be brief." }, png(1, 1)],
+                    "messages": [{ "role": "user", "content": [{ "text": "Hi" }] }],
+                }),
+                "system: a system prompt takes text blocks, not image blocks".to_owned(),
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = check(&body, MODEL).unwrap_err();
+            assert!(
+                message.contains(&expected),
+                "{message}\n  expected: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn models_that_read_no_images_refuse_them() {
+        let body = with_blocks("user", vec![png(1, 1)]);
+        for model in [
+            "amazon.titan-text-express-v1",
+            "amazon.nova-micro-v1:0",
+            "us.amazon.nova-micro-v1:0",
+            "ai21.jamba-1-5-large-v1:0",
+            "cohere.command-r-plus-v1:0",
+            "mistral.mistral-large-2407-v1:0",
+            "meta.llama3-8b-instruct-v1:0",
+            "us.meta.llama3-2-3b-instruct-v1:0",
+            "anthropic.claude-v2:1",
+            "anthropic.claude-instant-v1",
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-text-lite-v1",
+        ] {
+            assert_eq!(check(&body, model), Err(NO_IMAGES.to_owned()), "{model}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_is_answered_and_only_the_text_counts_as_tokens() {
+        let fake = start().await.unwrap();
+        let mut request = with_blocks("user", vec![png(640, 480)]);
+        request["system"] = json!([{ "text": "Answer briefly." }]);
+        let response = post(&fake, "converse", &request).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        // "Answer briefly." and "What is this?": five words; the image adds none.
+        assert_eq!(body["usage"]["inputTokens"], 5);
+    }
+
+    #[tokio::test]
+    async fn a_refused_image_is_a_validation_exception_on_both_operations() {
+        let fake = start().await.unwrap();
+        let client = reqwest::Client::new();
+        let body = with_blocks("user", vec![png(1, 1)]);
+        for operation in ["converse", "converse-stream"] {
+            let response = client
+                .post(format!(
+                    "{}/model/amazon.titan-text-express-v1/{operation}",
+                    fake.url()
+                ))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{operation}");
+            assert_eq!(
+                response.headers()["x-amzn-errortype"],
+                "ValidationException"
+            );
+            let error: Value = response.json().await.unwrap();
+            assert_eq!(error, json!({ "message": NO_IMAGES }));
+        }
+        // A scripted tool call does not skip the check.
+        fake.push(Scripted::ToolCall {
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        });
+        let mut request = with_blocks("assistant", vec![png(1, 1)]);
+        request["toolConfig"] = json!({ "tools": [] });
+        let response = post(&fake, "converse", &request).await;
         assert_eq!(response.status(), 400);
     }
 

@@ -2,7 +2,9 @@
 //! and knowledge-base Retrieve) and Kendra that ragway's tests and benchmarks talk to, a fake
 //! OpenTelemetry collector ([`otlp`]) that records the spans it receives, a real PostgreSQL with
 //! pgvector ([`postgres`]) for the shared store's tests, with a TLS front ([`postgres_tls`]), and a
-//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share.
+//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share. The chat
+//! fakes check the images they receive as the real services do ([`image`], which also makes
+//! header-only test images).
 //!
 //! Each fake is an axum server on `127.0.0.1` inside the caller's tokio runtime; dropping its
 //! [`Fake`] handle stops it. Behaviour for the next requests is queued with [`Fake::push`] or,
@@ -10,6 +12,7 @@
 
 pub mod bedrock;
 pub mod bedrock_agent;
+pub mod image;
 pub mod kendra;
 pub mod openai;
 pub mod otlp;

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::image::{ImageFormat, decode_base64};
 use crate::reply::{self, Answer, embed};
 use crate::server::{self, Call, Fake, FakeOptions, Scripted, Shared};
 
@@ -130,10 +131,113 @@ impl ChatRequest<'_> {
             _ => Err("Invalid value for 'response_format.type'.".into()),
         }
     }
+
+    /// Checks the content parts of every message as OpenAI does before a model sees them: each
+    /// part has a known `type`, and each `image_url` part is in a user message and holds an
+    /// image ([`check_image`]). The error is `(param, message)`, `param` naming the field.
+    fn check_parts(&self) -> Result<(), (String, String)> {
+        for (i, message) in self.messages.iter().enumerate() {
+            let Some(Content::Parts(parts)) = &message.content else {
+                continue;
+            };
+            for (j, part) in parts.iter().enumerate() {
+                let at = format!("messages[{i}].content[{j}]");
+                match part.kind.as_deref() {
+                    Some("image_url") => {}
+                    // Only text is read; the other kinds OpenAI takes are let through unread.
+                    Some("text" | "input_audio" | "file" | "refusal") => continue,
+                    Some(other) => {
+                        return Err((
+                            format!("{at}.type"),
+                            format!(
+                                "Invalid value: '{other}'. Supported values are: 'text', \
+                                 'image_url', 'input_audio', 'refusal', and 'file'."
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err((
+                            format!("{at}.type"),
+                            format!("Missing required parameter: '{at}.type'."),
+                        ));
+                    }
+                }
+                let role = message.role.as_deref().unwrap_or("(none)");
+                if role != "user" {
+                    return Err((
+                        format!("messages[{i}]"),
+                        format!(
+                            "Invalid 'messages[{i}]'. Image URLs are only allowed for messages \
+                             with role 'user', but this message with role '{role}' contains an \
+                             image URL."
+                        ),
+                    ));
+                }
+                let Some(image) = &part.image_url else {
+                    return Err((
+                        format!("{at}.image_url"),
+                        format!("Missing required parameter: '{at}.image_url'."),
+                    ));
+                };
+                check_image(image)
+                    .map_err(|(field, message)| (format!("{at}.image_url.{field}"), message))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What OpenAI answers for an image it cannot read (its own wording, typo included).
+const UNSUPPORTED_IMAGE: &str = "You uploaded an unsupported image. Please make sure your image \
+                                 has of one the following formats: ['png', 'jpeg', 'gif', 'webp'].";
+
+/// Checks one `image_url` part: `detail` is `auto`, `low` or `high`, and the URL is a base64
+/// data URL of PNG, JPEG, GIF or WebP whose bytes open with that format's magic bytes. ragway
+/// reads every image itself (a data URL, or fetched from a host it allows) and always sends
+/// the bytes, so a remote URL reaching the fake is a ragway bug, refused as such. The error is
+/// `(field, message)`, `field` being `url` or `detail`.
+fn check_image(image: &ImageUrl<'_>) -> Result<(), (&'static str, String)> {
+    if let Some(detail) = image.detail.as_deref()
+        && !matches!(detail, "auto" | "low" | "high")
+    {
+        return Err((
+            "detail",
+            format!("Invalid value: '{detail}'. Supported values are: 'auto', 'low', and 'high'."),
+        ));
+    }
+    let url = &image.url;
+    let refused = |message: String| Err(("url", message));
+    let Some(data_url) = url.strip_prefix("data:") else {
+        let shown: String = url.chars().take(100).collect();
+        return refused(format!(
+            "The fake takes images only as data: URLs; ragway should have fetched {shown} \
+             itself and sent its bytes."
+        ));
+    };
+    let Some((media_type, data)) = data_url.split_once(";base64,") else {
+        return refused(
+            "Invalid image URL: a data URL must be data:image/<format>;base64,<data>.".into(),
+        );
+    };
+    let Some(format) = ImageFormat::from_media_type(media_type) else {
+        return refused(format!("{UNSUPPORTED_IMAGE} (media type {media_type:?})"));
+    };
+    let Some(bytes) = decode_base64(data) else {
+        return refused("Invalid base64 image_url: the data does not decode as base64.".into());
+    };
+    if !format.opens(&bytes) {
+        return refused(format!(
+            "{UNSUPPORTED_IMAGE} (the data is not {}, as its media type says)",
+            format.media_type()
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
 struct ChatMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<Content<'a>>,
 }
@@ -145,10 +249,24 @@ enum Content<'a> {
     Parts(#[serde(borrow)] Vec<ContentPart<'a>>),
 }
 
+/// One part of a message's content; only `text` parts carry text, so only they count.
 #[derive(Deserialize)]
 struct ContentPart<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageUrl<'a>>,
+}
+
+/// An `image_url` part's image: a URL (for ragway always a data URL) and the optional detail.
+#[derive(Deserialize)]
+struct ImageUrl<'a> {
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+    #[serde(borrow, default)]
+    detail: Option<Cow<'a, str>>,
 }
 
 impl Content<'_> {
@@ -277,6 +395,9 @@ async fn chat_completions(call: Call) -> Response {
     };
     if let Some(response) = server::scripted_fault(&call, content_type, garbage) {
         return response;
+    }
+    if let Err((param, message)) = request.check_parts() {
+        return invalid_param(&param, &message);
     }
     if let Some(Scripted::ToolCall { name, arguments }) = &call.script {
         if request.tools.is_empty() {
@@ -625,23 +746,35 @@ fn invalid_request(message: &str) -> Response {
     openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
-/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
-fn openai_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    openai_error_with(status, &[], kind, message)
+/// A 400 naming the field at fault in `param`, as OpenAI names it.
+fn invalid_param(param: &str, message: &str) -> Response {
+    openai_error_with(
+        StatusCode::BAD_REQUEST,
+        &[],
+        "invalid_request_error",
+        Some(param),
+        message,
+    )
 }
 
-/// [`openai_error`] with extra headers.
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+fn openai_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    openai_error_with(status, &[], kind, None, message)
+}
+
+/// [`openai_error`] with extra headers and the request field at fault, if one is.
 fn openai_error_with(
     status: StatusCode,
     headers: &[(&'static str, &str)],
     kind: &str,
+    param: Option<&str>,
     message: &str,
 ) -> Response {
     server::json_error(
         status,
         "application/json",
         headers,
-        &json!({ "error": { "message": message, "type": kind, "param": null, "code": null } }),
+        &json!({ "error": { "message": message, "type": kind, "param": param, "code": null } }),
     )
 }
 
@@ -657,6 +790,7 @@ fn scripted_error(call: &Call) -> Option<Response> {
             StatusCode::TOO_MANY_REQUESTS,
             &[("retry-after", &retry_after_secs.to_string())],
             "rate_limit_exceeded",
+            None,
             "Rate limit reached; try again later.",
         )),
         _ => None,
@@ -673,6 +807,7 @@ fn unix_now() -> u64 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::image::header_only;
     use futures::StreamExt as _;
     use serde_json::Value;
 
@@ -1027,6 +1162,150 @@ mod tests {
         assert_eq!(base64_encode(b"Ma"), "TWE=");
         assert_eq!(base64_encode(b"Man"), "TWFu");
         assert_eq!(base64_encode(b"hello world"), "aGVsbG8gd29ybGQ=");
+    }
+
+    fn data_url(media_type: &str, bytes: &[u8]) -> String {
+        format!("data:{media_type};base64,{}", base64_encode(bytes))
+    }
+
+    /// A request whose one message, from `role`, asks about one image part.
+    fn with_image_part(role: &str, part: Value) -> Value {
+        json!({
+            "model": "gpt-4o",
+            "messages": [
+                { "role": role, "content": [{ "type": "text", "text": "What is this?" }, part] }
+            ],
+        })
+    }
+
+    fn image_part(url: &str, detail: Option<&str>) -> Value {
+        json!({ "type": "image_url", "image_url": { "url": url, "detail": detail } })
+    }
+
+    fn check_parts(body: &Value) -> Result<(), (String, String)> {
+        let text = body.to_string();
+        let request: ChatRequest<'_> = serde_json::from_str(&text).unwrap();
+        request.check_parts()
+    }
+
+    #[test]
+    fn images_of_the_four_formats_as_data_urls_pass() {
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::Gif,
+            ImageFormat::Webp,
+        ] {
+            let url = data_url(format.media_type(), &header_only(format, 2, 2));
+            for detail in [None, Some("auto"), Some("low"), Some("high")] {
+                let body = with_image_part("user", image_part(&url, detail));
+                assert_eq!(check_parts(&body), Ok(()), "{format:?} {detail:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_image_parts_are_refused_naming_the_field() {
+        let png = header_only(ImageFormat::Png, 2, 2);
+        let jpeg = header_only(ImageFormat::Jpeg, 2, 2);
+        let url = data_url("image/png", &png);
+        let cases = [
+            (
+                with_image_part("user", image_part(&data_url("image/png", &jpeg), None)),
+                "messages[0].content[1].image_url.url",
+                "unsupported image. Please make sure your image has of one the following formats",
+            ),
+            (
+                with_image_part("user", image_part("data:image/png;base64,iVBO@@@=", None)),
+                "messages[0].content[1].image_url.url",
+                "Invalid base64 image_url",
+            ),
+            (
+                with_image_part("user", image_part("https://example.com/cat.png", None)),
+                "messages[0].content[1].image_url.url",
+                "ragway should have fetched https://example.com/cat.png itself",
+            ),
+            (
+                with_image_part("user", image_part(&data_url("image/bmp", b"BM\0\0"), None)),
+                "messages[0].content[1].image_url.url",
+                "unsupported image",
+            ),
+            (
+                with_image_part("user", image_part("data:image/png,raw", None)),
+                "messages[0].content[1].image_url.url",
+                "data URL must be data:image/<format>;base64,<data>",
+            ),
+            (
+                with_image_part("user", image_part(&url, Some("medium"))),
+                "messages[0].content[1].image_url.detail",
+                "Invalid value: 'medium'. Supported values are: 'auto', 'low', and 'high'.",
+            ),
+            (
+                with_image_part("assistant", image_part(&url, None)),
+                "messages[0]",
+                "Image URLs are only allowed for messages with role 'user', but this message \
+                 with role 'assistant' contains an image URL.",
+            ),
+            (
+                with_image_part("system", image_part(&url, None)),
+                "messages[0]",
+                "role 'system' contains an image URL",
+            ),
+            (
+                with_image_part("user", json!({ "type": "image_url" })),
+                "messages[0].content[1].image_url",
+                "Missing required parameter: 'messages[0].content[1].image_url'.",
+            ),
+            (
+                with_image_part("user", json!({ "type": "video_url", "video_url": {} })),
+                "messages[0].content[1].type",
+                "Invalid value: 'video_url'.",
+            ),
+            (
+                with_image_part("user", json!({ "image_url": { "url": url } })),
+                "messages[0].content[1].type",
+                "Missing required parameter: 'messages[0].content[1].type'.",
+            ),
+        ];
+        for (body, param, message) in cases {
+            let (got_param, got_message) = check_parts(&body).unwrap_err();
+            assert_eq!(got_param, param, "{got_message}");
+            assert!(got_message.contains(message), "{got_message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_is_answered_and_only_the_text_counts_as_tokens() {
+        let fake = start().await.unwrap();
+        let url = data_url("image/png", &header_only(ImageFormat::Png, 64, 64));
+        let request = with_image_part("user", image_part(&url, Some("low")));
+        let response = post(&fake, "/v1/chat/completions", &request).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        // "What is this?" is three words; the image adds none.
+        assert_eq!(body["usage"]["prompt_tokens"], 3);
+    }
+
+    #[tokio::test]
+    async fn a_bad_image_is_a_400_in_openai_shape_with_its_param() {
+        let fake = start().await.unwrap();
+        let url = data_url("image/jpeg", b"not a jpeg at all");
+        let request = with_image_part("user", image_part(&url, None));
+        let response = post(&fake, "/v1/chat/completions", &request).await;
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            body["error"]["param"],
+            "messages[0].content[1].image_url.url"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the data is not image/jpeg"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -290,7 +290,7 @@ async fn errors_come_in_openais_shape() {
         ),
         (
             json!({ "model": "gpt-4o", "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": {} }] }] }),
-            "messages.0.content.0.type",
+            "messages.0.content.0.image_url.url",
         ),
         (
             json!({ "model": "gpt-4o", "messages": [{ "role": "user", "content": "x" }], "temperature": 3 }),

@@ -12,6 +12,7 @@ mod errors;
 mod eval;
 mod faults;
 mod guard_rails;
+mod images;
 mod load;
 mod offline;
 mod openai_api;

@@ -252,6 +252,11 @@ llm_config! {
         /// families Bedrock lists: Claude 4.5 and later, Qwen, DeepSeek, Mistral, Gemma, ...).
         #[serde(default)]
         pub structured_output: Option<bool>,
+        /// Whether the model reads images in messages; detected from the model id unless set
+        /// here (Claude 3 and later, Nova Lite/Pro/Premier, Llama 3.2 11B/90B and Llama 4,
+        /// Pixtral).
+        #[serde(default)]
+        pub images: Option<bool>,
         /// The older spelling of `retry.attempts`, kept working; ragway makes every retry itself
         /// (the AWS SDK's own retries are off), so one setting covers all providers.
         #[serde(default)]

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// Web origins whose pages may call the API; none unless listed.
     #[serde(default)]
     pub cors: crate::web::CorsConfig,
+    /// Images in chat messages: their size, and the hosts whose image URLs are fetched.
+    #[serde(default)]
+    pub images: crate::image::ImagesConfig,
 }
 
 impl ServerConfig {
@@ -66,6 +69,7 @@ impl ServerConfig {
         self.state.validate(issues);
         self.tracing.validate(issues);
         self.cors.validate(issues);
+        self.images.validate(issues);
         if let Some(hosts) = &self.allowed_hosts {
             crate::web::validate_allowed_hosts(hosts, issues);
         }
@@ -118,6 +122,7 @@ impl Default for ServerConfig {
             tracing: crate::telemetry::TracingConfig::default(),
             allowed_hosts: None,
             cors: crate::web::CorsConfig::default(),
+            images: crate::image::ImagesConfig::default(),
         }
     }
 }
