@@ -92,6 +92,11 @@ pub struct CompletionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     response_format: Option<Value>,
+    /// ragway's extension: `false` skips the response cache (no kept answer is given, and
+    /// this one is not kept), as `Cache-Control: no-store` does.
+    #[serde(default)]
+    #[schema(default = true)]
+    cache: Option<bool>,
 }
 
 #[derive(Default, Deserialize, ToSchema)]
@@ -355,6 +360,8 @@ pub struct Checked {
     pub include_usage: bool,
     /// Retrieval was asked for, so `sources` are part of the answer.
     pub grounded: bool,
+    /// The response cache may be used (the `cache` extension, on unless false).
+    pub cache: bool,
 }
 
 /// A whole conversation for a named model, optionally grounded by a named store.
@@ -463,6 +470,7 @@ impl CompletionRequest {
             .unwrap_or_else(|| NO_RETRIEVAL.to_owned());
         Ok(Checked {
             grounded: vector_search_type != NO_RETRIEVAL,
+            cache: request.cache.unwrap_or(true),
             conversation: Conversation {
                 llm_name: request.model,
                 vector_search_type,

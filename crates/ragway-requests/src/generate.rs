@@ -27,6 +27,8 @@ pub struct Question {
     pub system: Option<String>,
     /// The answer's shape (`response_format`); free text when `None`.
     pub response_format: Option<ResponseFormat>,
+    /// Whether a kept answer may be given, and this one kept (`cache`, on unless false).
+    pub cache: bool,
 }
 
 /// A question: the prompt, the model to ask and the store to ground it in. Other fields are
@@ -72,6 +74,16 @@ pub struct GenerateRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     response_format: Option<Value>,
+    /// `false` skips the response cache: no kept answer is given, and this one is not kept
+    /// (for models with `cache` in their configuration; `Cache-Control: no-store` does the
+    /// same, `no-cache` asks the model and keeps its new answer).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    cache: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn no_retrieval() -> String {
@@ -155,6 +167,7 @@ impl GenerateRequest {
                 temperature: request.temperature,
                 system: request.system,
                 response_format,
+                cache: request.cache,
             },
             stream,
         ))

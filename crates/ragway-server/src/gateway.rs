@@ -1,23 +1,29 @@
-//! What the server serves: the engine's registry of models and stores, and who may call it
-//! (the API keys, and where their limits are counted). Built once at start-up and shared
-//! read-only by every handler.
+//! What the server serves: the engine's registry of models and stores, who may call it (the
+//! API keys, and where their limits are counted), and the answers it keeps (the response
+//! cache). Built once at start-up and shared read-only by every handler.
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use ragway_core::config::{Config, ServerConfig};
+use ragway_core::config::{CacheConfig, Config, ServerConfig};
 use ragway_engine::{ComponentCheck, Llm, Registry, StartupError, Store};
 
 use crate::auth::Auth;
+use crate::cache::AnswerCache;
 use crate::rate_limit::LimitStore;
 
-/// The engine's registry with the server's access control.
+/// The engine's registry with the server's access control and response cache.
 pub struct Gateway {
     pub registry: Registry,
     /// The API keys and what each may do.
     pub auth: Arc<Auth>,
     /// Where the keys' limits are counted (checked by `/readyz` when it is Redis).
     pub limit_store: LimitStore,
+    /// Kept answers: in the limits' Redis when there is one, else in memory.
+    pub cache: AnswerCache,
+    /// The models whose answers are kept, with how.
+    caching: HashMap<String, CacheConfig>,
 }
 
 /// A gateway is used as its registry (`gateway.llm(name)`, `gateway.prepare(...)`): access
@@ -43,11 +49,19 @@ impl Gateway {
             errors.extend(failed);
             Auth::open()
         });
+        let cache = AnswerCache::build(&config.server, limit_store.redis());
+        let caching = config
+            .llm
+            .iter()
+            .filter_map(|llm| Some((llm.name().to_owned(), llm.cache()?.clone())))
+            .collect();
         match Registry::build(config).await {
             Ok(registry) if errors.is_empty() => Ok(Self {
                 registry,
                 auth: Arc::new(auth),
                 limit_store,
+                cache,
+                caching,
             }),
             Ok(_) => Err(StartupError(errors)),
             Err(StartupError(more)) => {
@@ -68,10 +82,17 @@ impl Gateway {
             Err(_) => (LimitStore::memory(), Auth::closed()),
         };
         Self {
+            cache: AnswerCache::build(&server, limit_store.redis()),
+            caching: HashMap::new(),
             registry: Registry::from_parts(server, llms, stores),
             auth: Arc::new(auth),
             limit_store,
         }
+    }
+
+    /// How `model`'s answers are kept, if they are.
+    pub fn caching(&self, model: &str) -> Option<&CacheConfig> {
+        self.caching.get(model)
     }
 
     /// Every component's answer to "can you serve now?" (`/readyz`), and Redis's when the

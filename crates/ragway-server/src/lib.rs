@@ -3,6 +3,7 @@
 //! from errors to HTTP, their OpenAPI document, metrics, trace spans, and graceful shutdown.
 
 pub mod auth;
+pub mod cache;
 pub mod connections;
 pub mod error;
 pub mod gateway;

@@ -153,6 +153,13 @@ pub fn connection_refused() {
     metrics::counter!("ragway_connections_refused_total").increment(1);
 }
 
+/// A response-cache lookup for `model`: a hit or a miss (`ragway_cache_lookups_total`).
+pub fn cache_lookup(model: &str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!("ragway_cache_lookups_total", "model" => model.to_owned(), "result" => result)
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

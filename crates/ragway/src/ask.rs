@@ -65,6 +65,8 @@ pub async fn ask(registry: &Registry, args: AskArgs) -> Result<ExitCode> {
         temperature: args.temperature,
         system: None,
         response_format: None,
+        // `ask` calls the engine directly; the response cache is the server's.
+        cache: false,
     };
     let prepared = registry.prepare(&question).await?;
     let (mut pieces, answered) = registry.stream(&prepared, |deltas| deltas).await?;

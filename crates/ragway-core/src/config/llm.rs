@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::cache::CacheConfig;
 use super::check::{at_least_one, check_path, check_timeouts, check_url, known};
 use super::parse::parse_entry;
 use super::{
@@ -97,6 +98,15 @@ impl LlmConfig {
     }
 
     /// When this model is set aside after failing repeatedly.
+    /// How this model's answers are kept, if they are.
+    pub fn cache(&self) -> Option<&CacheConfig> {
+        match self {
+            Self::Openai(c) => c.cache.as_ref(),
+            Self::Bedrock(c) => c.cache.as_ref(),
+            Self::Local(c) => c.cache.as_ref(),
+        }
+    }
+
     pub fn cooldown(&self) -> CooldownPolicy {
         match self {
             Self::Openai(c) => c.cooldown.clone(),
@@ -133,6 +143,9 @@ impl LlmConfig {
             issue(format!("{at}.context_window"), "must be at least 1".into());
         }
         check_resilience(at, self, llm_names, issue);
+        if let Some(cache) = self.cache() {
+            cache.validate(&format!("{at}.cache"), issue);
+        }
         match self {
             Self::Openai(c) => {
                 check_url(&format!("{at}.base_url"), &c.base_url, issue);
@@ -196,6 +209,9 @@ macro_rules! llm_config {
             pub retry: Option<RetryPolicy>,
             #[serde(default)]
             pub cooldown: CooldownPolicy,
+            /// Keep this model's whole answers and give them again to the same question.
+            #[serde(default)]
+            pub cache: Option<CacheConfig>,
             $($($after)*)?
         }
     };

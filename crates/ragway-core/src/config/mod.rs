@@ -3,6 +3,7 @@
 //! section; this one holds the whole [`Config`], what it reads from the environment, the checks
 //! that run across sections, and the defaults several sections share.
 
+mod cache;
 mod check;
 mod embedder;
 mod llm;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use parse::parse_sections;
 
+pub use cache::{AnswerCacheConfig, CacheConfig};
 pub use check::known;
 pub use embedder::{
     BedrockEmbedderConfig, EmbedderConfig, LocalEmbedderConfig, OpenAiEmbedderConfig,

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Images in chat messages: their size, and the hosts whose image URLs are fetched.
     #[serde(default)]
     pub images: crate::image::ImagesConfig,
+    /// The response cache's bound in memory (the models opt in with `cache = { ttl_secs }`).
+    #[serde(default)]
+    pub cache: super::AnswerCacheConfig,
 }
 
 impl ServerConfig {
@@ -70,6 +73,7 @@ impl ServerConfig {
         self.tracing.validate(issues);
         self.cors.validate(issues);
         self.images.validate(issues);
+        self.cache.validate(issues);
         if let Some(hosts) = &self.allowed_hosts {
             crate::web::validate_allowed_hosts(hosts, issues);
         }
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             allowed_hosts: None,
             cors: crate::web::CorsConfig::default(),
             images: crate::image::ImagesConfig::default(),
+            cache: super::AnswerCacheConfig::default(),
         }
     }
 }

@@ -157,6 +157,14 @@ impl LimitStore {
         }
     }
 
+    /// The Redis the limits are counted in, if they are (the response cache shares it).
+    pub fn redis(&self) -> Option<Arc<RedisStore>> {
+        match self {
+            Self::Memory { .. } => None,
+            Self::Redis(store) => Some(store.clone()),
+        }
+    }
+
     /// A limit of `per_minute` `unit`s for the key named `key`.
     pub fn limit(&self, key: &str, unit: Unit, per_minute: u64) -> Limit {
         let (counter, policy) = match self {

@@ -163,6 +163,27 @@ impl RedisStore {
         format!("{}:limit:{{{unit}:{}}}", self.prefix, encode(name))
     }
 
+    /// The Redis key of the cached answer whose key hashes to `hex`.
+    pub fn cache_key(&self, hex: &str) -> String {
+        format!("{}:cache:{hex}", self.prefix)
+    }
+
+    /// The value at `key`, if any (the response cache).
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut connection = self.connection.clone();
+        let mut get = ::redis::cmd("GET");
+        get.arg(key);
+        self.call(get.query_async(&mut connection)).await
+    }
+
+    /// Sets `key` to `value`, expiring after `ttl_secs` (the response cache).
+    pub async fn set_bytes(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), String> {
+        let mut connection = self.connection.clone();
+        let mut set = ::redis::cmd("SET");
+        set.arg(key).arg(value).arg("EX").arg(ttl_secs.max(1));
+        self.call(set.query_async::<()>(&mut connection)).await
+    }
+
     /// Counts `units` under `limit` at `key` (see `Counts::take`).
     pub async fn take(&self, key: &str, units: u64, limit: u64) -> Result<Taken, Refusal> {
         let mut invocation = self.take.key(key);

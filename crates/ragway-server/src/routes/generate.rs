@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt as _;
@@ -14,9 +15,10 @@ use ragway_requests::generate::GenerateRequest;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{name_model, tokens_needed};
+use super::{name_cache, name_model};
 use crate::Gateway;
 use crate::auth::Caller;
+use crate::cache;
 use crate::error::ApiError;
 use crate::json::Body;
 use crate::openapi::responses::{Access, BadBody, Upstream};
@@ -47,18 +49,17 @@ use crate::sse::{self, Event};
 pub async fn generate(
     State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
+    headers: HeaderMap,
     Body(request): Body<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     let (question, stream) = request.check(&registry.server)?;
+    let cache = cache::Use::of(question.cache, &headers);
     caller.check_model(&question.llm_name)?;
     caller.check_store(&question.vector_search_type)?;
     let mut prepared = registry.prepare(&question).await?;
-    // Held against the key's tokens-per-minute until the answer ends (see `rate_limit`).
-    let reservation = caller
-        .reserve(tokens_needed(&registry, &prepared, 1))
-        .await?;
     if stream {
-        let (pieces, answered) = super::stream(&registry, &prepared, reservation).await?;
+        let (pieces, answered, outcome) =
+            super::stream(&registry, &caller, &prepared, cache).await?;
         let sources = json!({ "sources": std::mem::take(&mut prepared.sources) });
         let store = question.vector_search_type;
         let first = Event::json(Some("sources"), &sources);
@@ -68,9 +69,12 @@ pub async fn generate(
                 move |piece| event(piece, &answered, &store)
             }))
             .filter_map(futures::future::ready);
-        return Ok(name_model(&answered, sse::response(events)));
+        return Ok(name_cache(
+            outcome,
+            name_model(&answered, sse::response(events)),
+        ));
     }
-    let answer = super::answer(&registry, prepared, 1, reservation).await?;
+    let (answer, outcome) = super::answer(&registry, &caller, prepared, 1, cache).await?;
     let choice = answer.first();
     let mut body = json!({
         "response": choice.text,
@@ -82,7 +86,10 @@ pub async fn generate(
         "timings_ms": answer.timings,
     });
     name_fallback(&mut body, &answer.answered);
-    Ok(name_model(&answer.answered, Json(body).into_response()))
+    Ok(name_cache(
+        outcome,
+        name_model(&answer.answered, Json(body).into_response()),
+    ))
 }
 
 /// `fallback_from`: the model asked for, when a fallback answered (`llm_name` names it).

@@ -10,6 +10,7 @@ pub(crate) mod ui;
 pub(crate) mod v1;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -17,15 +18,18 @@ use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use ragway_engine::stream::Clock;
 use ragway_engine::{Accounted, Answer, Answered, EngineError, Prepared};
 use tower::ServiceBuilder;
 
 use crate::Gateway;
 use crate::HttpService;
+use crate::auth::Caller;
+use crate::cache::{self, AnswerCache, Key, Outcome, Pieces};
 use crate::error::ApiError;
-use crate::rate_limit::reservation::{self, Reservation};
+use crate::rate_limit::reservation;
 use crate::shutdown::Readiness;
-use crate::{auth, limits};
+use crate::{auth, limits, metrics};
 
 /// The whole API over a built registry; `/readyz` reports `readiness`. `/metrics` is part of
 /// it unless `[server] metrics_bind` puts it on its own address.
@@ -132,43 +136,137 @@ pub(crate) fn tokens_needed(gateway: &Gateway, prepared: &Prepared, choices: u32
     reservation::estimate(&prepared.request, default_answer, choices)
 }
 
-/// Answers `prepared` with `choices` choices and settles `reservation` to what the model
-/// spent, also when its answer is refused for not following the request's `response_format`
+/// Answers `prepared` with `choices` choices for `caller`: from the cache when the model's
+/// answers are kept and `cache` lets it read, at no cost; else from the model, with the most
+/// it may cost reserved against the key's tokens-per-minute first and settled to what it
+/// spent, also when the answer is refused for not following the request's `response_format`
 /// (the tokens were spent all the same). Other failures give the reservation back.
 pub(crate) async fn answer(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
     prepared: Prepared,
     choices: u32,
-    reservation: Reservation,
-) -> Result<Answer, EngineError> {
+    cache: cache::Use,
+) -> Result<(Answer, Option<Outcome>), ApiError> {
+    let lookup = look_up(gateway, &prepared, choices, cache, false).await?;
+    if let Some(entry) = lookup.hit {
+        return Ok((entry.answer(prepared), Some(Outcome::Hit)));
+    }
+    let reservation = caller
+        .reserve(tokens_needed(gateway, &prepared, choices))
+        .await?;
     match gateway.answer(prepared, choices).await {
         Ok(answer) => {
             reservation.settle(answer.tokens_spent()).await;
-            Ok(answer)
+            if let Some((key, ttl_secs)) = lookup.keep {
+                let entry = cache::Entry::of_answer(&answer, ttl_secs);
+                AnswerCache::keep(gateway, key, entry);
+            }
+            Ok((answer, lookup.outcome))
         }
         Err(error) => {
             if let EngineError::InvalidAnswer { tokens_spent, .. } = &error {
                 reservation.settle(*tokens_spent).await;
             }
-            Err(error)
+            Err(error.into())
         }
     }
 }
 
-/// Streams `prepared`'s answer within the server's limits (an idle timeout and the request's
-/// deadline), its tokens metered against `reservation` as they come and settled when it ends
-/// or the client leaves.
-pub(crate) async fn stream(
+/// What the cache has for one request.
+struct Lookup {
+    /// The kept answer.
+    hit: Option<Arc<cache::Entry>>,
+    /// Where and how long to keep the model's answer, when it is to be kept.
+    keep: Option<(Key, u64)>,
+    /// `x-ragway-cache`'s value: `None` for a model whose answers are not kept.
+    outcome: Option<Outcome>,
+}
+
+/// Looks `prepared` up in the cache, when the model's answers are kept (a stream's only if
+/// its `cache.streams` says so) and `cache` lets it. A request that skips the cache is a miss.
+async fn look_up(
     gateway: &Gateway,
     prepared: &Prepared,
-    reservation: Reservation,
-) -> Result<(Accounted, Answered), EngineError> {
+    choices: u32,
+    cache: cache::Use,
+    streamed: bool,
+) -> Result<Lookup, EngineError> {
+    let config = gateway
+        .caching(&prepared.llm_name)
+        .filter(|config| !streamed || config.streams);
+    let Some(config) = config else {
+        return Ok(Lookup {
+            hit: None,
+            keep: None,
+            outcome: None,
+        });
+    };
+    let llm = gateway.llm(&prepared.llm_name)?;
+    let key = Key::of(&llm.name, &llm.model_id, &prepared.request, choices);
+    let hit = if cache.read {
+        let found = gateway.cache.get(&key).await;
+        metrics::cache_lookup(&llm.name, found.is_some());
+        found
+    } else {
+        None
+    };
+    Ok(Lookup {
+        outcome: Some(if hit.is_some() {
+            Outcome::Hit
+        } else {
+            Outcome::Miss
+        }),
+        keep: (hit.is_none() && cache.write).then_some((key, config.ttl_secs)),
+        hit,
+    })
+}
+
+/// Streams `prepared`'s answer for `caller` within the server's limits (an idle timeout and
+/// the request's deadline), its tokens reserved first, metered as they come and settled when
+/// it ends or the client leaves; or replays it from the cache, at no cost, when the model's
+/// streamed answers are kept (`cache.streams`) and `cache` lets it read.
+pub(crate) async fn stream(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    prepared: &Prepared,
+    cache: cache::Use,
+) -> Result<(Pieces, Answered, Option<Outcome>), ApiError> {
+    let lookup = look_up(gateway, prepared, 1, cache, true).await?;
+    if let Some(entry) = lookup.hit {
+        let clock = Clock {
+            started: prepared.started,
+            retrieval_ms: prepared.retrieval_ms,
+            generation_started: Instant::now(),
+        };
+        let pieces: Pieces = Box::pin(Accounted::new(entry.deltas(), clock, None));
+        return Ok((pieces, entry.answered(), Some(Outcome::Hit)));
+    }
+    let reservation = caller.reserve(tokens_needed(gateway, prepared, 1)).await?;
     let limits = &gateway.server.limits;
     let prompt_tokens = reservation::prompt_tokens(&prepared.request);
-    gateway
+    let (pieces, answered) = gateway
         .stream(prepared, |deltas| {
             let bounded = limits::bound_stream(deltas, limits, prepared.started);
             reservation.meter(bounded, prompt_tokens)
         })
-        .await
+        .await?;
+    let pieces: Pieces = Box::pin(pieces);
+    let pieces = match lookup.keep {
+        Some((key, ttl_secs)) => {
+            cache::record(pieces, gateway.clone(), key, ttl_secs, answered.clone())
+        }
+        None => pieces,
+    };
+    Ok((pieces, answered, lookup.outcome))
+}
+
+/// `x-ragway-cache: hit|miss` on answers of models whose answers are kept.
+pub(crate) fn name_cache(outcome: Option<Outcome>, mut response: Response) -> Response {
+    if let Some(outcome) = outcome {
+        response
+            .headers_mut()
+            .insert("x-ragway-cache", HeaderValue::from_static(outcome.as_str()));
+    }
+    response
 }

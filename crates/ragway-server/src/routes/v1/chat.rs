@@ -11,10 +11,11 @@ use std::task::{Context, Poll, ready};
 
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
 use ragway_core::{FinishReason, Passage, Usage};
-use ragway_engine::{Accounted, Piece, Prepared};
+use ragway_engine::{Piece, Prepared};
 use ragway_llm::openai::tool_calls_json;
 use ragway_requests::chat::{Checked, CompletionRequest};
 use serde::Serialize;
@@ -23,12 +24,12 @@ use serde_json::{Value, json};
 use super::now;
 use crate::Gateway;
 use crate::auth::Caller;
+use crate::cache::{self, Pieces};
 use crate::error::OpenAiError;
 use crate::json::OpenAiBody;
 use crate::openapi::responses::{OpenAiAccess, OpenAiBadBody, OpenAiUpstream};
 use crate::openapi::schemas::{ChatCompletion, ChatCompletionEvent, OpenAiErrorBody};
-use crate::rate_limit::reservation::Reservation;
-use crate::routes::{self, name_model, tokens_needed};
+use crate::routes::{self, name_cache, name_model};
 use crate::sse::{self, Event};
 
 fn completion_id() -> String {
@@ -67,6 +68,7 @@ fn usage_json(usage: Usage) -> Value {
 pub async fn completions(
     State(registry): State<Arc<Gateway>>,
     Extension(caller): Extension<Arc<Caller>>,
+    headers: HeaderMap,
     OpenAiBody(request): OpenAiBody<CompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     let checked = request.check(&registry.server)?;
@@ -80,17 +82,14 @@ pub async fn completions(
         stream: streamed,
         include_usage,
         grounded,
+        cache,
     } = checked;
+    let cache = cache::Use::of(cache, &headers);
     let prepared = registry.prepare_conversation(conversation, choices).await?;
-    // Held against the key's tokens-per-minute until the answer ends (see `rate_limit`): `n`
-    // choices are `n` calls, each reading the prompt.
-    let reservation = caller
-        .reserve(tokens_needed(&registry, &prepared, choices))
-        .await?;
     if streamed {
-        return stream(&registry, prepared, include_usage, grounded, reservation).await;
+        return stream(&registry, &caller, prepared, include_usage, grounded, cache).await;
     }
-    let answer = routes::answer(&registry, prepared, choices, reservation).await?;
+    let (answer, outcome) = routes::answer(&registry, &caller, prepared, choices, cache).await?;
     let choices: Vec<Value> = answer
         .choices
         .iter()
@@ -124,9 +123,9 @@ pub async fn completions(
     if grounded {
         body["sources"] = json!(answer.sources);
     }
-    Ok(name_model(
-        &answer.answered,
-        axum::Json(body).into_response(),
+    Ok(name_cache(
+        outcome,
+        name_model(&answer.answered, axum::Json(body).into_response()),
     ))
 }
 
@@ -136,13 +135,14 @@ pub async fn completions(
 /// event that ends the stream (the SDKs raise it). Dropping the connection drops the upstream
 /// request.
 async fn stream(
-    registry: &Gateway,
+    registry: &Arc<Gateway>,
+    caller: &Caller,
     prepared: Prepared,
     include_usage: bool,
     grounded: bool,
-    reservation: Reservation,
+    cache: cache::Use,
 ) -> Result<Response, OpenAiError> {
-    let (pieces, answered) = routes::stream(registry, &prepared, reservation).await?;
+    let (pieces, answered, outcome) = routes::stream(registry, caller, &prepared, cache).await?;
     let events = Chunks {
         head: ChunkHead::new(&completion_id(), now(), &answered.model, include_usage),
         sources: grounded.then_some(prepared.sources),
@@ -151,7 +151,10 @@ async fn stream(
         finish: FinishReason::Stop,
         next: Next::Role,
     };
-    Ok(name_model(&answered, sse::response(events)))
+    Ok(name_cache(
+        outcome,
+        name_model(&answered, sse::response(events)),
+    ))
 }
 
 /// A streamed answer's `chat.completion.chunk` events, made from the model's deltas as they
@@ -160,7 +163,7 @@ struct Chunks {
     head: ChunkHead,
     /// The passages, for the first chunk of a grounded answer.
     sources: Option<Vec<Passage>>,
-    pieces: Accounted,
+    pieces: Pieces,
     /// From the answer's summary, for the last chunks.
     usage: Usage,
     finish: FinishReason,
