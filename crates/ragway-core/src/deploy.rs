@@ -433,7 +433,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.deploy.autoscaling.unwrap().target_value(), 1000.0);
-        // A whole number is a target too (as the README's example writes it).
+        // A whole number is a target too (as docs/deploy.md's example writes it).
         let config = crate::config::Config::parse(
             "[deploy.autoscaling]\nmin = 1\nmax = 3\nmetric = \"requests\"\ntarget = 600\n",
             "t",

@@ -290,15 +290,19 @@ impl Registry {
         let generation_started = Instant::now();
         let span = self.chat_span(&prepared);
         let (responses, answered) = self
-            .call_with_fallbacks(&prepared.llm_name, |model| {
-                let calls: Vec<_> = (0..choices.max(1))
-                    .map(|_| {
-                        let (model, request) = (model.clone(), prepared.request.clone());
-                        async move { model.generate(request).await }
-                    })
-                    .collect();
-                try_join_all(calls)
-            })
+            .call_with_fallbacks(
+                &prepared.llm_name,
+                |llm| check_capabilities(llm, &prepared.request, choices),
+                |model| {
+                    let calls: Vec<_> = (0..choices.max(1))
+                        .map(|_| {
+                            let (model, request) = (model.clone(), prepared.request.clone());
+                            async move { model.generate(request).await }
+                        })
+                        .collect();
+                    try_join_all(calls)
+                },
+            )
             .instrument(span.clone())
             .await
             .inspect_err(|error| telemetry::failed(&span, error))?;
@@ -368,10 +372,14 @@ impl Registry {
         let called = generation_started;
         let span = self.chat_span(prepared);
         let (stream, answered) = self
-            .call_with_fallbacks(&prepared.llm_name, |model| {
-                let request = prepared.request.clone();
-                async move { opened(model.stream(request).await?).await }
-            })
+            .call_with_fallbacks(
+                &prepared.llm_name,
+                |llm| check_capabilities(llm, &prepared.request, 1),
+                |model| {
+                    let request = prepared.request.clone();
+                    async move { opened(model.stream(request).await?).await }
+                },
+            )
             .instrument(span.clone())
             .await
             .inspect_err(|error| telemetry::failed(&span, error))?;

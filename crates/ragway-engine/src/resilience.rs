@@ -131,10 +131,13 @@ impl Registry {
     /// with each of its fallbacks in order, skipping models in cooldown. When the model asked
     /// for fails through the request's own fault (a 400, an unsupported request), that failure
     /// is returned at once. Otherwise the last failure is returned, or a 503 naming the models
-    /// when every one of them was cooling down.
+    /// when every one of them was cooling down. A fallback that `serves` says cannot serve the
+    /// request (it reads no images, calls no tools) is passed over: it would answer without
+    /// what was asked, not fail.
     pub async fn call_with_fallbacks<T, F, Fut>(
         &self,
         requested: &str,
+        serves: impl Fn(&Llm) -> Result<(), EngineError>,
         mut call: F,
     ) -> Result<(T, Answered), EngineError>
     where
@@ -154,6 +157,12 @@ impl Registry {
         for (position, llm) in candidates.enumerate() {
             if let Some(left) = llm.health.cooling_for(Instant::now()) {
                 cooling.push((llm.name.clone(), left));
+                continue;
+            }
+            if position > 0
+                && let Err(cannot) = serves(llm)
+            {
+                tracing::info!(from = requested, to = %llm.name, reason = %cannot, "passing over a fallback that cannot serve this request");
                 continue;
             }
             if position > 0 {
@@ -386,9 +395,11 @@ mod tests {
 
     async fn ask(registry: &Registry, name: &str) -> Result<(String, Answered), EngineError> {
         registry
-            .call_with_fallbacks(name, |model| async move {
-                model.generate(Default::default()).await.map(|r| r.text)
-            })
+            .call_with_fallbacks(
+                name,
+                |_| Ok(()),
+                |model| async move { model.generate(Default::default()).await.map(|r| r.text) },
+            )
             .await
     }
 
@@ -442,6 +453,39 @@ mod tests {
         let error = ask(&only_main, "main").await.unwrap_err();
         assert!(matches!(error, EngineError::CoolingDown { .. }), "{error}");
         assert!(error.to_string().contains("\"main\""), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_fallback_that_cannot_serve_the_request_is_passed_over() {
+        let main = model("main", (0..5).map(|_| server_error()).collect());
+        let blind = model("blind", vec![]);
+        let backup = model("backup", vec![]);
+        let registry = Registry::from_parts(
+            Default::default(),
+            vec![
+                llm("main", main.clone(), &["blind", "backup"], 10),
+                llm("blind", blind.clone(), &[], 0),
+                llm("backup", backup.clone(), &[], 0),
+            ],
+            vec![],
+        );
+        let (text, answered) = registry
+            .call_with_fallbacks(
+                "main",
+                |llm| match llm.name.as_str() {
+                    "blind" => Err(EngineError::bad_request("messages", "reads no images")),
+                    _ => Ok(()),
+                },
+                |model| async move { model.generate(Default::default()).await.map(|r| r.text) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (text.as_str(), answered.model.as_str()),
+            ("backup", "backup")
+        );
+        let calls = |m: &Scripted| m.calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(calls(&blind), 0, "a fallback that cannot serve was called");
     }
 
     #[tokio::test]
