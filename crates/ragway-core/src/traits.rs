@@ -121,6 +121,12 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
 
+    /// How many batches an ingest may embed at once: one unless the embedder is a remote
+    /// service that serves several.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
     /// Whether texts can be embedded now (see [`ChatModel::ready`]).
     async fn ready(&self) -> Result<(), String> {
         Ok(())

@@ -69,6 +69,13 @@ pub enum Error {
     #[error(transparent)]
     Embed(#[from] ProviderError),
 
+    /// The embedder failed on a batch of an ingest: named by the first document in it.
+    #[error("embedding the chunks of document \"{document}\" failed: {source}")]
+    EmbedDocument {
+        document: String,
+        source: ProviderError,
+    },
+
     /// Another process holds a FAISS store's write lock and did not let go in time.
     #[error("another writer holds the store's write lock ({holder}); try again when it is done")]
     Locked { path: PathBuf, holder: String },
@@ -136,7 +143,7 @@ impl Error {
     /// The error as a provider error of `provider` (an embedder's error passes through).
     pub fn into_provider(self, provider: &str) -> ProviderError {
         match self {
-            Self::Embed(error) => error,
+            Self::Embed(error) | Self::EmbedDocument { source: error, .. } => error,
             Self::Rejected { message } => ProviderError::Unsupported {
                 provider: provider.to_owned(),
                 message,

@@ -1,7 +1,12 @@
 //! `ragway ingest`: read files and folders into a writable store (FAISS or pgvector), adopt an
-//! existing FAISS index, or copy one store into another without re-embedding, with a progress
-//! bar. Unchanged files are skipped; changed ones replace their chunks.
+//! existing FAISS index, or copy one store into another without re-embedding. Files are read
+//! as they are needed and committed in batches (every `--batch-chunks` chunks or
+//! `--commit-secs` seconds), so memory is bounded by a batch, a crash loses at most the batch
+//! in flight, and the same command run again skips what was committed (unchanged documents
+//! are skipped; changed ones replace their chunks). Progress is a bar on a terminal, and lines
+//! in a log.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ragway_core::IngestReport;
 use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
+use ragway_core::{Document, IngestReport};
 use ragway_retrieval::WritableStore;
-use ragway_retrieval::ingest::{Phase, Progress, read_paths};
+use ragway_retrieval::ingest::{DocumentReader, Phase, Progress};
 
 #[derive(clap::Args)]
 pub struct IngestArgs {
@@ -43,6 +48,13 @@ pub struct IngestArgs {
     /// scripts/export_langchain_faiss.py.
     #[arg(long, requires = "from_faiss")]
     docs: Option<PathBuf>,
+    /// Commit at least every this many chunks: a crash loses at most the batch in flight, and
+    /// running the same command again skips what was committed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_chunks: u32,
+    /// Commit at least this often too (batches are sized by the embedding rate so far).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    commit_secs: u32,
 }
 
 impl IngestArgs {
@@ -55,6 +67,8 @@ impl IngestArgs {
             from_store: None,
             from_faiss: None,
             docs: None,
+            batch_chunks: 1024,
+            commit_secs: 60,
         }
     }
 }
@@ -95,10 +109,54 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let reading = spinner("reading files");
+    let chunk_size = chunk_size(config, &args.store);
     let paths = args.paths.clone();
-    let (documents, read) = tokio::task::spawn_blocking(move || read_paths(&paths)).await??;
-    reading.finish_and_clear();
+    let reader = tokio::task::spawn_blocking(move || DocumentReader::open(&paths)).await??;
+    let mut shown = Shown::new(&args.store, reader.bytes_total);
+    let mut batch_chunks = args.batch_chunks as usize;
+    let mut next = read_batch(reader, batch_chunks, chunk_size);
+    let mut totals = IngestReport::default();
+    let started = Instant::now();
+    let (reader, batches) = loop {
+        let (reader, batch) = next.await?;
+        if batch.is_empty() {
+            break (reader, shown.commits);
+        }
+        let read_to = reader.bytes_read;
+        // The next batch is read while this one is embedded.
+        next = read_batch(reader, batch_chunks, chunk_size);
+        let batch_started = Instant::now();
+        let documents = batch.len();
+        let added = store
+            .add_with_progress(batch, |p: Progress| shown.embedding(&p, read_to))
+            .await;
+        let report = match added {
+            Ok(report) => report,
+            Err(error) => {
+                shown.finish();
+                eprintln!("{}", shown.summary(&totals, started));
+                return Err(error).context(format!(
+                    "a batch of {documents} documents could not be ingested; the {} documents \
+                     before it are committed, and running the same command again skips them",
+                    totals.added + totals.replaced + totals.unchanged
+                ));
+            }
+        };
+        totals.added += report.added;
+        totals.replaced += report.replaced;
+        totals.unchanged += report.unchanged;
+        totals.chunks += report.chunks;
+        shown.committed(&totals, read_to);
+        // Sized to the embedding rate so far, so that a commit comes about every commit_secs.
+        let seconds = batch_started.elapsed().as_secs_f64().max(1e-3);
+        let rate = report.chunks as f64 / seconds;
+        if report.chunks > 0 {
+            let fits = (rate * f64::from(args.commit_secs)) as usize;
+            batch_chunks = fits.clamp(1, args.batch_chunks as usize);
+        }
+    };
+    shown.finish();
+    let read = reader.report;
     for failure in &read.failed {
         eprintln!("warning: {failure}");
     }
@@ -108,7 +166,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
             read.skipped.len()
         );
     }
-    if documents.is_empty() {
+    if batches == 0 {
         println!("nothing to ingest: no readable documents under the given paths");
         return Ok(if read.failed.is_empty() {
             ExitCode::SUCCESS
@@ -116,42 +174,11 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:<22} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let started = Instant::now();
-    let shown = bar.clone();
-    let report = store
-        .add_with_progress(documents, move |p: Progress| {
-            shown.set_length(p.chunks_total as u64);
-            shown.set_position(p.chunks_done as u64);
-            shown.set_message(match p.phase {
-                Phase::Embedding => format!("files {}/{}", p.documents_done, p.documents_total),
-                Phase::Saving => "saving".to_owned(),
-                Phase::Done => "done".to_owned(),
-            });
-        })
-        .await;
-    bar.finish_and_clear();
-    let report = report?;
-    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{} file(s) into \"{}\": {} added, {} replaced, {} unchanged; {} chunks in {:.1} s ({:.0} chunks/s)",
+        "{} file(s) into \"{}\": {}",
         read.files,
         args.store,
-        report.added,
-        report.replaced,
-        report.unchanged,
-        report.chunks,
-        seconds,
-        report.chunks as f64 / seconds.max(1e-9)
+        shown.summary(&totals, started)
     );
     if read.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -161,6 +188,180 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
             read.failed.len()
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Reads documents from `reader` until they make about `chunks` chunks (of `chunk_size`
+/// characters), on a blocking thread; the reader comes back with them.
+fn read_batch(
+    mut reader: DocumentReader,
+    chunks: usize,
+    chunk_size: usize,
+) -> tokio::task::JoinHandle<(DocumentReader, Vec<Document>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        let mut estimate = 0;
+        while estimate < chunks {
+            let Some(document) = reader.next_document() else {
+                break;
+            };
+            estimate += document.text.chars().count() / chunk_size.max(1) + 1;
+            batch.push(document);
+        }
+        (reader, batch)
+    })
+}
+
+/// The chunk size of the store named `name` (what batches are measured in).
+fn chunk_size(config: &Config, name: &str) -> usize {
+    config
+        .vector_store
+        .iter()
+        .find_map(|store| match store {
+            VectorStoreConfig::Faiss(c) if c.name == name => Some(c.chunk_size),
+            VectorStoreConfig::Pgvector(c) if c.name == name => Some(c.chunk_size),
+            _ => None,
+        })
+        .unwrap_or(1000)
+}
+
+/// How an ingest shows its progress: a bar on a terminal; elsewhere (a CI log, `docker logs`)
+/// a line every few seconds and one per commit.
+struct Shown {
+    store: String,
+    bar: Option<ProgressBar>,
+    bytes_total: u64,
+    started: Instant,
+    /// When the last line was written (progress callbacks share the reporter).
+    last_line: std::sync::Mutex<Instant>,
+    commits: usize,
+    /// Documents and chunks of the batches committed so far.
+    documents: usize,
+    chunks: usize,
+}
+
+/// How often a line is written when the output is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+impl Shown {
+    fn new(store: &str, bytes_total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(bytes_total.max(1));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:<40} [{bar:30}] {percent:>3}% of input  eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            store: store.to_owned(),
+            bar,
+            bytes_total,
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(Instant::now()),
+            commits: 0,
+            documents: 0,
+            chunks: 0,
+        }
+    }
+
+    /// A batch being embedded: `p` of it done; the input is read up to `read_to` bytes when
+    /// it is committed.
+    fn embedding(&self, p: &Progress, read_to: u64) {
+        let documents = self.documents + p.documents_done;
+        let chunks = self.chunks + p.chunks_done;
+        let message = match p.phase {
+            Phase::Saving => format!("{documents} documents, {chunks} chunks, committing"),
+            _ => format!("{documents} documents, {chunks} chunks"),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(message);
+                bar.set_position(read_to.min(self.bytes_total));
+            }
+            None => {
+                let mut last = self
+                    .last_line
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.elapsed() >= LINE_EVERY {
+                    *last = Instant::now();
+                    eprintln!(
+                        "ingest \"{}\": {}",
+                        self.store,
+                        self.line(documents, chunks, read_to)
+                    );
+                }
+            }
+        }
+    }
+
+    /// A batch committed, making `totals`.
+    fn committed(&mut self, totals: &IngestReport, read_to: u64) {
+        self.commits += 1;
+        self.documents = totals.added + totals.replaced + totals.unchanged;
+        self.chunks = totals.chunks;
+        if let Some(bar) = &self.bar {
+            bar.set_position(read_to.min(self.bytes_total));
+        } else {
+            *self
+                .last_line
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+            eprintln!(
+                "ingest \"{}\": committed batch {}: {}",
+                self.store,
+                self.commits,
+                self.line(self.documents, self.chunks, read_to)
+            );
+        }
+    }
+
+    /// `1200 documents, 2400 chunks, 150 chunks/s, 35% of input, eta 2m10s`.
+    fn line(&self, documents: usize, chunks: usize, read_to: u64) -> String {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let done = read_to as f64 / self.bytes_total.max(1) as f64;
+        let eta = if done > 0.0 && done < 1.0 {
+            let left = seconds / done * (1.0 - done);
+            format!(
+                ", eta {}",
+                indicatif::HumanDuration(Duration::from_secs_f64(left))
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{documents} documents, {chunks} chunks, {:.0} chunks/s, {:.0}% of input{eta}",
+            chunks as f64 / seconds,
+            done * 100.0
+        )
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// The run's figures: what was added, replaced and skipped as unchanged (committed
+    /// before, by this run or an earlier one), in how many commits and how fast.
+    fn summary(&self, totals: &IngestReport, started: Instant) -> String {
+        let seconds = started.elapsed().as_secs_f64();
+        format!(
+            "{} added, {} replaced, {} unchanged (skipped); {} chunks in {:.1} s ({:.0} chunks/s), \
+             {} commit(s)",
+            totals.added,
+            totals.replaced,
+            totals.unchanged,
+            totals.chunks,
+            seconds,
+            totals.chunks as f64 / seconds.max(1e-9),
+            self.commits
+        )
     }
 }
 

@@ -695,3 +695,132 @@ api_key = "env::TEST_OPENAI_KEY"
     );
     assert_eq!(kendra.requests().len(), calls, "Kendra was not called");
 }
+
+/// A FAISS store embedded by the OpenAI fake (fast and deterministic), for ingests of
+/// thousands of documents.
+fn fast_config(dir: &std::path::Path, openai: &str) -> String {
+    format!(
+        r#"
+[[embedder]]
+name = "fake"
+type = "openai"
+model = "text-embedding-3-small"
+base_url = "{openai}/v1"
+dimensions = 32
+
+[[vector_store]]
+name = "docs"
+type = "faiss"
+path = "{store}"
+embedder = "fake"
+"#,
+        store = dir.join("docs").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_killed_midway_resumes_and_holds_every_document_once() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, fast_config(dir.path(), &openai.url())).unwrap();
+    let documents = 2_000;
+    let corpus = dir.path().join("corpus.jsonl");
+    let lines: String = (0..documents)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"d{i}\", \"text\": \"document {i} about topic {}\"}}\n",
+                i % 13
+            )
+        })
+        .collect();
+    std::fs::write(&corpus, lines).unwrap();
+    let ingest = || {
+        let mut command = tokio::process::Command::new(crate::support::ragway_bin());
+        command
+            .args([
+                "ingest",
+                "--store",
+                "docs",
+                "--batch-chunks",
+                "100",
+                "--config",
+            ])
+            .arg(&config_path)
+            .arg(&corpus)
+            .envs(test_env())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+
+    // Not a terminal: a line per commit. Killed (SIGKILL) after the third.
+    let mut child = ingest().spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let third = line.contains("committed batch 3:");
+        seen.push(line);
+        if third {
+            break;
+        }
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let progress = seen.join("\n");
+    assert!(
+        progress.contains("committed batch 1: 100 documents, 100 chunks"),
+        "{progress}"
+    );
+    assert!(progress.contains("% of input"), "{progress}");
+    let count = |sql: &str| -> i64 {
+        rusqlite::Connection::open(dir.path().join("docs/store.sqlite3"))
+            .unwrap()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap()
+    };
+    let committed = count("SELECT count(*) FROM documents");
+    assert!(
+        (300..documents).contains(&committed),
+        "{committed} documents committed when killed after the third batch"
+    );
+
+    // The same command again: what was committed is skipped, the rest added, each once.
+    let output = ingest().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} added, 0 replaced, {committed} unchanged (skipped)",
+            documents - committed
+        )),
+        "{stdout}"
+    );
+    assert_eq!(count("SELECT count(*) FROM documents"), documents);
+    assert_eq!(count("SELECT count(DISTINCT id) FROM documents"), documents);
+    assert_eq!(count("SELECT count(*) FROM chunks"), documents);
+    assert_eq!(count("SELECT count(*) FROM vectors"), documents);
+
+    // The store opens consistent (its index checked against its rows) and finds a document
+    // from each side of the kill.
+    let server = Server::start(&fast_config(dir.path(), &openai.url())).await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let (_, listing) = server.get("/stores").await;
+    let docs = listing["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "docs")
+        .unwrap()
+        .clone();
+    assert_eq!(docs["documents"], documents, "{docs}");
+    assert_eq!(docs["chunks"], documents, "{docs}");
+}

@@ -85,6 +85,7 @@ impl EmbedderConfig {
                         ),
                     ),
                 }
+                at_least_one(&format!("{at}.concurrency"), c.concurrency, issue);
                 check_timeouts(at, c.connect_timeout_secs, c.timeout_secs, issue);
             }
             Self::Bedrock(c) => {
@@ -130,10 +131,17 @@ pub struct OpenAiEmbedderConfig {
     /// left out for a model whose size ragway knows ([`openai_embedding_size`]).
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// Batches embedded at once while ingesting.
+    #[serde(default = "default_openai_embed_concurrency")]
+    pub concurrency: usize,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+}
+
+fn default_openai_embed_concurrency() -> usize {
+    4
 }
 
 /// The vector length of OpenAI's embedding models, when a request names none.

@@ -24,6 +24,8 @@ pub struct OpenAiEmbedder {
     ask_dimensions: bool,
     /// The name failures carry and the time each call may take.
     server: OpenAiServer,
+    /// Batches an ingest embeds at once.
+    concurrency: usize,
 }
 
 impl OpenAiEmbedder {
@@ -50,6 +52,7 @@ impl OpenAiEmbedder {
                 format!("{PROVIDER_TYPE} embedder \"{}\"", config.name),
                 secs(config.timeout_secs),
             ),
+            concurrency: config.concurrency,
         })
     }
 
@@ -83,6 +86,10 @@ impl OpenAiEmbedder {
 impl Embedder for OpenAiEmbedder {
     fn dimension(&self) -> usize {
         self.dimensions
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {

@@ -56,7 +56,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::{Phase, Progress};
+use crate::ingest::{Phase, Progress, embed_documents};
 pub use index::{Hit, IndexInfo, IndexType, OpenOptions, SearchIndex, StoredVectors, read_vectors};
 
 pub const PROVIDER_TYPE: &str = "faiss";
@@ -399,14 +399,23 @@ impl FaissStore {
             return Ok(report);
         }
 
-        let mut change = Change::default();
-        for document in prepared {
-            let mut vectors = Vec::with_capacity(document.chunks.len());
-            for batch in document.chunks.chunks(EMBED_BATCH) {
-                vectors.extend(self.inner.embed(batch).await?);
-                state.chunks_done += batch.len();
+        let ids: Vec<&str> = prepared.iter().map(|d| d.document.id.as_str()).collect();
+        let texts: Vec<&[String]> = prepared.iter().map(|d| d.chunks.as_slice()).collect();
+        let inner = &self.inner;
+        let vectors = embed_documents(
+            &ids,
+            &texts,
+            EMBED_BATCH,
+            inner.embedder.concurrency(),
+            |batch| async move { inner.embed(&batch).await },
+            |count| {
+                state.chunks_done += count;
                 progress(state);
-            }
+            },
+        )
+        .await?;
+        let mut change = Change::default();
+        for (document, vectors) in prepared.into_iter().zip(vectors) {
             state.documents_done += 1;
             if document.replaces {
                 report.replaced += 1;

@@ -5,7 +5,7 @@ pub mod chunk;
 pub mod read;
 
 pub use chunk::chunk_text;
-pub use read::{EXTENSIONS, ReadReport, read_jsonl, read_paths};
+pub use read::{DocumentReader, EXTENSIONS, ReadReport, read_jsonl, read_paths};
 
 use ragway_core::Document;
 use serde_json::{Map, Value};
@@ -50,6 +50,62 @@ pub fn last_of_each_id(documents: Vec<Document>) -> Vec<Document> {
         .collect()
 }
 
+/// Embeds the chunks of several documents (`chunks[i]` are document `ids[i]`'s) in batches of
+/// `batch` that run across documents, up to `concurrency` batches at once (a remote embedder
+/// serves several; the local one runs its own pool), in order; `done` hears how many chunks
+/// each finished batch held. A batch that fails is named by the first document in it. One list
+/// of vectors per document comes back.
+pub(crate) async fn embed_documents<F, Fut>(
+    ids: &[&str],
+    chunks: &[&[String]],
+    batch: usize,
+    concurrency: usize,
+    embed: F,
+    mut done: impl FnMut(usize),
+) -> crate::error::Result<Vec<Vec<Vec<f32>>>>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<Vec<Vec<f32>>>>,
+{
+    use futures::StreamExt as _;
+    // Every chunk with the index of its document.
+    let all: Vec<(usize, &String)> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(d, texts)| texts.iter().map(move |text| (d, text)))
+        .collect();
+    // Futures made up front (they do nothing until polled): a closure inside the stream would
+    // not be general enough over the texts' lifetime for `async_trait`'s boxing.
+    let calls: Vec<_> = all
+        .chunks(batch.max(1))
+        .map(|part| {
+            let first = part.first().map_or(0, |(d, _)| *d);
+            let texts: Vec<String> = part.iter().map(|(_, text)| (*text).clone()).collect();
+            let count = texts.len();
+            let call = embed(texts);
+            async move { (first, count, call.await) }
+        })
+        .collect();
+    let mut batches = futures::stream::iter(calls).buffered(concurrency.max(1));
+    let mut vectors = Vec::with_capacity(all.len());
+    while let Some((first, count, embedded)) = batches.next().await {
+        let embedded = embedded.map_err(|error| match error {
+            crate::error::Error::Embed(source) => crate::error::Error::EmbedDocument {
+                document: ids.get(first).copied().unwrap_or_default().to_owned(),
+                source,
+            },
+            other => other,
+        })?;
+        vectors.extend(embedded);
+        done(count);
+    }
+    let mut vectors = vectors.into_iter();
+    Ok(chunks
+        .iter()
+        .map(|texts| vectors.by_ref().take(texts.len()).collect())
+        .collect())
+}
+
 /// How far an ingest has got, passed to the callback of
 /// [`FaissStore::add_with_progress`](crate::faiss::FaissStore::add_with_progress).
 ///
@@ -91,4 +147,84 @@ pub struct EmbeddedDocument {
     pub content_hash: String,
     /// Each chunk's text and raw vector, in order.
     pub chunks: Vec<(String, Vec<f32>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use ragway_core::ProviderError;
+
+    use super::*;
+    use crate::error::Error;
+
+    #[tokio::test]
+    async fn batches_run_across_documents_at_once_and_come_back_in_order() {
+        let texts =
+            |n: usize, doc: &str| -> Vec<String> { (0..n).map(|i| format!("{doc}-{i}")).collect() };
+        let (a, b, c) = (texts(3, "a"), texts(1, "b"), texts(4, "c"));
+        let calls = Mutex::new(Vec::new());
+        let in_flight = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        let mut done = Vec::new();
+        let vectors = embed_documents(
+            &["a", "b", "c"],
+            &[&a, &b, &c],
+            3,
+            2,
+            |batch: Vec<String>| {
+                calls.lock().unwrap().push(batch.clone());
+                let (in_flight, most) = (&in_flight, &most);
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let now = in_flight.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    // The first batch is the slowest: the order must still hold.
+                    let wait = if batch[0] == "a-0" { 30 } else { 5 };
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    in_flight.fetch_sub(1, SeqCst);
+                    Ok(batch.iter().map(|t| vec![t.len() as f32]).collect())
+                }
+            },
+            |count| done.push(count),
+        )
+        .await
+        .unwrap();
+        // Batches of three across documents: [a0 a1 a2] [b0 c0 c1] [c2 c3].
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1], ["b-0", "c-0", "c-1"]);
+        assert_eq!(done, [3, 3, 2]);
+        assert_eq!(most.into_inner(), 2, "two batches at once");
+        let lengths: Vec<usize> = vectors.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [3, 1, 4]);
+        assert_eq!(vectors[2][3], vec![3.0]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_names_its_first_document() {
+        let (a, b) = (vec!["x".to_owned()], vec!["y".to_owned(), "z".to_owned()]);
+        let error = embed_documents(
+            &["first.md", "second.md"],
+            &[&a, &b],
+            1,
+            1,
+            |batch: Vec<String>| async move {
+                if batch[0] == "y" {
+                    Err(Error::Embed(ProviderError::unreachable("embedder", "down")))
+                } else {
+                    Ok(vec![vec![1.0]])
+                }
+            },
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::EmbedDocument { document, .. } if document == "second.md"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("\"second.md\""), "{error}");
+    }
 }

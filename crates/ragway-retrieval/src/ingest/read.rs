@@ -1,7 +1,9 @@
 //! Reads files and folders into `Document`s: plain text, Markdown, HTML (stripped to text), PDF
-//! (text layer) and JSON Lines (one document per line). Other extensions are skipped.
+//! (text layer) and JSON Lines (one document per line). Other extensions are skipped. The
+//! [`DocumentReader`] reads them one at a time, as an ingest of any size needs them.
 
 use std::fs;
+use std::io::{BufRead as _, BufReader};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
 
@@ -26,7 +28,8 @@ pub struct ReadReport {
 }
 
 /// Reads every supported file under `paths` (files, or folders walked recursively in name
-/// order, hidden entries and symlinked folders left out).
+/// order, hidden entries and symlinked folders left out), all at once; [`DocumentReader`]
+/// reads the same documents one at a time.
 ///
 /// Each file becomes one document: its id is the path from the folder that holds the given
 /// path (`docs/guide/intro.md` for `ragway ingest ./docs`, `intro.md` for a file given
@@ -38,22 +41,139 @@ pub struct ReadReport {
 /// A file that cannot be read lands in [`ReadReport::failed`]; only a path that does not exist
 /// fails the whole call.
 pub fn read_paths(paths: &[PathBuf]) -> Result<(Vec<Document>, ReadReport)> {
-    let mut documents = Vec::new();
-    let mut report = ReadReport::default();
-    for root in paths {
-        let metadata = fs::metadata(root).map_err(|e| Error::io(root, e))?;
-        let base = root.parent().map(Path::to_path_buf).unwrap_or_default();
-        if metadata.is_dir() {
-            let mut files = Vec::new();
-            walk(root, &mut files, &mut report)?;
-            for file in files {
-                read_one(&file, &base, &mut documents, &mut report);
+    let mut reader = DocumentReader::open(paths)?;
+    let documents: Vec<Document> = std::iter::from_fn(|| reader.next_document()).collect();
+    Ok((documents, reader.report))
+}
+
+/// The documents under some paths, read as they are asked for: one file at a time, and a JSON
+/// Lines file one line at a time, so that memory holds what the caller keeps, not the corpus.
+/// Only the list of files is made up front.
+pub struct DocumentReader {
+    /// The files still to read, with the folder their ids are relative to.
+    files: std::vec::IntoIter<(PathBuf, PathBuf)>,
+    /// The JSON Lines file being read.
+    lines: Option<JsonLines>,
+    /// Files read, skipped and failed so far.
+    pub report: ReadReport,
+    /// Bytes of every file to read, and of those read so far (a JSON Lines file as its lines
+    /// are read): how far the reading has got.
+    pub bytes_total: u64,
+    pub bytes_read: u64,
+}
+
+/// A JSON Lines file part read.
+struct JsonLines {
+    path: PathBuf,
+    file_id: String,
+    lines: std::io::Lines<BufReader<fs::File>>,
+    /// The number of the last line read.
+    line: usize,
+}
+
+impl DocumentReader {
+    /// Lists the files under `paths` (see [`read_paths`]); a path that does not exist is an
+    /// error, a folder that cannot be listed a failure in the report.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut report = ReadReport::default();
+        let mut files = Vec::new();
+        for root in paths {
+            let metadata = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+            let base = root.parent().map(Path::to_path_buf).unwrap_or_default();
+            if metadata.is_dir() {
+                let mut found = Vec::new();
+                walk(root, &mut found, &mut report)?;
+                files.extend(found.into_iter().map(|file| (file, base.clone())));
+            } else {
+                files.push((root.clone(), base));
             }
-        } else {
-            read_one(root, &base, &mut documents, &mut report);
+        }
+        let bytes_total = files
+            .iter()
+            .filter_map(|(file, _)| fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        Ok(Self {
+            files: files.into_iter(),
+            lines: None,
+            report,
+            bytes_total,
+            bytes_read: 0,
+        })
+    }
+
+    /// The next document, or `None` when every file is read. Files skipped or failed go to
+    /// [`Self::report`]. A bad line of a JSON Lines file ends that file (the lines before it
+    /// were read), naming `file:line`.
+    pub fn next_document(&mut self) -> Option<Document> {
+        loop {
+            if let Some(lines) = &mut self.lines {
+                match next_line(lines, &mut self.bytes_read) {
+                    Ok(Some(document)) => return Some(document),
+                    Ok(None) => {
+                        self.report.files += 1;
+                        self.lines = None;
+                    }
+                    Err(error) => {
+                        self.report.failed.push(error);
+                        self.lines = None;
+                    }
+                }
+                continue;
+            }
+            let (path, base) = self.files.next()?;
+            let size = fs::metadata(&path).map_or(0, |m| m.len());
+            if is_jsonl(&path) {
+                match fs::File::open(&path) {
+                    Ok(file) => {
+                        self.lines = Some(JsonLines {
+                            file_id: document_id(&path, &base),
+                            path,
+                            lines: BufReader::new(file).lines(),
+                            line: 0,
+                        });
+                    }
+                    Err(e) => {
+                        self.bytes_read += size;
+                        self.report.failed.push(Error::io(&path, e));
+                    }
+                }
+                continue;
+            }
+            self.bytes_read += size;
+            if let Some(document) = read_one(&path, &base, &mut self.report) {
+                return Some(document);
+            }
         }
     }
-    Ok((documents, report))
+}
+
+fn is_jsonl(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("jsonl"))
+}
+
+/// The next document of a JSON Lines file (blank lines skipped), or `None` at its end.
+fn next_line(lines: &mut JsonLines, bytes_read: &mut u64) -> Result<Option<Document>> {
+    loop {
+        let Some(raw) = lines.lines.next() else {
+            return Ok(None);
+        };
+        lines.line += 1;
+        let raw = raw.map_err(|e| Error::Line {
+            path: lines.path.clone(),
+            line: lines.line,
+            message: if e.kind() == std::io::ErrorKind::InvalidData {
+                "not UTF-8 text".to_owned()
+            } else {
+                e.to_string()
+            },
+        })?;
+        *bytes_read += raw.len() as u64 + 1;
+        if let Some(document) = parse_line(&lines.path, &lines.file_id, lines.line, &raw)? {
+            return Ok(Some(document));
+        }
+    }
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, report: &mut ReadReport) -> Result<()> {
@@ -85,25 +205,18 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, report: &mut ReadReport) -> Result
     Ok(())
 }
 
-fn read_one(path: &Path, base: &Path, documents: &mut Vec<Document>, report: &mut ReadReport) {
+/// One file that is not JSON Lines as a document; `None` when it is skipped or fails (noted
+/// in `report`).
+fn read_one(path: &Path, base: &Path, report: &mut ReadReport) -> Option<Document> {
     let extension = path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    if !EXTENSIONS.contains(&extension.as_str()) {
+    if !EXTENSIONS.contains(&extension.as_str()) || extension == "jsonl" {
         report.skipped.push(path.to_path_buf());
-        return;
+        return None;
     }
-    let id = document_id(path, base);
     let read = match extension.as_str() {
-        "jsonl" => match read_jsonl(path, &id) {
-            Ok(lines) => {
-                report.files += 1;
-                documents.extend(lines);
-                return;
-            }
-            Err(e) => Err(e),
-        },
         "pdf" => read_pdf(path),
         "html" | "htm" => read_html(path),
         "md" | "markdown" => read_text(path).map(|text| {
@@ -113,18 +226,24 @@ fn read_one(path: &Path, base: &Path, documents: &mut Vec<Document>, report: &mu
         _ => read_text(path).map(|text| (text, None)),
     };
     match read {
-        Ok((text, _)) if text.trim().is_empty() => report.skipped.push(path.to_path_buf()),
+        Ok((text, _)) if text.trim().is_empty() => {
+            report.skipped.push(path.to_path_buf());
+            None
+        }
         Ok((text, title)) => {
             report.files += 1;
-            documents.push(Document {
-                id,
+            Some(Document {
+                id: document_id(path, base),
                 text,
                 title: title.or_else(|| file_name(path)),
                 uri: Some(path.display().to_string()),
                 metadata: Map::new(),
-            });
+            })
         }
-        Err(e) => report.failed.push(e),
+        Err(e) => {
+            report.failed.push(e);
+            None
+        }
     }
 }
 
@@ -265,39 +384,46 @@ struct Line {
 }
 
 /// Reads a JSON Lines file: one object per line with `text` and optional `id` (or BEIR's
-/// `_id`; a string or number), `title`, `uri` and `metadata` (an object). Blank lines are ignored. A line without an
-/// id gets `<file id>:<line number>`. A bad line fails the file, naming `file:line`.
+/// `_id`; a string or number), `title`, `uri` and `metadata` (an object). Blank lines are
+/// ignored. A line without an id gets `<file id>:<line number>`. A bad line fails the file,
+/// naming `file:line`.
 pub fn read_jsonl(path: &Path, file_id: &str) -> Result<Vec<Document>> {
     let text = read_text(path)?;
     let mut documents = Vec::new();
     for (n, raw) in text.lines().enumerate() {
-        let line = n + 1;
-        if raw.trim().is_empty() {
-            continue;
+        if let Some(document) = parse_line(path, file_id, n + 1, raw)? {
+            documents.push(document);
         }
-        let bad = |message: String| Error::Line {
-            path: path.to_path_buf(),
-            line,
-            message,
-        };
-        let parsed: Line = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
-        let id = match parsed.id {
-            None | Some(Value::Null) => format!("{file_id}:{line}"),
-            Some(Value::String(id)) if !id.is_empty() => id,
-            Some(Value::Number(id)) => id.to_string(),
-            Some(other) => {
-                return Err(bad(format!("`id` must be a string or number, not {other}")));
-            }
-        };
-        documents.push(Document {
-            id,
-            text: parsed.text,
-            title: parsed.title,
-            uri: parsed.uri,
-            metadata: parsed.metadata,
-        });
     }
     Ok(documents)
+}
+
+/// Line `line` of a JSON Lines file as a document; `None` for a blank line.
+fn parse_line(path: &Path, file_id: &str, line: usize, raw: &str) -> Result<Option<Document>> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let bad = |message: String| Error::Line {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let parsed: Line = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+    let id = match parsed.id {
+        None | Some(Value::Null) => format!("{file_id}:{line}"),
+        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(Value::Number(id)) => id.to_string(),
+        Some(other) => {
+            return Err(bad(format!("`id` must be a string or number, not {other}")));
+        }
+    };
+    Ok(Some(Document {
+        id,
+        text: parsed.text,
+        title: parsed.title,
+        uri: parsed.uri,
+        metadata: parsed.metadata,
+    }))
 }
 
 #[cfg(test)]

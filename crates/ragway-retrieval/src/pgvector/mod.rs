@@ -49,7 +49,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Row as _, SqlSafeStr as _, SqlStr};
 
 use crate::error::{Error, Result};
-use crate::ingest::{EmbeddedDocument, Phase, Progress, chunk_text, content_hash, last_of_each_id};
+use crate::ingest::{
+    EmbeddedDocument, Phase, Progress, chunk_text, content_hash, embed_documents, last_of_each_id,
+};
 use filter::SqlFilter;
 
 pub use schema::latest_version;
@@ -503,14 +505,22 @@ impl PgvectorStore {
         };
         progress(state);
 
-        let mut embedded = Vec::with_capacity(chunked.len());
-        for (document, hash, chunks) in chunked {
-            let mut vectors = Vec::with_capacity(chunks.len());
-            for batch in chunks.chunks(EMBED_BATCH) {
-                vectors.extend(inner.embed(batch).await?);
-                state.chunks_done += batch.len();
+        let ids: Vec<&str> = chunked.iter().map(|(d, _, _)| d.id.as_str()).collect();
+        let texts: Vec<&[String]> = chunked.iter().map(|(_, _, c)| c.as_slice()).collect();
+        let vectors = embed_documents(
+            &ids,
+            &texts,
+            EMBED_BATCH,
+            inner.embedder.concurrency(),
+            |batch| async move { inner.embed(&batch).await },
+            |count| {
+                state.chunks_done += count;
                 progress(state);
-            }
+            },
+        )
+        .await?;
+        let mut embedded = Vec::with_capacity(chunked.len());
+        for ((document, hash, chunks), vectors) in chunked.into_iter().zip(vectors) {
             state.documents_done += 1;
             report.chunks += chunks.len();
             embedded.push(EmbeddedDocument {

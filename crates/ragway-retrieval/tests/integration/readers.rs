@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use ragway_retrieval::Error;
-use ragway_retrieval::ingest::read_paths;
+use ragway_retrieval::ingest::{DocumentReader, read_paths};
 
 /// A one-page PDF with `text` in Helvetica, offsets computed so any reader accepts it.
 fn pdf(text: &str) -> Vec<u8> {
@@ -133,7 +133,8 @@ fn unreadable_files_are_reported_and_the_rest_still_read() {
     write(&dir.path().join("good.md"), "# Good\ntext");
 
     let (documents, report) = read_paths(&[dir.path().to_path_buf()]).unwrap();
-    assert_eq!(documents.len(), 1);
+    // good.md, and the line of bad.jsonl before its bad one (read before the bad one is met).
+    assert_eq!(documents.len(), 2, "{documents:?}");
     assert_eq!(report.failed.len(), 3, "{:?}", report.failed);
     let messages: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
     assert!(
@@ -158,4 +159,25 @@ fn unreadable_files_are_reported_and_the_rest_still_read() {
     );
 
     assert!(read_paths(&[dir.path().join("missing")]).is_err());
+}
+
+#[test]
+fn documents_are_read_as_they_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..10_000)
+        .map(|i| format!("{{\"id\": {i}, \"text\": \"document number {i}\"}}\n"))
+        .collect();
+    write(&dir.path().join("corpus.jsonl"), &lines);
+    write(&dir.path().join("z.md"), "# Last\nthe end");
+    let mut reader = DocumentReader::open(&[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(reader.bytes_total, lines.len() as u64 + 14);
+    let first = reader.next_document().unwrap();
+    assert_eq!(first.id, "0");
+    // One line read of the JSON Lines file, not the file.
+    assert!(reader.bytes_read < 100, "{}", reader.bytes_read);
+    let rest: Vec<_> = std::iter::from_fn(|| reader.next_document()).collect();
+    assert_eq!(rest.len(), 10_000);
+    assert_eq!(rest.last().unwrap().title.as_deref(), Some("Last"));
+    assert_eq!(reader.bytes_read, reader.bytes_total);
+    assert_eq!(reader.report.files, 2);
 }
