@@ -50,11 +50,20 @@ pub fn last_of_each_id(documents: Vec<Document>) -> Vec<Document> {
         .collect()
 }
 
+/// Calls of one batch to the embedder, the first included, while it fails in a way worth
+/// trying again (throttled, unreachable, a 5xx).
+const EMBED_ATTEMPTS: u32 = 5;
+/// The wait before the second call, doubled for each next one, unless the embedder says how
+/// long (`Retry-After`); at most [`MAX_EMBED_WAIT`].
+const FIRST_EMBED_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const MAX_EMBED_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Embeds the chunks of several documents (`chunks[i]` are document `ids[i]`'s) in batches of
 /// `batch` that run across documents, up to `concurrency` batches at once (a remote embedder
 /// serves several; the local one runs its own pool), in order; `done` hears how many chunks
-/// each finished batch held. A batch that fails is named by the first document in it. One list
-/// of vectors per document comes back.
+/// each finished batch held. A batch the embedder refuses for a passing reason (throttling,
+/// an outage) is tried again, after the wait the embedder asked for if it said; one that still
+/// fails is named by the first document in it. One list of vectors per document comes back.
 pub(crate) async fn embed_documents<F, Fut>(
     ids: &[&str],
     chunks: &[&[String]],
@@ -82,8 +91,24 @@ where
             let first = part.first().map_or(0, |(d, _)| *d);
             let texts: Vec<String> = part.iter().map(|(_, text)| (*text).clone()).collect();
             let count = texts.len();
-            let call = embed(texts);
-            async move { (first, count, call.await) }
+            let embed = &embed;
+            async move {
+                let mut attempt = 1;
+                loop {
+                    match embed(texts.clone()).await {
+                        Err(crate::error::Error::Embed(error))
+                            if error.is_retryable() && attempt < EMBED_ATTEMPTS =>
+                        {
+                            let backoff = FIRST_EMBED_WAIT * 2u32.pow(attempt - 1);
+                            let wait = error.retry_after().unwrap_or(backoff).min(MAX_EMBED_WAIT);
+                            tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "embedding a batch again");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                        }
+                        result => return (first, count, result),
+                    }
+                }
+            }
         })
         .collect();
     let mut batches = futures::stream::iter(calls).buffered(concurrency.max(1));
@@ -212,7 +237,11 @@ mod tests {
             1,
             |batch: Vec<String>| async move {
                 if batch[0] == "y" {
-                    Err(Error::Embed(ProviderError::unreachable("embedder", "down")))
+                    Err(Error::Embed(ProviderError::upstream(
+                        "embedder",
+                        Some(400),
+                        "input too long",
+                    )))
                 } else {
                     Ok(vec![vec![1.0]])
                 }
@@ -226,5 +255,36 @@ mod tests {
             "{error}"
         );
         assert!(error.to_string().contains("\"second.md\""), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_batch_waits_as_told_and_is_tried_again() {
+        let texts = vec!["x".to_owned()];
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let vectors = embed_documents(
+            &["a"],
+            &[&texts],
+            8,
+            1,
+            |_batch: Vec<String>| {
+                let call = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if call < 2 {
+                        Err(Error::Embed(ProviderError::Throttled {
+                            provider: "embedder".into(),
+                            message: "slow down".into(),
+                            retry_after: Some(Duration::from_millis(20)),
+                        }))
+                    } else {
+                        Ok(vec![vec![1.0]])
+                    }
+                }
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(vectors, vec![vec![vec![1.0]]]);
+        assert_eq!(calls.into_inner(), 3);
     }
 }
