@@ -70,10 +70,10 @@ pub enum Error {
     Embed(#[from] ProviderError),
 
     /// The embedder failed on a batch of an ingest: named by the first document in it.
-    #[error("embedding the chunks of document \"{document}\" failed: {source}")]
+    #[error("embedding the chunks of document \"{document}\" failed: {cause}")]
     EmbedDocument {
         document: String,
-        source: ProviderError,
+        cause: ProviderError,
     },
 
     /// Another process holds a FAISS store's write lock and did not let go in time.
@@ -143,7 +143,7 @@ impl Error {
     /// The error as a provider error of `provider` (an embedder's error passes through).
     pub fn into_provider(self, provider: &str) -> ProviderError {
         match self {
-            Self::Embed(error) | Self::EmbedDocument { source: error, .. } => error,
+            Self::Embed(error) | Self::EmbedDocument { cause: error, .. } => error,
             Self::Rejected { message } => ProviderError::Unsupported {
                 provider: provider.to_owned(),
                 message,

@@ -824,3 +824,58 @@ async fn an_ingest_killed_midway_resumes_and_holds_every_document_once() {
     assert_eq!(docs["documents"], documents, "{docs}");
     assert_eq!(docs["chunks"], documents, "{docs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedder_failing_midway_names_the_document_and_keeps_what_was_committed() {
+    use ragway_testkit::Scripted;
+
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("c.toml");
+    // One batch at a time, so that the calls come in the order of the documents.
+    let config = fast_config(dir.path(), &openai.url())
+        .replace("dimensions = 32\n", "dimensions = 32\nconcurrency = 1\n");
+    std::fs::write(&config_path, config).unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let lines: String = (0..300)
+        .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"document {i}\"}}\n"))
+        .collect();
+    std::fs::write(&corpus, lines).unwrap();
+    // The first batch of 100 is four calls of at most 32 texts; the fifth call, the second
+    // batch's first, is refused as the real service refuses a bad input (not worth retrying).
+    for _ in 0..4 {
+        openai.push(Scripted::Delay(std::time::Duration::ZERO));
+    }
+    openai.push(Scripted::Error {
+        status: 400,
+        kind: "invalid_request_error".into(),
+        message: "This input is too long.".into(),
+    });
+    let output = std::process::Command::new(crate::support::ragway_bin())
+        .args([
+            "ingest",
+            "--store",
+            "docs",
+            "--batch-chunks",
+            "100",
+            "--config",
+        ])
+        .arg(&config_path)
+        .arg(&corpus)
+        .envs(test_env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("\"d100\""), "{stderr}");
+    assert_eq!(stderr.matches("too long").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the 100 documents before it are committed"),
+        "{stderr}"
+    );
+    let documents: i64 = rusqlite::Connection::open(dir.path().join("docs/store.sqlite3"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(documents, 100);
+}

@@ -115,9 +115,9 @@ where
     let mut vectors = Vec::with_capacity(all.len());
     while let Some((first, count, embedded)) = batches.next().await {
         let embedded = embedded.map_err(|error| match error {
-            crate::error::Error::Embed(source) => crate::error::Error::EmbedDocument {
+            crate::error::Error::Embed(cause) => crate::error::Error::EmbedDocument {
                 document: ids.get(first).copied().unwrap_or_default().to_owned(),
-                source,
+                cause,
             },
             other => other,
         })?;
