@@ -10,7 +10,6 @@ pub mod error;
 pub mod filter;
 pub mod image;
 pub mod limits;
-pub mod openai_http;
 pub mod prompt;
 pub mod quiet;
 pub mod secret;

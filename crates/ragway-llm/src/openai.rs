@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use ragway_core::config::{OpenAiLlmConfig, secs};
-use ragway_core::openai_http::{OpenAiServer, SendFailure, error_chain};
 use ragway_core::quiet::QuietTimer;
 use ragway_core::upstream::MAX_COMPLETION_BYTES;
 use ragway_core::{
@@ -18,7 +17,8 @@ use ragway_core::{
     FinishReason, ImageLimits, ImageSource, Message, ProviderError, Role, ToolCall, ToolChoice,
     Usage,
 };
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use ragway_openai::{OpenAiServer, error_chain, failure};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,36 +170,11 @@ impl OpenAiChat {
         }
         let timeout = self.server.timeout();
         if !stream {
-            return self.response(builder.timeout(timeout)).await;
+            return self.server.send(builder.timeout(timeout)).await;
         }
-        tokio::time::timeout(timeout, self.response(builder))
+        tokio::time::timeout(timeout, self.server.send(builder))
             .await
             .unwrap_or_else(|_| Err(self.server.timed_out()))
-    }
-
-    /// The response to `request` if it succeeded, else the failure it stands for.
-    async fn response(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.server.send_error(failure(&e), &e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes_stream();
-        Err(self
-            .server
-            .status_error(status.as_u16(), retry_after.as_deref(), body)
-            .await)
     }
 }
 
@@ -504,17 +479,6 @@ fn finish_reason(reason: Option<&str>) -> FinishReason {
         Some("content_filter") => FinishReason::ContentFilter,
         Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
         Some(other) => FinishReason::Other(other.to_owned()),
-    }
-}
-
-/// What kind of failure reqwest reported, in the terms of `ragway_core::openai_http`.
-fn failure(error: &reqwest::Error) -> SendFailure {
-    if error.is_timeout() {
-        SendFailure::TimedOut
-    } else if error.is_decode() {
-        SendFailure::Undecodable
-    } else {
-        SendFailure::Unreachable
     }
 }
 

@@ -3,9 +3,8 @@
 
 use async_trait::async_trait;
 use ragway_core::config::{OpenAiEmbedderConfig, secs};
-use ragway_core::openai_http::{OpenAiServer, SendFailure};
 use ragway_core::{BuildError, Embedder, ProviderError};
-use reqwest::header::RETRY_AFTER;
+use ragway_openai::{OpenAiServer, failure};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -55,31 +54,6 @@ impl OpenAiEmbedder {
             concurrency: config.concurrency,
         })
     }
-
-    /// The response to `request` if it succeeded, else the failure it stands for.
-    async fn response(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.server.send_error(failure(&e), &e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes_stream();
-        Err(self
-            .server
-            .status_error(status.as_u16(), retry_after.as_deref(), body)
-            .await)
-    }
 }
 
 #[async_trait]
@@ -108,7 +82,7 @@ impl Embedder for OpenAiEmbedder {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let response = self.response(request).await?;
+        let response = self.server.send(request).await?;
         // Room for every vector as JSON (a float is at most about 25 characters), and no more.
         let limit = texts.len() * self.dimensions * 32 + (1 << 20);
         let limit_in_words = format!(
@@ -149,17 +123,6 @@ impl Embedder for OpenAiEmbedder {
             vectors.push(item.embedding);
         }
         Ok(vectors)
-    }
-}
-
-/// What kind of failure reqwest reported, in the terms of `ragway_core::openai_http`.
-fn failure(error: &reqwest::Error) -> SendFailure {
-    if error.is_timeout() {
-        SendFailure::TimedOut
-    } else if error.is_decode() {
-        SendFailure::Undecodable
-    } else {
-        SendFailure::Unreachable
     }
 }
 

@@ -1,20 +1,20 @@
-//! What ragway's chat model and embedder share when they call an OpenAI-compatible server: how a
-//! failed call becomes a [`ProviderError`] (throttling with the server's `Retry-After`, the
-//! message out of OpenAI's `{"error": {"message"}}`, timeouts, unreachable servers, the error's
-//! whole chain) and how an answer's body is read within a cap. Written once so that the two
-//! cannot drift apart.
+//! What ragway's chat model and embedder share when they call an OpenAI-compatible server:
+//! sending a request ([`OpenAiServer::send`]), how a failed call becomes a [`ProviderError`]
+//! (throttling with the server's `Retry-After`, the message out of OpenAI's `{"error":
+//! {"message"}}`, timeouts, unreachable servers, the error's whole chain) and how an answer's
+//! body is read within a cap. Written once so that the two cannot drift apart.
 //!
-//! ragway-core has no HTTP client: each caller sends with its own and says what kind of
-//! failure the client reported ([`SendFailure`]).
+//! A crate of its own rather than part of ragway-core, which has no HTTP client (the fuzz
+//! targets link ragway-core, and reqwest would bring TLS into them).
 
 use std::error::Error;
 use std::time::Duration;
 
 use futures::Stream;
+use ragway_core::ProviderError;
+use ragway_core::upstream::{CappedError, MAX_ERROR_BYTES, read_capped, read_prefix};
+use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
-
-use crate::ProviderError;
-use crate::upstream::{CappedError, MAX_ERROR_BYTES, read_capped, read_prefix};
 
 /// How much of an error answer that is not in OpenAI's error shape becomes the message: enough
 /// for an HTML error page's title and first lines, not the whole page.
@@ -53,6 +53,32 @@ impl OpenAiServer {
     /// The time each call may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Sends `request`: the answer when its status is a success, else the failure as a
+    /// [`ProviderError`] (the status, the server's message and `Retry-After`; or why nothing
+    /// came back).
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.send_error(failure(&e), &e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes_stream();
+        Err(self
+            .status_error(status.as_u16(), retry_after.as_deref(), body)
+            .await)
     }
 
     /// The call did not finish within the timeout.
@@ -145,6 +171,17 @@ fn error_message(text: &str) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| truncate(text, MAX_MESSAGE_CHARS))
+}
+
+/// What kind of failure reqwest reported (for [`OpenAiServer::read_body`] too).
+pub fn failure(error: &reqwest::Error) -> SendFailure {
+    if error.is_timeout() {
+        SendFailure::TimedOut
+    } else if error.is_decode() {
+        SendFailure::Undecodable
+    } else {
+        SendFailure::Unreachable
+    }
 }
 
 /// `error` and each of its causes, joined with `": "`.
