@@ -8,46 +8,55 @@
 use std::net::{IpAddr, SocketAddr};
 
 use futures::StreamExt as _;
-use futures::future::try_join_all;
 use ragway_core::image::ImagesConfig;
 use ragway_core::web::HostPattern;
 use ragway_core::{ImageData, ImageSource, Message};
 
 use crate::error::EngineError;
 
-/// Replaces every image of `messages` given by address with its bytes, fetched all at once;
-/// the first that cannot be fetched is a 400 naming its message.
+/// Images fetched at once for one request: a request may give hundreds of addresses, and
+/// each fetch holds a connection and up to `max_bytes`.
+const MAX_FETCHES: usize = 4;
+
+/// Replaces every image of `messages` given by address with its bytes, [`MAX_FETCHES`] at a
+/// time; the first that cannot be fetched is a 400 naming its message.
 pub(crate) async fn fetch_all(
     config: &ImagesConfig,
     messages: &mut [Message],
 ) -> Result<(), EngineError> {
-    let fetches = messages.iter_mut().enumerate().flat_map(|(i, message)| {
-        message
-            .images
-            .iter_mut()
-            .enumerate()
-            .filter_map(move |(k, image)| match &image.source {
-                ImageSource::Url(url) => {
-                    let url = url.clone();
-                    Some(async move {
-                        let data = fetch(config, &url).await.map_err(|reason| {
-                            EngineError::bad_request(
-                                &format!("messages.{i}.content"),
-                                format!(
-                                    "image {} of messages.{i} could not be fetched from {url}: \
-                                     {reason}",
-                                    k + 1
-                                ),
-                            )
-                        })?;
-                        image.source = ImageSource::Data(data);
-                        Ok::<_, EngineError>(())
-                    })
-                }
-                ImageSource::Data(_) => None,
-            })
-    });
-    try_join_all(fetches).await.map(drop)
+    let addresses: Vec<(usize, usize, String)> = messages
+        .iter()
+        .enumerate()
+        .flat_map(|(i, message)| {
+            message
+                .images
+                .iter()
+                .enumerate()
+                .filter_map(move |(k, image)| match &image.source {
+                    ImageSource::Url(url) => Some((i, k, url.clone())),
+                    ImageSource::Data(_) => None,
+                })
+        })
+        .collect();
+    let mut fetched = futures::stream::iter(addresses)
+        .map(|(i, k, url)| async move {
+            let data = fetch(config, &url).await.map_err(|reason| {
+                EngineError::bad_request(
+                    &format!("messages.{i}.content"),
+                    format!(
+                        "image {} of messages.{i} could not be fetched from {url}: {reason}",
+                        k + 1
+                    ),
+                )
+            })?;
+            Ok::<_, EngineError>((i, k, data))
+        })
+        .buffer_unordered(MAX_FETCHES);
+    while let Some(result) = fetched.next().await {
+        let (i, k, data) = result?;
+        messages[i].images[k].source = ImageSource::Data(data);
+    }
+    Ok(())
 }
 
 /// The image at `url`, within the configured time.

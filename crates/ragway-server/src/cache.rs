@@ -90,7 +90,7 @@ pub struct Entry {
     ttl_secs: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct KeptChoice {
     text: String,
     tool_calls: Vec<ToolCall>,
@@ -399,13 +399,7 @@ pub fn record(
     ttl_secs: u64,
     answered: Answered,
 ) -> Pieces {
-    let mut kept = KeptChoice {
-        text: String::new(),
-        tool_calls: Vec::new(),
-        finish_reason: String::new(),
-        input_tokens: 0,
-        output_tokens: 0,
-    };
+    let mut kept = KeptChoice::default();
     Box::pin(pieces.inspect(move |piece| match piece {
         Piece::Text(text) => kept.text.push_str(text),
         Piece::ToolCall {
@@ -437,16 +431,7 @@ pub fn record(
                 finish_reason: summary.finish_reason.as_str().to_owned(),
                 input_tokens: summary.usage.input_tokens,
                 output_tokens: summary.usage.output_tokens,
-                ..std::mem::replace(
-                    &mut kept,
-                    KeptChoice {
-                        text: String::new(),
-                        tool_calls: Vec::new(),
-                        finish_reason: String::new(),
-                        input_tokens: 0,
-                        output_tokens: 0,
-                    },
-                )
+                ..std::mem::take(&mut kept)
             };
             let entry = Entry {
                 model: answered.model.clone(),
