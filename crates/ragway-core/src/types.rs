@@ -254,6 +254,11 @@ pub struct Document {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// What identifies the source's bytes, when the source says (an S3 object's ETag): then a
+    /// store judges "unchanged" by it instead of by the text, so that an ingest can skip the
+    /// document before downloading it. Set by ingest sources only, never over HTTP.
+    #[serde(skip)]
+    pub version: Option<String>,
 }
 
 /// What one `add` did.

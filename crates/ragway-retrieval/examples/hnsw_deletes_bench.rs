@@ -89,6 +89,7 @@ fn document(n: usize, content: Content) -> Document {
         title: None,
         uri: None,
         metadata: serde_json::Map::new(),
+        version: None,
     }
 }
 

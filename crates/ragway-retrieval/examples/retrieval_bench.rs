@@ -202,6 +202,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 title: None,
                 uri: None,
                 metadata: serde_json::Map::new(),
+                version: None,
             })
             .collect();
         let chunks = store.add(documents).await?;

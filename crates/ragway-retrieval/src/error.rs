@@ -42,6 +42,10 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Read { path: PathBuf, message: String },
 
+    /// An S3 source or object could not be listed or read (`location` is its s3:// address).
+    #[error("{location}: {message}")]
+    S3 { location: String, message: String },
+
     /// A JSON Lines file has a bad line.
     #[error("{}:{line}: {message}", path.display())]
     Line {

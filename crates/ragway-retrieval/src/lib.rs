@@ -174,6 +174,25 @@ impl WritableStore {
             Self::Pgvector(store) => store.add_with_progress(documents, progress).await,
         }
     }
+
+    /// The content hash of each of `ids` the store holds.
+    pub async fn stored_hashes(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        match self {
+            Self::Faiss(store) => store.stored_hashes(ids).await,
+            Self::Pgvector(store) => store.stored_hashes(&ids).await,
+        }
+    }
+
+    /// How the store cuts documents: `(chunk_size, chunk_overlap)`.
+    pub fn chunking(&self) -> (usize, usize) {
+        match self {
+            Self::Faiss(store) => store.chunking(),
+            Self::Pgvector(store) => store.chunking(),
+        }
+    }
 }
 
 impl Shared<'_> {

@@ -2,7 +2,8 @@
 //! and knowledge-base Retrieve) and Kendra that ragway's tests and benchmarks talk to, a fake
 //! OpenTelemetry collector ([`otlp`]) that records the spans it receives, a real PostgreSQL with
 //! pgvector ([`postgres`]) for the shared store's tests, with a TLS front ([`postgres_tls`]), and a
-//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share. The chat
+//! real `redis-server` started on a free port ([`redis`]) for the limits replicas share, and a real
+//! `moto_server` ([`moto`]) for S3 and the deploy path's services. The chat
 //! fakes check the images they receive as the real services do ([`image`], which also makes
 //! header-only test images).
 //!
@@ -14,6 +15,7 @@ pub mod bedrock;
 pub mod bedrock_agent;
 pub mod image;
 pub mod kendra;
+pub mod moto;
 pub mod openai;
 pub mod otlp;
 pub mod postgres;

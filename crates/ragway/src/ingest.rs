@@ -1,11 +1,12 @@
-//! `ragway ingest`: read files and folders into a writable store (FAISS or pgvector), adopt an
-//! existing FAISS index, or copy one store into another without re-embedding. Files are read
-//! as they are needed and committed in batches (every `--batch-chunks` chunks or
+//! `ragway ingest`: read files, folders and `s3://bucket/prefix` addresses into a writable
+//! store (FAISS or pgvector), adopt an existing FAISS index, or copy one store into another
+//! without re-embedding. Documents are read as they are needed and committed in batches (every `--batch-chunks` chunks or
 //! `--commit-secs` seconds), so memory is bounded by a batch, a crash loses at most the batch
 //! in flight, and the same command run again skips what was committed (unchanged documents
-//! are skipped; changed ones replace their chunks). Progress is a bar on a terminal, and lines
-//! in a log.
+//! are skipped; changed ones replace their chunks; an S3 object the store holds at its ETag is
+//! not even downloaded). Progress is a bar on a terminal, and lines in a log.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,14 +18,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
 use ragway_core::{Document, IngestReport};
 use ragway_retrieval::WritableStore;
-use ragway_retrieval::ingest::{DocumentReader, Phase, Progress};
+use ragway_retrieval::ingest::s3::{S3Reader, S3Url};
+use ragway_retrieval::ingest::{DocumentReader, Phase, Progress, ReadReport};
 
 #[derive(clap::Args)]
 pub struct IngestArgs {
     /// The store to add to (a `[[vector_store]]` name of type faiss or pgvector).
     #[arg(long)]
     store: String,
-    /// Files and folders to read (.txt, .md, .html, .pdf, .jsonl), folders recursively.
+    /// Files and folders to read (.txt, .md, .html, .pdf, .jsonl), folders recursively, and
+    /// s3://BUCKET/PREFIX addresses (every object whose key starts with PREFIX; AWS
+    /// credentials, region and AWS_ENDPOINT_URL as the AWS CLI takes them).
     #[arg(
         required_unless_present_any = ["from_faiss", "from_store", "reindex"],
         conflicts_with_all = ["from_faiss", "from_store"]
@@ -110,21 +114,21 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
 
     let chunk_size = chunk_size(config, &args.store);
-    let paths = args.paths.clone();
-    let reader = tokio::task::spawn_blocking(move || DocumentReader::open(&paths)).await??;
-    let mut shown = Shown::new(&args.store, reader.bytes_total);
+    let store = Arc::new(store);
+    let sources = Sources::open(&args.paths, &store).await?;
+    let mut shown = Shown::new(&args.store, sources.bytes_total);
     let mut batch_chunks = args.batch_chunks as usize;
-    let mut next = read_batch(reader, batch_chunks, chunk_size);
+    let mut next = tokio::spawn(sources.read_batch(batch_chunks, chunk_size));
     let mut totals = IngestReport::default();
     let started = Instant::now();
-    let (reader, batches) = loop {
-        let (reader, batch) = next.await?;
+    let (sources, batches) = loop {
+        let (sources, batch) = next.await??;
         if batch.is_empty() {
-            break (reader, shown.commits);
+            break (sources, shown.commits);
         }
-        let read_to = reader.bytes_read;
+        let read_to = sources.bytes_read();
         // The next batch is read while this one is embedded.
-        next = read_batch(reader, batch_chunks, chunk_size);
+        next = tokio::spawn(sources.read_batch(batch_chunks, chunk_size));
         let batch_started = Instant::now();
         let documents = batch.len();
         let added = store
@@ -156,7 +160,9 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
         }
     };
     shown.finish();
-    let read = reader.report;
+    // Objects the store held at their ETag were left out before reading.
+    totals.unchanged += sources.unchanged;
+    let read = sources.report;
     for failure in &read.failed {
         eprintln!("warning: {failure}");
     }
@@ -166,7 +172,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
             read.skipped.len()
         );
     }
-    if batches == 0 {
+    if batches == 0 && sources.unchanged == 0 {
         println!("nothing to ingest: no readable documents under the given paths");
         return Ok(if read.failed.is_empty() {
             ExitCode::SUCCESS
@@ -180,6 +186,12 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
         args.store,
         shown.summary(&totals, started)
     );
+    if sources.unchanged > 0 {
+        println!(
+            "{} S3 object(s) not downloaded: the store holds them at their ETag",
+            sources.unchanged
+        );
+    }
     if read.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -191,25 +203,155 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
 }
 
-/// Reads documents from `reader` until they make about `chunks` chunks (of `chunk_size`
-/// characters), on a blocking thread; the reader comes back with them.
-fn read_batch(
-    mut reader: DocumentReader,
-    chunks: usize,
-    chunk_size: usize,
-) -> tokio::task::JoinHandle<(DocumentReader, Vec<Document>)> {
-    tokio::task::spawn_blocking(move || {
+/// What an ingest reads: the local files and folders (one reader over all of them), then each
+/// S3 address, in turn.
+struct Sources {
+    /// The sources not read to the end, the one being read first.
+    left: VecDeque<Source>,
+    /// What the sources read to the end found.
+    report: ReadReport,
+    /// Bytes of all the input, and of the sources read to the end.
+    bytes_total: u64,
+    bytes_done: u64,
+    /// S3 objects left unread because the store holds them at their ETag.
+    unchanged: usize,
+}
+
+enum Source {
+    Files(DocumentReader),
+    S3(Box<S3Reader>),
+}
+
+impl Sources {
+    /// Lists what `paths` name: the local files, and the objects under each S3 address less
+    /// those `store` holds unchanged. A path that does not exist, a bad address or a bucket
+    /// that cannot be listed fails the ingest before anything is written.
+    async fn open(paths: &[PathBuf], store: &Arc<WritableStore>) -> Result<Self> {
+        let mut urls = Vec::new();
+        let mut local = Vec::new();
+        for path in paths {
+            match path.to_str().filter(|text| S3Url::is_s3(text)) {
+                Some(text) => urls.push(S3Url::parse(text).map_err(anyhow::Error::msg)?),
+                None => local.push(path.clone()),
+            }
+        }
+        let mut left = VecDeque::new();
+        if !local.is_empty() {
+            let reader =
+                tokio::task::spawn_blocking(move || DocumentReader::open(&local)).await??;
+            left.push_back(Source::Files(reader));
+        }
+        if !urls.is_empty() {
+            let client =
+                ragway_retrieval::ingest::s3::client(&ragway_aws::load_sdk_config(None).await);
+            let chunking = store.chunking();
+            for url in urls {
+                let reader = S3Reader::open(client.clone(), url.clone(), chunking, async |ids| {
+                    store.stored_hashes(ids).await
+                })
+                .await?;
+                left.push_back(Source::S3(Box::new(reader)));
+            }
+        }
+        let mut sources = Self {
+            left,
+            report: ReadReport::default(),
+            bytes_total: 0,
+            bytes_done: 0,
+            unchanged: 0,
+        };
+        for source in &sources.left {
+            if let Source::S3(reader) = source {
+                sources.unchanged += reader.unchanged;
+            }
+        }
+        sources.bytes_total = sources.left.iter().map(Source::bytes_total).sum();
+        Ok(sources)
+    }
+
+    /// How far the reading has got, in bytes of input.
+    fn bytes_read(&self) -> u64 {
+        self.bytes_done + self.left.front().map_or(0, Source::bytes_read)
+    }
+
+    /// Reads documents until they make about `chunks` chunks (of `chunk_size` characters);
+    /// the sources come back with them. Local files are read on a blocking thread.
+    async fn read_batch(
+        mut self,
+        chunks: usize,
+        chunk_size: usize,
+    ) -> Result<(Self, Vec<Document>)> {
+        let estimate =
+            move |document: &Document| document.text.chars().count() / chunk_size.max(1) + 1;
         let mut batch = Vec::new();
-        let mut estimate = 0;
-        while estimate < chunks {
-            let Some(document) = reader.next_document() else {
+        let mut estimated = 0;
+        while estimated < chunks {
+            let Some(source) = self.left.pop_front() else {
                 break;
             };
-            estimate += document.text.chars().count() / chunk_size.max(1) + 1;
-            batch.push(document);
+            let (source, finished) = match source {
+                Source::Files(mut reader) => {
+                    let want = chunks - estimated;
+                    let (reader, read, finished) = tokio::task::spawn_blocking(move || {
+                        let (mut read, mut got) = (Vec::new(), 0);
+                        while got < want {
+                            let Some(document) = reader.next_document() else {
+                                return (reader, read, true);
+                            };
+                            got += estimate(&document);
+                            read.push(document);
+                        }
+                        (reader, read, false)
+                    })
+                    .await?;
+                    estimated += read.iter().map(estimate).sum::<usize>();
+                    batch.extend(read);
+                    (Source::Files(reader), finished)
+                }
+                Source::S3(mut reader) => {
+                    let mut finished = false;
+                    while estimated < chunks {
+                        let Some(document) = reader.next_document().await else {
+                            finished = true;
+                            break;
+                        };
+                        estimated += estimate(&document);
+                        batch.push(document);
+                    }
+                    (Source::S3(reader), finished)
+                }
+            };
+            if finished {
+                self.bytes_done += source.bytes_total();
+                let report = match source {
+                    Source::Files(reader) => reader.report,
+                    Source::S3(reader) => reader.report,
+                };
+                self.report.files += report.files;
+                self.report.skipped.extend(report.skipped);
+                self.report.failed.extend(report.failed);
+            } else {
+                self.left.push_front(source);
+            }
         }
-        (reader, batch)
-    })
+        Ok((self, batch))
+    }
+}
+
+impl Source {
+    fn bytes_total(&self) -> u64 {
+        match self {
+            Self::Files(reader) => reader.bytes_total,
+            Self::S3(reader) => reader.bytes_total,
+        }
+    }
+
+    fn bytes_read(&self) -> u64 {
+        match self {
+            Self::Files(reader) => reader.bytes_read,
+            Self::S3(reader) => reader.bytes_read,
+        }
+    }
 }
 
 /// The chunk size of the store named `name` (what batches are measured in).

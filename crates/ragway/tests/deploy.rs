@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use ragway_deploy::Clients;
+use ragway_testkit::moto::MotoServer;
 
 const REGION: &str = "us-east-1";
 
@@ -62,21 +63,15 @@ mod raw_http {
 }
 
 /// moto_server on a free port, with ECS services reporting `running` tasks.
-fn moto(running: u32) -> (Guard, String) {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("MOTO_ECS_SERVICE_RUNNING", running.to_string())
+fn moto(running: u32) -> (MotoServer, String) {
+    let server = MotoServer::start(&[
+        ("MOTO_ECS_SERVICE_RUNNING", &running.to_string()),
         // AWS managed policies (AmazonECSTaskExecutionRolePolicy) exist only when asked for.
-        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (pip install 'moto[server]')");
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for(&format!("{url}/moto-api/"));
-    (Guard(child, dir), url)
+        ("MOTO_IAM_LOAD_MANAGED_POLICIES", "true"),
+    ])
+    .unwrap();
+    let url = server.url().to_owned();
+    (server, url)
 }
 
 /// Debian's docker-registry (distribution v2) on a free port, storing in a temp folder.

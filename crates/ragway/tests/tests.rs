@@ -14,6 +14,7 @@ mod eval;
 mod faults;
 mod guard_rails;
 mod images;
+mod ingest_s3;
 mod load;
 mod offline;
 mod openai_api;

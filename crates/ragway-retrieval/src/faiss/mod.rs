@@ -42,7 +42,7 @@ mod lock;
 mod search;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -481,6 +481,34 @@ impl FaissStore {
             db::document(reader.connection()?, &id).map_err(|e| inner.sqlite(e))
         })
         .await
+    }
+
+    /// The content hash of each of `ids` the store holds (what "unchanged" is judged by; see
+    /// [`content_hash`](crate::ingest::content_hash)).
+    pub async fn stored_hashes(&self, ids: Vec<String>) -> Result<HashMap<String, String>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            if ids.is_empty() || !inner.db_path().exists() {
+                return Ok(HashMap::new());
+            }
+            let mut reader = inner.reader()?;
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let found =
+                db::document_hashes(reader.connection()?, &ids).map_err(|e| inner.sqlite(e))?;
+            Ok(found
+                .into_iter()
+                .map(|(id, (_, hash))| (id, hash))
+                .collect())
+        })
+        .await
+    }
+
+    /// How documents are cut: `(chunk_size, chunk_overlap)`.
+    pub fn chunking(&self) -> (usize, usize) {
+        (
+            self.inner.settings.chunk_size,
+            self.inner.settings.chunk_overlap,
+        )
     }
 
     /// Up to `limit` stored documents after the position `after` (0 to start), with their

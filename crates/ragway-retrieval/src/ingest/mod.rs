@@ -3,6 +3,7 @@
 
 pub mod chunk;
 pub mod read;
+pub mod s3;
 
 pub use chunk::chunk_text;
 pub use read::{DocumentReader, EXTENSIONS, ReadReport, read_jsonl, read_paths};
@@ -15,6 +16,9 @@ use sha2::{Digest as _, Sha256};
 /// settings `(chunk_size, chunk_overlap)` (a changed `chunk_size` re-chunks on the next
 /// ingest). Adopted documents, stored whole, hash without them. Every writable store uses it,
 /// so a document copied from one store to another with the same settings stays "unchanged".
+///
+/// A document with a [`version`](Document::version) hashes it in place of its text and title
+/// (both read from the bytes the version names), so its hash is known before it is read.
 pub fn content_hash(document: &Document, chunking: Option<(usize, usize)>) -> String {
     let mut hash = Sha256::new();
     let mut field = |bytes: &[u8]| {
@@ -25,8 +29,16 @@ pub fn content_hash(document: &Document, chunking: Option<(usize, usize)>) -> St
         Some((size, overlap)) => field(format!("chunked:{size}:{overlap}").as_bytes()),
         None => field(b"whole"),
     }
-    field(document.text.as_bytes());
-    field(document.title.as_deref().unwrap_or("\u{0}").as_bytes());
+    match &document.version {
+        Some(version) => {
+            field(b"version");
+            field(version.as_bytes());
+        }
+        None => {
+            field(document.text.as_bytes());
+            field(document.title.as_deref().unwrap_or("\u{0}").as_bytes());
+        }
+    }
     field(document.uri.as_deref().unwrap_or("\u{0}").as_bytes());
     field(
         serde_json::Value::Object(document.metadata.clone())

@@ -149,8 +149,7 @@ impl DocumentReader {
 }
 
 fn is_jsonl(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("jsonl"))
+    extension(path) == "jsonl"
 }
 
 /// The next document of a JSON Lines file (blank lines skipped), or `None` at its end.
@@ -208,23 +207,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, report: &mut ReadReport) -> Result
 /// One file that is not JSON Lines as a document; `None` when it is skipped or fails (noted
 /// in `report`).
 fn read_one(path: &Path, base: &Path, report: &mut ReadReport) -> Option<Document> {
-    let extension = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let extension = extension(path);
     if !EXTENSIONS.contains(&extension.as_str()) || extension == "jsonl" {
         report.skipped.push(path.to_path_buf());
         return None;
     }
-    let read = match extension.as_str() {
-        "pdf" => read_pdf(path),
-        "html" | "htm" => read_html(path),
-        "md" | "markdown" => read_text(path).map(|text| {
-            let title = markdown_title(&text);
-            (text, title)
-        }),
-        _ => read_text(path).map(|text| (text, None)),
-    };
+    let read = fs::read(path)
+        .map_err(|e| Error::io(path, e))
+        .and_then(|bytes| parse_file(path, &extension, bytes));
     match read {
         Ok((text, _)) if text.trim().is_empty() => {
             report.skipped.push(path.to_path_buf());
@@ -238,12 +228,38 @@ fn read_one(path: &Path, base: &Path, report: &mut ReadReport) -> Option<Documen
                 title: title.or_else(|| file_name(path)),
                 uri: Some(path.display().to_string()),
                 metadata: Map::new(),
+                version: None,
             })
         }
         Err(e) => {
             report.failed.push(e);
             None
         }
+    }
+}
+
+/// The extension of `name` in lower case, without the dot (`""` for none).
+pub(crate) fn extension(name: &Path) -> String {
+    name.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// The text and title of a file of a supported kind other than JSON Lines (`extension` as
+/// [`extension`] gives it), from its bytes; `name` names the file in errors.
+pub(crate) fn parse_file(
+    name: &Path,
+    extension: &str,
+    bytes: Vec<u8>,
+) -> Result<(String, Option<String>)> {
+    match extension {
+        "pdf" => pdf_text(name, &bytes),
+        "html" | "htm" => html_text(name, &text_of(name, bytes)?),
+        "md" | "markdown" => text_of(name, bytes).map(|text| {
+            let title = markdown_title(&text);
+            (text, title)
+        }),
+        _ => text_of(name, bytes).map(|text| (text, None)),
     }
 }
 
@@ -264,10 +280,9 @@ fn file_name(path: &Path) -> Option<String> {
     path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+fn text_of(name: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| Error::Read {
-        path: path.to_path_buf(),
+        path: name.to_path_buf(),
         message: format!(
             "not UTF-8 text (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
@@ -287,9 +302,8 @@ fn markdown_title(text: &str) -> Option<String> {
         .filter(|title| !title.is_empty())
 }
 
-fn read_html(path: &Path) -> Result<(String, Option<String>)> {
-    let html = read_text(path)?;
-    let title = html_element_text(&html, "title").or_else(|| html_element_text(&html, "h1"));
+fn html_text(path: &Path, html: &str) -> Result<(String, Option<String>)> {
+    let title = html_element_text(html, "title").or_else(|| html_element_text(html, "h1"));
     // A very wide layout keeps each paragraph on one line; the chunker cuts it later.
     let text = html2text::config::plain_no_decorate()
         .string_from_read(html.as_bytes(), 100_000)
@@ -344,15 +358,14 @@ fn decode_entities(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn read_pdf(path: &Path) -> Result<(String, Option<String>)> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+fn pdf_text(path: &Path, bytes: &[u8]) -> Result<(String, Option<String>)> {
     let unreadable = |message: String| Error::Read {
         path: path.to_path_buf(),
         message: format!("cannot read PDF: {message}"),
     };
     // pdf-extract panics on some malformed files; a bad file must not take ragway down.
     match catch_unwind(AssertUnwindSafe(|| {
-        pdf_extract::extract_text_from_mem(&bytes)
+        pdf_extract::extract_text_from_mem(bytes)
     })) {
         Ok(Ok(text)) => Ok((text, None)),
         Ok(Err(e)) => Err(unreadable(e.to_string())),
@@ -388,7 +401,7 @@ struct Line {
 /// ignored. A line without an id gets `<file id>:<line number>`. A bad line fails the file,
 /// naming `file:line`.
 pub fn read_jsonl(path: &Path, file_id: &str) -> Result<Vec<Document>> {
-    let text = read_text(path)?;
+    let text = text_of(path, fs::read(path).map_err(|e| Error::io(path, e))?)?;
     let mut documents = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         if let Some(document) = parse_line(path, file_id, n + 1, raw)? {
@@ -399,7 +412,12 @@ pub fn read_jsonl(path: &Path, file_id: &str) -> Result<Vec<Document>> {
 }
 
 /// Line `line` of a JSON Lines file as a document; `None` for a blank line.
-fn parse_line(path: &Path, file_id: &str, line: usize, raw: &str) -> Result<Option<Document>> {
+pub(crate) fn parse_line(
+    path: &Path,
+    file_id: &str,
+    line: usize,
+    raw: &str,
+) -> Result<Option<Document>> {
     if raw.trim().is_empty() {
         return Ok(None);
     }
@@ -423,6 +441,7 @@ fn parse_line(path: &Path, file_id: &str, line: usize, raw: &str) -> Result<Opti
         title: parsed.title,
         uri: parsed.uri,
         metadata: parsed.metadata,
+        version: None,
     }))
 }
 

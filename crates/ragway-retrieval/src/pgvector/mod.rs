@@ -453,6 +453,23 @@ impl PgvectorStore {
         passages(&rows, |distance| score(metric, distance))
     }
 
+    /// The content hash of each of `ids` the store holds (what "unchanged" is judged by; see
+    /// [`content_hash`]).
+    pub async fn stored_hashes(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        self.inner.hashes(ids).await
+    }
+
+    /// How documents are cut: `(chunk_size, chunk_overlap)`.
+    pub fn chunking(&self) -> (usize, usize) {
+        (
+            self.inner.settings.chunk_size,
+            self.inner.settings.chunk_overlap,
+        )
+    }
+
     /// Adds or replaces documents, reporting progress; see [`DocumentStore::add`]. Documents
     /// are chunked by the store's settings, embedded in batches and written in one transaction.
     pub async fn add_with_progress(

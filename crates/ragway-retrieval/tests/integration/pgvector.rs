@@ -969,6 +969,7 @@ fn untitled(id: &str, text: &str) -> ragway_core::Document {
         title: None,
         uri: None,
         metadata: serde_json::Map::new(),
+        version: None,
     }
 }
 

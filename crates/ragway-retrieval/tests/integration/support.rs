@@ -89,6 +89,7 @@ pub fn doc(id: &str, text: &str) -> Document {
         title: Some(format!("Title of {id}")),
         uri: Some(format!("file:///{id}")),
         metadata: serde_json::Map::new(),
+        version: None,
     }
 }
 

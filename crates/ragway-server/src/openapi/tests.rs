@@ -85,6 +85,12 @@ fn the_document_is_openapi_3_1() {
         document["openapi"]
     );
     assert_eq!(document["info"]["title"], "ragway");
+    // A document's version is set by ingest sources only; a caller cannot send one.
+    let fields = document["components"]["schemas"]["Document"]["properties"]
+        .as_object()
+        .unwrap();
+    assert!(fields.contains_key("text"), "{fields:?}");
+    assert!(!fields.contains_key("version"), "{fields:?}");
 }
 
 #[test]
