@@ -268,6 +268,14 @@ async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
     )
     .await;
     put(&s3, "in/empty.md", b"  \n").await;
+    // One line longer than a reader holds: the object fails there, the line before it is kept.
+    let long = "x".repeat(ragway_retrieval::ingest::read::MAX_LINE_BYTES as usize);
+    put(
+        &s3,
+        "in/huge.jsonl",
+        format!("{{\"id\": \"h1\", \"text\": \"fits\"}}\n{{\"text\": \"{long}\"}}\n").as_bytes(),
+    )
+    .await;
 
     // A local folder and an S3 prefix in one run.
     let local = dir.path().join("local");
@@ -291,9 +299,15 @@ async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
         stderr.contains(&format!("warning: s3://{BUCKET}/in/lines.jsonl:2: ")),
         "{stderr}"
     );
-    assert!(stderr.contains("2 file(s) could not be read"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: s3://{BUCKET}/in/huge.jsonl:2: longer than 64 MiB"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 file(s) could not be read"), "{stderr}");
     let ids: Vec<String> = stored(dir.path()).into_iter().map(|(id, ..)| id).collect();
-    assert_eq!(ids, ["in/good.md", "l1", "local/here.md"]);
+    assert_eq!(ids, ["h1", "in/good.md", "l1", "local/here.md"]);
 
     // Addresses and buckets that cannot be read fail before anything is written.
     for (address, says) in [
@@ -307,5 +321,5 @@ async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
         assert!(stderr.contains(address), "{address}: {stderr}");
         assert!(stderr.contains(says), "{address}: {stderr}");
     }
-    assert_eq!(stored(dir.path()).len(), 3);
+    assert_eq!(stored(dir.path()).len(), 4);
 }

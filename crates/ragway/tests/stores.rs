@@ -326,20 +326,7 @@ async fn a_server_and_ingest_writing_one_store_at_once_lose_nothing() {
             )
             .unwrap();
         }
-        let output = tokio::process::Command::new(crate::support::ragway_bin())
-            .args(["ingest", "--store", "docs", "--config"])
-            .arg(&config_path)
-            .arg(&corpus)
-            .envs(test_env())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        ingest_docs(&config_path, &corpus).await;
     }
     writes.await.unwrap();
 
@@ -373,14 +360,7 @@ async fn a_store_in_a_read_only_folder_is_searched_and_never_written() {
     let config_path = dir.path().join("c.toml");
     std::fs::write(&config_path, &config_text).unwrap();
     let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/corpus");
-    let output = std::process::Command::new(crate::support::ragway_bin())
-        .args(["ingest", "--store", "docs", "--config"])
-        .arg(&config_path)
-        .arg(corpus)
-        .envs(test_env())
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    ingest_docs(&config_path, std::path::Path::new(corpus)).await;
     // As in an image: nothing in the folder can be written. Root writes anywhere, so the
     // server runs without the capability that lets it (setpriv, util-linux).
     let store = dir.path().join("docs");
@@ -878,4 +858,125 @@ async fn an_embedder_failing_midway_names_the_document_and_keeps_what_was_commit
         .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))
         .unwrap();
     assert_eq!(documents, 100);
+}
+
+/// An OpenAI-compatible embeddings server that holds each request until `width` are in
+/// flight (or half a second passes), and keeps the most it saw at once.
+async fn gathering_embedder(
+    width: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::Duration;
+
+    #[derive(Clone)]
+    struct Counts {
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        width: usize,
+    }
+    async fn embeddings(
+        axum::extract::State(counts): axum::extract::State<Counts>,
+        axum::Json(body): axum::Json<serde_json::Value>,
+    ) -> axum::Json<serde_json::Value> {
+        let now = counts.now.fetch_add(1, SeqCst) + 1;
+        counts.most.fetch_max(now, SeqCst);
+        for _ in 0..50 {
+            if counts.now.load(SeqCst) >= counts.width {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let inputs = body["input"].as_array().cloned().unwrap_or_default();
+        let data: Vec<serde_json::Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let seed = text.as_str().unwrap_or_default().len() as f32;
+                json!({"object": "embedding", "index": index, "embedding": [seed, 1.0, 0.5, 0.25]})
+            })
+            .collect();
+        // Answer after the others have counted this one in.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        counts.now.fetch_sub(1, SeqCst);
+        axum::Json(
+            json!({"object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+        )
+    }
+    let counts = Counts {
+        now: Arc::default(),
+        most: Arc::default(),
+        width,
+    };
+    let most = counts.most.clone();
+    let app = axum::Router::new()
+        .route("/v1/embeddings", axum::routing::post(embeddings))
+        .with_state(counts);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, most)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_embedder_takes_as_many_batches_at_once_as_configured() {
+    for concurrency in [1, 3] {
+        // The server would take more at once than configured: what it sees is ragway's limit.
+        let (url, most) = gathering_embedder(concurrency + 2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("c.toml");
+        let config = format!(
+            r#"
+[[embedder]]
+name = "remote"
+type = "openai"
+model = "text-embedding-3-small"
+base_url = "{url}/v1"
+dimensions = 4
+concurrency = {concurrency}
+
+[[vector_store]]
+name = "docs"
+type = "faiss"
+path = "{store}"
+embedder = "remote"
+"#,
+            store = dir.path().join("docs").display()
+        );
+        std::fs::write(&config_path, config).unwrap();
+        // 400 one-chunk documents: 13 batches of 32 in one commit.
+        let corpus = dir.path().join("corpus.jsonl");
+        let lines: String = (0..400)
+            .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"document number {i}\"}}\n"))
+            .collect();
+        std::fs::write(&corpus, lines).unwrap();
+        let stdout = ingest_docs(&config_path, &corpus).await;
+        assert!(stdout.contains("400 added"), "{stdout}");
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            concurrency,
+            "batches in flight at once with concurrency = {concurrency}"
+        );
+    }
+}
+
+/// `ragway ingest --store docs --config CONFIG PATH`, failing the test with its output unless
+/// it succeeds; its stdout.
+async fn ingest_docs(config: &std::path::Path, path: &std::path::Path) -> String {
+    let output = tokio::process::Command::new(crate::support::ragway_bin())
+        .args(["ingest", "--store", "docs", "--config"])
+        .arg(config)
+        .arg(path)
+        .envs(test_env())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }

@@ -3,7 +3,7 @@
 //! [`DocumentReader`] reads them one at a time, as an ingest of any size needs them.
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 
 /// The extensions [`read_paths`] understands (lower case, without the dot).
 pub const EXTENSIONS: &[&str] = &["txt", "md", "markdown", "html", "htm", "pdf", "jsonl"];
+
+/// The longest line of a JSON Lines file (one document) that is read; a longer one fails its
+/// file where it starts, rather than filling memory.
+pub const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What [`read_paths`] found besides the documents.
 #[derive(Debug, Default)]
@@ -66,7 +70,7 @@ pub struct DocumentReader {
 struct JsonLines {
     path: PathBuf,
     file_id: String,
-    lines: std::io::Lines<BufReader<fs::File>>,
+    reader: BufReader<fs::File>,
     /// The number of the last line read.
     line: usize,
 }
@@ -129,7 +133,7 @@ impl DocumentReader {
                         self.lines = Some(JsonLines {
                             file_id: document_id(&path, &base),
                             path,
-                            lines: BufReader::new(file).lines(),
+                            reader: BufReader::new(file),
                             line: 0,
                         });
                     }
@@ -155,24 +159,49 @@ fn is_jsonl(path: &Path) -> bool {
 /// The next document of a JSON Lines file (blank lines skipped), or `None` at its end.
 fn next_line(lines: &mut JsonLines, bytes_read: &mut u64) -> Result<Option<Document>> {
     loop {
-        let Some(raw) = lines.lines.next() else {
+        let mut raw = Vec::new();
+        let read = (&mut lines.reader)
+            .take(MAX_LINE_BYTES + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::Line {
+                path: lines.path.clone(),
+                line: lines.line + 1,
+                message: e.to_string(),
+            })?;
+        if read == 0 {
             return Ok(None);
-        };
+        }
         lines.line += 1;
-        let raw = raw.map_err(|e| Error::Line {
-            path: lines.path.clone(),
-            line: lines.line,
-            message: if e.kind() == std::io::ErrorKind::InvalidData {
-                "not UTF-8 text".to_owned()
-            } else {
-                e.to_string()
-            },
-        })?;
-        *bytes_read += raw.len() as u64 + 1;
-        if let Some(document) = parse_line(&lines.path, &lines.file_id, lines.line, &raw)? {
+        *bytes_read += read as u64;
+        let text = line_text(&lines.path, lines.line, raw)?;
+        if let Some(document) = parse_line(&lines.path, &lines.file_id, lines.line, &text)? {
             return Ok(Some(document));
         }
     }
+}
+
+/// A line of a JSON Lines file as read up to its `\n` (at most [`MAX_LINE_BYTES`] + 1 bytes),
+/// as text without its line ending; an error naming `file:line` if it is longer than
+/// [`MAX_LINE_BYTES`] or not UTF-8.
+pub(crate) fn line_text(path: &Path, line: usize, mut raw: Vec<u8>) -> Result<String> {
+    let bad = |message: String| Error::Line {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    if raw.len() as u64 > MAX_LINE_BYTES {
+        return Err(bad(format!(
+            "longer than {} MiB; one line holds one document",
+            MAX_LINE_BYTES / (1024 * 1024)
+        )));
+    }
+    if raw.last() == Some(&b'\r') {
+        raw.pop();
+    }
+    String::from_utf8(raw).map_err(|_| bad("not UTF-8 text".to_owned()))
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, report: &mut ReadReport) -> Result<()> {

@@ -21,10 +21,12 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use ragway_core::Document;
 use serde_json::Map;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _};
 
 use super::content_hash;
-use super::read::{EXTENSIONS, ReadReport, extension, parse_file, parse_line};
+use super::read::{
+    EXTENSIONS, MAX_LINE_BYTES, ReadReport, extension, line_text, parse_file, parse_line,
+};
 use crate::error::{Error, Result};
 
 /// Objects larger than this (other than JSON Lines, which is streamed) are not read: a whole
@@ -103,6 +105,7 @@ impl std::fmt::Display for S3Url {
 }
 
 /// One object to read.
+#[derive(Clone)]
 struct Listed {
     key: String,
     /// As listed, quotes removed; `None` if S3 gave none.
@@ -196,7 +199,7 @@ impl S3Reader {
             objects.extend(
                 page.iter()
                     .filter(|object| object.jsonl || !same.contains_key(object.id.as_str()))
-                    .map(Listed::clone),
+                    .cloned(),
             );
         }
         let bytes_total = objects.iter().map(|o| o.size).sum();
@@ -284,18 +287,6 @@ impl S3Reader {
                     }
                 }
             }
-        }
-    }
-}
-
-impl Clone for Listed {
-    fn clone(&self) -> Self {
-        Self {
-            key: self.key.clone(),
-            etag: self.etag.clone(),
-            size: self.size,
-            id: self.id.clone(),
-            jsonl: self.jsonl,
         }
     }
 }
@@ -482,11 +473,18 @@ impl ObjectLines {
         let mut taken = 0;
         loop {
             let mut raw = Vec::new();
-            let broke = match self.body.read_until(b'\n', &mut raw).await {
+            let read = (&mut self.body)
+                .take(MAX_LINE_BYTES + 1)
+                .read_until(b'\n', &mut raw)
+                .await;
+            let broke = match read {
                 Ok(0) => return Ok(None),
-                // A line cut short before the object's end: the body ended early.
+                // A line cut short before the object's end: the body ended early (a line too
+                // long is cut short by the limit, and named below).
                 Ok(read)
-                    if raw.last() != Some(&b'\n') && self.offset + (read as u64) < self.size =>
+                    if raw.last() != Some(&b'\n')
+                        && raw.len() as u64 <= MAX_LINE_BYTES
+                        && self.offset + (read as u64) < self.size =>
                 {
                     format!(
                         "the body ended at byte {} of {}",
@@ -522,18 +520,9 @@ impl ObjectLines {
             self.offset += raw.len() as u64;
             taken += raw.len() as u64;
             self.line += 1;
-            let text = String::from_utf8(raw).map_err(|_| Error::Line {
-                path: location.clone(),
-                line: self.line,
-                message: "not UTF-8 text".to_owned(),
-            })?;
+            let text = line_text(&location, self.line, raw)?;
             let file_id = self.listed.id.as_str();
-            if let Some(document) = parse_line(
-                &location,
-                file_id,
-                self.line,
-                text.trim_end_matches(['\n', '\r']),
-            )? {
+            if let Some(document) = parse_line(&location, file_id, self.line, &text)? {
                 return Ok(Some((document, taken)));
             }
         }

@@ -162,6 +162,27 @@ fn unreadable_files_are_reported_and_the_rest_still_read() {
 }
 
 #[test]
+fn a_json_line_too_long_to_hold_fails_its_file_where_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(ragway_retrieval::ingest::read::MAX_LINE_BYTES as usize);
+    write(
+        &dir.path().join("big.jsonl"),
+        format!(
+            "{{\"id\": \"a\", \"text\": \"fits\"}}\n{{\"text\": \"{long}\"}}\n{{\"id\": \"c\", \"text\": \"after\"}}\n"
+        ),
+    );
+    let (documents, report) = read_paths(&[dir.path().to_path_buf()]).unwrap();
+    let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a"]);
+    let messages: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("big.jsonl:2: longer than 64 MiB"),
+        "{messages:?}"
+    );
+}
+
+#[test]
 fn documents_are_read_as_they_are_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let lines: String = (0..10_000)
