@@ -67,6 +67,16 @@ async fn put(client: &aws_sdk_s3::Client, key: &str, body: &[u8]) {
 
 /// `ragway ingest --store docs ARGS` with moto as every AWS endpoint.
 async fn ingest(config: &Path, moto: &MotoServer, args: &[&str]) -> Output {
+    ingest_with(config, moto, args, &[]).await
+}
+
+/// [`ingest`] with more environment variables.
+async fn ingest_with(
+    config: &Path,
+    moto: &MotoServer,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Output {
     tokio::process::Command::new(crate::support::ragway_bin())
         .args(["ingest", "--store", "docs", "--config"])
         .arg(config)
@@ -77,6 +87,7 @@ async fn ingest(config: &Path, moto: &MotoServer, args: &[&str]) -> Output {
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(name, value)| (*name, value)))
         .output()
         .await
         .unwrap()
@@ -322,4 +333,51 @@ async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
         assert!(stderr.contains(says), "{address}: {stderr}");
     }
     assert_eq!(stored(dir.path()).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pgvector_store_is_asked_for_the_etags_it_holds_too() {
+    let moto = MotoServer::start(&[]).unwrap();
+    let pg = ragway_testkit::postgres::Postgres::start().unwrap();
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[[embedder]]
+name = "fake"
+type = "openai"
+model = "text-embedding-3-small"
+base_url = "{}/v1"
+dimensions = 32
+
+[[vector_store]]
+name = "docs"
+type = "pgvector"
+dsn = "env::RAGWAY_TEST_PG_DSN"
+embedder = "fake"
+"#,
+            openai.url()
+        ),
+    )
+    .unwrap();
+    let env = [("RAGWAY_TEST_PG_DSN", pg.dsn())];
+    let s3 = bucket(&moto).await;
+    put(&s3, "kb/a.md", b"# A\n\nThe first page.").await;
+    put(&s3, "kb/b.txt", b"The second page.").await;
+    let address = format!("s3://{BUCKET}/kb/");
+    let run = async |expect: &str, fetched: &[&str]| {
+        let before = moto.requests().len();
+        let output = ingest_with(&config_path, &moto, &[&address], &env).await;
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains(expect), "{stdout}");
+        assert_eq!(gets(&moto, before), fetched);
+    };
+    run("2 added, 0 replaced, 0 unchanged", &["kb/a.md", "kb/b.txt"]).await;
+    run("0 added, 0 replaced, 2 unchanged", &[]).await;
+    put(&s3, "kb/b.txt", b"The second page, revised.").await;
+    run("0 added, 1 replaced, 1 unchanged", &["kb/b.txt"]).await;
 }
