@@ -1,25 +1,29 @@
 //! `ragway ingest`: read files, folders and `s3://bucket/prefix` addresses into a writable
 //! store (FAISS or pgvector), adopt an existing FAISS index, or copy one store into another
-//! without re-embedding. Documents are read as they are needed and committed in batches (every `--batch-chunks` chunks or
-//! `--commit-secs` seconds), so memory is bounded by a batch, a crash loses at most the batch
-//! in flight, and the same command run again skips what was committed (unchanged documents
-//! are skipped; changed ones replace their chunks; an S3 object the store holds at its ETag is
-//! not even downloaded). Progress is a bar on a terminal, and lines in a log.
+//! without re-embedding. Documents are read as they are needed ([`sources`]) and committed in
+//! batches (every `--batch-chunks` chunks or `--commit-secs` seconds), so memory is bounded by
+//! a batch, a crash loses at most the batch in flight, and the same command run again skips
+//! what was committed (unchanged documents are skipped; changed ones replace their chunks; an
+//! S3 object the store holds at its ETag is not even downloaded). Progress ([`shown`]) is a bar
+//! on a terminal, and lines in a log.
 
-use std::collections::VecDeque;
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
+use ragway_core::IngestReport;
 use ragway_core::config::{Config, EmbedderConfig, VectorStoreConfig, known};
-use ragway_core::{Document, IngestReport};
 use ragway_retrieval::WritableStore;
-use ragway_retrieval::ingest::s3::{S3Reader, S3Url};
-use ragway_retrieval::ingest::{DocumentReader, Phase, Progress, ReadReport};
+use ragway_retrieval::ingest::Progress;
+
+mod shown;
+mod sources;
+
+use shown::Shown;
+use sources::Sources;
 
 #[derive(clap::Args)]
 pub struct IngestArgs {
@@ -203,157 +207,6 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
 }
 
-/// What an ingest reads: the local files and folders (one reader over all of them), then each
-/// S3 address, in turn.
-struct Sources {
-    /// The sources not read to the end, the one being read first.
-    left: VecDeque<Source>,
-    /// What the sources read to the end found.
-    report: ReadReport,
-    /// Bytes of all the input, and of the sources read to the end.
-    bytes_total: u64,
-    bytes_done: u64,
-    /// S3 objects left unread because the store holds them at their ETag.
-    unchanged: usize,
-}
-
-enum Source {
-    Files(DocumentReader),
-    S3(Box<S3Reader>),
-}
-
-impl Sources {
-    /// Lists what `paths` name: the local files, and the objects under each S3 address less
-    /// those `store` holds unchanged. A path that does not exist, a bad address or a bucket
-    /// that cannot be listed fails the ingest before anything is written.
-    async fn open(paths: &[PathBuf], store: &Arc<WritableStore>) -> Result<Self> {
-        let mut urls = Vec::new();
-        let mut local = Vec::new();
-        for path in paths {
-            match path.to_str().filter(|text| S3Url::is_s3(text)) {
-                Some(text) => urls.push(S3Url::parse(text).map_err(anyhow::Error::msg)?),
-                None => local.push(path.clone()),
-            }
-        }
-        let mut left = VecDeque::new();
-        if !local.is_empty() {
-            let reader =
-                tokio::task::spawn_blocking(move || DocumentReader::open(&local)).await??;
-            left.push_back(Source::Files(reader));
-        }
-        if !urls.is_empty() {
-            let client =
-                ragway_retrieval::ingest::s3::client(&ragway_aws::load_sdk_config(None).await);
-            let chunking = store.chunking();
-            for url in urls {
-                let reader = S3Reader::open(client.clone(), url.clone(), chunking, async |ids| {
-                    store.stored_hashes(ids).await
-                })
-                .await?;
-                left.push_back(Source::S3(Box::new(reader)));
-            }
-        }
-        let mut sources = Self {
-            left,
-            report: ReadReport::default(),
-            bytes_total: 0,
-            bytes_done: 0,
-            unchanged: 0,
-        };
-        for source in &sources.left {
-            if let Source::S3(reader) = source {
-                sources.unchanged += reader.unchanged;
-            }
-        }
-        sources.bytes_total = sources.left.iter().map(Source::bytes_total).sum();
-        Ok(sources)
-    }
-
-    /// How far the reading has got, in bytes of input.
-    fn bytes_read(&self) -> u64 {
-        self.bytes_done + self.left.front().map_or(0, Source::bytes_read)
-    }
-
-    /// Reads documents until they make about `chunks` chunks (of `chunk_size` characters);
-    /// the sources come back with them. Local files are read on a blocking thread.
-    async fn read_batch(
-        mut self,
-        chunks: usize,
-        chunk_size: usize,
-    ) -> Result<(Self, Vec<Document>)> {
-        let estimate =
-            move |document: &Document| document.text.chars().count() / chunk_size.max(1) + 1;
-        let mut batch = Vec::new();
-        let mut estimated = 0;
-        while estimated < chunks {
-            let Some(source) = self.left.pop_front() else {
-                break;
-            };
-            let (source, finished) = match source {
-                Source::Files(mut reader) => {
-                    let want = chunks - estimated;
-                    let (reader, read, finished) = tokio::task::spawn_blocking(move || {
-                        let (mut read, mut got) = (Vec::new(), 0);
-                        while got < want {
-                            let Some(document) = reader.next_document() else {
-                                return (reader, read, true);
-                            };
-                            got += estimate(&document);
-                            read.push(document);
-                        }
-                        (reader, read, false)
-                    })
-                    .await?;
-                    estimated += read.iter().map(estimate).sum::<usize>();
-                    batch.extend(read);
-                    (Source::Files(reader), finished)
-                }
-                Source::S3(mut reader) => {
-                    let mut finished = false;
-                    while estimated < chunks {
-                        let Some(document) = reader.next_document().await else {
-                            finished = true;
-                            break;
-                        };
-                        estimated += estimate(&document);
-                        batch.push(document);
-                    }
-                    (Source::S3(reader), finished)
-                }
-            };
-            if finished {
-                self.bytes_done += source.bytes_total();
-                let report = match source {
-                    Source::Files(reader) => reader.report,
-                    Source::S3(reader) => reader.report,
-                };
-                self.report.files += report.files;
-                self.report.skipped.extend(report.skipped);
-                self.report.failed.extend(report.failed);
-            } else {
-                self.left.push_front(source);
-            }
-        }
-        Ok((self, batch))
-    }
-}
-
-impl Source {
-    fn bytes_total(&self) -> u64 {
-        match self {
-            Self::Files(reader) => reader.bytes_total,
-            Self::S3(reader) => reader.bytes_total,
-        }
-    }
-
-    fn bytes_read(&self) -> u64 {
-        match self {
-            Self::Files(reader) => reader.bytes_read,
-            Self::S3(reader) => reader.bytes_read,
-        }
-    }
-}
-
 /// The chunk size of the store named `name` (what batches are measured in).
 fn chunk_size(config: &Config, name: &str) -> usize {
     config
@@ -365,146 +218,6 @@ fn chunk_size(config: &Config, name: &str) -> usize {
             _ => None,
         })
         .unwrap_or(1000)
-}
-
-/// How an ingest shows its progress: a bar on a terminal; elsewhere (a CI log, `docker logs`)
-/// a line every few seconds and one per commit.
-struct Shown {
-    store: String,
-    bar: Option<ProgressBar>,
-    bytes_total: u64,
-    started: Instant,
-    /// When the last line was written (progress callbacks share the reporter).
-    last_line: std::sync::Mutex<Instant>,
-    commits: usize,
-    /// Documents and chunks of the batches committed so far.
-    documents: usize,
-    chunks: usize,
-}
-
-/// How often a line is written when the output is not a terminal.
-const LINE_EVERY: Duration = Duration::from_secs(5);
-
-impl Shown {
-    fn new(store: &str, bytes_total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(bytes_total.max(1));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg:<40} [{bar:30}] {percent:>3}% of input  eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Self {
-            store: store.to_owned(),
-            bar,
-            bytes_total,
-            started: Instant::now(),
-            last_line: std::sync::Mutex::new(Instant::now()),
-            commits: 0,
-            documents: 0,
-            chunks: 0,
-        }
-    }
-
-    /// A batch being embedded: `p` of it done; the input is read up to `read_to` bytes when
-    /// it is committed.
-    fn embedding(&self, p: &Progress, read_to: u64) {
-        let documents = self.documents + p.documents_done;
-        let chunks = self.chunks + p.chunks_done;
-        let message = match p.phase {
-            Phase::Saving => format!("{documents} documents, {chunks} chunks, committing"),
-            _ => format!("{documents} documents, {chunks} chunks"),
-        };
-        match &self.bar {
-            Some(bar) => {
-                bar.set_message(message);
-                bar.set_position(read_to.min(self.bytes_total));
-            }
-            None => {
-                let mut last = self
-                    .last_line
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if last.elapsed() >= LINE_EVERY {
-                    *last = Instant::now();
-                    eprintln!(
-                        "ingest \"{}\": {}",
-                        self.store,
-                        self.line(documents, chunks, read_to)
-                    );
-                }
-            }
-        }
-    }
-
-    /// A batch committed, making `totals`.
-    fn committed(&mut self, totals: &IngestReport, read_to: u64) {
-        self.commits += 1;
-        self.documents = totals.added + totals.replaced + totals.unchanged;
-        self.chunks = totals.chunks;
-        if let Some(bar) = &self.bar {
-            bar.set_position(read_to.min(self.bytes_total));
-        } else {
-            *self
-                .last_line
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-            eprintln!(
-                "ingest \"{}\": committed batch {}: {}",
-                self.store,
-                self.commits,
-                self.line(self.documents, self.chunks, read_to)
-            );
-        }
-    }
-
-    /// `1200 documents, 2400 chunks, 150 chunks/s, 35% of input, eta 2m10s`.
-    fn line(&self, documents: usize, chunks: usize, read_to: u64) -> String {
-        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
-        let done = read_to as f64 / self.bytes_total.max(1) as f64;
-        let eta = if done > 0.0 && done < 1.0 {
-            let left = seconds / done * (1.0 - done);
-            format!(
-                ", eta {}",
-                indicatif::HumanDuration(Duration::from_secs_f64(left))
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "{documents} documents, {chunks} chunks, {:.0} chunks/s, {:.0}% of input{eta}",
-            chunks as f64 / seconds,
-            done * 100.0
-        )
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-
-    /// The run's figures: what was added, replaced and skipped as unchanged (committed
-    /// before, by this run or an earlier one), in how many commits and how fast.
-    fn summary(&self, totals: &IngestReport, started: Instant) -> String {
-        let seconds = started.elapsed().as_secs_f64();
-        format!(
-            "{} added, {} replaced, {} unchanged (skipped); {} chunks in {:.1} s ({:.0} chunks/s), \
-             {} commit(s)",
-            totals.added,
-            totals.replaced,
-            totals.unchanged,
-            totals.chunks,
-            seconds,
-            totals.chunks as f64 / seconds.max(1e-9),
-            self.commits
-        )
-    }
 }
 
 /// Copies every document of the store `source` into `store` (named `target`), a page at a
