@@ -63,7 +63,8 @@ enum Command {
     },
     /// Ask one question and print the answer as it streams, then its sources.
     Ask(ask::AskArgs),
-    /// Add files and folders (or an existing FAISS index) to a FAISS store.
+    /// Read files, folders and s3:// objects into a FAISS or pgvector store (or adopt a FAISS
+    /// index, or copy a FAISS store into pgvector), committed in batches.
     Ingest(ingest::IngestArgs),
     /// Measure a store's retrieval on a labelled set in BEIR's layout (nDCG@10, Recall@10 and
     /// @100, MRR@10, MAP, search latency).
