@@ -28,6 +28,18 @@ pub struct MotoRequest {
     pub method: String,
     /// The path and query, as sent.
     pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl MotoRequest {
+    /// A header's value, by name in any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 impl MotoServer {
@@ -77,9 +89,22 @@ impl MotoServer {
                     .split_once("://")
                     .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
                     .unwrap_or_default();
+                let headers = entry["headers"]
+                    .as_object()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|(name, value)| {
+                                let value = value.as_str().unwrap_or_default().to_owned();
+                                (name.to_ascii_lowercase(), value)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 MotoRequest {
                     method: entry["method"].as_str().unwrap_or_default().to_owned(),
                     path,
+                    headers,
                 }
             })
             .collect()

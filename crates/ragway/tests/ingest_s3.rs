@@ -381,3 +381,144 @@ embedder = "fake"
     put(&s3, "kb/b.txt", b"The second page, revised.").await;
     run("0 added, 1 replaced, 1 unchanged", &["kb/b.txt"]).await;
 }
+
+/// A proxy in front of moto that passes everything through, except that it cuts the body of a
+/// GET of a key ending in `cut.jsonl` after `CUT` bytes every time, and of a key ending in
+/// `once.jsonl` the first time only: a connection that breaks mid-object.
+async fn cutting_proxy(moto: &str) -> String {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+
+    const CUT: usize = 4096;
+    #[derive(Clone)]
+    struct Proxy {
+        moto: String,
+        client: reqwest::Client,
+        cut_once: std::sync::Arc<std::sync::Mutex<bool>>,
+    }
+    async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut sent = proxy
+            .client
+            .request(parts.method.clone(), format!("{}{target}", proxy.moto))
+            .body(body);
+        for (name, value) in &parts.headers {
+            if name != "host" {
+                sent = sent.header(name, value);
+            }
+        }
+        let answer = sent.send().await.unwrap();
+        let (status, headers) = (answer.status(), answer.headers().clone());
+        let bytes = answer.bytes().await.unwrap();
+        let path = parts.uri.path();
+        let cut = parts.method == axum::http::Method::GET
+            && bytes.len() > CUT
+            && (path.ends_with("cut.jsonl")
+                || (path.ends_with("once.jsonl")
+                    && !std::mem::replace(&mut *proxy.cut_once.lock().unwrap(), true)));
+        let mut response = if cut {
+            use futures::StreamExt as _;
+            let head = bytes.slice(..CUT);
+            // The head goes out (and is flushed) before the connection is cut.
+            let body = futures::stream::once(async move { Ok(head) }).chain(futures::stream::once(
+                async {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    Err(std::io::Error::other("connection cut by the test"))
+                },
+            ));
+            Response::new(Body::from_stream(body))
+        } else {
+            Response::new(Body::from(bytes))
+        };
+        *response.status_mut() = status;
+        for (name, value) in &headers {
+            if name != "transfer-encoding" && name != "connection" {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+        response
+    }
+    let app = axum::Router::new().fallback(forward).with_state(Proxy {
+        moto: moto.to_owned(),
+        client: reqwest::Client::new(),
+        cut_once: std::sync::Arc::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_lines_object_whose_connection_breaks_is_read_on_from_where_it_stopped() {
+    let moto = MotoServer::start(&[]).unwrap();
+    let proxy = cutting_proxy(moto.url()).await;
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, config(dir.path(), &openai.url())).unwrap();
+    let s3 = bucket(&moto).await;
+    // About 45 bytes a line: 500 lines are more than five cuts' worth.
+    let lines = |name: &str| -> String {
+        (0..500)
+            .map(|i| format!("{{\"id\": \"{name}-{i:03}\", \"text\": \"line {i} of {name}\"}}\n"))
+            .collect()
+    };
+    put(&s3, "feed/once.jsonl", lines("once").as_bytes()).await;
+    put(&s3, "feed/cut.jsonl", lines("cut").as_bytes()).await;
+    let address = format!("s3://{BUCKET}/feed/");
+
+    let output = ingest_with(
+        &config_path,
+        &moto,
+        &[&address],
+        &[("AWS_ENDPOINT_URL", proxy.clone())],
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    // cut.jsonl breaks every time: after three resumes it fails, named, keeping its lines read.
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: s3://{BUCKET}/feed/cut.jsonl: the object's body broke off"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 times"), "{stderr}");
+    let ids: Vec<String> = stored(dir.path()).into_iter().map(|(id, ..)| id).collect();
+    let once: Vec<&String> = ids.iter().filter(|id| id.starts_with("once-")).collect();
+    let cut = ids.iter().filter(|id| id.starts_with("cut-")).count();
+    // once.jsonl broke once and was read on: every line, each once, in order.
+    assert_eq!(once.len(), 500, "{ids:?}");
+    assert_eq!(once[499], "once-499");
+    assert!((200..500).contains(&cut), "{cut} lines of cut.jsonl kept");
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        ids.len()
+    );
+
+    // The second read of once.jsonl asked for the rest of the same object.
+    let gets: Vec<_> = moto
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("once.jsonl"))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].header("range"), None);
+    let range = gets[1].header("range").unwrap();
+    assert!(
+        range.starts_with("bytes=") && range.ends_with('-'),
+        "{range}"
+    );
+    let offset: usize = range["bytes=".len()..range.len() - 1].parse().unwrap();
+    assert!(offset > 0 && offset <= 4096, "{range}");
+    assert_eq!(
+        lines("once").as_bytes()[offset - 1],
+        b'\n',
+        "resumed at a line's start"
+    );
+    assert!(gets[1].header("if-match").is_some(), "{:?}", gets[1]);
+}
