@@ -184,6 +184,12 @@ async fn objects_under_a_prefix_are_ingested_and_skipped_unread_while_their_etag
         stderr.contains("skipped 2 file(s) of unsupported type"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(&format!(
+            "listed {address}: 4 object(s) to read (266 bytes), 0 held at their ETag"
+        )),
+        "{stderr}"
+    );
     let object = |key: &str| format!("s3://{BUCKET}/team/docs/{key}");
     // Ids as `ragway ingest ./docs` gives them for a copy of team/docs on disk.
     assert_eq!(
@@ -224,6 +230,12 @@ async fn objects_under_a_prefix_are_ingested_and_skipped_unread_while_their_etag
     assert!(
         stdout.contains("3 S3 object(s) not downloaded: the store holds them at their ETag"),
         "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "listed {address}: 1 object(s) to read (108 bytes), 3 held at their ETag"
+        )),
+        "{stderr}"
     );
     assert_eq!(gets(&moto, before), ["team/docs/faq.jsonl"]);
 

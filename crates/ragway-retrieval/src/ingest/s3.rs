@@ -130,6 +130,8 @@ pub struct S3Reader {
     pub bytes_read: u64,
     /// Objects left unread because the store holds them at their listed ETag.
     pub unchanged: usize,
+    /// Objects to read (listed, less those left unread).
+    pub objects: usize,
 }
 
 enum Fetched {
@@ -203,6 +205,7 @@ impl S3Reader {
             );
         }
         let bytes_total = objects.iter().map(|o| o.size).sum();
+        let count = objects.len();
         let fetcher = client.clone();
         let bucket = url.bucket.clone();
         let fetched = futures::stream::iter(objects)
@@ -228,6 +231,7 @@ impl S3Reader {
             bytes_total,
             bytes_read: 0,
             unchanged,
+            objects: count,
         })
     }
 

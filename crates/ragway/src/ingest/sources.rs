@@ -58,6 +58,11 @@ impl Sources {
                     store.stored_hashes(ids).await
                 })
                 .await?;
+                // Listing a large bucket takes a while before the first batch: say what it found.
+                eprintln!(
+                    "listed {url}: {} object(s) to read ({} bytes), {} held at their ETag (not downloaded)",
+                    reader.objects, reader.bytes_total, reader.unchanged
+                );
                 left.push_back(Source::S3(Box::new(reader)));
             }
         }
