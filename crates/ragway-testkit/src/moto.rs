@@ -63,7 +63,7 @@ impl MotoServer {
             dir,
         };
         let started = Instant::now();
-        while get_status(port, "/moto-api/").is_err() {
+        while http_status(&format!("{}/moto-api/", server.url)).is_err() {
             if started.elapsed() > START_TIMEOUT {
                 bail!("moto_server did not answer on port {port} within {START_TIMEOUT:?}");
             }
@@ -118,10 +118,15 @@ impl Drop for MotoServer {
     }
 }
 
-/// A plain GET's status, without an async runtime.
-fn get_status(port: u16, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+/// The status of a plain `GET http://HOST:PORT/PATH`, without an async runtime (for waiting on
+/// a server a test starts before its own runtime work).
+pub fn http_status(url: &str) -> std::io::Result<u16> {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut answer = String::new();
     stream.take(64).read_to_string(&mut answer).ok();
     answer

@@ -33,33 +33,12 @@ impl Drop for Guard {
 fn wait_for(url: &str) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        if raw_http::get_status(url).is_ok_and(|status| status < 500) {
+        if ragway_testkit::moto::http_status(url).is_ok_and(|status| status < 500) {
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("{url} did not come up");
-}
-
-mod raw_http {
-    /// A plain GET returning the status, without an async runtime (the guards start servers
-    /// before the test's own runtime work).
-    pub fn get_status(url: &str) -> Result<u16, std::io::Error> {
-        use std::io::{Read, Write};
-        let rest = url.trim_start_matches("http://");
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-        let mut stream = std::net::TcpStream::connect(host)?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.take(64).read_to_string(&mut answer).ok();
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no status"))
-    }
 }
 
 /// moto_server on a free port, with ECS services reporting `running` tasks.

@@ -10,29 +10,35 @@ use std::process::Output;
 use aws_sdk_s3::primitives::ByteStream;
 use ragway_testkit::moto::MotoServer;
 
+use crate::stores::fast_config as config;
 use crate::support::test_env;
 
 const BUCKET: &str = "corpus";
 
-/// A FAISS store embedded by the OpenAI fake.
-fn config(dir: &Path, openai: &str) -> String {
-    format!(
-        r#"
-[[embedder]]
-name = "fake"
-type = "openai"
-model = "text-embedding-3-small"
-base_url = "{openai}/v1"
-dimensions = 32
+/// What every test here starts from: moto with the bucket made, the OpenAI fake, and a folder
+/// holding `c.toml` with a FAISS store `docs` embedded by the fake (`stores::fast_config`).
+struct Setup {
+    moto: MotoServer,
+    openai: ragway_testkit::Fake,
+    dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
+    s3: aws_sdk_s3::Client,
+}
 
-[[vector_store]]
-name = "docs"
-type = "faiss"
-path = "{store}"
-embedder = "fake"
-"#,
-        store = dir.join("docs").display()
-    )
+async fn setup() -> Setup {
+    let moto = MotoServer::start(&[]).unwrap();
+    let openai = ragway_testkit::openai::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, config(dir.path(), &openai.url())).unwrap();
+    let s3 = bucket(&moto).await;
+    Setup {
+        moto,
+        openai,
+        dir,
+        config_path,
+        s3,
+    }
 }
 
 /// A client of moto's S3 with the bucket made.
@@ -140,12 +146,13 @@ fn chunk_texts(dir: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_under_a_prefix_are_ingested_and_skipped_unread_while_their_etag_holds() {
-    let moto = MotoServer::start(&[]).unwrap();
-    let openai = ragway_testkit::openai::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("c.toml");
-    std::fs::write(&config_path, config(dir.path(), &openai.url())).unwrap();
-    let s3 = bucket(&moto).await;
+    let Setup {
+        moto,
+        openai,
+        dir,
+        config_path,
+        s3,
+    } = setup().await;
     put(
         &s3,
         "team/docs/guide/intro.md",
@@ -276,12 +283,13 @@ async fn objects_under_a_prefix_are_ingested_and_skipped_unread_while_their_etag
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
-    let moto = MotoServer::start(&[]).unwrap();
-    let openai = ragway_testkit::openai::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("c.toml");
-    std::fs::write(&config_path, config(dir.path(), &openai.url())).unwrap();
-    let s3 = bucket(&moto).await;
+    let Setup {
+        moto,
+        openai: _openai,
+        dir,
+        config_path,
+        s3,
+    } = setup().await;
     put(&s3, "in/good.md", b"# Good\n\nReadable text.").await;
     put(&s3, "in/bad.txt", b"caf\xe9 in Latin-1").await;
     put(
@@ -349,11 +357,14 @@ async fn what_a_bucket_cannot_give_is_named_and_the_rest_is_ingested() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pgvector_store_is_asked_for_the_etags_it_holds_too() {
-    let moto = MotoServer::start(&[]).unwrap();
+    let Setup {
+        moto,
+        openai,
+        dir: _dir,
+        config_path,
+        s3,
+    } = setup().await;
     let pg = ragway_testkit::postgres::Postgres::start().unwrap();
-    let openai = ragway_testkit::openai::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("c.toml");
     std::fs::write(
         &config_path,
         format!(
@@ -376,7 +387,6 @@ embedder = "fake"
     )
     .unwrap();
     let env = [("RAGWAY_TEST_PG_DSN", pg.dsn())];
-    let s3 = bucket(&moto).await;
     put(&s3, "kb/a.md", b"# A\n\nThe first page.").await;
     put(&s3, "kb/b.txt", b"The second page.").await;
     let address = format!("s3://{BUCKET}/kb/");
@@ -466,13 +476,14 @@ async fn cutting_proxy(moto: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_json_lines_object_whose_connection_breaks_is_read_on_from_where_it_stopped() {
-    let moto = MotoServer::start(&[]).unwrap();
+    let Setup {
+        moto,
+        openai: _openai,
+        dir,
+        config_path,
+        s3,
+    } = setup().await;
     let proxy = cutting_proxy(moto.url()).await;
-    let openai = ragway_testkit::openai::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("c.toml");
-    std::fs::write(&config_path, config(dir.path(), &openai.url())).unwrap();
-    let s3 = bucket(&moto).await;
     // About 45 bytes a line: 500 lines are more than five cuts' worth.
     let lines = |name: &str| -> String {
         (0..500)

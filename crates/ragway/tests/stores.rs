@@ -678,7 +678,7 @@ api_key = "env::TEST_OPENAI_KEY"
 
 /// A FAISS store embedded by the OpenAI fake (fast and deterministic), for ingests of
 /// thousands of documents.
-fn fast_config(dir: &std::path::Path, openai: &str) -> String {
+pub(crate) fn fast_config(dir: &std::path::Path, openai: &str) -> String {
     format!(
         r#"
 [[embedder]]

@@ -66,20 +66,20 @@ impl Sources {
                 left.push_back(Source::S3(Box::new(reader)));
             }
         }
-        let mut sources = Self {
+        let unchanged = left
+            .iter()
+            .map(|source| match source {
+                Source::S3(reader) => reader.unchanged,
+                Source::Files(_) => 0,
+            })
+            .sum();
+        Ok(Self {
+            bytes_total: left.iter().map(Source::bytes_total).sum(),
             left,
             report: ReadReport::default(),
-            bytes_total: 0,
             bytes_done: 0,
-            unchanged: 0,
-        };
-        for source in &sources.left {
-            if let Source::S3(reader) = source {
-                sources.unchanged += reader.unchanged;
-            }
-        }
-        sources.bytes_total = sources.left.iter().map(Source::bytes_total).sum();
-        Ok(sources)
+            unchanged,
+        })
     }
 
     /// How far the reading has got, in bytes of input.
